@@ -1,0 +1,183 @@
+"""Configuration: ``config.yaml`` + ``secrets.yaml`` + environment variables.
+
+Precedence, highest first: environment (``DEXORDER_<SECTION>__<KEY>``, plus the
+conventional ``KAFKA_BOOTSTRAP_SERVERS``), ``secrets.yaml``, ``config.yaml``,
+defaults. Both files are looked up in ``DEXORDER_HOME`` (default
+``~/.dexorder``) unless ``DEXORDER_CONFIG`` / ``DEXORDER_SECRETS`` name them.
+Unknown keys and bad values raise :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names every bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaConfig(_Section):
+    #: ``host:port[,host:port]``; unset means ``dexorder up`` starts the embedded broker.
+    bootstrap_servers: str | None = None
+    embedded_port: int = Field(9092, ge=1, le=65535)
+
+
+class RelayConfig(_Section):
+    host: str = "127.0.0.1"
+    router_port: int = Field(5559, ge=1, le=65535)
+    work_port: int = Field(5555, ge=1, le=65535)
+    xsub_port: int = Field(5557, ge=1, le=65535)
+    xpub_port: int = Field(5558, ge=1, le=65535)
+    health_port: int = Field(5560, ge=1, le=65535)
+
+
+class EmulatorConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=1, le=65535)
+    seed: int = 42
+    #: Mean simulated trades per second per symbol.
+    trade_rate: float = Field(4.0, ge=0)
+    #: Requests weight allowed per minute before HTTP 429, as Binance does.
+    weight_limit_per_minute: int = Field(6000, ge=1)
+
+
+class ExchangeConfig(_Section):
+    """One exchange an ingestor serves."""
+
+    #: Relay prefix and ticker exchange name, e.g. ``BINANCE``.
+    name: str = "BINANCE"
+    #: CCXT exchange id.
+    ccxt_id: str = "binance"
+    #: Point CCXT at the built-in exchange emulator instead of the real exchange.
+    emulated: bool = True
+    #: Tickers streamed from start; more can be asked for with a ``RealtimeRequest``.
+    symbols: list[str] = ["BTC/USDT", "ETH/USDT"]
+    #: How several ingestors of one exchange share tickers (see README).
+    shard_index: int = Field(0, ge=0)
+    shard_count: int = Field(1, ge=1)
+    health_port: int = Field(5561, ge=1, le=65535)
+
+
+class StreamConfig(_Section):
+    group_id: str = "dexorder-stream"
+    #: Ticks up to this much older than the newest tick of their ticker still count.
+    allowed_lateness_ms: int = Field(2_000, ge=0)
+    #: Open-candle updates are coalesced and published at most this often.
+    live_update_interval_ms: int = Field(200, ge=0)
+    #: How often state and offsets are checkpointed.
+    checkpoint_interval_ms: int = Field(1_000, ge=50)
+    health_port: int = Field(5562, ge=1, le=65535)
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("DEXORDER_HOME") or Path.home() / ".dexorder")
+
+
+class Settings(BaseSettings):
+    """All of the platform's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DEXORDER_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    home: Path = Field(default_factory=default_home)
+    log_level: str = "info"
+    kafka: KafkaConfig = KafkaConfig()
+    relay: RelayConfig = RelayConfig()
+    emulator: EmulatorConfig = EmulatorConfig()
+    exchange: ExchangeConfig = ExchangeConfig()
+    stream: StreamConfig = StreamConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+    def state_dir(self, part: str) -> Path:
+        """A part's own folder under the home folder, created on demand."""
+        path = self.home / "state" / part
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_keys() -> set[tuple[str, ...]]:
+    prefix = "DEXORDER_"
+    return {
+        tuple(name[len(prefix) :].lower().split("__"))
+        for name in os.environ
+        if name.startswith(prefix)
+    }
+
+
+def _drop_env_overridden(data: dict[str, Any], env: set[tuple[str, ...]]) -> dict[str, Any]:
+    """Remove file values the environment sets, so the environment wins."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if (key,) in env:
+            continue
+        if isinstance(value, dict):
+            sub = {k[1:] for k in env if len(k) > 1 and k[0] == key}
+            out[key] = _drop_env_overridden(value, sub)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(home: Path | None = None) -> Settings:
+    """Load and validate the configuration; raise :class:`ConfigError` on any bad key."""
+    home = home or default_home()
+    config_path = Path(os.environ.get("DEXORDER_CONFIG") or home / "config.yaml")
+    secrets_path = Path(os.environ.get("DEXORDER_SECRETS") or home / "secrets.yaml")
+    files = _deep_merge(_read_yaml(config_path), _read_yaml(secrets_path))
+    files = _drop_env_overridden(files, _env_keys())
+    files.setdefault("home", home)
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if bootstrap and "DEXORDER_KAFKA__BOOTSTRAP_SERVERS" not in os.environ:
+        files = _deep_merge(files, {"kafka": {"bootstrap_servers": bootstrap}})
+    try:
+        return Settings(**files)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            + (f" (got {err['input']!r})" if err["type"] != "extra_forbidden" else "")
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

@@ -1,0 +1,163 @@
+"""Wire messages between the parts, encoded as MessagePack with msgspec.
+
+Every message carries its ``type`` tag and the schema version ``v``. Readers
+accept messages with unknown extra fields (forward compatible) and fill
+defaults for missing optional ones (backward compatible); a change that
+breaks either direction must bump :data:`SCHEMA_VERSION`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+Side = Literal["buy", "sell"]
+
+
+class Message(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=False):
+    """Base of every wire message."""
+
+    v: int = SCHEMA_VERSION
+
+
+class Tick(Message, tag="tick"):
+    """One exchange trade, as ingested. ``ts`` is the exchange's trade time (ms)."""
+
+    exchange: str
+    symbol: str
+    trade_id: str
+    price: float
+    amount: float
+    ts: int
+    side: Side | None = None
+
+    @property
+    def ticker(self) -> str:
+        return f"{self.exchange}:{self.symbol}"
+
+
+class Candle(Message, tag="candle"):
+    """OHLCV over ``[open_time, open_time + timeframe)``; ``closed`` once final."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    open_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trades: int
+    closed: bool = False
+
+    @property
+    def ticker(self) -> str:
+        return f"{self.exchange}:{self.symbol}"
+
+
+class RealtimeRequest(Message, tag="realtime_request"):
+    """Ask the ingestors of ``ticker``'s exchange to stream its trades."""
+
+    ticker: str
+
+
+class BackfillRequest(Message, tag="backfill_request"):
+    """Ask for history of ``ticker`` at ``timeframe`` over ``[start, end)`` (ms)."""
+
+    request_id: str
+    ticker: str
+    timeframe: str
+    start: int
+    end: int
+
+
+class WorkItem(Message, tag="work_item"):
+    """Work the relay hands to the ingestors of one exchange (PUB, topic = ``EXCHANGE:``)."""
+
+    kind: Literal["realtime", "backfill"]
+    ticker: str
+    request_id: str | None = None
+    timeframe: str | None = None
+    start: int | None = None
+    end: int | None = None
+
+
+class Ack(Message, tag="ack"):
+    """The relay accepted a request."""
+
+    request_id: str | None = None
+
+
+class ErrorReply(Message, tag="error"):
+    """A request was refused; ``code`` is machine-readable, ``message`` for people."""
+
+    code: str
+    message: str
+    request_id: str | None = None
+
+
+class HistoryReady(Message, tag="history_ready"):
+    """A backfill finished (or failed: ``error`` set)."""
+
+    request_id: str
+    ticker: str
+    timeframe: str
+    rows: int = 0
+    start: int | None = None
+    end: int | None = None
+    gaps: list[tuple[int, int]] = []
+    error: str | None = None
+
+
+AnyMessage = (
+    Tick
+    | Candle
+    | RealtimeRequest
+    | BackfillRequest
+    | WorkItem
+    | Ack
+    | ErrorReply
+    | HistoryReady
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[AnyMessage] = msgspec.msgpack.Decoder(AnyMessage)
+_tick_decoder = msgspec.msgpack.Decoder(Tick)
+_candle_decoder = msgspec.msgpack.Decoder(Candle)
+
+
+class InvalidMessage(ValueError):
+    """Bytes that are not a valid message of the expected kind."""
+
+
+def encode(msg: Message) -> bytes:
+    """Encode any message to MessagePack."""
+    return _encoder.encode(msg)
+
+
+def decode(data: bytes) -> AnyMessage:
+    """Decode any message; raise :class:`InvalidMessage` with the reason."""
+    try:
+        return _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidMessage(str(exc)) from None
+
+
+def decode_tick(data: bytes) -> Tick:
+    """Decode a :class:`Tick` (hot path of the stream runner)."""
+    try:
+        return _tick_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidMessage(str(exc)) from None
+
+
+def decode_candle(data: bytes) -> Candle:
+    """Decode a :class:`Candle`."""
+    try:
+        return _candle_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidMessage(str(exc)) from None

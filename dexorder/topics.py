@@ -1,0 +1,47 @@
+"""Names of Kafka topics and relay channels, and the relay topic format.
+
+Relay topics are ``{EXCHANGE}:{BASE}/{QUOTE}|{kind}``, e.g.
+``BINANCE:BTC/USDT|tick`` and ``BINANCE:BTC/USDT|ohlc:1m``; the ingestor work
+queue uses the bare exchange prefix ``BINANCE:``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MARKET_TICKS = "market.ticks"
+MARKET_CANDLES = "market.candles"
+MARKET_OHLC_BACKFILL = "market.ohlc.backfill"
+
+#: Kafka topics and their partition counts; records are keyed by ticker.
+KAFKA_TOPICS: dict[str, int] = {
+    MARKET_TICKS: 6,
+    MARKET_CANDLES: 6,
+    MARKET_OHLC_BACKFILL: 6,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RelayPorts:
+    """The relay's four ZeroMQ channels (see DESIGN.md)."""
+
+    router: int = 5559  # client requests
+    work: int = 5555  # PUB: ingestor work queue, topic = exchange prefix
+    xsub: int = 5557  # publishers in
+    xpub: int = 5558  # subscribers out
+
+
+def tick_topic(ticker: str) -> str:
+    return f"{ticker}|tick"
+
+
+def ohlc_topic(ticker: str, timeframe: str) -> str:
+    return f"{ticker}|ohlc:{timeframe}"
+
+
+def work_topic(exchange: str) -> str:
+    return f"{exchange.upper()}:"
+
+
+def history_ready_topic(request_id: str) -> str:
+    return f"HISTORY_READY:{request_id}"
