@@ -95,7 +95,8 @@ class Settings(BaseSettings):
     kafka: KafkaConfig = KafkaConfig()
     relay: RelayConfig = RelayConfig()
     emulator: EmulatorConfig = EmulatorConfig()
-    exchange: ExchangeConfig = ExchangeConfig()
+    #: One entry per exchange; ``dexorder up`` runs one ingestor for each.
+    exchanges: list[ExchangeConfig] = [ExchangeConfig()]
     stream: StreamConfig = StreamConfig()
 
     @classmethod
@@ -108,6 +109,17 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings)
+
+    def exchange_config(self, name: str) -> ExchangeConfig:
+        """The configuration of exchange ``name`` (e.g. ``BINANCE``); KeyError if unknown."""
+        for ex in self.exchanges:
+            if ex.name.upper() == name.upper():
+                return ex
+        raise KeyError(name)
+
+    @property
+    def emulator_url(self) -> str:
+        return f"http://{self.emulator.host}:{self.emulator.port}"
 
     def state_dir(self, part: str) -> Path:
         """A part's own folder under the home folder, created on demand."""

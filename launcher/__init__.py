@@ -1,0 +1,1 @@
+"""The ``dexorder`` command: runs the platform's parts as local processes."""

@@ -136,17 +136,16 @@ class CandleBook:
                 self._advance(key, book, watermark)
         return True
 
-    def add_many(self, ticks: Iterable[Tick], now_ms: int) -> int:
-        """Fold ticks that arrived at wall-clock ``now_ms``; return how many counted."""
-        counted = 0
+    def add_many(self, ticks: Iterable[Tick], now_ms: int) -> set[str]:
+        """Fold ticks that arrived at wall-clock ``now_ms``; return the tickers they moved."""
         touched: set[str] = set()
+        add = self.add
         for tick in ticks:
-            if self.add(tick):
-                counted += 1
+            if add(tick):
                 touched.add(f"{tick.exchange}:{tick.symbol}")
         for key in touched:
             self.tickers[key].seen_at = now_ms
-        return counted
+        return touched
 
     def advance_idle(self, now_ms: int) -> None:
         """Move quiet tickers' watermarks on by the wall-clock time since their newest tick."""

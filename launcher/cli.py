@@ -1,0 +1,242 @@
+"""The ``dexorder`` command.
+
+* ``dexorder up [--detach]``: start the platform on this machine.
+* ``dexorder status``: each part, its address and health; non-zero exit if any is unhealthy.
+* ``dexorder down``: stop a platform started with ``up --detach``.
+* ``dexorder watch BINANCE:BTC/USDT --tf 1m``: live candles as a refreshing table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from dexorder.config import ConfigError, Settings, load_config
+from dexorder.markets import InvalidTicker, InvalidTimeframe, Ticker, Timeframe
+from launcher.parts import plan, probe
+from launcher.supervisor import PartFailed, Supervisor, state_file
+
+app = typer.Typer(help="DexOrder: an AI trading platform. Runs the platform on this machine.",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+err = Console(stderr=True)
+
+
+def _config() -> Settings:
+    try:
+        return load_config()
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _read_state(cfg: Settings) -> dict[str, object] | None:
+    try:
+        data: dict[str, object] = json.loads(state_file(cfg.home).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _child_env(cfg: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DEXORDER_HOME"] = str(cfg.home)
+    if not cfg.kafka.bootstrap_servers:
+        env["DEXORDER_KAFKA__BOOTSTRAP_SERVERS"] = f"127.0.0.1:{cfg.kafka.embedded_port}"
+    return env
+
+
+@app.command()
+def up(
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; stop with `dexorder down`.")] = False,
+) -> None:
+    """Start the whole platform on this machine (embedded defaults), in the foreground."""
+    cfg = _config()
+    state = _read_state(cfg)
+    if state and _alive(int(state["pid"])):  # type: ignore[call-overload]
+        err.print(f"[red]error:[/red] a platform is already running from {cfg.home} "
+                  f"(pid {state['pid']}); stop it with `dexorder down`")
+        raise typer.Exit(1)
+    if detach:
+        _up_detached(cfg)
+        return
+    console.print(f"DexOrder platform, home {cfg.home}")
+    sup = Supervisor(cfg, plan(cfg), _child_env(cfg), say=console.print)
+    signal.signal(signal.SIGTERM, sup.request_stop)
+    signal.signal(signal.SIGINT, sup.request_stop)
+    try:
+        sup.start()
+        console.print("[green]platform is up[/green] — Ctrl-C stops it; logs in "
+                      f"{cfg.home / 'logs'}")
+        sup.watch()
+    except PartFailed as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sup.stop()
+        raise typer.Exit(1) from None
+    sup.stop()
+    console.print("platform stopped")
+
+
+def _up_detached(cfg: Settings) -> None:
+    log_dir = cfg.home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "platform.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "launcher", "up"], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env={**os.environ, "DEXORDER_HOME": str(cfg.home)},
+            start_new_session=True,
+        )
+    want = len(plan(cfg))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err.print(f"[red]error:[/red] the platform failed to start; see {log_dir / 'platform.log'}")
+            raise typer.Exit(1)
+        state = _read_state(cfg)
+        if state and state.get("pid") == proc.pid and len(state["parts"]) == want:  # type: ignore[arg-type]
+            _print_status(cfg, state)
+            console.print(f"platform running in the background (pid {proc.pid}); "
+                          "stop it with `dexorder down`")
+            return
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    err.print("[red]error:[/red] the platform did not start within 180s")
+    raise typer.Exit(1)
+
+
+@app.command()
+def down() -> None:
+    """Stop a platform started with `dexorder up --detach`."""
+    cfg = _config()
+    state = _read_state(cfg)
+    if not state or not _alive(int(state["pid"])):  # type: ignore[call-overload]
+        console.print("no platform is running")
+        state_file(cfg.home).unlink(missing_ok=True)
+        return
+    pid = int(state["pid"])  # type: ignore[call-overload]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        err.print(f"[red]error:[/red] the platform (pid {pid}) did not stop within 60s")
+        raise typer.Exit(1)
+    console.print("platform stopped")
+
+
+def _print_status(cfg: Settings, state: dict[str, object] | None) -> bool:
+    table = Table("part", "address", "health", title=f"DexOrder at {cfg.home}")
+    healthy = True
+    parts = state["parts"] if state else [p.to_json() for p in plan(cfg)]
+    for part in parts:  # type: ignore[attr-defined]
+        ok, detail = probe(part["probe"])
+        healthy &= ok
+        table.add_row(part["name"], part["address"],
+                      f"[green]healthy[/green] {detail}" if ok else f"[red]down[/red] {detail}")
+    console.print(table)
+    return healthy
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show each part, its address and whether it is healthy (exit 1 if any is not)."""
+    cfg = _config()
+    state = _read_state(cfg)
+    if as_json:
+        parts = state["parts"] if state else [p.to_json() for p in plan(cfg)]
+        out = []
+        for part in parts:  # type: ignore[attr-defined]
+            ok, detail = probe(part["probe"])
+            out.append({"name": part["name"], "address": part["address"], "healthy": ok,
+                        "detail": detail})
+        print(json.dumps({"running": bool(state), "parts": out}, indent=2))
+        healthy = bool(state) and all(p["healthy"] for p in out)
+    else:
+        if not state:
+            console.print("no platform is running (start it with `dexorder up`)")
+        healthy = _print_status(cfg, state) and bool(state)
+    raise typer.Exit(0 if healthy else 1)
+
+
+@app.command()
+def watch(
+    ticker: Annotated[str, typer.Argument(help="EXCHANGE:BASE/QUOTE, e.g. BINANCE:BTC/USDT")],
+    tf: Annotated[str, typer.Option("--tf", help="Timeframe: 1m 5m 15m 1h 4h 1d")] = "1m",
+    rows: Annotated[int, typer.Option(help="Closed candles kept on screen.")] = 15,
+) -> None:
+    """Print live candles of TICKER as a refreshing table (Ctrl-C to quit)."""
+    try:
+        t, timeframe = Ticker.parse(ticker), Timeframe.parse(tf)
+    except (InvalidTicker, InvalidTimeframe) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    cfg = _config()
+    try:
+        asyncio.run(_watch(cfg, str(t), timeframe.value, rows))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _watch(cfg: Settings, ticker: str, tf: str, keep: int) -> None:
+    from dexorder.client import RelayError, subscribe
+
+    closed: dict[int, object] = {}
+    current = None
+
+    def render() -> Table:
+        table = Table("open time (UTC)", "open", "high", "low", "close", "volume", "trades", "",
+                      title=f"{ticker} {tf}")
+        shown = [closed[k] for k in sorted(closed)[-keep:]] + ([current] if current else [])
+        for c in shown:
+            when = datetime.fromtimestamp(c.open_time / 1000, UTC).strftime("%Y-%m-%d %H:%M")  # type: ignore[attr-defined]
+            table.add_row(when, f"{c.open:.8g}", f"{c.high:.8g}", f"{c.low:.8g}",  # type: ignore[attr-defined]
+                          f"{c.close:.8g}", f"{c.volume:.6g}", str(c.trades),  # type: ignore[attr-defined]
+                          "closed" if c.closed else "[yellow]live[/yellow]")  # type: ignore[attr-defined]
+        return table
+
+    with Live(render(), console=console, refresh_per_second=4) as live:
+        try:
+            async for candle in subscribe(ticker, tf, config=cfg):
+                if candle.closed:
+                    closed[candle.open_time] = candle
+                    if current is not None and current.open_time <= candle.open_time:
+                        current = None
+                else:
+                    current = candle
+                live.update(render())
+        except RelayError as exc:
+            err.print(f"[red]error:[/red] {exc} (is the platform up? `dexorder status`)")
+            raise typer.Exit(1) from None
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

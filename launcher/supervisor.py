@@ -1,0 +1,170 @@
+"""Starts the platform's parts as child processes, watches them, stops them all.
+
+Each child runs in its own session (so a terminal's Ctrl-C reaches only the
+supervisor, which then stops the children in reverse start order) and gets a
+parent-death signal, so even a killed supervisor leaves nothing running.
+A part that dies is restarted with backoff; one that keeps dying stops the
+platform. ``run/platform.json`` under the home folder tells ``dexorder status``
+and ``dexorder down`` what is running.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dexorder.config import Settings
+from launcher.parts import Part, probe
+
+_PR_SET_PDEATHSIG = 1
+_START_TIMEOUT_S = 60.0
+_STOP_TIMEOUT_S = 10.0
+_MAX_RESTARTS = 5
+
+
+class PartFailed(RuntimeError):
+    """A part did not come up, or kept crashing."""
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def state_file(home: Path) -> Path:
+    return home / "run" / "platform.json"
+
+
+@dataclass
+class Running:
+    part: Part
+    proc: subprocess.Popen[bytes]
+    restarts: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Supervisor:
+    """Runs ``parts`` for ``cfg``; ``say`` prints progress for people."""
+
+    cfg: Settings
+    parts: list[Part]
+    env: dict[str, str]
+    say: Callable[[str], None] = print
+    running: list[Running] = field(default_factory=list)
+    _stopping: bool = False
+
+    @property
+    def log_dir(self) -> Path:
+        path = self.cfg.home / "logs"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _spawn(self, part: Part) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{part.name}.log", "ab")  # noqa: SIM115 - the child owns it
+        try:
+            return subprocess.Popen(
+                part.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self.env, start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        finally:
+            log.close()
+
+    def _wait_healthy(self, r: Running) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if r.proc.poll() is not None:
+                raise PartFailed(f"{r.part.name} exited with code {r.proc.returncode} while "
+                                 f"starting:\n{self.log_tail(r.part.name)}")
+            ok, _ = probe(r.part.probe, timeout_s=0.5)
+            if ok:
+                return
+            time.sleep(0.1)
+        raise PartFailed(f"{r.part.name} was not healthy within {_START_TIMEOUT_S:.0f}s:\n"
+                         f"{self.log_tail(r.part.name)}")
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        try:
+            text = (self.log_dir / f"{name}.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join("    " + ln for ln in text.splitlines()[-lines:])
+
+    def start(self) -> None:
+        """Start every part in order, each healthy before the next; roll back on failure."""
+        try:
+            for part in self.parts:
+                self.say(f"  starting {part.name:<20} ...")
+                r = Running(part, self._spawn(part))
+                self.running.append(r)
+                self._wait_healthy(r)
+                self.say(f"  {part.name:<20} {part.address}")
+                self._write_state()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _write_state(self) -> None:
+        path = state_file(self.cfg.home)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({
+            "pid": os.getpid(),
+            "home": str(self.cfg.home),
+            "started": time.time(),
+            "parts": [{**r.part.to_json(), "pid": r.proc.pid} for r in self.running],
+        }, indent=2))
+        os.replace(tmp, path)
+
+    def watch(self) -> None:
+        """Restart parts that die, until :meth:`request_stop`."""
+        while not self._stopping:
+            for r in self.running:
+                if self._stopping or r.proc.poll() is None:
+                    continue
+                now = time.monotonic()
+                r.restarts = [t for t in r.restarts if now - t < 60] + [now]
+                if len(r.restarts) > _MAX_RESTARTS:
+                    raise PartFailed(f"{r.part.name} crashed {_MAX_RESTARTS} times within a "
+                                     f"minute; last log:\n{self.log_tail(r.part.name)}")
+                self.say(f"  {r.part.name} exited with code {r.proc.returncode}; restarting")
+                time.sleep(min(8.0, 0.5 * 2 ** (len(r.restarts) - 1)))
+                r.proc = self._spawn(r.part)
+                self._write_state()
+            time.sleep(0.2)
+
+    def request_stop(self, *_: object) -> None:
+        self._stopping = True
+
+    def stop(self) -> None:
+        """Stop every part, last started first: SIGTERM, then SIGKILL after a grace period."""
+        self._stopping = True
+        for r in reversed(self.running):
+            if r.proc.poll() is None:
+                self.say(f"  stopping {r.part.name}")
+                _signal_group(r.proc, signal.SIGTERM)
+                try:
+                    r.proc.wait(timeout=_STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    self.say(f"  {r.part.name} did not stop in {_STOP_TIMEOUT_S:.0f}s; killing it")
+                    _signal_group(r.proc, signal.SIGKILL)
+                    r.proc.wait()
+            else:
+                _signal_group(r.proc, signal.SIGKILL)  # anything it left in its group
+        self.running.clear()
+        state_file(self.cfg.home).unlink(missing_ok=True)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,1 @@
+"""Exchange emulator: a seeded market behind Binance's public spot API, on loopback."""

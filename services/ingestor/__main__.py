@@ -1,0 +1,53 @@
+"""Run an ingestor: ``python -m services.ingestor [--exchange BINANCE]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from dexorder.config import load_config
+from dexorder.health import serve_health
+from dexorder.kafka import ensure_topics
+from dexorder.log import setup_logging
+from services.ingestor.service import Ingestor
+
+
+async def run(exchange_name: str) -> None:
+    cfg = load_config()
+    log = setup_logging("ingestor", cfg.log_level)
+    ex = cfg.exchange_config(exchange_name)
+    if not cfg.kafka.bootstrap_servers:
+        raise SystemExit("kafka.bootstrap_servers is not set (dexorder up sets it)")
+    await ensure_topics(cfg.kafka.bootstrap_servers)
+    ingestor = Ingestor(
+        exchange_name=ex.name.upper(), ccxt_id=ex.ccxt_id, bootstrap=cfg.kafka.bootstrap_servers,
+        work_address=f"tcp://{cfg.relay.host}:{cfg.relay.work_port}", symbols=ex.symbols,
+        emulator_url=cfg.emulator_url if ex.emulated else None,
+        shard_index=ex.shard_index, shard_count=ex.shard_count,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, ingestor.stop)
+    health = await serve_health(
+        "127.0.0.1", ex.health_port, f"ingestor-{ex.name.lower()}",
+        lambda: (ingestor.ready, {**ingestor.stats, "streams": sorted(ingestor._streams)}),
+    )
+    log.info("starting", exchange=ex.name, emulated=ex.emulated,
+             shard=f"{ex.shard_index}/{ex.shard_count}")
+    try:
+        await ingestor.run()
+    finally:
+        await health.cleanup()
+        log.info("stopped")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="DexOrder ingestor: exchange trades into Kafka")
+    parser.add_argument("--exchange", default="BINANCE", help="exchange name from the config")
+    args = parser.parse_args()
+    asyncio.run(run(args.exchange))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The ingestor: exchange trades through CCXT into Kafka ``market.ticks``.
+
+One ingestor serves one exchange. It streams the configured tickers it owns
+(see :func:`services.ingestor.trades.owns`) and any ticker asked for on the
+relay's work queue (topic ``EXCHANGE:``). Trades come from the exchange's
+WebSocket where CCXT has one, from REST polling otherwise; after a reconnect
+the gap is filled from REST (duplicates are removed downstream by trade id).
+A malformed payload is logged and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ccxt
+import structlog
+import zmq
+import zmq.asyncio
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter, Gauge
+
+from dexorder.markets import InvalidTicker, Ticker
+from dexorder.schemas import InvalidMessage, WorkItem, decode, encode
+from dexorder.topics import MARKET_TICKS, work_topic
+from services.ingestor.exchange import make_exchange
+from services.ingestor.trades import MalformedTrade, owns, tick_from_ccxt
+
+TICKS = Counter("ingestor_ticks_total", "Trades written to Kafka", ["exchange"])
+MALFORMED = Counter("ingestor_malformed_payloads_total", "Malformed exchange payloads", ["exchange"])
+RECONNECTS = Counter("ingestor_reconnects_total", "Trade stream reconnects", ["exchange"])
+STREAMS = Gauge("ingestor_streams", "Tickers being streamed", ["exchange"])
+
+log = structlog.get_logger(part="ingestor")
+
+_NETWORK_ERRORS = (ccxt.NetworkError, ccxt.ExchangeNotAvailable, ConnectionError, asyncio.TimeoutError)
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter."""
+
+    base: float = 0.25
+    cap: float = 30.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class Ingestor:
+    """Streams one exchange's trades into Kafka until :meth:`stop`."""
+
+    exchange_name: str
+    ccxt_id: str
+    bootstrap: str
+    work_address: str
+    symbols: list[str]
+    emulator_url: str | None = None
+    shard_index: int = 0
+    shard_count: int = 1
+    poll_interval_s: float = 1.0
+    stats: dict[str, int] = field(
+        default_factory=lambda: {"ticks": 0, "malformed": 0, "reconnects": 0, "work_items": 0}
+    )
+    ready: bool = False
+    _streams: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _exchange: Any = None
+    _producer: AIOKafkaProducer | None = None
+
+    def _malformed(self, payload: Any, exc: BaseException | None) -> None:
+        self.stats["malformed"] += 1
+        MALFORMED.labels(self.exchange_name).inc()
+        log.warning("malformed exchange payload", payload=repr(payload)[:200],
+                    error=repr(exc) if exc else "not a JSON object")
+
+    def owns(self, ticker: str) -> bool:
+        return owns(ticker, self.shard_index, self.shard_count)
+
+    async def run(self) -> None:
+        """Connect, stream, and take work until stopped."""
+        self._exchange = make_exchange(self.ccxt_id, self.emulator_url, on_malformed=self._malformed)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, linger_ms=5, acks=1, enable_idempotence=False
+        )
+        await self._producer.start()
+        work = asyncio.create_task(self._take_work())
+        try:
+            await self._load_markets()
+            for symbol in self.symbols:
+                self.want(f"{self.exchange_name}:{symbol}")
+            self.ready = True
+            await self._stop.wait()
+        finally:
+            self.ready = False
+            work.cancel()
+            for task in self._streams.values():
+                task.cancel()
+            await asyncio.gather(work, *self._streams.values(), return_exceptions=True)
+            await self._exchange.close()
+            await self._producer.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _load_markets(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self._exchange.load_markets()
+                return
+            except _NETWORK_ERRORS as exc:
+                delay = backoff.next_delay()
+                log.warning("exchange unreachable; retrying", error=str(exc)[:200], delay=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    def want(self, ticker: str) -> bool:
+        """Start streaming ``ticker`` if this ingestor owns it; False if it is not ours."""
+        if not self.owns(ticker):
+            return False
+        if ticker not in self._streams:
+            self._streams[ticker] = asyncio.create_task(self._stream(Ticker.parse(ticker)))
+            STREAMS.labels(self.exchange_name).set(len(self._streams))
+            log.info("streaming", ticker=ticker)
+        return True
+
+    async def _take_work(self) -> None:
+        ctx = zmq.asyncio.Context.instance()
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, work_topic(self.exchange_name).encode())
+        sub.connect(self.work_address)
+        try:
+            while True:
+                frames = await sub.recv_multipart()
+                try:
+                    if len(frames) != 2:
+                        raise InvalidMessage(f"expected 2 frames, got {len(frames)}")
+                    item = decode(frames[1])
+                    if not isinstance(item, WorkItem):
+                        raise InvalidMessage(f"expected a WorkItem, got {type(item).__name__}")
+                    ticker = str(Ticker.parse(item.ticker))
+                except (InvalidMessage, InvalidTicker) as exc:
+                    log.warning("bad work item", error=str(exc))
+                    continue
+                self.stats["work_items"] += 1
+                if item.kind == "realtime":
+                    self.want(ticker)
+                else:
+                    log.info("backfill work is not handled by this ingestor yet", ticker=ticker)
+        finally:
+            sub.close()
+
+    async def _stream(self, ticker: Ticker) -> None:
+        """Stream one ticker forever, reconnecting with backoff."""
+        backoff = Backoff()
+        last_ts: int | None = None
+        gap = False
+        use_ws = bool(self._exchange.has.get("watchTrades"))
+        key = str(ticker).encode()
+        while True:
+            try:
+                if gap:
+                    # fill the gap the interruption may have left
+                    trades = await self._exchange.fetch_trades(ticker.symbol, since=last_ts)
+                    last_ts = await self._send(ticker, key, trades, last_ts)
+                    gap = False
+                if use_ws:
+                    trades = await self._exchange.watch_trades(ticker.symbol)
+                else:
+                    await asyncio.sleep(self.poll_interval_s)
+                    trades = await self._exchange.fetch_trades(ticker.symbol, since=last_ts)
+                last_ts = await self._send(ticker, key, trades, last_ts)
+                backoff.reset()
+            except asyncio.CancelledError:
+                raise
+            except ccxt.BadSymbol as exc:
+                log.error("exchange does not list ticker; not streaming it", ticker=str(ticker),
+                          error=str(exc)[:200])
+                self._streams.pop(str(ticker), None)
+                return
+            except _NETWORK_ERRORS + (ccxt.ExchangeError,) as exc:
+                self.stats["reconnects"] += 1
+                RECONNECTS.labels(self.exchange_name).inc()
+                delay = backoff.next_delay()
+                log.warning("trade stream interrupted; reconnecting", ticker=str(ticker),
+                            error=str(exc)[:200], delay=round(delay, 2))
+                await asyncio.sleep(delay)
+                gap = True
+                if last_ts is None:
+                    last_ts = int(time.time() * 1000)
+
+    async def _send(self, ticker: Ticker, key: bytes, trades: list[dict[str, Any]],
+                    last_ts: int | None) -> int | None:
+        assert self._producer is not None
+        for trade in trades:
+            try:
+                tick = tick_from_ccxt(self.exchange_name, trade)
+            except MalformedTrade as exc:
+                self._malformed(trade.get("info", trade) if isinstance(trade, dict) else trade, exc)
+                continue
+            await self._producer.send(MARKET_TICKS, encode(tick), key=key)
+            self.stats["ticks"] += 1
+            TICKS.labels(self.exchange_name).inc()
+            last_ts = tick.ts if last_ts is None else max(last_ts, tick.ts)
+        return last_ts
+

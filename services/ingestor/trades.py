@@ -1,0 +1,40 @@
+"""Turning CCXT trades into :class:`Tick` messages: pure, no I/O."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Any
+
+from dexorder.schemas import Tick
+
+
+class MalformedTrade(ValueError):
+    """An exchange trade missing a field or carrying an impossible value."""
+
+
+def tick_from_ccxt(exchange: str, trade: dict[str, Any]) -> Tick:
+    """Validate one CCXT unified trade and convert it; raise :class:`MalformedTrade`."""
+    try:
+        trade_id, symbol = trade["id"], trade["symbol"]
+        price, amount, ts = trade["price"], trade["amount"], trade["timestamp"]
+    except (KeyError, TypeError):
+        raise MalformedTrade(f"missing field in trade {trade!r:.200}") from None
+    if not trade_id or not isinstance(symbol, str) or "/" not in symbol:
+        raise MalformedTrade(f"trade without id or symbol: {trade!r:.200}")
+    if not isinstance(price, int | float) or not math.isfinite(price) or price <= 0:
+        raise MalformedTrade(f"bad price {price!r} in trade {trade_id}")
+    if not isinstance(amount, int | float) or not math.isfinite(amount) or amount <= 0:
+        raise MalformedTrade(f"bad amount {amount!r} in trade {trade_id}")
+    if not isinstance(ts, int) or ts <= 0:
+        raise MalformedTrade(f"bad timestamp {ts!r} in trade {trade_id}")
+    side = trade.get("side")
+    return Tick(
+        exchange=exchange, symbol=symbol, trade_id=str(trade_id), price=float(price),
+        amount=float(amount), ts=ts, side=side if side in ("buy", "sell") else None,
+    )
+
+
+def owns(ticker: str, shard_index: int, shard_count: int) -> bool:
+    """Whether ingestor ``shard_index`` of ``shard_count`` streams ``ticker``."""
+    return zlib.crc32(ticker.encode()) % shard_count == shard_index

@@ -1,0 +1,176 @@
+"""The relay: a stateless ZeroMQ router (see DESIGN.md for the four channels).
+
+* ROUTER (5559): client requests, each answered at once (Ack or ErrorReply).
+* PUB (5555): work for the ingestors, topic = exchange prefix (``BINANCE:``).
+* XSUB (5557) ← publishers, XPUB (5558) → subscribers: market data and
+  notifications, forwarded by libzmq's own proxy in a thread so the fanout
+  runs at native speed. A copy of the traffic goes to a PUB capture socket;
+  an inspector reads it and counts malformed frames. Being a PUB, the capture
+  drops what the inspector cannot keep up with, so it never slows the fanout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+
+import structlog
+import zmq
+import zmq.asyncio
+from prometheus_client import Counter
+
+from dexorder.schemas import ErrorReply, encode
+from services.relay.requests import Outcome, handle_request
+
+REQUESTS = Counter("relay_requests_total", "Client requests by outcome", ["outcome"])
+MALFORMED = Counter("relay_malformed_frames_total", "Malformed frames seen, by socket", ["socket"])
+
+log = structlog.get_logger(part="relay")
+
+
+@dataclass
+class RelayAddresses:
+    router: str
+    work: str
+    xsub: str
+    xpub: str
+
+
+def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], bytes | None]:
+    """Split a ROUTER message into its reply envelope and its one payload frame.
+
+    DEALER clients send ``[id, payload]``, REQ clients ``[id, b"", payload]``.
+    """
+    if len(frames) >= 2 and frames[1] == b"":
+        envelope, body = frames[:2], frames[2:]
+    else:
+        envelope, body = frames[:1], frames[1:]
+    return envelope, body[0] if len(body) == 1 else None
+
+
+def _valid_fanout(frames: list[bytes]) -> bool:
+    if len(frames) == 1 and frames[0][:1] in (b"\x00", b"\x01"):
+        return True  # a subscription travelling upstream
+    if len(frames) != 2:
+        return False
+    topic = frames[0]
+    return b":" in topic and len(topic) < 256
+
+
+@dataclass
+class Relay:
+    """Binds the four channels and serves until :meth:`stop`."""
+
+    addresses: RelayAddresses
+    exchanges: frozenset[str]
+    ctx: zmq.asyncio.Context = field(default_factory=zmq.asyncio.Context)
+    stats: dict[str, int] = field(default_factory=lambda: {"requests": 0, "errors": 0, "malformed_fanout": 0})
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _proxy_thread: threading.Thread | None = None
+    _capture_addr: str = ""
+
+    def _start_proxy(self) -> None:
+        sync = zmq.Context.instance()
+        xsub = sync.socket(zmq.XSUB)
+        xpub = sync.socket(zmq.XPUB)
+        capture = sync.socket(zmq.PUB)
+        control = sync.socket(zmq.PAIR)
+        for s in (xsub, xpub):
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.RCVHWM, 100_000)
+            s.setsockopt(zmq.SNDHWM, 100_000)
+        xsub.bind(self.addresses.xsub)
+        xpub.bind(self.addresses.xpub)
+        self._capture_addr = f"inproc://relay-capture-{id(self)}"
+        capture.bind(self._capture_addr)
+        capture.setsockopt(zmq.SNDHWM, 10_000)
+        control_addr = f"inproc://relay-control-{id(self)}"
+        control.bind(control_addr)
+        self._control_addr = control_addr
+
+        def run() -> None:
+            try:
+                zmq.proxy_steerable(xsub, xpub, capture, control)
+            except zmq.ContextTerminated:
+                pass
+            finally:
+                for s in (xsub, xpub, capture, control):
+                    s.close(linger=0)
+
+        self._proxy_thread = threading.Thread(target=run, name="relay-fanout", daemon=True)
+        self._proxy_thread.start()
+
+    async def _inspect_fanout(self) -> None:
+        sub = self.ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.setsockopt(zmq.RCVHWM, 10_000)
+        sub.connect(self._capture_addr)
+        try:
+            while True:
+                frames = await sub.recv_multipart()
+                if not _valid_fanout(frames):
+                    self.stats["malformed_fanout"] += 1
+                    MALFORMED.labels("fanout").inc()
+                    if self.stats["malformed_fanout"] % 1000 == 1:
+                        log.warning("malformed fanout frame", frames=len(frames),
+                                    first=frames[0][:32] if frames else b"")
+        finally:
+            sub.close(linger=0)
+
+    async def serve(self) -> None:
+        """Serve client requests until :meth:`stop` is called."""
+        router = self.ctx.socket(zmq.ROUTER)
+        work = self.ctx.socket(zmq.PUB)
+        for s in (router, work):
+            s.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        router.bind(self.addresses.router)
+        work.bind(self.addresses.work)
+        self._start_proxy()
+        inspector = asyncio.create_task(self._inspect_fanout())
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                recv = asyncio.ensure_future(router.recv_multipart())
+                done, _ = await asyncio.wait({recv, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if recv not in done:
+                    recv.cancel()
+                    break
+                frames = recv.result()
+                await self._handle(router, work, frames)
+        finally:
+            inspector.cancel()
+            stop.cancel()
+            router.close(linger=0)
+            work.close(linger=0)
+            ctl = zmq.Context.instance().socket(zmq.PAIR)
+            ctl.connect(self._control_addr)
+            ctl.send(b"TERMINATE")
+            ctl.close()
+            if self._proxy_thread:
+                self._proxy_thread.join(timeout=5)
+
+    async def _handle(self, router: zmq.asyncio.Socket, work: zmq.asyncio.Socket,
+                      frames: list[bytes]) -> None:
+        self.stats["requests"] += 1
+        envelope, payload = _split_envelope(frames)
+        if payload is None:
+            MALFORMED.labels("router").inc()
+            outcome = Outcome(ErrorReply(
+                code="malformed", message="expected exactly one payload frame per request"))
+        else:
+            outcome = handle_request(payload, self.exchanges, int(time.time() * 1000))
+        if outcome.work is not None:
+            topic, item = outcome.work
+            await work.send_multipart([topic.encode(), encode(item)])
+            REQUESTS.labels("accepted").inc()
+        else:
+            self.stats["errors"] += 1
+            REQUESTS.labels("refused").inc()
+            log.info("request refused", reply=outcome.reply)
+        await router.send_multipart([*envelope, encode(outcome.reply)])
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,48 @@
+"""Run the local stream runner: ``python -m streaming``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from dexorder.config import load_config
+from dexorder.health import serve_health
+from dexorder.kafka import ensure_topics
+from dexorder.log import setup_logging
+from streaming.runner import StreamRunner
+
+
+async def run() -> None:
+    cfg = load_config()
+    log = setup_logging("stream", cfg.log_level)
+    if not cfg.kafka.bootstrap_servers:
+        raise SystemExit("kafka.bootstrap_servers is not set (dexorder up sets it)")
+    await ensure_topics(cfg.kafka.bootstrap_servers)
+    s = cfg.stream
+    runner = StreamRunner(
+        bootstrap=cfg.kafka.bootstrap_servers,
+        relay_xsub=f"tcp://{cfg.relay.host}:{cfg.relay.xsub_port}",
+        state_dir=cfg.state_dir("stream"), group_id=s.group_id,
+        allowed_lateness_ms=s.allowed_lateness_ms,
+        live_update_interval_ms=s.live_update_interval_ms,
+        checkpoint_interval_ms=s.checkpoint_interval_ms,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, runner.stop)
+    health = await serve_health("127.0.0.1", s.health_port, "stream",
+                                lambda: (runner.ready, dict(runner.stats)))
+    log.info("starting", group=s.group_id, lateness_ms=s.allowed_lateness_ms)
+    try:
+        await runner.run()
+    finally:
+        await health.cleanup()
+        log.info("stopped")
+
+
+def main() -> None:
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

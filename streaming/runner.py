@@ -1,0 +1,240 @@
+"""The local stream runner: Kafka ``market.ticks`` → candles, on aiokafka.
+
+* Reads ``market.ticks`` in a consumer group, folds ticks with a
+  :class:`~streaming.pipeline.TickPipeline`.
+* Publishes open-candle updates (coalesced, at most every
+  ``live_update_interval_ms``) and every closed candle to the relay fanout on
+  ``{ticker}|ohlc:{tf}``; closed candles also go to Kafka ``market.candles``.
+* Every ``checkpoint_interval_ms``: waits until Kafka acknowledged the closed
+  candles, writes the checkpoint (state + offsets), then commits the offsets.
+  On start it restores the checkpoint, seeks to its offsets, and marks the
+  closed candles found in ``market.candles`` after the checkpoint as already
+  emitted, so a crash at any point loses none and repeats none.
+
+The local runner is meant to run as one instance per checkpoint folder; in the
+cluster the Flink job takes its place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+import zmq
+import zmq.asyncio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from prometheus_client import Counter, Gauge
+
+from dexorder.schemas import Candle, InvalidMessage, decode_candle, encode
+from dexorder.topics import MARKET_CANDLES, MARKET_TICKS, ohlc_topic
+from streaming import checkpoint as ckpt
+from streaming.pipeline import TickPipeline
+
+TICKS = Counter("stream_ticks_total", "Tick records read")
+LATE = Gauge("stream_late_ticks", "Ticks dropped as later than the allowed lateness")
+DUPLICATES = Gauge("stream_duplicate_ticks", "Ticks dropped as duplicates (same trade id)")
+MALFORMED = Counter("stream_malformed_ticks_total", "Tick records that did not decode")
+CLOSED = Counter("stream_closed_candles_total", "Closed candles emitted", ["timeframe"])
+
+log = structlog.get_logger(part="stream")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class StreamRunner:
+    """Runs until :meth:`stop`; ``state_dir`` holds the checkpoint."""
+
+    bootstrap: str
+    relay_xsub: str
+    state_dir: Path
+    group_id: str = "dexorder-stream"
+    allowed_lateness_ms: int = 2_000
+    live_update_interval_ms: int = 200
+    checkpoint_interval_ms: int = 1_000
+    stats: dict[str, int] = field(
+        default_factory=lambda: {"ticks": 0, "closed": 0, "late": 0, "duplicates": 0, "malformed": 0}
+    )
+    ready: bool = False
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.state_dir / "checkpoint.msgpack"
+
+    async def run(self) -> None:
+        pipeline = TickPipeline(self.allowed_lateness_ms)
+        saved = ckpt.load(self.checkpoint_path)
+        candle_offsets: dict[int, int] = {}
+        if saved is not None:
+            pipeline.book.restore(saved.book)
+            candle_offsets = dict(saved.candle_offsets)
+            log.info("restored checkpoint", partitions=saved.tick_offsets)
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all",
+                                    enable_idempotence=False)
+        await producer.start()
+        await self._recover_emitted(pipeline, candle_offsets)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=5000,
+        )
+        offsets: dict[int, int] = {}
+        pending: list[asyncio.Future[object]] = []
+        runner = self
+
+        class Seek(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+                if revoked and offsets:
+                    await runner._checkpoint(pipeline, producer, consumer, offsets, candle_offsets,
+                                             pending)
+
+            async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+                for tp in assigned:
+                    if saved is not None and tp.partition in saved.tick_offsets:
+                        consumer.seek(tp, saved.tick_offsets[tp.partition])
+                runner.ready = True
+                log.info("assigned", partitions=sorted(tp.partition for tp in assigned))
+
+        consumer.subscribe([MARKET_TICKS], listener=Seek())
+        await consumer.start()
+        pub = zmq.asyncio.Context.instance().socket(zmq.PUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.setsockopt(zmq.SNDHWM, 100_000)
+        pub.connect(self.relay_xsub)
+        touched: set[str] = set()
+        last_live = last_ckpt = _now_ms()
+        try:
+            while not self._stop.is_set():
+                batch = await consumer.getmany(timeout_ms=100)
+                now = _now_ms()
+                closed: list[Candle] = []
+                for tp, records in batch.items():
+                    result = pipeline.feed((r.value for r in records if r.value is not None), now)
+                    offsets[tp.partition] = records[-1].offset + 1
+                    closed.extend(result.closed)
+                    touched |= result.touched
+                    self.stats["ticks"] += len(records)
+                    TICKS.inc(len(records))
+                    if result.malformed:
+                        MALFORMED.inc(result.malformed)
+                        log.warning("malformed tick records", count=result.malformed)
+                if await self._caught_up(consumer):
+                    closed.extend(pipeline.idle(now))
+                for candle in closed:
+                    key = candle.ticker.encode()
+                    data = encode(candle)
+                    pending.append(await producer.send(MARKET_CANDLES, data, key=key))
+                    await pub.send_multipart([ohlc_topic(candle.ticker, candle.timeframe).encode(), data])
+                    CLOSED.labels(candle.timeframe).inc()
+                self.stats["closed"] += len(closed)
+                if touched and now - last_live >= self.live_update_interval_ms:
+                    for ticker in touched:
+                        for candle in pipeline.book.open_candles(ticker):
+                            await pub.send_multipart(
+                                [ohlc_topic(ticker, candle.timeframe).encode(), encode(candle)]
+                            )
+                    touched.clear()
+                    last_live = now
+                self._update_counters(pipeline)
+                if now - last_ckpt >= self.checkpoint_interval_ms and offsets:
+                    await self._checkpoint(pipeline, producer, consumer, offsets, candle_offsets,
+                                           pending)
+                    last_ckpt = now
+        finally:
+            self.ready = False
+            try:
+                if offsets:
+                    await self._checkpoint(pipeline, producer, consumer, offsets, candle_offsets,
+                                           pending)
+            finally:
+                pub.close()
+                await consumer.stop()
+                await producer.stop()
+
+    def _update_counters(self, pipeline: TickPipeline) -> None:
+        book = pipeline.book
+        self.stats["late"], self.stats["duplicates"] = book.late, book.duplicates
+        self.stats["malformed"] = pipeline.malformed
+        LATE.set(book.late)
+        DUPLICATES.set(book.duplicates)
+
+    @staticmethod
+    async def _caught_up(consumer: AIOKafkaConsumer) -> bool:
+        """Whether every assigned partition has been read to its end."""
+        assignment = consumer.assignment()
+        if not assignment:
+            return False
+        for tp in assignment:
+            high = consumer.highwater(tp)
+            if high is None or await consumer.position(tp) < high:
+                return False
+        return True
+
+    async def _checkpoint(
+        self,
+        pipeline: TickPipeline,
+        producer: AIOKafkaProducer,
+        consumer: AIOKafkaConsumer,
+        offsets: dict[int, int],
+        candle_offsets: dict[int, int],
+        pending: list[asyncio.Future[object]],
+    ) -> None:
+        # 1. every closed candle the state no longer holds is safely in Kafka
+        for meta in await asyncio.gather(*pending):
+            p, o = meta.partition, meta.offset  # type: ignore[attr-defined]
+            candle_offsets[p] = max(candle_offsets.get(p, 0), o + 1)
+        pending.clear()
+        # 2. state and offsets together, atomically
+        ckpt.save(self.checkpoint_path, ckpt.Checkpoint(
+            tick_offsets=dict(offsets), candle_offsets=dict(candle_offsets),
+            book=pipeline.book.snapshot(),
+        ))
+        # 3. the group's committed offsets follow (for lag monitoring and for
+        #    a runner started without its checkpoint folder)
+        commit = {TopicPartition(MARKET_TICKS, p): o for p, o in offsets.items()}
+        try:
+            await consumer.commit(commit)
+        except Exception as exc:  # a rebalance in progress; the checkpoint already holds them
+            log.info("offset commit deferred", error=str(exc)[:200])
+
+    async def _recover_emitted(self, pipeline: TickPipeline, candle_offsets: dict[int, int]) -> None:
+        """Mark closed candles emitted after the checkpoint so they are not emitted again."""
+        if not pipeline.book.tickers:
+            return  # a fresh start: nothing of ours can be there yet
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await reader.start()
+        try:
+            parts = reader.partitions_for_topic(MARKET_CANDLES) or set()
+            tps = [TopicPartition(MARKET_CANDLES, p) for p in parts]
+            if not tps:
+                return
+            reader.assign(tps)
+            ends = await reader.end_offsets(tps)
+            remaining = {tp for tp in tps if candle_offsets.get(tp.partition, 0) < ends[tp]}
+            for tp in tps:
+                reader.seek(tp, candle_offsets.get(tp.partition, 0))
+            marked = 0
+            while remaining:
+                batch = await reader.getmany(*remaining, timeout_ms=1000)
+                for tp, records in batch.items():
+                    for r in records:
+                        try:
+                            c = decode_candle(r.value or b"")
+                        except InvalidMessage:
+                            continue
+                        if c.ticker in pipeline.book.tickers:
+                            pipeline.book.mark_emitted(c.ticker, c.timeframe, c.open_time)
+                            marked += 1
+                    if records and records[-1].offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+            log.info("recovered emitted candles after checkpoint", candles=marked)
+        finally:
+            await reader.stop()
