@@ -1,0 +1,180 @@
+"""Exchange → CCXT → ingestor → Kafka → stream runner → relay → subscriber, for real."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from dexorder.client import RelayError, subscribe
+from dexorder.config import load_config
+from dexorder.schemas import Candle
+from tests.conftest import RunningPlatform
+
+pytestmark = pytest.mark.integration
+
+MINUTE = 60_000
+
+
+def health(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        data: dict[str, object] = json.loads(resp.read())
+        return data
+
+
+async def trade(p: RunningPlatform, symbol: str, price: float, qty: float, ts: int | None = None,
+                trade_id: int | None = None) -> None:
+    body: dict[str, object] = {"symbol": symbol, "price": price, "qty": qty}
+    if ts is not None:
+        body["time"] = ts
+    if trade_id is not None:
+        body["id"] = trade_id
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(f"{p.cfg.emulator_url}/emulator/trades", json=body)
+        assert r.status == 200, await r.text()
+
+
+async def wait_for(candles: AsyncIterator[Candle], pred: object, timeout: float = 30) -> Candle:
+    async def scan() -> Candle:
+        async for c in candles:
+            if pred(c):  # type: ignore[operator]
+                return c
+        raise AssertionError("subscription ended")
+
+    return await asyncio.wait_for(scan(), timeout)
+
+
+async def test_trade_reaches_subscriber_as_candle_update(platform: RunningPlatform) -> None:
+    stream = subscribe("BINANCE:BTC/USDT", "1m", config=platform.cfg)
+    first = asyncio.ensure_future(wait_for(stream, lambda c: c.close == 12345.5 and not c.closed))
+    await asyncio.sleep(0)  # let the subscription register before trading
+    # the ingestor may still be connecting to the exchange: trade until it shows up
+    for _ in range(60):
+        await trade(platform, "BTCUSDT", 12345.5, 0.25)
+        done, _ = await asyncio.wait({first}, timeout=0.5)
+        if done:
+            break
+    candle = first.result()
+    assert candle.exchange == "BINANCE" and candle.symbol == "BTC/USDT"
+    assert candle.timeframe == "1m" and candle.volume >= 0.25 and candle.high >= 12345.5
+
+
+async def test_unknown_exchange_is_refused(platform: RunningPlatform) -> None:
+    with pytest.raises(RelayError, match="unknown_exchange"):
+        async for _ in subscribe("KRAKEN:BTC/USD", "1m", config=platform.cfg):
+            pass
+
+
+async def ingest_started(p: RunningPlatform, name: str, want: int) -> None:
+    url = p.part(name).probe
+    for _ in range(300):
+        if int(health(url)["ticks"]) >= want:  # type: ignore[call-overload]
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{name} did not ingest {want} ticks")
+
+
+async def test_same_trades_from_two_ingestors_make_one_candle(
+    isolated_env: dict[str, str],
+) -> None:
+    from tests.conftest import free_port, start_platform
+
+    p = start_platform(isolated_env)
+    second = None
+    try:
+        # a second ingestor of the same exchange, streaming the same ticker
+        second_port = free_port()
+        env2 = {**p.env, "DEXORDER_EXCHANGES": json.dumps(
+            [{"health_port": second_port, "symbols": ["ETH/USDT"]}])}
+        second = subprocess.Popen([sys.executable, "-m", "services.ingestor"], env=env2,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url2 = f"http://127.0.0.1:{second_port}/healthz"
+        stream = subscribe("BINANCE:ETH/USDT", "1m", config=p.cfg)
+        # both ingestors must be subscribed at the exchange before the trades
+        async with aiohttp.ClientSession() as s:
+            for _ in range(300):
+                stats = await (await s.get(f"{p.cfg.emulator_url}/emulator/stats")).json()
+                ok = False
+                try:
+                    ok = stats["connections"] >= 2 and health(url2)["healthy"] is True
+                except OSError:
+                    pass
+                if ok:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("second ingestor did not connect")
+        minute = (int(time.time() * 1000) // MINUTE - 5) * MINUTE
+        n = 7
+        for i in range(n):
+            await trade(p, "ETHUSDT", 2000 + i, 1.0, ts=minute + 1000 * i, trade_id=10_000 + i)
+        # a later trade closes the minute
+        closing = asyncio.ensure_future(
+            wait_for(stream, lambda c: c.closed and c.open_time == minute))
+        await trade(p, "ETHUSDT", 2100, 1.0, ts=minute + 3 * MINUTE, trade_id=20_000)
+        candle = await closing
+        assert candle.trades == n
+        assert candle.volume == pytest.approx(n * 1.0)
+        assert (candle.open, candle.high, candle.low, candle.close) == (2000, 2006, 2000, 2006)
+        # every second copy (n trades + the closing one) was received and dropped,
+        # as a duplicate, or as late when it came after the minute had closed
+        for _ in range(100):
+            h = health(p.part("stream").probe)
+            dropped = int(h["duplicates"]) + int(h["late"])  # type: ignore[call-overload]
+            if dropped >= n + 1:
+                break
+            await asyncio.sleep(0.1)
+        assert dropped == n + 1
+    finally:
+        if second is not None:
+            second.terminate()
+            second.wait(10)
+        p.supervisor.stop()
+
+
+async def test_garbage_from_the_exchange_is_survived_and_counted(platform: RunningPlatform) -> None:
+    ingestor = platform.part("ingestor-binance").probe
+    async with aiohttp.ClientSession() as s:
+        for _ in range(300):
+            stats = await (await s.get(f"{platform.cfg.emulator_url}/emulator/stats")).json()
+            if stats["connections"] >= 1:
+                break
+            await asyncio.sleep(0.1)
+        garbage = [
+            "not json at all",
+            "[1, 2, 3]",
+            '{"e": "trade", "s": "BTCUSDT"}',
+            '{"e": "trade", "s": "BTCUSDT", "t": 5, "p": "-1", "q": "1", "T": 1, "m": true}',
+            '{"e": "trade", "s": "BTCUSDT", "t": 6, "p": "abc", "q": null, "T": "x"}',
+        ]
+        for payload in garbage:
+            r = await s.post(f"{platform.cfg.emulator_url}/emulator/raw",
+                             json={"stream": "btcusdt@trade", "payload": payload})
+            assert (await r.json())["sent"] >= 1
+    for _ in range(100):
+        if int(health(ingestor)["malformed"]) >= len(garbage):  # type: ignore[call-overload]
+            break
+        await asyncio.sleep(0.1)
+    assert int(health(ingestor)["malformed"]) >= len(garbage)  # type: ignore[call-overload]
+    # and the stream still flows
+    stream = subscribe("BINANCE:BTC/USDT", "1m", config=platform.cfg)
+    got = asyncio.ensure_future(wait_for(stream, lambda c: c.close == 777.25))
+    await asyncio.sleep(0)
+    for _ in range(60):
+        await trade(platform, "BTCUSDT", 777.25, 1.0)
+        done, _ = await asyncio.wait({got}, timeout=0.5)
+        if done:
+            break
+    assert got.result().close == 777.25
+
+
+def test_config_is_shared_by_every_part(isolated_env: dict[str, str]) -> None:
+    cfg = load_config()
+    assert str(cfg.relay.router_port) == isolated_env["DEXORDER_RELAY__ROUTER_PORT"]
