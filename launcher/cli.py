@@ -109,14 +109,13 @@ def _up_detached(cfg: Settings) -> None:
             stdin=subprocess.DEVNULL, env={**os.environ, "DEXORDER_HOME": str(cfg.home)},
             start_new_session=True,
         )
-    want = len(plan(cfg))
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             err.print(f"[red]error:[/red] the platform failed to start; see {log_dir / 'platform.log'}")
             raise typer.Exit(1)
         state = _read_state(cfg)
-        if state and state.get("pid") == proc.pid and len(state["parts"]) == want:  # type: ignore[arg-type]
+        if state and state.get("pid") == proc.pid and state.get("ready"):
             _print_status(cfg, state)
             console.print(f"platform running in the background (pid {proc.pid}); "
                           "stop it with `dexorder down`")
@@ -147,12 +146,18 @@ def down() -> None:
     console.print("platform stopped")
 
 
+def _probe_part(part: dict[str, object], state: dict[str, object] | None) -> tuple[bool, str]:
+    if state is not None and part.get("pid") is None:
+        return False, "not started yet"
+    return probe(str(part["probe"]))
+
+
 def _print_status(cfg: Settings, state: dict[str, object] | None) -> bool:
     table = Table("part", "address", "health", title=f"DexOrder at {cfg.home}")
     healthy = True
     parts = state["parts"] if state else [p.to_json() for p in plan(cfg)]
     for part in parts:  # type: ignore[attr-defined]
-        ok, detail = probe(part["probe"])
+        ok, detail = _probe_part(part, state)
         healthy &= ok
         table.add_row(part["name"], part["address"],
                       f"[green]healthy[/green] {detail}" if ok else f"[red]down[/red] {detail}")
@@ -171,15 +176,18 @@ def status(
         parts = state["parts"] if state else [p.to_json() for p in plan(cfg)]
         out = []
         for part in parts:  # type: ignore[attr-defined]
-            ok, detail = probe(part["probe"])
+            ok, detail = _probe_part(part, state)
             out.append({"name": part["name"], "address": part["address"], "healthy": ok,
                         "detail": detail})
-        print(json.dumps({"running": bool(state), "parts": out}, indent=2))
-        healthy = bool(state) and all(p["healthy"] for p in out)
+        print(json.dumps({"running": bool(state), "ready": bool(state and state.get("ready")),
+                          "parts": out}, indent=2))
+        healthy = bool(state and state.get("ready")) and all(p["healthy"] for p in out)
     else:
         if not state:
             console.print("no platform is running (start it with `dexorder up`)")
-        healthy = _print_status(cfg, state) and bool(state)
+        elif not state.get("ready"):
+            console.print("the platform is still starting")
+        healthy = _print_status(cfg, state) and bool(state and state.get("ready"))
     raise typer.Exit(0 if healthy else 1)
 
 

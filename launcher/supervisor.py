@@ -116,11 +116,12 @@ class Supervisor:
         path = state_file(self.cfg.home)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
+        pids = {r.part.name: r.proc.pid for r in self.running}
         tmp.write_text(json.dumps({
             "pid": os.getpid(),
             "home": str(self.cfg.home),
-            "started": time.time(),
-            "parts": [{**r.part.to_json(), "pid": r.proc.pid} for r in self.running],
+            "ready": len(pids) == len(self.parts),
+            "parts": [{**p.to_json(), "pid": pids.get(p.name)} for p in self.parts],
         }, indent=2))
         os.replace(tmp, path)
 

@@ -37,6 +37,7 @@ _INTERVALS = {
 }
 _WEIGHTS = {"klines": 2, "trades": 25, "aggTrades": 4, "exchangeInfo": 20, "ping": 1, "time": 1}
 _LIVE_STEP_S = 0.05
+_LIVE_TASK = web.AppKey("live_task", asyncio.Task[None])
 
 
 class BinanceError(Exception):
@@ -340,7 +341,12 @@ def build_app(state: EmulatorState) -> web.Application:
         return web.json_response({"down": state.down})
 
     async def control_stats(_: web.Request) -> web.Response:
+        subscriptions: dict[str, int] = {}
+        for conn in state.conns:
+            for stream in conn.streams:
+                subscriptions[stream] = subscriptions.get(stream, 0) + 1
         return web.json_response({**state.stats, "connections": len(state.conns),
+                                  "subscriptions": subscriptions,
                                   "weight_used": state.weight_used, "down": state.down})
 
     app = web.Application(middlewares=[binance_errors])
@@ -361,13 +367,11 @@ def build_app(state: EmulatorState) -> web.Application:
     r.add_post("/emulator/down", control_down)
     r.add_get("/emulator/stats", control_stats)
     r.add_get("/healthz", control_stats)
-    app["live_task"] = None
-
     async def start_live(app: web.Application) -> None:
-        app["live_task"] = asyncio.create_task(live_trades(state))
+        app[_LIVE_TASK] = asyncio.create_task(live_trades(state))
 
     async def stop_live(app: web.Application) -> None:
-        app["live_task"].cancel()
+        app[_LIVE_TASK].cancel()
         for conn in list(state.conns):
             await conn.ws.close()
 

@@ -17,9 +17,9 @@ import numpy as np
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
-#: History starts here (2022-01-01 UTC), years before any "now" the tests use.
-HISTORY_START_MS = 1_640_995_200_000
-_HISTORY_DAYS = 365 * 10
+#: History starts here (2020-01-01 UTC) and runs to 2031.
+HISTORY_START_MS = 1_577_836_800_000
+_HISTORY_DAYS = 365 * 12
 _MAX_TRADES_PER_SECOND = 99
 
 

@@ -70,9 +70,12 @@ class Relay:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _proxy_thread: threading.Thread | None = None
     _capture_addr: str = ""
+    _control_addr: str = ""
+    _sync: zmq.Context[zmq.Socket[bytes]] | None = None
 
     def _start_proxy(self) -> None:
-        sync = zmq.Context.instance()
+        # inproc needs one libzmq context: the proxy thread shares the asyncio one's
+        sync = self._sync = zmq.Context.shadow(self.ctx.underlying)
         xsub = sync.socket(zmq.XSUB)
         xpub = sync.socket(zmq.XPUB)
         capture = sync.socket(zmq.PUB)
@@ -145,7 +148,8 @@ class Relay:
             stop.cancel()
             router.close(linger=0)
             work.close(linger=0)
-            ctl = zmq.Context.instance().socket(zmq.PAIR)
+            assert self._sync is not None
+            ctl = self._sync.socket(zmq.PAIR)
             ctl.connect(self._control_addr)
             ctl.send(b"TERMINATE")
             ctl.close()

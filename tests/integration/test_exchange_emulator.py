@@ -1,0 +1,114 @@
+"""Unmodified CCXT against the exchange emulator, with only its URLs changed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import ccxt
+import pytest
+from aiohttp import web
+
+from services.exchange_emulator.server import EmulatorState, build_app
+from services.exchange_emulator.simulator import MarketSimulator
+from services.ingestor.exchange import make_exchange
+from tests.conftest import free_port
+
+NOW = 1_790_000_000.0  # a fixed clock: 2026-09
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[tuple[str, EmulatorState]]:
+    state = EmulatorState(MarketSimulator(trade_rate=0), weight_limit=400, clock=lambda: NOW)
+    runner = web.AppRunner(build_app(state))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}", state
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def exchange(emulator: tuple[str, EmulatorState]) -> AsyncIterator[object]:
+    ex = make_exchange("binance", emulator[0], enableRateLimit=False)
+    yield ex
+    await ex.close()
+
+
+async def test_markets(exchange: object) -> None:
+    markets = await exchange.load_markets()  # type: ignore[attr-defined]
+    assert {"BTC/USDT", "ETH/USDT", "SOL/USDT"} <= set(markets)
+    btc = markets["BTC/USDT"]
+    assert btc["spot"] and btc["active"] and btc["precision"]["price"] == 0.01
+
+
+async def test_klines_pagination(exchange: object) -> None:
+    start = int(NOW * 1000) - 2500 * 60_000
+    start -= start % 60_000
+    first = await exchange.fetch_ohlcv("BTC/USDT", "1m", since=start, limit=1000)  # type: ignore[attr-defined]
+    assert len(first) == 1000 and first[0][0] == start
+    second = await exchange.fetch_ohlcv("BTC/USDT", "1m", since=first[-1][0] + 60_000, limit=1000)  # type: ignore[attr-defined]
+    assert second[0][0] == first[-1][0] + 60_000
+    assert second[0][1] == pytest.approx(first[-1][4])  # continuous prices across pages
+    last = await exchange.fetch_ohlcv("BTC/USDT", "1m", since=second[-1][0] + 60_000, limit=1000)  # type: ignore[attr-defined]
+    assert len(last) == 501  # up to the current (open) minute, nothing from the future
+    assert last[-1][0] == int(NOW * 1000) - int(NOW * 1000) % 60_000
+
+
+async def test_two_year_old_history(exchange: object) -> None:
+    since = int(NOW * 1000) - 2 * 365 * 86_400_000
+    rows = await exchange.fetch_ohlcv("BTC/USDT", "1d", since=since, limit=10)  # type: ignore[attr-defined]
+    assert len(rows) == 10 and all(r[2] >= r[3] > 0 for r in rows)
+
+
+async def test_unknown_symbol_and_bad_interval(emulator: tuple[str, EmulatorState], exchange: object) -> None:
+    await exchange.load_markets()  # type: ignore[attr-defined]
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(f"{emulator[0]}/api/v3/klines", params={"symbol": "NOPEUSDT", "interval": "1m"})
+        assert r.status == 400 and await r.json() == {"code": -1121, "msg": "Invalid symbol."}
+        r = await s.get(f"{emulator[0]}/api/v3/klines", params={"symbol": "BTCUSDT", "interval": "7m"})
+        assert r.status == 400 and (await r.json())["code"] == -1120
+        r = await s.get(f"{emulator[0]}/api/v3/klines", params={"symbol": "BTCUSDT"})
+        assert r.status == 400 and (await r.json())["code"] == -1102
+        r = await s.get(f"{emulator[0]}/api/v3/klines",
+                        params={"symbol": "BTCUSDT", "interval": "1m", "limit": "5000"})
+        assert r.status == 400 and (await r.json())["code"] == -1130
+    with pytest.raises(ccxt.BadSymbol):
+        await exchange.fetch_ohlcv("NOPE/USDT", "1m")  # type: ignore[attr-defined]
+
+
+async def test_rate_limit(emulator: tuple[str, EmulatorState], exchange: object) -> None:
+    await exchange.load_markets()  # type: ignore[attr-defined]
+    with pytest.raises(ccxt.DDoSProtection):  # CCXT's class for Binance's HTTP 429
+        for _ in range(300):  # weight 2 each against a 400 limit
+            await exchange.fetch_ohlcv("BTC/USDT", "1m", limit=5)  # type: ignore[attr-defined]
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(f"{emulator[0]}/api/v3/ping")
+        assert r.status == 429 and "Retry-After" in r.headers
+        assert int(r.headers["X-MBX-USED-WEIGHT-1M"]) > 400
+
+
+async def test_websocket_trades(emulator: tuple[str, EmulatorState], exchange: object) -> None:
+    await exchange.load_markets()  # type: ignore[attr-defined]
+    watch = asyncio.ensure_future(exchange.watch_trades("SOL/USDT"))  # type: ignore[attr-defined]
+    async with aiohttp.ClientSession() as s:
+        for _ in range(100):  # until CCXT has subscribed
+            stats = await (await s.get(f"{emulator[0]}/emulator/stats")).json()
+            if "solusdt@trade" in stats["subscriptions"]:
+                break
+            await asyncio.sleep(0.05)
+        r = await s.post(f"{emulator[0]}/emulator/trades",
+                         json={"symbol": "SOL/USDT", "price": 101.25, "qty": 3})
+        assert r.status == 200
+    trades = await asyncio.wait_for(watch, 10)
+    assert trades[-1]["price"] == 101.25 and trades[-1]["amount"] == 3
+    assert trades[-1]["symbol"] == "SOL/USDT"
+
+
+async def test_control_api_rejects_bad_input(emulator: tuple[str, EmulatorState]) -> None:
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(f"{emulator[0]}/emulator/trades", data=b"nope")
+        assert r.status == 400
+        r = await s.post(f"{emulator[0]}/emulator/trades", json={"symbol": "BTCUSDT"})
+        assert r.status == 400 and "price" in (await r.json())["error"]

@@ -1,0 +1,44 @@
+"""Converting CCXT trades to ticks, and sharing tickers between ingestors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.ingestor.trades import MalformedTrade, owns, tick_from_ccxt
+
+
+def ccxt_trade(**over: Any) -> dict[str, Any]:
+    base = {"id": "12", "symbol": "BTC/USDT", "price": 100.5, "amount": 0.1,
+            "timestamp": 1_700_000_000_000, "side": "buy"}
+    return {**base, **over}
+
+
+def test_valid_trade() -> None:
+    tick = tick_from_ccxt("BINANCE", ccxt_trade())
+    assert (tick.ticker, tick.trade_id, tick.price, tick.amount, tick.side) == (
+        "BINANCE:BTC/USDT", "12", 100.5, 0.1, "buy")
+
+
+@pytest.mark.parametrize("over", [
+    {"id": None}, {"price": None}, {"price": -1.0}, {"price": float("nan")},
+    {"amount": 0}, {"amount": "1"}, {"timestamp": None}, {"symbol": "BTCUSDT"},
+])
+def test_malformed_trades(over: dict[str, Any]) -> None:
+    with pytest.raises(MalformedTrade):
+        tick_from_ccxt("BINANCE", ccxt_trade(**over))
+
+
+def test_missing_fields() -> None:
+    with pytest.raises(MalformedTrade, match="missing field"):
+        tick_from_ccxt("BINANCE", {"id": "1"})
+
+
+def test_shards_partition_the_tickers() -> None:
+    tickers = [f"BINANCE:T{i}/USDT" for i in range(200)]
+    for n in (1, 2, 3):
+        owners = [[i for i in range(n) if owns(t, i, n)] for t in tickers]
+        assert all(len(o) == 1 for o in owners)  # every ticker exactly one owner
+        if n > 1:
+            assert len({o[0] for o in owners}) == n  # and every shard gets some
