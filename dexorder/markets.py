@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 _TICKER_RE = re.compile(r"^([A-Z0-9_]{2,32}):([A-Z0-9]{1,20})/([A-Z0-9]{1,20})$")
 
@@ -44,7 +44,7 @@ class Ticker:
         return f"{self.exchange}:{self.base}/{self.quote}"
 
 
-class Timeframe(str, Enum):
+class Timeframe(StrEnum):
     """Candle timeframes the platform keeps; the value is the CCXT/Binance spelling."""
 
     M1 = "1m"
@@ -61,7 +61,9 @@ class Timeframe(str, Enum):
             return cls(text.strip())
         except ValueError:
             allowed = " ".join(t.value for t in cls)
-            raise InvalidTimeframe(f"invalid timeframe {text!r}: expected one of {allowed}") from None
+            raise InvalidTimeframe(
+                f"invalid timeframe {text!r}: expected one of {allowed}"
+            ) from None
 
     @property
     def ms(self) -> int:

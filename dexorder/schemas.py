@@ -114,14 +114,7 @@ class HistoryReady(Message, tag="history_ready"):
 
 
 AnyMessage = (
-    Tick
-    | Candle
-    | RealtimeRequest
-    | BackfillRequest
-    | WorkItem
-    | Ack
-    | ErrorReply
-    | HistoryReady
+    Tick | Candle | RealtimeRequest | BackfillRequest | WorkItem | Ack | ErrorReply | HistoryReady
 )
 
 _encoder = msgspec.msgpack.Encoder()

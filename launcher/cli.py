@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -29,8 +28,11 @@ from dexorder.markets import InvalidTicker, InvalidTimeframe, Ticker, Timeframe
 from launcher.parts import plan, probe
 from launcher.supervisor import PartFailed, Supervisor, state_file
 
-app = typer.Typer(help="DexOrder: an AI trading platform. Runs the platform on this machine.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="DexOrder: an AI trading platform. Runs the platform on this machine.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -71,14 +73,19 @@ def _child_env(cfg: Settings) -> dict[str, str]:
 
 @app.command()
 def up(
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; stop with `dexorder down`.")] = False,
+    detach: Annotated[
+        bool,
+        typer.Option("--detach", "-d", help="Run in the background; stop with `dexorder down`."),
+    ] = False,
 ) -> None:
     """Start the whole platform on this machine (embedded defaults), in the foreground."""
     cfg = _config()
     state = _read_state(cfg)
     if state and _alive(int(state["pid"])):  # type: ignore[call-overload]
-        err.print(f"[red]error:[/red] a platform is already running from {cfg.home} "
-                  f"(pid {state['pid']}); stop it with `dexorder down`")
+        err.print(
+            f"[red]error:[/red] a platform is already running from {cfg.home} "
+            f"(pid {state['pid']}); stop it with `dexorder down`"
+        )
         raise typer.Exit(1)
     if detach:
         _up_detached(cfg)
@@ -89,8 +96,9 @@ def up(
     signal.signal(signal.SIGINT, sup.request_stop)
     try:
         sup.start()
-        console.print("[green]platform is up[/green] — Ctrl-C stops it; logs in "
-                      f"{cfg.home / 'logs'}")
+        console.print(
+            f"[green]platform is up[/green] — Ctrl-C stops it; logs in {cfg.home / 'logs'}"
+        )
         sup.watch()
     except PartFailed as exc:
         err.print(f"[red]error:[/red] {exc}")
@@ -105,20 +113,26 @@ def _up_detached(cfg: Settings) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "platform.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "launcher", "up"], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env={**os.environ, "DEXORDER_HOME": str(cfg.home)},
+            [sys.executable, "-m", "launcher", "up"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "DEXORDER_HOME": str(cfg.home)},
             start_new_session=True,
         )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err.print(f"[red]error:[/red] the platform failed to start; see {log_dir / 'platform.log'}")
+            err.print(
+                f"[red]error:[/red] the platform failed to start; see {log_dir / 'platform.log'}"
+            )
             raise typer.Exit(1)
         state = _read_state(cfg)
         if state and state.get("pid") == proc.pid and state.get("ready"):
             _print_status(cfg, state)
-            console.print(f"platform running in the background (pid {proc.pid}); "
-                          "stop it with `dexorder down`")
+            console.print(
+                f"platform running in the background (pid {proc.pid}); stop it with `dexorder down`"
+            )
             return
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGTERM)
@@ -159,8 +173,11 @@ def _print_status(cfg: Settings, state: dict[str, object] | None) -> bool:
     for part in parts:  # type: ignore[attr-defined]
         ok, detail = _probe_part(part, state)
         healthy &= ok
-        table.add_row(part["name"], part["address"],
-                      f"[green]healthy[/green] {detail}" if ok else f"[red]down[/red] {detail}")
+        table.add_row(
+            part["name"],
+            part["address"],
+            f"[green]healthy[/green] {detail}" if ok else f"[red]down[/red] {detail}",
+        )
     console.print(table)
     return healthy
 
@@ -177,10 +194,15 @@ def status(
         out = []
         for part in parts:  # type: ignore[attr-defined]
             ok, detail = _probe_part(part, state)
-            out.append({"name": part["name"], "address": part["address"], "healthy": ok,
-                        "detail": detail})
-        print(json.dumps({"running": bool(state), "ready": bool(state and state.get("ready")),
-                          "parts": out}, indent=2))
+            out.append(
+                {"name": part["name"], "address": part["address"], "healthy": ok, "detail": detail}
+            )
+        print(
+            json.dumps(
+                {"running": bool(state), "ready": bool(state and state.get("ready")), "parts": out},
+                indent=2,
+            )
+        )
         healthy = bool(state and state.get("ready")) and all(p["healthy"] for p in out)
     else:
         if not state:
@@ -217,14 +239,30 @@ async def _watch(cfg: Settings, ticker: str, tf: str, keep: int) -> None:
     current = None
 
     def render() -> Table:
-        table = Table("open time (UTC)", "open", "high", "low", "close", "volume", "trades", "",
-                      title=f"{ticker} {tf}")
+        table = Table(
+            "open time (UTC)",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "trades",
+            "",
+            title=f"{ticker} {tf}",
+        )
         shown = [closed[k] for k in sorted(closed)[-keep:]] + ([current] if current else [])
         for c in shown:
             when = datetime.fromtimestamp(c.open_time / 1000, UTC).strftime("%Y-%m-%d %H:%M")  # type: ignore[attr-defined]
-            table.add_row(when, f"{c.open:.8g}", f"{c.high:.8g}", f"{c.low:.8g}",  # type: ignore[attr-defined]
-                          f"{c.close:.8g}", f"{c.volume:.6g}", str(c.trades),  # type: ignore[attr-defined]
-                          "closed" if c.closed else "[yellow]live[/yellow]")  # type: ignore[attr-defined]
+            table.add_row(
+                when,
+                f"{c.open:.8g}",
+                f"{c.high:.8g}",
+                f"{c.low:.8g}",  # type: ignore[attr-defined]
+                f"{c.close:.8g}",
+                f"{c.volume:.6g}",
+                str(c.trades),  # type: ignore[attr-defined]
+                "closed" if c.closed else "[yellow]live[/yellow]",
+            )  # type: ignore[attr-defined]
         return table
 
     with Live(render(), console=console, refresh_per_second=4) as live:

@@ -37,44 +37,66 @@ def plan(cfg: Settings) -> list[Part]:
     parts: list[Part] = []
     if not cfg.kafka.bootstrap_servers:
         port = cfg.kafka.embedded_port
-        parts.append(Part("kafka", broker_command(port), f"127.0.0.1:{port} (Tansu, in memory)",
-                          f"tcp://127.0.0.1:{port}"))
+        parts.append(
+            Part(
+                "kafka",
+                broker_command(port),
+                f"127.0.0.1:{port} (Tansu, in memory)",
+                f"tcp://127.0.0.1:{port}",
+            )
+        )
     if any(ex.emulated for ex in cfg.exchanges):
         em = cfg.emulator
-        parts.append(Part("exchange-emulator", _py("services.exchange_emulator"),
-                          f"http://{em.host}:{em.port} (Binance spot API)",
-                          f"http://{em.host}:{em.port}/api/v3/ping"))
+        parts.append(
+            Part(
+                "exchange-emulator",
+                _py("services.exchange_emulator"),
+                f"http://{em.host}:{em.port} (Binance spot API)",
+                f"http://{em.host}:{em.port}/api/v3/ping",
+            )
+        )
     r = cfg.relay
-    parts.append(Part(
-        "relay", _py("services.relay"),
-        f"router tcp://{r.host}:{r.router_port}, work tcp://{r.host}:{r.work_port}, "
-        f"xsub tcp://{r.host}:{r.xsub_port}, xpub tcp://{r.host}:{r.xpub_port}",
-        f"http://127.0.0.1:{r.health_port}/healthz",
-    ))
+    parts.append(
+        Part(
+            "relay",
+            _py("services.relay"),
+            f"router tcp://{r.host}:{r.router_port}, work tcp://{r.host}:{r.work_port}, "
+            f"xsub tcp://{r.host}:{r.xsub_port}, xpub tcp://{r.host}:{r.xpub_port}",
+            f"http://127.0.0.1:{r.health_port}/healthz",
+        )
+    )
     for ex in cfg.exchanges:
-        parts.append(Part(
-            f"ingestor-{ex.name.lower()}", _py("services.ingestor", "--exchange", ex.name),
-            f"{ex.name} via CCXT {ex.ccxt_id}{' (emulated)' if ex.emulated else ''}, "
-            f"health http://127.0.0.1:{ex.health_port}/healthz",
-            f"http://127.0.0.1:{ex.health_port}/healthz",
-        ))
-    parts.append(Part("stream", _py("streaming"),
-                      f"market.ticks -> candles, health http://127.0.0.1:{cfg.stream.health_port}/healthz",
-                      f"http://127.0.0.1:{cfg.stream.health_port}/healthz"))
+        parts.append(
+            Part(
+                f"ingestor-{ex.name.lower()}",
+                _py("services.ingestor", "--exchange", ex.name),
+                f"{ex.name} via CCXT {ex.ccxt_id}{' (emulated)' if ex.emulated else ''}, "
+                f"health http://127.0.0.1:{ex.health_port}/healthz",
+                f"http://127.0.0.1:{ex.health_port}/healthz",
+            )
+        )
+    parts.append(
+        Part(
+            "stream",
+            _py("streaming"),
+            f"market.ticks -> candles, health http://127.0.0.1:{cfg.stream.health_port}/healthz",
+            f"http://127.0.0.1:{cfg.stream.health_port}/healthz",
+        )
+    )
     return parts
 
 
 def probe(target: str, timeout_s: float = 1.0) -> tuple[bool, str]:
     """Check one part; return (healthy, a short detail for people)."""
     if target.startswith("tcp://"):
-        host, _, port = target[len("tcp://"):].rpartition(":")
+        host, _, port = target[len("tcp://") :].rpartition(":")
         try:
             with socket.create_connection((host, int(port)), timeout=timeout_s):
                 return True, "accepting connections"
         except OSError as exc:
             return False, f"not reachable: {exc.strerror or exc}"
     try:
-        with urllib.request.urlopen(target, timeout=timeout_s) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(target, timeout=timeout_s) as resp:
             body = resp.read(4096)
             return True, _summary(body)
     except urllib.error.HTTPError as exc:

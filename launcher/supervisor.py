@@ -72,8 +72,13 @@ class Supervisor:
         log = open(self.log_dir / f"{part.name}.log", "ab")  # noqa: SIM115 - the child owns it
         try:
             return subprocess.Popen(
-                part.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, start_new_session=True, preexec_fn=_die_with_parent,
+                part.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
@@ -82,14 +87,18 @@ class Supervisor:
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline:
             if r.proc.poll() is not None:
-                raise PartFailed(f"{r.part.name} exited with code {r.proc.returncode} while "
-                                 f"starting:\n{self.log_tail(r.part.name)}")
+                raise PartFailed(
+                    f"{r.part.name} exited with code {r.proc.returncode} while "
+                    f"starting:\n{self.log_tail(r.part.name)}"
+                )
             ok, _ = probe(r.part.probe, timeout_s=0.5)
             if ok:
                 return
             time.sleep(0.1)
-        raise PartFailed(f"{r.part.name} was not healthy within {_START_TIMEOUT_S:.0f}s:\n"
-                         f"{self.log_tail(r.part.name)}")
+        raise PartFailed(
+            f"{r.part.name} was not healthy within {_START_TIMEOUT_S:.0f}s:\n"
+            f"{self.log_tail(r.part.name)}"
+        )
 
     def log_tail(self, name: str, lines: int = 15) -> str:
         try:
@@ -117,12 +126,17 @@ class Supervisor:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         pids = {r.part.name: r.proc.pid for r in self.running}
-        tmp.write_text(json.dumps({
-            "pid": os.getpid(),
-            "home": str(self.cfg.home),
-            "ready": len(pids) == len(self.parts),
-            "parts": [{**p.to_json(), "pid": pids.get(p.name)} for p in self.parts],
-        }, indent=2))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "home": str(self.cfg.home),
+                    "ready": len(pids) == len(self.parts),
+                    "parts": [{**p.to_json(), "pid": pids.get(p.name)} for p in self.parts],
+                },
+                indent=2,
+            )
+        )
         os.replace(tmp, path)
 
     def watch(self) -> None:
@@ -134,8 +148,10 @@ class Supervisor:
                 now = time.monotonic()
                 r.restarts = [t for t in r.restarts if now - t < 60] + [now]
                 if len(r.restarts) > _MAX_RESTARTS:
-                    raise PartFailed(f"{r.part.name} crashed {_MAX_RESTARTS} times within a "
-                                     f"minute; last log:\n{self.log_tail(r.part.name)}")
+                    raise PartFailed(
+                        f"{r.part.name} crashed {_MAX_RESTARTS} times within a "
+                        f"minute; last log:\n{self.log_tail(r.part.name)}"
+                    )
                 self.say(f"  {r.part.name} exited with code {r.proc.returncode}; restarting")
                 time.sleep(min(8.0, 0.5 * 2 ** (len(r.restarts) - 1)))
                 r.proc = self._spawn(r.part)

@@ -22,7 +22,8 @@ async def run() -> None:
     runner = StreamRunner(
         bootstrap=cfg.kafka.bootstrap_servers,
         relay_xsub=f"tcp://{cfg.relay.host}:{cfg.relay.xsub_port}",
-        state_dir=cfg.state_dir("stream"), group_id=s.group_id,
+        state_dir=cfg.state_dir("stream"),
+        group_id=s.group_id,
         allowed_lateness_ms=s.allowed_lateness_ms,
         live_update_interval_ms=s.live_update_interval_ms,
         checkpoint_interval_ms=s.checkpoint_interval_ms,
@@ -30,8 +31,9 @@ async def run() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, runner.stop)
-    health = await serve_health("127.0.0.1", s.health_port, "stream",
-                                lambda: (runner.ready, dict(runner.stats)))
+    health = await serve_health(
+        "127.0.0.1", s.health_port, "stream", lambda: (runner.ready, dict(runner.stats))
+    )
     log.info("starting", group=s.group_id, lateness_ms=s.allowed_lateness_ms)
     try:
         await runner.run()

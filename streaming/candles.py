@@ -184,7 +184,9 @@ class CandleBook:
         rollups = book.rollups.setdefault(tf.value, {})
         r = rollups.get(start)
         if r is None:
-            rollups[start] = Rollup(c.open, c.high, c.low, c.close, c.volume, c.trades, minute, minute)
+            rollups[start] = Rollup(
+                c.open, c.high, c.low, c.close, c.volume, c.trades, minute, minute
+            )
             return
         r.high = max(r.high, c.high)
         r.low = min(r.low, c.low)
@@ -222,7 +224,9 @@ class CandleBook:
             scratch = TickerBook(book.exchange, book.symbol)
             rollups = book.rollups.get(tf.value, {})
             if rollups:
-                scratch.rollups[tf.value] = {k: msgspec.structs.replace(v) for k, v in rollups.items()}
+                scratch.rollups[tf.value] = {
+                    k: msgspec.structs.replace(v) for k, v in rollups.items()
+                }
             for m in minutes:
                 self._roll(scratch, tf, m, book.minutes[m])
             current = scratch.rollups.get(tf.value)

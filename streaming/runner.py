@@ -58,7 +58,13 @@ class StreamRunner:
     live_update_interval_ms: int = 200
     checkpoint_interval_ms: int = 1_000
     stats: dict[str, int] = field(
-        default_factory=lambda: {"ticks": 0, "closed": 0, "late": 0, "duplicates": 0, "malformed": 0}
+        default_factory=lambda: {
+            "ticks": 0,
+            "closed": 0,
+            "late": 0,
+            "duplicates": 0,
+            "malformed": 0,
+        }
     )
     ready: bool = False
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -78,13 +84,17 @@ class StreamRunner:
             pipeline.book.restore(saved.book)
             candle_offsets = dict(saved.candle_offsets)
             log.info("restored checkpoint", partitions=saved.tick_offsets)
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all",
-                                    enable_idempotence=False)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, linger_ms=5, acks="all", enable_idempotence=False
+        )
         await producer.start()
         await self._recover_emitted(pipeline, candle_offsets)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=5000,
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=5000,
         )
         offsets: dict[int, int] = {}
         pending: list[asyncio.Future[object]] = []
@@ -93,8 +103,9 @@ class StreamRunner:
         class Seek(ConsumerRebalanceListener):  # type: ignore[misc]
             async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
                 if revoked and offsets:
-                    await runner._checkpoint(pipeline, producer, consumer, offsets, candle_offsets,
-                                             pending)
+                    await runner._checkpoint(
+                        pipeline, producer, consumer, offsets, candle_offsets, pending
+                    )
 
             async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
                 for tp in assigned:
@@ -132,7 +143,9 @@ class StreamRunner:
                     key = candle.ticker.encode()
                     data = encode(candle)
                     pending.append(await producer.send(MARKET_CANDLES, data, key=key))
-                    await pub.send_multipart([ohlc_topic(candle.ticker, candle.timeframe).encode(), data])
+                    await pub.send_multipart(
+                        [ohlc_topic(candle.ticker, candle.timeframe).encode(), data]
+                    )
                     CLOSED.labels(candle.timeframe).inc()
                 self.stats["closed"] += len(closed)
                 if touched and now - last_live >= self.live_update_interval_ms:
@@ -145,15 +158,17 @@ class StreamRunner:
                     last_live = now
                 self._update_counters(pipeline)
                 if now - last_ckpt >= self.checkpoint_interval_ms and offsets:
-                    await self._checkpoint(pipeline, producer, consumer, offsets, candle_offsets,
-                                           pending)
+                    await self._checkpoint(
+                        pipeline, producer, consumer, offsets, candle_offsets, pending
+                    )
                     last_ckpt = now
         finally:
             self.ready = False
             try:
                 if offsets:
-                    await self._checkpoint(pipeline, producer, consumer, offsets, candle_offsets,
-                                           pending)
+                    await self._checkpoint(
+                        pipeline, producer, consumer, offsets, candle_offsets, pending
+                    )
             finally:
                 pub.close()
                 await consumer.stop()
@@ -193,10 +208,14 @@ class StreamRunner:
             candle_offsets[p] = max(candle_offsets.get(p, 0), o + 1)
         pending.clear()
         # 2. state and offsets together, atomically
-        ckpt.save(self.checkpoint_path, ckpt.Checkpoint(
-            tick_offsets=dict(offsets), candle_offsets=dict(candle_offsets),
-            book=pipeline.book.snapshot(),
-        ))
+        ckpt.save(
+            self.checkpoint_path,
+            ckpt.Checkpoint(
+                tick_offsets=dict(offsets),
+                candle_offsets=dict(candle_offsets),
+                book=pipeline.book.snapshot(),
+            ),
+        )
         # 3. the group's committed offsets follow (for lag monitoring and for
         #    a runner started without its checkpoint folder)
         commit = {TopicPartition(MARKET_TICKS, p): o for p, o in offsets.items()}
@@ -205,7 +224,9 @@ class StreamRunner:
         except Exception as exc:  # a rebalance in progress; the checkpoint already holds them
             log.info("offset commit deferred", error=str(exc)[:200])
 
-    async def _recover_emitted(self, pipeline: TickPipeline, candle_offsets: dict[int, int]) -> None:
+    async def _recover_emitted(
+        self, pipeline: TickPipeline, candle_offsets: dict[int, int]
+    ) -> None:
         """Mark closed candles emitted after the checkpoint so they are not emitted again."""
         if not pipeline.book.tickers:
             return  # a fresh start: nothing of ours can be there yet

@@ -38,8 +38,9 @@ def platform_env(home: Path, **extra: str) -> dict[str, str]:
         "DEXORDER_STREAM__HEALTH_PORT": str(free_port()),
         "DEXORDER_STREAM__CHECKPOINT_INTERVAL_MS": "200",
         "DEXORDER_STREAM__LIVE_UPDATE_INTERVAL_MS": "50",
-        "DEXORDER_EXCHANGES": json.dumps([{"health_port": free_port(),
-                                            "symbols": ["BTC/USDT", "ETH/USDT"]}]),
+        "DEXORDER_EXCHANGES": json.dumps(
+            [{"health_port": free_port(), "symbols": ["BTC/USDT", "ETH/USDT"]}]
+        ),
     }
     env.update(extra)
     return env
@@ -71,8 +72,11 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, s
 def start_platform(env: dict[str, str], only: set[str] | None = None) -> RunningPlatform:
     """Start the platform's real processes (all, or the parts named in ``only``)."""
     cfg = load_config()
-    child_env = {**os.environ, **env,
-                 "DEXORDER_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{cfg.kafka.embedded_port}"}
+    child_env = {
+        **os.environ,
+        **env,
+        "DEXORDER_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{cfg.kafka.embedded_port}",
+    }
     parts = [p for p in plan(cfg) if only is None or p.name in only]
     sup = Supervisor(cfg, parts, child_env, say=lambda _: None)
     sup.start()

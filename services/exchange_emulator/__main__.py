@@ -17,8 +17,14 @@ def main() -> None:
     sim = MarketSimulator(seed=em.seed, trade_rate=em.trade_rate)
     state = EmulatorState(sim, weight_limit=em.weight_limit_per_minute)
     log.info("listening", url=f"http://{em.host}:{em.port}", seed=em.seed)
-    web.run_app(build_app(state), host=em.host, port=em.port, print=None,
-                access_log=None, handle_signals=True)
+    web.run_app(
+        build_app(state),
+        host=em.host,
+        port=em.port,
+        print=None,
+        access_log=None,
+        handle_signals=True,
+    )
 
 
 if __name__ == "__main__":

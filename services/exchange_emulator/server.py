@@ -31,9 +31,19 @@ from aiohttp import WSMsgType, web
 from services.exchange_emulator.simulator import MarketSimulator, SymbolSpec, Trade
 
 _INTERVALS = {
-    "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
-    "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000,
-    "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000, "3d": 259_200_000,
+    "1m": 60_000,
+    "3m": 180_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "30m": 1_800_000,
+    "1h": 3_600_000,
+    "2h": 7_200_000,
+    "4h": 14_400_000,
+    "6h": 21_600_000,
+    "8h": 28_800_000,
+    "12h": 43_200_000,
+    "1d": 86_400_000,
+    "3d": 259_200_000,
 }
 _WEIGHTS = {"klines": 2, "trades": 25, "aggTrades": 4, "exchangeInfo": 20, "ping": 1, "time": 1}
 _LIVE_STEP_S = 0.05
@@ -98,7 +108,9 @@ def _int_param(request: web.Request, name: str, default: int | None) -> int | No
         return int(raw)
     except ValueError:
         raise BinanceError(
-            400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
+            400,
+            -1100,
+            f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
         ) from None
 
 
@@ -108,8 +120,15 @@ def _fmt(x: float) -> str:
 
 def _trade_event(spec: SymbolSpec, t: Trade, now_ms: int) -> dict[str, Any]:
     return {
-        "e": "trade", "E": now_ms, "s": spec.market_id, "t": t.id, "p": _fmt(t.price),
-        "q": _fmt(t.qty), "T": t.time, "m": t.buyer_is_maker, "M": True,
+        "e": "trade",
+        "E": now_ms,
+        "s": spec.market_id,
+        "t": t.id,
+        "p": _fmt(t.price),
+        "q": _fmt(t.qty),
+        "T": t.time,
+        "m": t.buyer_is_maker,
+        "M": True,
     }
 
 
@@ -124,7 +143,10 @@ def build_app(state: EmulatorState) -> web.Application:
             state.stats["rest_requests"] += 1
             if state.down:
                 return web.json_response(
-                    {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."},
+                    {
+                        "code": -1001,
+                        "msg": "Internal error; unable to process your request. Please try again.",
+                    },
                     status=503,
                 )
             window = state.now_ms() // 60_000
@@ -135,17 +157,23 @@ def build_app(state: EmulatorState) -> web.Application:
             if state.weight_used > state.weight_limit:
                 retry = 60 - (state.now_ms() // 1000) % 60
                 return web.json_response(
-                    {"code": -1003, "msg": (
-                        f"Too much request weight used; current limit is {state.weight_limit} "
-                        "request weight per 1 MINUTE. Please use WebSocket Streams for live "
-                        "updates to avoid polling the API.")},
-                    status=429, headers={**headers, "Retry-After": str(retry)},
+                    {
+                        "code": -1003,
+                        "msg": (
+                            f"Too much request weight used; current limit is {state.weight_limit} "
+                            "request weight per 1 MINUTE. Please use WebSocket Streams for live "
+                            "updates to avoid polling the API."
+                        ),
+                    },
+                    status=429,
+                    headers={**headers, "Retry-After": str(retry)},
                 )
         try:
             response: web.StreamResponse = await handler(request)
         except BinanceError as exc:
-            response = web.json_response({"code": exc.code, "msg": exc.msg}, status=exc.status,
-                                         headers=exc.headers)
+            response = web.json_response(
+                {"code": exc.code, "msg": exc.msg}, status=exc.status, headers=exc.headers
+            )
         except web.HTTPNotFound:
             response = web.json_response({"code": -5000, "msg": "Path not found"}, status=404)
         if rest:
@@ -161,43 +189,87 @@ def build_app(state: EmulatorState) -> web.Application:
     async def exchange_info(_: web.Request) -> web.Response:
         symbols = [
             {
-                "symbol": s.market_id, "status": "TRADING", "baseAsset": s.base,
-                "baseAssetPrecision": 8, "quoteAsset": s.quote, "quotePrecision": 8,
-                "quoteAssetPrecision": 8, "baseCommissionPrecision": 8,
+                "symbol": s.market_id,
+                "status": "TRADING",
+                "baseAsset": s.base,
+                "baseAssetPrecision": 8,
+                "quoteAsset": s.quote,
+                "quotePrecision": 8,
+                "quoteAssetPrecision": 8,
+                "baseCommissionPrecision": 8,
                 "quoteCommissionPrecision": 8,
-                "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
-                "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True,
-                "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True,
-                "cancelReplaceAllowed": True, "isSpotTradingAllowed": True,
+                "orderTypes": [
+                    "LIMIT",
+                    "LIMIT_MAKER",
+                    "MARKET",
+                    "STOP_LOSS_LIMIT",
+                    "TAKE_PROFIT_LIMIT",
+                ],
+                "icebergAllowed": True,
+                "ocoAllowed": True,
+                "otoAllowed": True,
+                "quoteOrderQtyMarketAllowed": True,
+                "allowTrailingStop": True,
+                "cancelReplaceAllowed": True,
+                "isSpotTradingAllowed": True,
                 "isMarginTradingAllowed": False,
                 "filters": [
-                    {"filterType": "PRICE_FILTER", "minPrice": _fmt(s.tick_size),
-                     "maxPrice": "1000000.00000000", "tickSize": _fmt(s.tick_size)},
-                    {"filterType": "LOT_SIZE", "minQty": _fmt(s.step_size),
-                     "maxQty": "9000.00000000", "stepSize": _fmt(s.step_size)},
-                    {"filterType": "NOTIONAL", "minNotional": "5.00000000",
-                     "applyMinToMarket": True, "maxNotional": "9000000.00000000",
-                     "applyMaxToMarket": False, "avgPriceMins": 5},
+                    {
+                        "filterType": "PRICE_FILTER",
+                        "minPrice": _fmt(s.tick_size),
+                        "maxPrice": "1000000.00000000",
+                        "tickSize": _fmt(s.tick_size),
+                    },
+                    {
+                        "filterType": "LOT_SIZE",
+                        "minQty": _fmt(s.step_size),
+                        "maxQty": "9000.00000000",
+                        "stepSize": _fmt(s.step_size),
+                    },
+                    {
+                        "filterType": "NOTIONAL",
+                        "minNotional": "5.00000000",
+                        "applyMinToMarket": True,
+                        "maxNotional": "9000000.00000000",
+                        "applyMaxToMarket": False,
+                        "avgPriceMins": 5,
+                    },
                 ],
-                "permissions": [], "permissionSets": [["SPOT"]],
+                "permissions": [],
+                "permissionSets": [["SPOT"]],
                 "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
                 "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
             }
             for s in state.sim.specs
         ]
-        return web.json_response({
-            "timezone": "UTC", "serverTime": state.now_ms(),
-            "rateLimits": [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-                 "limit": state.weight_limit},
-            ],
-            "exchangeFilters": [], "symbols": symbols,
-        })
+        return web.json_response(
+            {
+                "timezone": "UTC",
+                "serverTime": state.now_ms(),
+                "rateLimits": [
+                    {
+                        "rateLimitType": "REQUEST_WEIGHT",
+                        "interval": "MINUTE",
+                        "intervalNum": 1,
+                        "limit": state.weight_limit,
+                    },
+                ],
+                "exchangeFilters": [],
+                "symbols": symbols,
+            }
+        )
 
     async def empty_exchange_info(_: web.Request) -> web.Response:
-        return web.json_response({"timezone": "UTC", "serverTime": state.now_ms(),
-                                  "rateLimits": [], "exchangeFilters": [], "assets": [],
-                                  "symbols": []})
+        return web.json_response(
+            {
+                "timezone": "UTC",
+                "serverTime": state.now_ms(),
+                "rateLimits": [],
+                "exchangeFilters": [],
+                "assets": [],
+                "symbols": [],
+            }
+        )
 
     async def trades(request: web.Request) -> web.Response:
         spec = _spec_or_error(state, request)
@@ -205,12 +277,20 @@ def build_app(state: EmulatorState) -> web.Application:
         if not 1 <= limit <= 1000:
             raise BinanceError(400, -1130, "Invalid data sent for a parameter.")
         recent = list(state.recent.get(spec.market_id, ()))[-limit:]
-        return web.json_response([
-            {"id": t.id, "price": _fmt(t.price), "qty": _fmt(t.qty),
-             "quoteQty": _fmt(t.price * t.qty), "time": t.time,
-             "isBuyerMaker": t.buyer_is_maker, "isBestMatch": True}
-            for t in recent
-        ])
+        return web.json_response(
+            [
+                {
+                    "id": t.id,
+                    "price": _fmt(t.price),
+                    "qty": _fmt(t.qty),
+                    "quoteQty": _fmt(t.price * t.qty),
+                    "time": t.time,
+                    "isBuyerMaker": t.buyer_is_maker,
+                    "isBestMatch": True,
+                }
+                for t in recent
+            ]
+        )
 
     async def agg_trades(request: web.Request) -> web.Response:
         # Every simulated trade is its own aggregate.
@@ -219,11 +299,21 @@ def build_app(state: EmulatorState) -> web.Application:
         if not 1 <= limit <= 1000:
             raise BinanceError(400, -1130, "Invalid data sent for a parameter.")
         recent = list(state.recent.get(spec.market_id, ()))[-limit:]
-        return web.json_response([
-            {"a": t.id, "p": _fmt(t.price), "q": _fmt(t.qty), "f": t.id, "l": t.id,
-             "T": t.time, "m": t.buyer_is_maker, "M": True}
-            for t in recent
-        ])
+        return web.json_response(
+            [
+                {
+                    "a": t.id,
+                    "p": _fmt(t.price),
+                    "q": _fmt(t.qty),
+                    "f": t.id,
+                    "l": t.id,
+                    "T": t.time,
+                    "m": t.buyer_is_maker,
+                    "M": True,
+                }
+                for t in recent
+            ]
+        )
 
     async def klines(request: web.Request) -> web.Response:
         spec = _spec_or_error(state, request)
@@ -251,9 +341,20 @@ def build_app(state: EmulatorState) -> web.Application:
             hi = min(hi, lo + (limit - 1) * step)
         rows = state.sim.klines(spec, step, lo, hi + 1) if hi >= lo else []
         body = [
-            [int(r[0]), _fmt(r[1]), _fmt(r[2]), _fmt(r[3]), _fmt(r[4]), _fmt(r[5]),
-             int(r[0]) + step - 1, _fmt(r[5] * r[4]), int(r[6]), _fmt(r[5] / 2),
-             _fmt(r[5] * r[4] / 2), "0"]
+            [
+                int(r[0]),
+                _fmt(r[1]),
+                _fmt(r[2]),
+                _fmt(r[3]),
+                _fmt(r[4]),
+                _fmt(r[5]),
+                int(r[0]) + step - 1,
+                _fmt(r[5] * r[4]),
+                int(r[6]),
+                _fmt(r[5] / 2),
+                _fmt(r[5] * r[4] / 2),
+                "0",
+            ]
             for r in rows
         ]
         return web.json_response(body)
@@ -299,24 +400,35 @@ def build_app(state: EmulatorState) -> web.Application:
             await conn.ws.send_json({"result": sorted(conn.streams), "id": req_id})
         else:
             await conn.ws.send_json(
-                {"error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"}, "id": req_id}
+                {
+                    "error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"},
+                    "id": req_id,
+                }
             )
 
     async def control_trade(request: web.Request) -> web.Response:
         body = await _json_body(request)
         spec = state.sim.spec(str(body.get("symbol", "")).replace("/", "").upper())
         if spec is None:
-            raise web.HTTPBadRequest(text=json.dumps({"error": "unknown symbol"}),
-                                     content_type="application/json")
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": "unknown symbol"}), content_type="application/json"
+            )
         try:
             price, qty = float(body["price"]), float(body["qty"])
         except (KeyError, TypeError, ValueError):
-            raise web.HTTPBadRequest(text=json.dumps({"error": "price and qty are required numbers"}),
-                                     content_type="application/json") from None
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": "price and qty are required numbers"}),
+                content_type="application/json",
+            ) from None
         ts = int(body.get("time") or state.now_ms())
         state.injected_seq += 1
-        trade = Trade((ts // 1000) * 1000 + 500 + state.injected_seq % 500, ts, price, qty,
-                      bool(body.get("buyer_is_maker", False)))
+        trade = Trade(
+            (ts // 1000) * 1000 + 500 + state.injected_seq % 500,
+            ts,
+            price,
+            qty,
+            bool(body.get("buyer_is_maker", False)),
+        )
         if "id" in body:
             trade = Trade(int(body["id"]), ts, price, qty, trade.buyer_is_maker)
         await publish_trades(state, spec, [trade])
@@ -345,9 +457,15 @@ def build_app(state: EmulatorState) -> web.Application:
         for conn in state.conns:
             for stream in conn.streams:
                 subscriptions[stream] = subscriptions.get(stream, 0) + 1
-        return web.json_response({**state.stats, "connections": len(state.conns),
-                                  "subscriptions": subscriptions,
-                                  "weight_used": state.weight_used, "down": state.down})
+        return web.json_response(
+            {
+                **state.stats,
+                "connections": len(state.conns),
+                "subscriptions": subscriptions,
+                "weight_used": state.weight_used,
+                "down": state.down,
+            }
+        )
 
     app = web.Application(middlewares=[binance_errors])
     r = app.router
@@ -367,6 +485,7 @@ def build_app(state: EmulatorState) -> web.Application:
     r.add_post("/emulator/down", control_down)
     r.add_get("/emulator/stats", control_stats)
     r.add_get("/healthz", control_stats)
+
     async def start_live(app: web.Application) -> None:
         app[_LIVE_TASK] = asyncio.create_task(live_trades(state))
 
@@ -386,8 +505,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "expected a JSON object"}),
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "expected a JSON object"}), content_type="application/json"
+        )
     return body
 
 

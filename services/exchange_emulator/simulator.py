@@ -91,7 +91,7 @@ class MarketSimulator:
     # -- klines --------------------------------------------------------------
 
     def minute_klines(self, spec: SymbolSpec, start_ms: int, end_ms: int) -> np.ndarray:
-        """1m rows ``[open_time, open, high, low, close, volume, trades]`` with open_time in range."""
+        """1m rows ``[open_time, open, high, low, close, volume, trades]`` opening in range."""
         start_ms = max(start_ms - start_ms % MINUTE_MS, HISTORY_START_MS)
         end_ms = min(end_ms, HISTORY_START_MS + _HISTORY_DAYS * DAY_MS)
         if end_ms <= start_ms:
@@ -154,8 +154,13 @@ class MarketSimulator:
         qtys = np.round(qtys / spec.step_size) * spec.step_size
         makers = rng.random(n) < 0.5
         return [
-            Trade(second * 1000 + i, second * 1000 + int(offsets[i]), float(prices[i]),
-                  float(qtys[i]), bool(makers[i]))
+            Trade(
+                second * 1000 + i,
+                second * 1000 + int(offsets[i]),
+                float(prices[i]),
+                float(qtys[i]),
+                bool(makers[i]),
+            )
             for i in range(n)
         ]
 
@@ -163,7 +168,9 @@ class MarketSimulator:
         """Simulated trades with ``start_ms <= time < end_ms``, in id order."""
         out: list[Trade] = []
         for second in range(start_ms // 1000, (end_ms - 1) // 1000 + 1):
-            out.extend(t for t in self.trades_in_second(spec, second) if start_ms <= t.time < end_ms)
+            out.extend(
+                t for t in self.trades_in_second(spec, second) if start_ms <= t.time < end_ms
+            )
         return out
 
 

@@ -21,20 +21,30 @@ async def run(exchange_name: str) -> None:
         raise SystemExit("kafka.bootstrap_servers is not set (dexorder up sets it)")
     await ensure_topics(cfg.kafka.bootstrap_servers)
     ingestor = Ingestor(
-        exchange_name=ex.name.upper(), ccxt_id=ex.ccxt_id, bootstrap=cfg.kafka.bootstrap_servers,
-        work_address=f"tcp://{cfg.relay.host}:{cfg.relay.work_port}", symbols=ex.symbols,
+        exchange_name=ex.name.upper(),
+        ccxt_id=ex.ccxt_id,
+        bootstrap=cfg.kafka.bootstrap_servers,
+        work_address=f"tcp://{cfg.relay.host}:{cfg.relay.work_port}",
+        symbols=ex.symbols,
         emulator_url=cfg.emulator_url if ex.emulated else None,
-        shard_index=ex.shard_index, shard_count=ex.shard_count,
+        shard_index=ex.shard_index,
+        shard_count=ex.shard_count,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, ingestor.stop)
     health = await serve_health(
-        "127.0.0.1", ex.health_port, f"ingestor-{ex.name.lower()}",
+        "127.0.0.1",
+        ex.health_port,
+        f"ingestor-{ex.name.lower()}",
         lambda: (ingestor.ready, {**ingestor.stats, "streams": sorted(ingestor._streams)}),
     )
-    log.info("starting", exchange=ex.name, emulated=ex.emulated,
-             shard=f"{ex.shard_index}/{ex.shard_count}")
+    log.info(
+        "starting",
+        exchange=ex.name,
+        emulated=ex.emulated,
+        shard=f"{ex.shard_index}/{ex.shard_count}",
+    )
     try:
         await ingestor.run()
     finally:

@@ -30,13 +30,20 @@ from services.ingestor.exchange import make_exchange
 from services.ingestor.trades import MalformedTrade, owns, tick_from_ccxt
 
 TICKS = Counter("ingestor_ticks_total", "Trades written to Kafka", ["exchange"])
-MALFORMED = Counter("ingestor_malformed_payloads_total", "Malformed exchange payloads", ["exchange"])
+MALFORMED = Counter(
+    "ingestor_malformed_payloads_total", "Malformed exchange payloads", ["exchange"]
+)
 RECONNECTS = Counter("ingestor_reconnects_total", "Trade stream reconnects", ["exchange"])
 STREAMS = Gauge("ingestor_streams", "Tickers being streamed", ["exchange"])
 
 log = structlog.get_logger(part="ingestor")
 
-_NETWORK_ERRORS = (ccxt.NetworkError, ccxt.ExchangeNotAvailable, ConnectionError, asyncio.TimeoutError)
+_NETWORK_ERRORS = (
+    ccxt.NetworkError,
+    ccxt.ExchangeNotAvailable,
+    ConnectionError,
+    asyncio.TimeoutError,
+)
 
 
 @dataclass
@@ -81,15 +88,20 @@ class Ingestor:
     def _malformed(self, payload: Any, exc: BaseException | None) -> None:
         self.stats["malformed"] += 1
         MALFORMED.labels(self.exchange_name).inc()
-        log.warning("malformed exchange payload", payload=repr(payload)[:200],
-                    error=repr(exc) if exc else "not a JSON object")
+        log.warning(
+            "malformed exchange payload",
+            payload=repr(payload)[:200],
+            error=repr(exc) if exc else "not a JSON object",
+        )
 
     def owns(self, ticker: str) -> bool:
         return owns(ticker, self.shard_index, self.shard_count)
 
     async def run(self) -> None:
         """Connect, stream, and take work until stopped."""
-        self._exchange = make_exchange(self.ccxt_id, self.emulator_url, on_malformed=self._malformed)
+        self._exchange = make_exchange(
+            self.ccxt_id, self.emulator_url, on_malformed=self._malformed
+        )
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, linger_ms=5, acks=1, enable_idempotence=False
         )
@@ -121,7 +133,9 @@ class Ingestor:
                 return
             except _NETWORK_ERRORS as exc:
                 delay = backoff.next_delay()
-                log.warning("exchange unreachable; retrying", error=str(exc)[:200], delay=round(delay, 2))
+                log.warning(
+                    "exchange unreachable; retrying", error=str(exc)[:200], delay=round(delay, 2)
+                )
                 await asyncio.sleep(delay)
 
     def want(self, ticker: str) -> bool:
@@ -185,23 +199,31 @@ class Ingestor:
             except asyncio.CancelledError:
                 raise
             except ccxt.BadSymbol as exc:
-                log.error("exchange does not list ticker; not streaming it", ticker=str(ticker),
-                          error=str(exc)[:200])
+                log.error(
+                    "exchange does not list ticker; not streaming it",
+                    ticker=str(ticker),
+                    error=str(exc)[:200],
+                )
                 self._streams.pop(str(ticker), None)
                 return
-            except _NETWORK_ERRORS + (ccxt.ExchangeError,) as exc:
+            except (*_NETWORK_ERRORS, ccxt.ExchangeError) as exc:
                 self.stats["reconnects"] += 1
                 RECONNECTS.labels(self.exchange_name).inc()
                 delay = backoff.next_delay()
-                log.warning("trade stream interrupted; reconnecting", ticker=str(ticker),
-                            error=str(exc)[:200], delay=round(delay, 2))
+                log.warning(
+                    "trade stream interrupted; reconnecting",
+                    ticker=str(ticker),
+                    error=str(exc)[:200],
+                    delay=round(delay, 2),
+                )
                 await asyncio.sleep(delay)
                 gap = True
                 if last_ts is None:
                     last_ts = int(time.time() * 1000)
 
-    async def _send(self, ticker: Ticker, key: bytes, trades: list[dict[str, Any]],
-                    last_ts: int | None) -> int | None:
+    async def _send(
+        self, ticker: Ticker, key: bytes, trades: list[dict[str, Any]], last_ts: int | None
+    ) -> int | None:
         assert self._producer is not None
         for trade in trades:
             try:
@@ -214,4 +236,3 @@ class Ingestor:
             TICKS.labels(self.exchange_name).inc()
             last_ts = tick.ts if last_ts is None else max(last_ts, tick.ts)
         return last_ts
-

@@ -30,8 +30,13 @@ def tick_from_ccxt(exchange: str, trade: dict[str, Any]) -> Tick:
         raise MalformedTrade(f"bad timestamp {ts!r} in trade {trade_id}")
     side = trade.get("side")
     return Tick(
-        exchange=exchange, symbol=symbol, trade_id=str(trade_id), price=float(price),
-        amount=float(amount), ts=ts, side=side if side in ("buy", "sell") else None,
+        exchange=exchange,
+        symbol=symbol,
+        trade_id=str(trade_id),
+        price=float(price),
+        amount=float(amount),
+        ts=ts,
+        side=side if side in ("buy", "sell") else None,
     )
 
 

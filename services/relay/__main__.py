@@ -16,8 +16,10 @@ async def run() -> None:
     log = setup_logging("relay", cfg.log_level)
     r = cfg.relay
     addrs = RelayAddresses(
-        router=f"tcp://{r.host}:{r.router_port}", work=f"tcp://{r.host}:{r.work_port}",
-        xsub=f"tcp://{r.host}:{r.xsub_port}", xpub=f"tcp://{r.host}:{r.xpub_port}",
+        router=f"tcp://{r.host}:{r.router_port}",
+        work=f"tcp://{r.host}:{r.work_port}",
+        xsub=f"tcp://{r.host}:{r.xsub_port}",
+        xpub=f"tcp://{r.host}:{r.xpub_port}",
     )
     relay = Relay(addrs, frozenset(e.name.upper() for e in cfg.exchanges))
     loop = asyncio.get_running_loop()

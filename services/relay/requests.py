@@ -46,16 +46,18 @@ def handle_request(payload: bytes, exchanges: frozenset[str], now_ms: int) -> Ou
         return _error("malformed", f"not a valid request: {exc}")
     request_id = getattr(msg, "request_id", None)
     if not isinstance(msg, RealtimeRequest | BackfillRequest):
-        return _error("unsupported", f"the relay does not take {type(msg).__name__} requests",
-                      request_id)
+        return _error(
+            "unsupported", f"the relay does not take {type(msg).__name__} requests", request_id
+        )
     try:
         ticker = Ticker.parse(msg.ticker)
     except InvalidTicker as exc:
         return _error("bad_ticker", str(exc), request_id)
     if ticker.exchange not in exchanges:
         known = ", ".join(sorted(exchanges))
-        return _error("unknown_exchange", f"no ingestor serves {ticker.exchange} (known: {known})",
-                      request_id)
+        return _error(
+            "unknown_exchange", f"no ingestor serves {ticker.exchange} (known: {known})", request_id
+        )
     topic = work_topic(ticker.exchange)
     if isinstance(msg, RealtimeRequest):
         return Outcome(Ack(), (topic, WorkItem(kind="realtime", ticker=str(ticker))))
@@ -69,6 +71,12 @@ def handle_request(payload: bytes, exchanges: frozenset[str], now_ms: int) -> Ou
         return _error("bad_range", "start must be before end", request_id)
     if msg.start > now_ms:
         return _error("future_range", "the requested range starts in the future", request_id)
-    item = WorkItem(kind="backfill", ticker=str(ticker), request_id=msg.request_id,
-                    timeframe=tf.value, start=msg.start, end=min(msg.end, now_ms))
+    item = WorkItem(
+        kind="backfill",
+        ticker=str(ticker),
+        request_id=msg.request_id,
+        timeframe=tf.value,
+        start=msg.start,
+        end=min(msg.end, now_ms),
+    )
     return Outcome(Ack(request_id=msg.request_id), (topic, item))

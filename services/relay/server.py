@@ -66,7 +66,9 @@ class Relay:
     addresses: RelayAddresses
     exchanges: frozenset[str]
     ctx: zmq.asyncio.Context = field(default_factory=zmq.asyncio.Context)
-    stats: dict[str, int] = field(default_factory=lambda: {"requests": 0, "errors": 0, "malformed_fanout": 0})
+    stats: dict[str, int] = field(
+        default_factory=lambda: {"requests": 0, "errors": 0, "malformed_fanout": 0}
+    )
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _proxy_thread: threading.Thread | None = None
     _capture_addr: str = ""
@@ -117,8 +119,11 @@ class Relay:
                     self.stats["malformed_fanout"] += 1
                     MALFORMED.labels("fanout").inc()
                     if self.stats["malformed_fanout"] % 1000 == 1:
-                        log.warning("malformed fanout frame", frames=len(frames),
-                                    first=frames[0][:32] if frames else b"")
+                        log.warning(
+                            "malformed fanout frame",
+                            frames=len(frames),
+                            first=frames[0][:32] if frames else b"",
+                        )
         finally:
             sub.close(linger=0)
 
@@ -156,14 +161,18 @@ class Relay:
             if self._proxy_thread:
                 self._proxy_thread.join(timeout=5)
 
-    async def _handle(self, router: zmq.asyncio.Socket, work: zmq.asyncio.Socket,
-                      frames: list[bytes]) -> None:
+    async def _handle(
+        self, router: zmq.asyncio.Socket, work: zmq.asyncio.Socket, frames: list[bytes]
+    ) -> None:
         self.stats["requests"] += 1
         envelope, payload = _split_envelope(frames)
         if payload is None:
             MALFORMED.labels("router").inc()
-            outcome = Outcome(ErrorReply(
-                code="malformed", message="expected exactly one payload frame per request"))
+            outcome = Outcome(
+                ErrorReply(
+                    code="malformed", message="expected exactly one payload frame per request"
+                )
+            )
         else:
             outcome = handle_request(payload, self.exchanges, int(time.time() * 1000))
         if outcome.work is not None:

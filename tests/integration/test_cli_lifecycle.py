@@ -1,4 +1,4 @@
-"""`dexorder up`, `status`, Ctrl-C / `down`: every part starts, reports, and nothing is left behind."""
+"""`dexorder up`, `status`, Ctrl-C and `down`: every part starts, and nothing is left behind."""
 
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
     return subprocess.run([*DEXORDER, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
-def wait_status(env: dict[str, str], want: int, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def wait_status(
+    env: dict[str, str], want: int, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
     deadline = time.monotonic() + timeout
     while True:
         res = run(["status", "--json"], env)
@@ -52,8 +54,9 @@ def test_up_status_ctrl_c_leaves_nothing(isolated_env: dict[str, str]) -> None:
     env = {**os.environ, **isolated_env}
     home = env["DEXORDER_HOME"]
     assert run(["status"], env).returncode == 1  # nothing running yet
-    up = subprocess.Popen([*DEXORDER, "up"], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+    up = subprocess.Popen(
+        [*DEXORDER, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         res = wait_status(env, 0)
         assert res.returncode == 0, res.stdout + res.stderr

@@ -62,17 +62,25 @@ async def test_two_year_old_history(exchange: object) -> None:
     assert len(rows) == 10 and all(r[2] >= r[3] > 0 for r in rows)
 
 
-async def test_unknown_symbol_and_bad_interval(emulator: tuple[str, EmulatorState], exchange: object) -> None:
+async def test_unknown_symbol_and_bad_interval(
+    emulator: tuple[str, EmulatorState], exchange: object
+) -> None:
     await exchange.load_markets()  # type: ignore[attr-defined]
     async with aiohttp.ClientSession() as s:
-        r = await s.get(f"{emulator[0]}/api/v3/klines", params={"symbol": "NOPEUSDT", "interval": "1m"})
+        r = await s.get(
+            f"{emulator[0]}/api/v3/klines", params={"symbol": "NOPEUSDT", "interval": "1m"}
+        )
         assert r.status == 400 and await r.json() == {"code": -1121, "msg": "Invalid symbol."}
-        r = await s.get(f"{emulator[0]}/api/v3/klines", params={"symbol": "BTCUSDT", "interval": "7m"})
+        r = await s.get(
+            f"{emulator[0]}/api/v3/klines", params={"symbol": "BTCUSDT", "interval": "7m"}
+        )
         assert r.status == 400 and (await r.json())["code"] == -1120
         r = await s.get(f"{emulator[0]}/api/v3/klines", params={"symbol": "BTCUSDT"})
         assert r.status == 400 and (await r.json())["code"] == -1102
-        r = await s.get(f"{emulator[0]}/api/v3/klines",
-                        params={"symbol": "BTCUSDT", "interval": "1m", "limit": "5000"})
+        r = await s.get(
+            f"{emulator[0]}/api/v3/klines",
+            params={"symbol": "BTCUSDT", "interval": "1m", "limit": "5000"},
+        )
         assert r.status == 400 and (await r.json())["code"] == -1130
     with pytest.raises(ccxt.BadSymbol):
         await exchange.fetch_ohlcv("NOPE/USDT", "1m")  # type: ignore[attr-defined]
@@ -98,8 +106,9 @@ async def test_websocket_trades(emulator: tuple[str, EmulatorState], exchange: o
             if "solusdt@trade" in stats["subscriptions"]:
                 break
             await asyncio.sleep(0.05)
-        r = await s.post(f"{emulator[0]}/emulator/trades",
-                         json={"symbol": "SOL/USDT", "price": 101.25, "qty": 3})
+        r = await s.post(
+            f"{emulator[0]}/emulator/trades", json={"symbol": "SOL/USDT", "price": 101.25, "qty": 3}
+        )
         assert r.status == 200
     trades = await asyncio.wait_for(watch, 10)
     assert trades[-1]["price"] == 101.25 and trades[-1]["amount"] == 3

@@ -29,8 +29,14 @@ def health(url: str) -> dict[str, object]:
         return data
 
 
-async def trade(p: RunningPlatform, symbol: str, price: float, qty: float, ts: int | None = None,
-                trade_id: int | None = None) -> None:
+async def trade(
+    p: RunningPlatform,
+    symbol: str,
+    price: float,
+    qty: float,
+    ts: int | None = None,
+    trade_id: int | None = None,
+) -> None:
     body: dict[str, object] = {"symbol": symbol, "price": price, "qty": qty}
     if ts is not None:
         body["time"] = ts
@@ -91,10 +97,18 @@ async def test_same_trades_from_two_ingestors_make_one_candle(
     try:
         # a second ingestor of the same exchange, streaming the same ticker
         second_port = free_port()
-        env2 = {**p.env, "DEXORDER_EXCHANGES": json.dumps(
-            [{"health_port": second_port, "symbols": ["ETH/USDT"]}])}
-        second = subprocess.Popen([sys.executable, "-m", "services.ingestor"], env=env2,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env2 = {
+            **p.env,
+            "DEXORDER_EXCHANGES": json.dumps(
+                [{"health_port": second_port, "symbols": ["ETH/USDT"]}]
+            ),
+        }
+        second = subprocess.Popen(
+            [sys.executable, "-m", "services.ingestor"],
+            env=env2,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         url2 = f"http://127.0.0.1:{second_port}/healthz"
         stream = subscribe("BINANCE:ETH/USDT", "1m", config=p.cfg)
         # both ingestors must be subscribed at the exchange before the trades
@@ -103,8 +117,10 @@ async def test_same_trades_from_two_ingestors_make_one_candle(
                 stats = await (await s.get(f"{p.cfg.emulator_url}/emulator/stats")).json()
                 ok = False
                 try:
-                    ok = (stats["subscriptions"].get("ethusdt@trade", 0) >= 2
-                          and health(url2)["healthy"] is True)
+                    ok = (
+                        stats["subscriptions"].get("ethusdt@trade", 0) >= 2
+                        and health(url2)["healthy"] is True
+                    )
                 except OSError:
                     pass
                 if ok:
@@ -118,7 +134,8 @@ async def test_same_trades_from_two_ingestors_make_one_candle(
             await trade(p, "ETHUSDT", 2000 + i, 1.0, ts=minute + 1000 * i, trade_id=10_000 + i)
         # a later trade closes the minute
         closing = asyncio.ensure_future(
-            wait_for(stream, lambda c: c.closed and c.open_time == minute))
+            wait_for(stream, lambda c: c.closed and c.open_time == minute)
+        )
         await trade(p, "ETHUSDT", 2100, 1.0, ts=minute + 3 * MINUTE, trade_id=20_000)
         candle = await closing
         assert candle.trades == n
@@ -156,8 +173,10 @@ async def test_garbage_from_the_exchange_is_survived_and_counted(platform: Runni
             '{"e": "trade", "s": "BTCUSDT", "t": 6, "p": "abc", "q": null, "T": "x"}',
         ]
         for payload in garbage:
-            r = await s.post(f"{platform.cfg.emulator_url}/emulator/raw",
-                             json={"stream": "btcusdt@trade", "payload": payload})
+            r = await s.post(
+                f"{platform.cfg.emulator_url}/emulator/raw",
+                json={"stream": "btcusdt@trade", "payload": payload},
+            )
             assert (await r.json())["sent"] >= 1
     for _ in range(100):
         if int(health(ingestor)["malformed"]) >= len(garbage):  # type: ignore[call-overload]

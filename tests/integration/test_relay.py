@@ -24,7 +24,6 @@ from dexorder.schemas import (
     Tick,
     WorkItem,
     decode,
-    encode,
 )
 from tests.conftest import RunningPlatform, start_platform
 
@@ -59,8 +58,9 @@ async def test_realtime_request_becomes_work_for_its_exchange(relay: RunningPlat
     try:
         # PUB/SUB joins asynchronously: ask until the work item arrives
         for _ in range(50):
-            reply = await request(addr(relay, r.router_port),
-                                  RealtimeRequest(ticker="binance:eth/usdt"))
+            reply = await request(
+                addr(relay, r.router_port), RealtimeRequest(ticker="binance:eth/usdt")
+            )
             assert reply == Ack()
             if await work.poll(100):
                 break
@@ -76,18 +76,37 @@ async def test_realtime_request_becomes_work_for_its_exchange(relay: RunningPlat
     [
         (RealtimeRequest(ticker="BTCUSDT"), "bad_ticker"),
         (RealtimeRequest(ticker="KRAKEN:BTC/USD"), "unknown_exchange"),
-        (BackfillRequest(request_id="r1", ticker="BINANCE:BTC/USDT", timeframe="2m", start=0,
-                         end=1), "bad_timeframe"),
-        (BackfillRequest(request_id="r2", ticker="BINANCE:BTC/USDT", timeframe="1m", start=5,
-                         end=5), "bad_range"),
-        (BackfillRequest(request_id="r3", ticker="BINANCE:BTC/USDT", timeframe="1m",
-                         start=int(time.time() * 1000) + 86_400_000,
-                         end=int(time.time() * 1000) + 2 * 86_400_000), "future_range"),
-        (Tick(exchange="BINANCE", symbol="BTC/USDT", trade_id="1", price=1, amount=1, ts=1),
-         "unsupported"),
+        (
+            BackfillRequest(
+                request_id="r1", ticker="BINANCE:BTC/USDT", timeframe="2m", start=0, end=1
+            ),
+            "bad_timeframe",
+        ),
+        (
+            BackfillRequest(
+                request_id="r2", ticker="BINANCE:BTC/USDT", timeframe="1m", start=5, end=5
+            ),
+            "bad_range",
+        ),
+        (
+            BackfillRequest(
+                request_id="r3",
+                ticker="BINANCE:BTC/USDT",
+                timeframe="1m",
+                start=int(time.time() * 1000) + 86_400_000,
+                end=int(time.time() * 1000) + 2 * 86_400_000,
+            ),
+            "future_range",
+        ),
+        (
+            Tick(exchange="BINANCE", symbol="BTC/USDT", trade_id="1", price=1, amount=1, ts=1),
+            "unsupported",
+        ),
     ],
 )
-async def test_bad_requests_get_an_error_reply(relay: RunningPlatform, msg: object, code: str) -> None:
+async def test_bad_requests_get_an_error_reply(
+    relay: RunningPlatform, msg: object, code: str
+) -> None:
     reply = await request(addr(relay, relay.cfg.relay.router_port), msg)  # type: ignore[arg-type]
     assert isinstance(reply, ErrorReply)
     assert reply.code == code
@@ -105,8 +124,13 @@ async def test_garbage_on_every_socket_is_survived_and_reported(relay: RunningPl
     req = ctx.socket(zmq.REQ)
     req.connect(router)
     try:
-        for frames in ([b"\xff\x00garbage"], [b"a", b"b", b"c"], [os.urandom(100_000)],
-                       [msgspec.msgpack.encode({"type": "realtime_request"})], [b""]):
+        for frames in (
+            [b"\xff\x00garbage"],
+            [b"a", b"b", b"c"],
+            [os.urandom(100_000)],
+            [msgspec.msgpack.encode({"type": "realtime_request"})],
+            [b""],
+        ):
             await dealer.send_multipart(frames)
             assert await dealer.poll(5000), f"no reply to {frames[0][:10]!r}"
             reply = decode((await dealer.recv_multipart())[-1])

@@ -32,8 +32,16 @@ def make_ticks(n_per_ticker: int) -> list[Tick]:
     out = []
     for i in range(n_per_ticker):
         for k, sym in enumerate(TICKERS):
-            out.append(Tick(exchange="BINANCE", symbol=sym, trade_id=str(i), ts=T0 + i * 1500 + k,
-                            price=100.0 + (i * 7919 % 1000) / 10 + k, amount=0.5 + (i % 5)))
+            out.append(
+                Tick(
+                    exchange="BINANCE",
+                    symbol=sym,
+                    trade_id=str(i),
+                    ts=T0 + i * 1500 + k,
+                    price=100.0 + (i * 7919 % 1000) / 10 + k,
+                    amount=0.5 + (i % 5),
+                )
+            )
     return out
 
 
@@ -48,8 +56,12 @@ def health(port: str) -> dict[str, int]:
 
 async def start_runner(env: dict[str, str]) -> subprocess.Popen[bytes]:
     """Start the runner and wait until it has its partitions."""
-    proc = subprocess.Popen([sys.executable, "-m", "streaming"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streaming"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(600):
         assert proc.poll() is None, "the stream runner exited"
         if health(env["DEXORDER_STREAM__HEALTH_PORT"]).get("healthy"):
@@ -62,8 +74,10 @@ async def read_all_candles(bootstrap: str) -> list[Candle]:
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await reader.start()
     try:
-        tps = [TopicPartition(MARKET_CANDLES, p)
-               for p in reader.partitions_for_topic(MARKET_CANDLES) or ()]
+        tps = [
+            TopicPartition(MARKET_CANDLES, p)
+            for p in reader.partitions_for_topic(MARKET_CANDLES) or ()
+        ]
         reader.assign(tps)
         await reader.seek_to_beginning(*tps)
         ends = await reader.end_offsets(tps)
@@ -90,8 +104,17 @@ async def test_sigkill_mid_stream_loses_and_repeats_no_closed_candle(
         await ensure_topics(p.bootstrap)
         ticks = make_ticks(6_000)  # ~2.5 hours of trade time for each ticker
         # far-future trades close every candle, up to the daily ones
-        closers = [Tick(exchange="BINANCE", symbol=s, trade_id="close", ts=T0 + 3 * 86_400_000,
-                        price=1.0, amount=1.0) for s in TICKERS]
+        closers = [
+            Tick(
+                exchange="BINANCE",
+                symbol=s,
+                trade_id="close",
+                ts=T0 + 3 * 86_400_000,
+                price=1.0,
+                amount=1.0,
+            )
+            for s in TICKERS
+        ]
         runner = await start_runner(env)
         producer = AIOKafkaProducer(bootstrap_servers=p.bootstrap, linger_ms=2)
         await producer.start()
@@ -135,7 +158,13 @@ async def test_sigkill_mid_stream_loses_and_repeats_no_closed_candle(
         assert counts.keys() == expected.keys()
         for c in got:
             e = expected[(c.ticker, c.timeframe, c.open_time)]
-            assert (c.open, c.high, c.low, c.close, c.trades) == (e.open, e.high, e.low, e.close, e.trades)
+            assert (c.open, c.high, c.low, c.close, c.trades) == (
+                e.open,
+                e.high,
+                e.low,
+                e.close,
+                e.trades,
+            )
             assert c.volume == pytest.approx(e.volume)
     finally:
         if runner is not None and runner.poll() is None:

@@ -6,7 +6,6 @@ import math
 import random
 
 import msgspec
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,8 +30,14 @@ def trade_streams(draw: st.DrawFn) -> list[Tick]:
     for i in range(n):
         ts += gaps[i]
         ticks.append(
-            Tick(exchange="BINANCE", symbol=symbols[i], trade_id=str(i), price=prices[i],
-                 amount=amounts[i], ts=ts)
+            Tick(
+                exchange="BINANCE",
+                symbol=symbols[i],
+                trade_id=str(i),
+                price=prices[i],
+                amount=amounts[i],
+                ts=ts,
+            )
         )
     return ticks
 
@@ -59,7 +64,9 @@ def assert_same_candles(a: list[Candle], b: list[Candle]) -> None:
     for key, ca in ka.items():
         cb = kb[key]
         assert math.isclose(ca.volume, cb.volume, rel_tol=1e-12), key
-        assert msgspec.structs.replace(ca, volume=0.0) == msgspec.structs.replace(cb, volume=0.0), key
+        assert msgspec.structs.replace(ca, volume=0.0) == msgspec.structs.replace(cb, volume=0.0), (
+            key
+        )
 
 
 @given(trade_streams())
@@ -79,7 +86,9 @@ def test_volume_and_trades_conserved_across_timeframes(ticks: list[Tick]) -> Non
         for tf in ALL_TIMEFRAMES:
             cs = [c for c in candles if c.symbol == symbol and c.timeframe == tf.value]
             assert sum(c.trades for c in cs) == len(mine)
-            assert math.isclose(sum(c.volume for c in cs), sum(t.amount for t in mine), rel_tol=1e-9)
+            assert math.isclose(
+                sum(c.volume for c in cs), sum(t.amount for t in mine), rel_tol=1e-9
+            )
             for c in cs:
                 inside = [t for t in mine if tf.floor(t.ts) == c.open_time]
                 assert c.trades == len(inside)
@@ -109,7 +118,10 @@ def test_order_independent_within_allowed_lateness(ticks: list[Tick], rnd: rando
 
 def test_late_tick_is_counted_and_dropped() -> None:
     book = CandleBook(LATENESS)
-    mk = lambda i, ts, p: Tick(exchange="X", symbol="A/B", trade_id=str(i), price=p, amount=1.0, ts=ts)  # noqa: E731
+
+    def mk(i: int, ts: int, p: float) -> Tick:
+        return Tick(exchange="X", symbol="A/B", trade_id=str(i), price=p, amount=1.0, ts=ts)
+
     assert book.add(mk(1, T0 + 10_000, 10.0))
     assert book.add(mk(2, T0 + 70_000, 11.0))  # watermark now T0+68s: first minute closes
     assert not book.add(mk(3, T0 + 20_000, 99.0))  # late for the closed minute
@@ -150,7 +162,7 @@ def test_open_candles_show_every_timeframe() -> None:
 @settings(max_examples=30)
 @given(trade_streams(), st.integers(0, 149))
 def test_restore_from_snapshot_emits_each_candle_once(ticks: list[Tick], cut: int) -> None:
-    """A restart replaying from a snapshot, with already emitted candles marked, emits none twice."""
+    """A restart replaying from a snapshot, emitted candles marked, emits none twice."""
     cut = min(cut, len(ticks))
     book = CandleBook(LATENESS)
     for t in ticks[:cut]:

@@ -24,15 +24,20 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_defaults(home: Path) -> None:
     cfg = load_config()
     assert cfg.home == home
-    assert (cfg.relay.router_port, cfg.relay.work_port, cfg.relay.xsub_port, cfg.relay.xpub_port) == (
-        5559, 5555, 5557, 5558)
+    assert (
+        cfg.relay.router_port,
+        cfg.relay.work_port,
+        cfg.relay.xsub_port,
+        cfg.relay.xpub_port,
+    ) == (5559, 5555, 5557, 5558)
     assert cfg.kafka.bootstrap_servers is None
     assert [e.name for e in cfg.exchanges] == ["BINANCE"]
 
 
 def test_files_then_secrets_then_environment(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (home / "config.yaml").write_text(
-        "relay:\n  router_port: 7000\n  xpub_port: 7001\nemulator:\n  seed: 1\n")
+        "relay:\n  router_port: 7000\n  xpub_port: 7001\nemulator:\n  seed: 1\n"
+    )
     (home / "secrets.yaml").write_text("relay:\n  xpub_port: 7002\n")
     monkeypatch.setenv("DEXORDER_RELAY__ROUTER_PORT", "7003")
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker:9092")

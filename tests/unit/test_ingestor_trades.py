@@ -10,21 +10,41 @@ from services.ingestor.trades import MalformedTrade, owns, tick_from_ccxt
 
 
 def ccxt_trade(**over: Any) -> dict[str, Any]:
-    base = {"id": "12", "symbol": "BTC/USDT", "price": 100.5, "amount": 0.1,
-            "timestamp": 1_700_000_000_000, "side": "buy"}
+    base = {
+        "id": "12",
+        "symbol": "BTC/USDT",
+        "price": 100.5,
+        "amount": 0.1,
+        "timestamp": 1_700_000_000_000,
+        "side": "buy",
+    }
     return {**base, **over}
 
 
 def test_valid_trade() -> None:
     tick = tick_from_ccxt("BINANCE", ccxt_trade())
     assert (tick.ticker, tick.trade_id, tick.price, tick.amount, tick.side) == (
-        "BINANCE:BTC/USDT", "12", 100.5, 0.1, "buy")
+        "BINANCE:BTC/USDT",
+        "12",
+        100.5,
+        0.1,
+        "buy",
+    )
 
 
-@pytest.mark.parametrize("over", [
-    {"id": None}, {"price": None}, {"price": -1.0}, {"price": float("nan")},
-    {"amount": 0}, {"amount": "1"}, {"timestamp": None}, {"symbol": "BTCUSDT"},
-])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"id": None},
+        {"price": None},
+        {"price": -1.0},
+        {"price": float("nan")},
+        {"amount": 0},
+        {"amount": "1"},
+        {"timestamp": None},
+        {"symbol": "BTCUSDT"},
+    ],
+)
 def test_malformed_trades(over: dict[str, Any]) -> None:
     with pytest.raises(MalformedTrade):
         tick_from_ccxt("BINANCE", ccxt_trade(**over))

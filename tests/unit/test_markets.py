@@ -24,7 +24,9 @@ def test_ticker_parse_and_format() -> None:
     assert str(t) == "BINANCE:BTC/USDT"
 
 
-@pytest.mark.parametrize("bad", ["BTC/USDT", "BINANCE:BTCUSDT", "BINANCE:", ":BTC/USDT", "B N:B/Q", ""])
+@pytest.mark.parametrize(
+    "bad", ["BTC/USDT", "BINANCE:BTCUSDT", "BINANCE:", ":BTC/USDT", "B N:B/Q", ""]
+)
 def test_bad_tickers(bad: str) -> None:
     with pytest.raises(InvalidTicker, match="EXCHANGE:BASE/QUOTE"):
         Ticker.parse(bad)
@@ -53,15 +55,35 @@ def test_round_trip_and_version() -> None:
 
 
 def test_forward_compatible_extra_fields() -> None:
-    raw = msgspec.msgpack.decode(encode(Candle(exchange="X", symbol="A/B", timeframe="1m",
-                                               open_time=0, open=1, high=1, low=1, close=1,
-                                               volume=1, trades=1)))
+    raw = msgspec.msgpack.decode(
+        encode(
+            Candle(
+                exchange="X",
+                symbol="A/B",
+                timeframe="1m",
+                open_time=0,
+                open=1,
+                high=1,
+                low=1,
+                close=1,
+                volume=1,
+                trades=1,
+            )
+        )
+    )
     raw["vwap"] = 1.0  # a field a newer writer added
     assert isinstance(decode(msgspec.msgpack.encode(raw)), Candle)
 
 
-@pytest.mark.parametrize("data", [b"", b"\xc1", msgspec.msgpack.encode({"type": "tick"}),
-                                  msgspec.msgpack.encode({"type": "nope"})])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xc1",
+        msgspec.msgpack.encode({"type": "tick"}),
+        msgspec.msgpack.encode({"type": "nope"}),
+    ],
+)
 def test_invalid_messages(data: bytes) -> None:
     with pytest.raises(InvalidMessage):
         decode(data)

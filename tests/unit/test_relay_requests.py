@@ -16,8 +16,9 @@ def test_realtime_request() -> None:
 
 
 def test_backfill_request_end_clipped_to_now() -> None:
-    req = BackfillRequest(request_id="r", ticker="BINANCE:BTC/USDT", timeframe="1h",
-                          start=NOW - 10, end=NOW + 1000)
+    req = BackfillRequest(
+        request_id="r", ticker="BINANCE:BTC/USDT", timeframe="1h", start=NOW - 10, end=NOW + 1000
+    )
     out = handle_request(encode(req), EXCHANGES, NOW)
     assert out.reply == Ack(request_id="r")
     assert out.work is not None and out.work[1].end == NOW
@@ -29,8 +30,9 @@ def test_oversized_request() -> None:
 
 
 def test_error_carries_request_id() -> None:
-    req = BackfillRequest(request_id="r9", ticker="BINANCE:BTC/USDT", timeframe="1m",
-                          start=NOW + 5, end=NOW + 10)
+    req = BackfillRequest(
+        request_id="r9", ticker="BINANCE:BTC/USDT", timeframe="1m", start=NOW + 5, end=NOW + 10
+    )
     out = handle_request(encode(req), EXCHANGES, NOW)
     assert isinstance(out.reply, ErrorReply)
     assert (out.reply.code, out.reply.request_id) == ("future_range", "r9")

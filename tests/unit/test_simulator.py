@@ -20,8 +20,12 @@ DAY = 86_400_000
 def test_same_seed_same_market_other_seed_other_market() -> None:
     a, b, c = MarketSimulator(seed=1), MarketSimulator(seed=1), MarketSimulator(seed=2)
     start = HISTORY_START_MS + 400 * DAY
-    assert np.array_equal(a.minute_klines(BTC, start, start + DAY), b.minute_klines(BTC, start, start + DAY))
-    assert not np.array_equal(a.minute_klines(BTC, start, start + DAY), c.minute_klines(BTC, start, start + DAY))
+    assert np.array_equal(
+        a.minute_klines(BTC, start, start + DAY), b.minute_klines(BTC, start, start + DAY)
+    )
+    assert not np.array_equal(
+        a.minute_klines(BTC, start, start + DAY), c.minute_klines(BTC, start, start + DAY)
+    )
     assert a.trades_in_second(BTC, 1_800_000_000) == b.trades_in_second(BTC, 1_800_000_000)
 
 
@@ -29,7 +33,7 @@ def test_candles_are_consistent() -> None:
     sim = MarketSimulator()
     rows = sim.minute_klines(BTC, HISTORY_START_MS, HISTORY_START_MS + 3 * DAY)
     assert len(rows) == 3 * 1440
-    t, o, h, low, c, v, n = rows.T
+    t, o, h, low, c, v, _trades = rows.T
     assert np.all(np.diff(t) == MINUTE_MS)
     assert np.all(h >= np.maximum(o, c)) and np.all(low <= np.minimum(o, c))
     assert np.all(v > 0) and np.all(low > 0)
