@@ -72,8 +72,8 @@ class StreamConfig(_Section):
     group_id: str = "dexorder-stream"
     #: Ticks up to this much older than the newest tick of their ticker still count.
     allowed_lateness_ms: int = Field(2_000, ge=0)
-    #: Open-candle updates are coalesced and published at most this often.
-    live_update_interval_ms: int = Field(200, ge=0)
+    #: Open-candle updates are coalesced per poll batch, and published at most this often.
+    live_update_interval_ms: int = Field(0, ge=0)
     #: How often state and offsets are checkpointed.
     checkpoint_interval_ms: int = Field(1_000, ge=50)
     health_port: int = Field(5562, ge=1, le=65535)

@@ -30,7 +30,9 @@ from dexorder.markets import ALL_TIMEFRAMES, Timeframe
 from dexorder.schemas import Candle, Tick
 
 MINUTE_MS = 60_000
-_HIGHER = tuple(tf for tf in ALL_TIMEFRAMES if tf is not Timeframe.M1)
+_NEVER = 2**62
+#: (name, length in ms) of the timeframes folded from closed 1m candles
+_HIGHER = tuple((tf.value, tf.ms) for tf in ALL_TIMEFRAMES if tf is not Timeframe.M1)
 
 
 def _order_key(ts: int, trade_id: str) -> tuple[int, int, str]:
@@ -74,6 +76,8 @@ class TickerBook(msgspec.Struct):
     watermark: int = -(2**62)
     #: Wall-clock time (ms) the newest tick arrived, for idle advancing.
     seen_at: int = 0
+    #: Earliest end of an open candle: nothing can close before the watermark gets there.
+    next_close: int = _NEVER
     minutes: dict[int, Bucket] = {}
     rollups: dict[str, dict[int, Rollup]] = {}
     #: Open time of the newest closed candle already emitted, per timeframe.
@@ -111,6 +115,8 @@ class CandleBook:
             book.minutes[minute] = Bucket(
                 price, price, price, price, tick.amount, 1, order, order, {tick.trade_id}
             )
+            if minute + MINUTE_MS < book.next_close:
+                book.next_close = minute + MINUTE_MS
         else:
             ids = bucket.ids
             if tick.trade_id in ids:
@@ -133,7 +139,9 @@ class CandleBook:
             book.max_ts = ts
             watermark = ts - self.allowed_lateness_ms
             if watermark > book.watermark:
-                self._advance(key, book, watermark)
+                book.watermark = watermark
+                if watermark >= book.next_close:
+                    self._advance(book, watermark)
         return True
 
     def add_many(self, ticks: Iterable[Tick], now_ms: int) -> set[str]:
@@ -149,39 +157,44 @@ class CandleBook:
 
     def advance_idle(self, now_ms: int) -> None:
         """Move quiet tickers' watermarks on by the wall-clock time since their newest tick."""
-        for key, book in self.tickers.items():
-            if book.seen_at and book.minutes:
+        for book in self.tickers.values():
+            if book.seen_at and book.next_close < _NEVER:
                 estimate = book.max_ts + (now_ms - book.seen_at) - self.allowed_lateness_ms
                 if estimate > book.watermark:
-                    self._advance(key, book, estimate)
+                    self._advance(book, estimate)
 
     def advance(self, ticker: str, watermark: int) -> None:
         """Move one ticker's watermark to ``watermark`` (never backwards)."""
         book = self.tickers.get(ticker)
         if book is not None and watermark > book.watermark:
-            self._advance(ticker, book, watermark)
+            self._advance(book, watermark)
 
     # -- closing -----------------------------------------------------------
 
-    def _advance(self, key: str, book: TickerBook, watermark: int) -> None:
+    def _advance(self, book: TickerBook, watermark: int) -> None:
         book.watermark = watermark
-        due = [m for m in book.minutes if m + MINUTE_MS <= watermark]
-        if due:
-            for minute in sorted(due):
-                bucket = book.minutes.pop(minute)
-                self._emit(book, Timeframe.M1.value, minute, bucket)
-                for tf in _HIGHER:
-                    self._roll(book, tf, minute, bucket)
-        for tf in _HIGHER:
-            rollups = book.rollups.get(tf.value)
+        if watermark < book.next_close:
+            return
+        due = sorted(m for m in book.minutes if m + MINUTE_MS <= watermark)
+        for minute in due:
+            bucket = book.minutes.pop(minute)
+            self._emit(book, "1m", minute, bucket)
+            for tf, tf_ms in _HIGHER:
+                self._roll(book, tf, tf_ms, minute, bucket)
+        next_close = min(book.minutes, default=_NEVER - MINUTE_MS) + MINUTE_MS
+        for tf, tf_ms in _HIGHER:
+            rollups = book.rollups.get(tf)
             if rollups:
-                for start in sorted(s for s in rollups if s + tf.ms <= watermark):
-                    self._emit(book, tf.value, start, rollups.pop(start))
+                for start in sorted(s for s in rollups if s + tf_ms <= watermark):
+                    self._emit(book, tf, start, rollups.pop(start))
+                if rollups:
+                    next_close = min(next_close, min(rollups) + tf_ms)
+        book.next_close = next_close
 
     @staticmethod
-    def _roll(book: TickerBook, tf: Timeframe, minute: int, c: Bucket | Rollup) -> None:
-        start = minute - minute % tf.ms
-        rollups = book.rollups.setdefault(tf.value, {})
+    def _roll(book: TickerBook, tf: str, tf_ms: int, minute: int, c: Bucket | Rollup) -> None:
+        start = minute - minute % tf_ms
+        rollups = book.rollups.setdefault(tf, {})
         r = rollups.get(start)
         if r is None:
             rollups[start] = Rollup(
@@ -220,19 +233,17 @@ class CandleBook:
         if minutes:
             m = minutes[-1]
             out.append(_candle(book, Timeframe.M1.value, m, book.minutes[m], closed=False))
-        for tf in _HIGHER:
+        for tf, tf_ms in _HIGHER:
             scratch = TickerBook(book.exchange, book.symbol)
-            rollups = book.rollups.get(tf.value, {})
+            rollups = book.rollups.get(tf, {})
             if rollups:
-                scratch.rollups[tf.value] = {
-                    k: msgspec.structs.replace(v) for k, v in rollups.items()
-                }
+                scratch.rollups[tf] = {k: msgspec.structs.replace(v) for k, v in rollups.items()}
             for m in minutes:
-                self._roll(scratch, tf, m, book.minutes[m])
-            current = scratch.rollups.get(tf.value)
+                self._roll(scratch, tf, tf_ms, m, book.minutes[m])
+            current = scratch.rollups.get(tf)
             if current:
                 start = max(current)
-                out.append(_candle(book, tf.value, start, current[start], closed=False))
+                out.append(_candle(book, tf, start, current[start], closed=False))
         return out
 
     def mark_emitted(self, ticker: str, timeframe: str, open_time: int) -> None:

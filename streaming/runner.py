@@ -55,7 +55,7 @@ class StreamRunner:
     state_dir: Path
     group_id: str = "dexorder-stream"
     allowed_lateness_ms: int = 2_000
-    live_update_interval_ms: int = 200
+    live_update_interval_ms: int = 0
     checkpoint_interval_ms: int = 1_000
     stats: dict[str, int] = field(
         default_factory=lambda: {

@@ -406,33 +406,41 @@ def build_app(state: EmulatorState) -> web.Application:
                 }
             )
 
-    async def control_trade(request: web.Request) -> web.Response:
-        body = await _json_body(request)
+    def _bad(reason: str) -> web.HTTPBadRequest:
+        return web.HTTPBadRequest(
+            text=json.dumps({"error": reason}), content_type="application/json"
+        )
+
+    def _parse_trade(body: dict[str, Any]) -> tuple[SymbolSpec, Trade]:
         spec = state.sim.spec(str(body.get("symbol", "")).replace("/", "").upper())
         if spec is None:
-            raise web.HTTPBadRequest(
-                text=json.dumps({"error": "unknown symbol"}), content_type="application/json"
-            )
+            raise _bad(f"unknown symbol {body.get('symbol')!r}")
         try:
             price, qty = float(body["price"]), float(body["qty"])
+            ts = int(body.get("time") or state.now_ms())
+            trade_id = int(body["id"]) if "id" in body else None
         except (KeyError, TypeError, ValueError):
-            raise web.HTTPBadRequest(
-                text=json.dumps({"error": "price and qty are required numbers"}),
-                content_type="application/json",
-            ) from None
-        ts = int(body.get("time") or state.now_ms())
-        state.injected_seq += 1
-        trade = Trade(
-            (ts // 1000) * 1000 + 500 + state.injected_seq % 500,
-            ts,
-            price,
-            qty,
-            bool(body.get("buyer_is_maker", False)),
-        )
-        if "id" in body:
-            trade = Trade(int(body["id"]), ts, price, qty, trade.buyer_is_maker)
-        await publish_trades(state, spec, [trade])
-        return web.json_response({"id": trade.id, "time": trade.time, "symbol": spec.market_id})
+            raise _bad("price and qty are required numbers; time and id are integers") from None
+        if trade_id is None:
+            state.injected_seq += 1
+            # simulated ids use the first 500 of each second's 1000
+            trade_id = (ts // 1000) * 1000 + 500 + state.injected_seq % 500
+        return spec, Trade(trade_id, ts, price, qty, bool(body.get("buyer_is_maker", False)))
+
+    async def control_trade(request: web.Request) -> web.Response:
+        """Make one trade (a JSON object) or several (``{"trades": [...]}``)."""
+        body = await _json_body(request)
+        items = body.get("trades", [body])
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise _bad("trades must be a list of objects")
+        parsed = [_parse_trade(item) for item in items]
+        by_spec: dict[str, tuple[SymbolSpec, list[Trade]]] = {}
+        for spec, trade in parsed:
+            by_spec.setdefault(spec.market_id, (spec, []))[1].append(trade)
+        for spec, trades in by_spec.values():
+            await publish_trades(state, spec, trades)
+        made = [{"id": t.id, "time": t.time, "symbol": sp.market_id} for sp, t in parsed]
+        return web.json_response(made[0] if "trades" not in body else {"trades": made})
 
     async def control_raw(request: web.Request) -> web.Response:
         body = await _json_body(request)

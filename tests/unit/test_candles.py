@@ -147,6 +147,16 @@ def test_idle_ticker_closes_by_wall_clock() -> None:
     assert [c.timeframe for c in book.drain()] == ["1m"]
 
 
+def test_idle_ticker_closes_higher_timeframes_too() -> None:
+    book = CandleBook(LATENESS)
+    t = Tick(exchange="X", symbol="A/B", trade_id="1", price=5.0, amount=1.0, ts=T0 + 30_000)
+    book.add_many([t], now_ms=1_000)
+    book.advance_idle(now_ms=41_000)  # closes the minute; 5m..1d stay open
+    assert [c.timeframe for c in book.drain()] == ["1m"]
+    book.advance_idle(now_ms=86_401_000)  # a day later every timeframe has closed
+    assert [c.timeframe for c in book.drain()] == ["5m", "15m", "1h", "4h", "1d"]
+
+
 def test_open_candles_show_every_timeframe() -> None:
     book = CandleBook(LATENESS)
     for i, (ts, p) in enumerate([(T0 + 1_000, 10.0), (T0 + 61_000, 12.0), (T0 + 125_000, 8.0)]):
