@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -13,12 +12,9 @@ import numpy as np
 
 from dexorder.kafka import ensure_topics
 from launcher.broker import start_broker
+from launcher.ephemeral import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["broker", "free_port", "pct", "row", "topics"]
 
 
 @contextlib.contextmanager

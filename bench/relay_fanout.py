@@ -63,14 +63,19 @@ def _start_proxy(kind: str, xsub: str, xpub: str) -> tuple[subprocess.Popen[byte
     if kind == "raw":
         return subprocess.Popen([sys.executable, "-c", RAW_PROXY, xsub, xpub]), ""
     ports = {k: str(free_port()) for k in ("ROUTER", "WORK", "HEALTH")}
-    env = {**os.environ, "DEXORDER_HOME": tempfile.mkdtemp(), "DEXORDER_LOG_LEVEL": "warning",
-           "DEXORDER_RELAY__XSUB_PORT": xsub.rsplit(":", 1)[1],
-           "DEXORDER_RELAY__XPUB_PORT": xpub.rsplit(":", 1)[1],
-           "DEXORDER_RELAY__ROUTER_PORT": ports["ROUTER"],
-           "DEXORDER_RELAY__WORK_PORT": ports["WORK"],
-           "DEXORDER_RELAY__HEALTH_PORT": ports["HEALTH"]}
-    proc = subprocess.Popen([sys.executable, "-m", "services.relay"], env=env,
-                            stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "DEXORDER_HOME": tempfile.mkdtemp(),
+        "DEXORDER_LOG_LEVEL": "warning",
+        "DEXORDER_RELAY__XSUB_PORT": xsub.rsplit(":", 1)[1],
+        "DEXORDER_RELAY__XPUB_PORT": xpub.rsplit(":", 1)[1],
+        "DEXORDER_RELAY__ROUTER_PORT": ports["ROUTER"],
+        "DEXORDER_RELAY__WORK_PORT": ports["WORK"],
+        "DEXORDER_RELAY__HEALTH_PORT": ports["HEALTH"],
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.relay"], env=env, stderr=subprocess.DEVNULL
+    )
     return proc, f"http://127.0.0.1:{ports['HEALTH']}/healthz"
 
 
@@ -136,9 +141,12 @@ def main(n_msgs: int = 300_000) -> dict[str, float]:
         (raw, raw_frac), (relay, relay_frac) = (
             sorted((r[i] for r in runs), key=lambda x: x[0])[1] for i in (0, 1)
         )  # medians of three alternating runs
-        row(f"to {n_subs} subscriber(s): relay", f"{relay:,.0f} msgs/s",
+        row(
+            f"to {n_subs} subscriber(s): relay",
+            f"{relay:,.0f} msgs/s",
             f"raw zmq.proxy {raw:,.0f}/s, ratio {relay / raw:.2f}; "
-            f"delivered {relay_frac:.0%} vs {raw_frac:.0%}")
+            f"delivered {relay_frac:.0%} vs {raw_frac:.0%}",
+        )
         out[f"relay_{n_subs}"], out[f"raw_{n_subs}"] = relay, raw
     return out
 

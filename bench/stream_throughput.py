@@ -28,8 +28,16 @@ TICKERS = [f"T{i:02d}/USDT" for i in range(20)]
 def make_ticks(n: int) -> list[bytes]:
     rnd = random.Random(1)
     return [
-        encode(Tick(exchange="BINANCE", symbol=TICKERS[i % 20], trade_id=str(i),
-                    price=100 + rnd.random(), amount=rnd.random(), ts=T0 + i * 5))
+        encode(
+            Tick(
+                exchange="BINANCE",
+                symbol=TICKERS[i % 20],
+                trade_id=str(i),
+                price=100 + rnd.random(),
+                amount=rnd.random(),
+                ts=T0 + i * 5,
+            )
+        )
         for i in range(n)
     ]
 
@@ -49,8 +57,9 @@ def fold_only(ticks: list[bytes]) -> tuple[float, float]:
 async def through_kafka(ticks: list[bytes]) -> tuple[float, float]:
     with broker() as bootstrap:
         await topics(bootstrap)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20,
-                                    max_batch_size=1 << 20)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20
+        )
         await producer.start()
         for i, v in enumerate(ticks):
             await producer.send(MARKET_TICKS, v, key=TICKERS[i % 20].encode())
@@ -58,8 +67,12 @@ async def through_kafka(ticks: list[bytes]) -> tuple[float, float]:
         await producer.stop()
 
         # baseline: a bare consumer reading the same records
-        raw = AIOKafkaConsumer(MARKET_TICKS, bootstrap_servers=bootstrap,
-                               auto_offset_reset="earliest", max_poll_records=5000)
+        raw = AIOKafkaConsumer(
+            MARKET_TICKS,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            max_poll_records=5000,
+        )
         await raw.start()
         n, t = 0, 0.0
         while n < len(ticks):
@@ -71,8 +84,12 @@ async def through_kafka(ticks: list[bytes]) -> tuple[float, float]:
         await raw.stop()
 
         with tempfile.TemporaryDirectory() as tmp:
-            runner = StreamRunner(bootstrap=bootstrap, relay_xsub=f"tcp://127.0.0.1:{free_port()}",
-                                  state_dir=Path(tmp), checkpoint_interval_ms=1_000)
+            runner = StreamRunner(
+                bootstrap=bootstrap,
+                relay_xsub=f"tcp://127.0.0.1:{free_port()}",
+                state_dir=Path(tmp),
+                checkpoint_interval_ms=1_000,
+            )
             task = asyncio.create_task(runner.run())
             while not runner.ready:
                 await asyncio.sleep(0.005)
@@ -89,11 +106,17 @@ def main(n: int = 300_000) -> dict[str, float]:
     print(f"(a) stream runner, {n:,} ticks of 20 tickers, 6 timeframes")
     ticks = make_ticks(n)
     fold, decode = fold_only(ticks)
-    row("fold: decode+dedup+6 timeframes", f"{fold:,.0f} ticks/s",
-        f"decode alone {decode:,.0f}/s, ratio {fold / decode:.2f}")
+    row(
+        "fold: decode+dedup+6 timeframes",
+        f"{fold:,.0f} ticks/s",
+        f"decode alone {decode:,.0f}/s, ratio {fold / decode:.2f}",
+    )
     runner, raw = asyncio.run(through_kafka(ticks))
-    row("runner from Kafka (Tansu)", f"{runner:,.0f} ticks/s",
-        f"bare consumer {raw:,.0f}/s, ratio {runner / raw:.2f}")
+    row(
+        "runner from Kafka (Tansu)",
+        f"{runner:,.0f} ticks/s",
+        f"bare consumer {raw:,.0f}/s, ratio {runner / raw:.2f}",
+    )
     return {"fold_ticks_s": fold, "runner_ticks_s": runner, "raw_consumer_ticks_s": raw}
 
 

@@ -74,6 +74,9 @@ class StreamConfig(_Section):
     allowed_lateness_ms: int = Field(2_000, ge=0)
     #: Open-candle updates are coalesced per poll batch, and published at most this often.
     live_update_interval_ms: int = Field(0, ge=0)
+    #: Longest a Kafka fetch may wait for new ticks; brokers may hold a fetch
+    #: this long even when data arrives, so it bounds the added latency.
+    fetch_max_wait_ms: int = Field(5, ge=0, le=500)
     #: How often state and offsets are checkpointed.
     checkpoint_interval_ms: int = Field(1_000, ge=50)
     health_port: int = Field(5562, ge=1, le=65535)

@@ -27,6 +27,7 @@ async def run() -> None:
         allowed_lateness_ms=s.allowed_lateness_ms,
         live_update_interval_ms=s.live_update_interval_ms,
         checkpoint_interval_ms=s.checkpoint_interval_ms,
+        fetch_max_wait_ms=s.fetch_max_wait_ms,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -57,6 +57,7 @@ class StreamRunner:
     allowed_lateness_ms: int = 2_000
     live_update_interval_ms: int = 0
     checkpoint_interval_ms: int = 1_000
+    fetch_max_wait_ms: int = 5
     stats: dict[str, int] = field(
         default_factory=lambda: {
             "ticks": 0,
@@ -95,6 +96,7 @@ class StreamRunner:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=5000,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         offsets: dict[int, int] = {}
         pending: list[asyncio.Future[object]] = []

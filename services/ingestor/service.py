@@ -103,7 +103,7 @@ class Ingestor:
             self.ccxt_id, self.emulator_url, on_malformed=self._malformed
         )
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, linger_ms=5, acks=1, enable_idempotence=False
+            bootstrap_servers=self.bootstrap, linger_ms=1, acks=1, enable_idempotence=False
         )
         await self._producer.start()
         work = asyncio.create_task(self._take_work())

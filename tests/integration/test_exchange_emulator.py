@@ -10,10 +10,10 @@ import ccxt
 import pytest
 from aiohttp import web
 
+from launcher.ephemeral import free_port
 from services.exchange_emulator.server import EmulatorState, build_app
 from services.exchange_emulator.simulator import MarketSimulator
 from services.ingestor.exchange import make_exchange
-from tests.conftest import free_port
 
 NOW = 1_790_000_000.0  # a fixed clock: 2026-09
 

@@ -16,7 +16,7 @@ import pytest
 from dexorder.client import RelayError, subscribe
 from dexorder.config import load_config
 from dexorder.schemas import Candle
-from tests.conftest import RunningPlatform
+from launcher.ephemeral import RunningPlatform
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ async def ingest_started(p: RunningPlatform, name: str, want: int) -> None:
 async def test_same_trades_from_two_ingestors_make_one_candle(
     isolated_env: dict[str, str],
 ) -> None:
-    from tests.conftest import free_port, start_platform
+    from launcher.ephemeral import free_port, start_platform
 
     p = start_platform(isolated_env)
     second = None
@@ -154,7 +154,7 @@ async def test_same_trades_from_two_ingestors_make_one_candle(
         if second is not None:
             second.terminate()
             second.wait(10)
-        p.supervisor.stop()
+        p.stop()
 
 
 async def test_garbage_from_the_exchange_is_survived_and_counted(platform: RunningPlatform) -> None:

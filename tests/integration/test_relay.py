@@ -25,7 +25,7 @@ from dexorder.schemas import (
     WorkItem,
     decode,
 )
-from tests.conftest import RunningPlatform, start_platform
+from launcher.ephemeral import RunningPlatform, start_platform
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def relay(isolated_env: dict[str, str]) -> Iterator[RunningPlatform]:
     try:
         yield p
     finally:
-        p.supervisor.stop()
+        p.stop()
 
 
 def addr(p: RunningPlatform, port: int) -> str:

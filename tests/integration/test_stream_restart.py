@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from dexorder.kafka import ensure_topics
 from dexorder.schemas import Candle, Tick, decode_candle, encode
 from dexorder.topics import MARKET_CANDLES, MARKET_TICKS
+from launcher.ephemeral import start_platform
 from streaming.candles import CandleBook
-from tests.conftest import start_platform
 
 pytestmark = pytest.mark.integration
 
@@ -170,4 +170,4 @@ async def test_sigkill_mid_stream_loses_and_repeats_no_closed_candle(
         if runner is not None and runner.poll() is None:
             os.kill(runner.pid, signal.SIGTERM)
             runner.wait(15)
-        p.supervisor.stop()
+        p.stop()

@@ -1,0 +1,51 @@
+"""Run the benchmarks and print their figures: ``python -m bench [stream] [relay] [latency]``."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from bench import latency, relay_fanout, stream_throughput
+
+BENCHES = {
+    "stream": stream_throughput.main,
+    "relay": relay_fanout.main,
+    "latency": latency.main,
+}
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or list(BENCHES)
+    unknown = [name for name in chosen if name not in BENCHES]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; choose from {list(BENCHES)}", file=sys.stderr)
+        return 2
+    results: dict[str, dict[str, float]] = {}
+    start = time.monotonic()
+    for name in chosen:
+        results[name] = BENCHES[name]()
+        print()
+    print(f"targets (finished in {time.monotonic() - start:.0f}s):")
+    checks = []
+    if "stream" in results:
+        checks.append(
+            ("(a) runner >= 150k ticks/s", results["stream"]["runner_ticks_s"] >= 150_000)
+        )
+    if "relay" in results:
+        r = results["relay"]
+        for n in (1, 10):
+            checks.append(
+                (f"(b) relay >= 0.8x raw proxy, {n} sub(s)", r[f"relay_{n}"] >= 0.8 * r[f"raw_{n}"])
+            )
+    if "latency" in results:
+        for rate in (1_000, 10_000):
+            checks.append(
+                (f"(c) p99 < 20 ms at {rate:,}/s", results["latency"][f"p99_{rate}"] < 20)
+            )
+    for label, ok in checks:
+        print(f"  {'met ' if ok else 'MISSED'}  {label}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
