@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -60,6 +60,9 @@ class ExchangeConfig(_Section):
     ccxt_id: str = "binance"
     #: Point CCXT at the built-in exchange emulator instead of the real exchange.
     emulated: bool = True
+    #: ``auto``: the exchange's WebSocket where CCXT has one, REST polling otherwise.
+    transport: Literal["auto", "websocket", "polling"] = "auto"
+    poll_interval_ms: int = Field(1_000, ge=50)
     #: Tickers streamed from start; more can be asked for with a ``RealtimeRequest``.
     symbols: list[str] = ["BTC/USDT", "ETH/USDT"]
     #: How several ingestors of one exchange share tickers (see README).

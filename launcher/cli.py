@@ -15,12 +15,10 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from dexorder.config import ConfigError, Settings, load_config
@@ -217,9 +215,15 @@ def status(
 def watch(
     ticker: Annotated[str, typer.Argument(help="EXCHANGE:BASE/QUOTE, e.g. BINANCE:BTC/USDT")],
     tf: Annotated[str, typer.Option("--tf", help="Timeframe: 1m 5m 15m 1h 4h 1d")] = "1m",
-    rows: Annotated[int, typer.Option(help="Closed candles kept on screen.")] = 15,
+    rows: Annotated[int, typer.Option(min=1, help="Closed candles kept on screen.")] = 15,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="Exit after this many updates (for scripts).")
+    ] = None,
 ) -> None:
     """Print live candles of TICKER as a refreshing table (Ctrl-C to quit)."""
+    from dexorder.client import RelayError
+    from launcher.watch import watch as run_watch
+
     try:
         t, timeframe = Ticker.parse(ticker), Timeframe.parse(tf)
     except (InvalidTicker, InvalidTimeframe) as exc:
@@ -227,57 +231,12 @@ def watch(
         raise typer.Exit(2) from None
     cfg = _config()
     try:
-        asyncio.run(_watch(cfg, str(t), timeframe.value, rows))
+        asyncio.run(run_watch(cfg, str(t), timeframe.value, rows, count, console))
     except KeyboardInterrupt:
         pass
-
-
-async def _watch(cfg: Settings, ticker: str, tf: str, keep: int) -> None:
-    from dexorder.client import RelayError, subscribe
-
-    closed: dict[int, object] = {}
-    current = None
-
-    def render() -> Table:
-        table = Table(
-            "open time (UTC)",
-            "open",
-            "high",
-            "low",
-            "close",
-            "volume",
-            "trades",
-            "",
-            title=f"{ticker} {tf}",
-        )
-        shown = [closed[k] for k in sorted(closed)[-keep:]] + ([current] if current else [])
-        for c in shown:
-            when = datetime.fromtimestamp(c.open_time / 1000, UTC).strftime("%Y-%m-%d %H:%M")  # type: ignore[attr-defined]
-            table.add_row(
-                when,
-                f"{c.open:.8g}",
-                f"{c.high:.8g}",
-                f"{c.low:.8g}",  # type: ignore[attr-defined]
-                f"{c.close:.8g}",
-                f"{c.volume:.6g}",
-                str(c.trades),  # type: ignore[attr-defined]
-                "closed" if c.closed else "[yellow]live[/yellow]",
-            )  # type: ignore[attr-defined]
-        return table
-
-    with Live(render(), console=console, refresh_per_second=4) as live:
-        try:
-            async for candle in subscribe(ticker, tf, config=cfg):
-                if candle.closed:
-                    closed[candle.open_time] = candle
-                    if current is not None and current.open_time <= candle.open_time:
-                        current = None
-                else:
-                    current = candle
-                live.update(render())
-        except RelayError as exc:
-            err.print(f"[red]error:[/red] {exc} (is the platform up? `dexorder status`)")
-            raise typer.Exit(1) from None
+    except RelayError as exc:
+        err.print(f"[red]error:[/red] {exc} (is the platform up? `dexorder status`)")
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

@@ -298,7 +298,21 @@ def build_app(state: EmulatorState) -> web.Application:
         limit = _int_param(request, "limit", 500) or 500
         if not 1 <= limit <= 1000:
             raise BinanceError(400, -1130, "Invalid data sent for a parameter.")
-        recent = list(state.recent.get(spec.market_id, ()))[-limit:]
+        start = _int_param(request, "startTime", None)
+        end = _int_param(request, "endTime", None)
+        from_id = _int_param(request, "fromId", None)
+        if start is not None and end is not None and not 0 <= end - start <= 3_600_000:
+            raise BinanceError(400, -1127, "More than 1 hours between startTime and endTime.")
+        recent = [
+            t
+            for t in state.recent.get(spec.market_id, ())
+            if (start is None or t.time >= start)
+            and (end is None or t.time <= end)
+            and (from_id is None or t.id >= from_id)
+        ]
+        # a lower bound pages forward from it; otherwise the newest trades
+        bounded = start is not None or from_id is not None
+        recent = recent[:limit] if bounded else recent[-limit:]
         return web.json_response(
             [
                 {

@@ -27,6 +27,8 @@ async def run(exchange_name: str) -> None:
         work_address=f"tcp://{cfg.relay.host}:{cfg.relay.work_port}",
         symbols=ex.symbols,
         emulator_url=cfg.emulator_url if ex.emulated else None,
+        transport=ex.transport,
+        poll_interval_s=ex.poll_interval_ms / 1000,
         shard_index=ex.shard_index,
         shard_count=ex.shard_count,
     )
@@ -37,7 +39,7 @@ async def run(exchange_name: str) -> None:
         "127.0.0.1",
         ex.health_port,
         f"ingestor-{ex.name.lower()}",
-        lambda: (ingestor.ready, {**ingestor.stats, "streams": sorted(ingestor._streams)}),
+        lambda: (ingestor.ready, {**ingestor.stats, "streams": ingestor.streaming}),
     )
     log.info(
         "starting",

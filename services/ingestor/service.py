@@ -27,7 +27,7 @@ from dexorder.markets import InvalidTicker, Ticker
 from dexorder.schemas import InvalidMessage, WorkItem, decode, encode
 from dexorder.topics import MARKET_TICKS, work_topic
 from services.ingestor.exchange import make_exchange
-from services.ingestor.trades import MalformedTrade, owns, tick_from_ccxt
+from services.ingestor.trades import MalformedTrade, TradeCursor, owns, tick_from_ccxt
 
 TICKS = Counter("ingestor_ticks_total", "Trades written to Kafka", ["exchange"])
 MALFORMED = Counter(
@@ -75,6 +75,7 @@ class Ingestor:
     emulator_url: str | None = None
     shard_index: int = 0
     shard_count: int = 1
+    transport: str = "auto"
     poll_interval_s: float = 1.0
     stats: dict[str, int] = field(
         default_factory=lambda: {"ticks": 0, "malformed": 0, "reconnects": 0, "work_items": 0}
@@ -178,23 +179,25 @@ class Ingestor:
     async def _stream(self, ticker: Ticker) -> None:
         """Stream one ticker forever, reconnecting with backoff."""
         backoff = Backoff()
-        last_ts: int | None = None
+        cursor = TradeCursor()
         gap = False
-        use_ws = bool(self._exchange.has.get("watchTrades"))
+        use_ws = self.transport == "websocket" or (
+            self.transport == "auto" and bool(self._exchange.has.get("watchTrades"))
+        )
         key = str(ticker).encode()
         while True:
             try:
                 if gap:
                     # fill the gap the interruption may have left
-                    trades = await self._exchange.fetch_trades(ticker.symbol, since=last_ts)
-                    last_ts = await self._send(ticker, key, trades, last_ts)
+                    trades = await self._exchange.fetch_trades(ticker.symbol, since=cursor.last_ts)
+                    await self._send(key, cursor, trades)
                     gap = False
                 if use_ws:
                     trades = await self._exchange.watch_trades(ticker.symbol)
                 else:
                     await asyncio.sleep(self.poll_interval_s)
-                    trades = await self._exchange.fetch_trades(ticker.symbol, since=last_ts)
-                last_ts = await self._send(ticker, key, trades, last_ts)
+                    trades = await self._exchange.fetch_trades(ticker.symbol, since=cursor.last_ts)
+                await self._send(key, cursor, trades)
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
@@ -218,21 +221,23 @@ class Ingestor:
                 )
                 await asyncio.sleep(delay)
                 gap = True
-                if last_ts is None:
-                    last_ts = int(time.time() * 1000)
+                if cursor.last_ts is None:
+                    cursor.last_ts = int(time.time() * 1000)
 
-    async def _send(
-        self, ticker: Ticker, key: bytes, trades: list[dict[str, Any]], last_ts: int | None
-    ) -> int | None:
+    async def _send(self, key: bytes, cursor: TradeCursor, trades: list[dict[str, Any]]) -> None:
         assert self._producer is not None
+        ticks = []
         for trade in trades:
             try:
-                tick = tick_from_ccxt(self.exchange_name, trade)
+                ticks.append(tick_from_ccxt(self.exchange_name, trade))
             except MalformedTrade as exc:
                 self._malformed(trade.get("info", trade) if isinstance(trade, dict) else trade, exc)
-                continue
+        for tick in cursor.fresh(ticks):
             await self._producer.send(MARKET_TICKS, encode(tick), key=key)
             self.stats["ticks"] += 1
             TICKS.labels(self.exchange_name).inc()
-            last_ts = tick.ts if last_ts is None else max(last_ts, tick.ts)
-        return last_ts
+
+    @property
+    def streaming(self) -> list[str]:
+        """The tickers being streamed."""
+        return sorted(self._streams)

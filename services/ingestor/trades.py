@@ -43,3 +43,31 @@ def tick_from_ccxt(exchange: str, trade: dict[str, Any]) -> Tick:
 def owns(ticker: str, shard_index: int, shard_count: int) -> bool:
     """Whether ingestor ``shard_index`` of ``shard_count`` streams ``ticker``."""
     return zlib.crc32(ticker.encode()) % shard_count == shard_index
+
+
+class TradeCursor:
+    """Remembers how far a ticker's trades were sent, to skip ones seen again.
+
+    REST polling with ``since`` returns the trades at the boundary time again,
+    and a gap fill overlaps the stream; the stream runner would drop the copies,
+    but not sending them keeps the duplicate counters meaningful.
+    """
+
+    def __init__(self) -> None:
+        self.last_ts: int | None = None
+        self._ids_at_last: set[str] = set()
+
+    def fresh(self, ticks: list[Tick]) -> list[Tick]:
+        """The ticks not sent yet, in the order given; marks them as sent."""
+        out = []
+        for tick in ticks:
+            if self.last_ts is not None and (
+                tick.ts < self.last_ts
+                or (tick.ts == self.last_ts and tick.trade_id in self._ids_at_last)
+            ):
+                continue
+            if self.last_ts is None or tick.ts > self.last_ts:
+                self.last_ts, self._ids_at_last = tick.ts, set()
+            self._ids_at_last.add(tick.trade_id)
+            out.append(tick)
+        return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import pytest
 from dexorder.client import RelayError, subscribe
 from dexorder.config import load_config
 from dexorder.schemas import Candle
-from launcher.ephemeral import RunningPlatform
+from launcher.ephemeral import RunningPlatform, free_port, start_platform
 
 pytestmark = pytest.mark.integration
 
@@ -90,8 +91,6 @@ async def ingest_started(p: RunningPlatform, name: str, want: int) -> None:
 async def test_same_trades_from_two_ingestors_make_one_candle(
     isolated_env: dict[str, str],
 ) -> None:
-    from launcher.ephemeral import free_port, start_platform
-
     p = start_platform(isolated_env)
     second = None
     try:
@@ -198,3 +197,95 @@ async def test_garbage_from_the_exchange_is_survived_and_counted(platform: Runni
 def test_config_is_shared_by_every_part(isolated_env: dict[str, str]) -> None:
     cfg = load_config()
     assert str(cfg.relay.router_port) == isolated_env["DEXORDER_RELAY__ROUTER_PORT"]
+
+
+async def test_polling_ingestor_delivers_trades(
+    isolated_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `transport: polling` the ingestor reads trades over REST instead of WebSocket."""
+    env = {
+        **isolated_env,
+        "DEXORDER_EXCHANGES": json.dumps(
+            [
+                {
+                    "health_port": free_port(),
+                    "symbols": ["SOL/USDT"],
+                    "transport": "polling",
+                    "poll_interval_ms": 100,
+                }
+            ]
+        ),
+    }
+    monkeypatch.setenv("DEXORDER_EXCHANGES", env["DEXORDER_EXCHANGES"])
+    p = start_platform(env)
+    try:
+        stream = subscribe("BINANCE:SOL/USDT", "1m", config=p.cfg)
+        got = asyncio.ensure_future(wait_for(stream, lambda c: c.close == 55.5))
+        await asyncio.sleep(0)
+        for _ in range(60):
+            await trade(p, "SOLUSDT", 55.5, 2.0)
+            done, _ = await asyncio.wait({got}, timeout=0.5)
+            if done:
+                break
+        assert got.result().close == 55.5
+        async with aiohttp.ClientSession() as s:
+            stats = await (await s.get(f"{p.cfg.emulator_url}/emulator/stats")).json()
+        assert stats["connections"] == 0  # no WebSocket was used
+        assert stats["rest_requests"] > 0
+    finally:
+        p.stop()
+
+
+def test_watch_prints_live_candles(platform: RunningPlatform) -> None:
+    env = {**os.environ, **platform.env}
+    watch = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "launcher",
+            "watch",
+            "BINANCE:BTC/USDT",
+            "--tf",
+            "1m",
+            "--count",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while watch.poll() is None and time.monotonic() < deadline:
+            asyncio.run(trade(platform, "BTCUSDT", 43210.5, 0.5))
+            try:
+                watch.wait(0.3)
+            except subprocess.TimeoutExpired:
+                pass
+        out, errs = watch.communicate(timeout=10)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 0, errs
+    assert "BINANCE:BTC/USDT 1m" in out and "43210.5" in out and "live" in out
+
+
+def test_watch_rejects_bad_input(isolated_env: dict[str, str]) -> None:
+    env = {**os.environ, **isolated_env}
+    res = subprocess.run(
+        [sys.executable, "-m", "launcher", "watch", "BTCUSDT"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2 and "EXCHANGE:BASE/QUOTE" in res.stderr
+    res = subprocess.run(
+        [sys.executable, "-m", "launcher", "watch", "BINANCE:BTC/USDT", "--tf", "2m"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2 and "1m 5m 15m 1h 4h 1d" in res.stderr

@@ -62,3 +62,20 @@ def test_shards_partition_the_tickers() -> None:
         assert all(len(o) == 1 for o in owners)  # every ticker exactly one owner
         if n > 1:
             assert len({o[0] for o in owners}) == n  # and every shard gets some
+
+
+def test_cursor_skips_trades_already_sent() -> None:
+    from dexorder.schemas import Tick
+    from services.ingestor.trades import TradeCursor
+
+    def t(i: str, ts: int) -> Tick:
+        return Tick(exchange="B", symbol="A/B", trade_id=i, price=1, amount=1, ts=ts)
+
+    cur = TradeCursor()
+    assert [x.trade_id for x in cur.fresh([t("1", 10), t("2", 20), t("3", 20)])] == ["1", "2", "3"]
+    # a poll "since 20" returns the boundary trades again, plus new ones
+    assert [x.trade_id for x in cur.fresh([t("2", 20), t("3", 20), t("4", 20), t("5", 30)])] == [
+        "4",
+        "5",
+    ]
+    assert cur.fresh([t("1", 10)]) == []
