@@ -23,6 +23,11 @@ class Part:
     address: str
     #: ``http://…`` answering 200 when healthy, or ``tcp://host:port`` to connect to
     probe: str
+    #: Restarting it loses its data (the in-memory broker), so the parts that
+    #: name it in ``uses`` are restarted with it and set up again from scratch.
+    loses_data_on_restart: bool = False
+    #: Parts it needs.
+    uses: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -43,6 +48,7 @@ def plan(cfg: Settings) -> list[Part]:
                 broker_command(port),
                 f"127.0.0.1:{port} (Tansu, in memory)",
                 f"tcp://127.0.0.1:{port}",
+                loses_data_on_restart=True,
             )
         )
     if any(ex.emulated for ex in cfg.exchanges):
@@ -73,6 +79,7 @@ def plan(cfg: Settings) -> list[Part]:
                 f"{ex.name} via CCXT {ex.ccxt_id}{' (emulated)' if ex.emulated else ''}, "
                 f"health http://127.0.0.1:{ex.health_port}/healthz",
                 f"http://127.0.0.1:{ex.health_port}/healthz",
+                uses=("kafka", "relay", "exchange-emulator"),
             )
         )
     parts.append(
@@ -81,6 +88,7 @@ def plan(cfg: Settings) -> list[Part]:
             _py("streaming"),
             f"market.ticks -> candles, health http://127.0.0.1:{cfg.stream.health_port}/healthz",
             f"http://127.0.0.1:{cfg.stream.health_port}/healthz",
+            uses=("kafka", "relay"),
         )
     )
     return parts

@@ -155,6 +155,13 @@ class Supervisor:
                 self.say(f"  {r.part.name} exited with code {r.proc.returncode}; restarting")
                 time.sleep(min(8.0, 0.5 * 2 ** (len(r.restarts) - 1)))
                 r.proc = self._spawn(r.part)
+                if r.part.loses_data_on_restart:
+                    self._wait_healthy(r)
+                    for user in (u for u in self.running if r.part.name in u.part.uses):
+                        self.say(f"  restarting {user.part.name} (it uses {r.part.name})")
+                        _stop_one(user)
+                        user.proc = self._spawn(user.part)
+                        self._wait_healthy(user)
                 self._write_state()
             time.sleep(0.2)
 
@@ -167,17 +174,28 @@ class Supervisor:
         for r in reversed(self.running):
             if r.proc.poll() is None:
                 self.say(f"  stopping {r.part.name}")
-                _signal_group(r.proc, signal.SIGTERM)
-                try:
-                    r.proc.wait(timeout=_STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    self.say(f"  {r.part.name} did not stop in {_STOP_TIMEOUT_S:.0f}s; killing it")
-                    _signal_group(r.proc, signal.SIGKILL)
-                    r.proc.wait()
-            else:
-                _signal_group(r.proc, signal.SIGKILL)  # anything it left in its group
+            if not _stop_one(r):
+                self.say(f"  {r.part.name} did not stop in {_STOP_TIMEOUT_S:.0f}s; killed it")
         self.running.clear()
         state_file(self.cfg.home).unlink(missing_ok=True)
+
+
+def _stop_one(r: Running) -> bool:
+    """SIGTERM the part's process group, SIGKILL it after the grace period.
+
+    Returns False when it had to be killed.
+    """
+    if r.proc.poll() is not None:
+        _signal_group(r.proc, signal.SIGKILL)  # anything it left in its group
+        return True
+    _signal_group(r.proc, signal.SIGTERM)
+    try:
+        r.proc.wait(timeout=_STOP_TIMEOUT_S)
+        return True
+    except subprocess.TimeoutExpired:
+        _signal_group(r.proc, signal.SIGKILL)
+        r.proc.wait()
+        return False
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

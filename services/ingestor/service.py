@@ -78,7 +78,13 @@ class Ingestor:
     transport: str = "auto"
     poll_interval_s: float = 1.0
     stats: dict[str, int] = field(
-        default_factory=lambda: {"ticks": 0, "malformed": 0, "reconnects": 0, "work_items": 0}
+        default_factory=lambda: {
+            "ticks": 0,
+            "malformed": 0,
+            "reconnects": 0,
+            "errors": 0,
+            "work_items": 0,
+        }
     )
     ready: bool = False
     _streams: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -223,6 +229,11 @@ class Ingestor:
                 gap = True
                 if cursor.last_ts is None:
                     cursor.last_ts = int(time.time() * 1000)
+            except Exception:  # never let one ticker's stream end silently
+                self.stats["errors"] += 1
+                log.exception("trade stream failed; retrying", ticker=str(ticker))
+                await asyncio.sleep(backoff.next_delay())
+                gap = True
 
     async def _send(self, key: bytes, cursor: TradeCursor, trades: list[dict[str, Any]]) -> None:
         assert self._producer is not None

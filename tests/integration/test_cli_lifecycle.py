@@ -121,3 +121,56 @@ def test_bad_config_names_the_key(isolated_env: dict[str, str], tmp_path: Path) 
     assert res.returncode == 2
     assert "stream.allowed_lateness_ms" in res.stderr and "bogus" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+async def test_a_killed_broker_is_restarted_with_its_dependents(
+    isolated_env: dict[str, str],
+) -> None:
+    import asyncio
+
+    import aiohttp
+
+    from dexorder.client import subscribe
+    from dexorder.config import load_config
+
+    env = {**os.environ, **isolated_env}
+    assert run(["up", "--detach"], env).returncode == 0
+    state_path = Path(env["DEXORDER_HOME"]) / "run" / "platform.json"
+    try:
+        before = {p["name"]: p["pid"] for p in json.loads(state_path.read_text())["parts"]}
+        os.kill(before["kafka"], signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            after = {p["name"]: p["pid"] for p in json.loads(state_path.read_text())["parts"]}
+            moved = {n for n in after if after[n] != before[n]}
+            if {"kafka", "ingestor-binance", "stream"} <= moved and run(
+                ["status"], env
+            ).returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the platform did not recover from a broker crash")
+        assert after["exchange-emulator"] == before["exchange-emulator"]  # started before it
+        cfg = load_config()
+        stream = subscribe("BINANCE:BTC/USDT", "1m", config=cfg)
+
+        async def first_match() -> float:
+            async for c in stream:
+                if c.close == 4242.0:
+                    return c.close
+            raise AssertionError("subscription ended")
+
+        got = asyncio.ensure_future(first_match())
+        async with aiohttp.ClientSession() as s:
+            for _ in range(120):
+                await s.post(
+                    f"{cfg.emulator_url}/emulator/trades",
+                    json={"symbol": "BTCUSDT", "price": 4242.0, "qty": 1},
+                )
+                done, _ = await asyncio.wait({got}, timeout=0.5)
+                if done:
+                    break
+        assert got.result() == 4242.0
+    finally:
+        assert run(["down"], env).returncode == 0
+    assert processes_of(env["DEXORDER_HOME"]) == []

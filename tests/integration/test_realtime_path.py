@@ -289,3 +289,32 @@ def test_watch_rejects_bad_input(isolated_env: dict[str, str]) -> None:
         timeout=60,
     )
     assert res.returncode == 2 and "1m 5m 15m 1h 4h 1d" in res.stderr
+
+
+async def test_ingestor_reconnects_after_the_exchange_was_down(platform: RunningPlatform) -> None:
+    ingestor = platform.part("ingestor-binance").probe
+    url = platform.cfg.emulator_url
+    async with aiohttp.ClientSession() as s:
+        for _ in range(300):
+            stats = await (await s.get(f"{url}/emulator/stats")).json()
+            if stats["subscriptions"].get("btcusdt@trade"):
+                break
+            await asyncio.sleep(0.1)
+        await s.post(f"{url}/emulator/down", json={"down": True})
+        for _ in range(300):
+            if int(health(ingestor)["reconnects"]) >= 1:  # type: ignore[call-overload]
+                break
+            await asyncio.sleep(0.1)
+        assert int(health(ingestor)["reconnects"]) >= 1  # type: ignore[call-overload]
+        assert health(ingestor)["healthy"] is True  # still up, retrying with backoff
+        await s.post(f"{url}/emulator/down", json={"down": False})
+    # trading resumes end to end once the exchange is back
+    stream = subscribe("BINANCE:BTC/USDT", "1m", config=platform.cfg)
+    got = asyncio.ensure_future(wait_for(stream, lambda c: c.close == 31337.0, timeout=60))
+    await asyncio.sleep(0)
+    for _ in range(120):
+        await trade(platform, "BTCUSDT", 31337.0, 1.0)
+        done, _ = await asyncio.wait({got}, timeout=0.5)
+        if done:
+            break
+    assert got.result().close == 31337.0
