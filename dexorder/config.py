@@ -117,11 +117,12 @@ class Settings(BaseSettings):
         return (init_settings, env_settings)
 
     def exchange_config(self, name: str) -> ExchangeConfig:
-        """The configuration of exchange ``name`` (e.g. ``BINANCE``); KeyError if unknown."""
+        """The configuration of exchange ``name`` (e.g. ``BINANCE``)."""
         for ex in self.exchanges:
             if ex.name.upper() == name.upper():
                 return ex
-        raise KeyError(name)
+        known = ", ".join(e.name for e in self.exchanges)
+        raise ConfigError(f"exchanges: no exchange named {name!r} (configured: {known})")
 
     @property
     def emulator_url(self) -> str:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-
+from dexorder import process
 from dexorder.config import load_config
-from dexorder.health import serve_health
 from dexorder.kafka import ensure_topics
 from dexorder.log import setup_logging
+from dexorder.process import run_part
 from streaming.runner import StreamRunner
 
 
@@ -29,22 +27,14 @@ async def run() -> None:
         checkpoint_interval_ms=s.checkpoint_interval_ms,
         fetch_max_wait_ms=s.fetch_max_wait_ms,
     )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, runner.stop)
-    health = await serve_health(
-        "127.0.0.1", s.health_port, "stream", lambda: (runner.ready, dict(runner.stats))
-    )
     log.info("starting", group=s.group_id, lateness_ms=s.allowed_lateness_ms)
-    try:
-        await runner.run()
-    finally:
-        await health.cleanup()
-        log.info("stopped")
+    await run_part(
+        "stream", s.health_port, lambda: (runner.ready, dict(runner.stats)), runner.run, runner.stop
+    )
 
 
 def main() -> None:
-    asyncio.run(run())
+    process.main(run)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dexorder.config import load_config
+from dexorder.config import ConfigError, load_config
 from dexorder.log import setup_logging
 from services.exchange_emulator.server import EmulatorState, build_app
 from services.exchange_emulator.simulator import MarketSimulator
 
 
 def main() -> None:
-    cfg = load_config()
+    try:
+        cfg = load_config()
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
     log = setup_logging("exchange-emulator", cfg.log_level)
     em = cfg.emulator
     sim = MarketSimulator(seed=em.seed, trade_rate=em.trade_rate)

@@ -114,6 +114,14 @@ def _int_param(request: web.Request, name: str, default: int | None) -> int | No
         ) from None
 
 
+def _limit(request: web.Request) -> int:
+    """The ``limit`` parameter: 500 by default, at most 1000, as Binance has it."""
+    limit = _int_param(request, "limit", 500) or 500
+    if not 1 <= limit <= 1000:
+        raise BinanceError(400, -1130, "Invalid data sent for a parameter.")
+    return limit
+
+
 def _fmt(x: float) -> str:
     return f"{x:.8f}"
 
@@ -273,9 +281,7 @@ def build_app(state: EmulatorState) -> web.Application:
 
     async def trades(request: web.Request) -> web.Response:
         spec = _spec_or_error(state, request)
-        limit = _int_param(request, "limit", 500) or 500
-        if not 1 <= limit <= 1000:
-            raise BinanceError(400, -1130, "Invalid data sent for a parameter.")
+        limit = _limit(request)
         recent = list(state.recent.get(spec.market_id, ()))[-limit:]
         return web.json_response(
             [
@@ -295,9 +301,7 @@ def build_app(state: EmulatorState) -> web.Application:
     async def agg_trades(request: web.Request) -> web.Response:
         # Every simulated trade is its own aggregate.
         spec = _spec_or_error(state, request)
-        limit = _int_param(request, "limit", 500) or 500
-        if not 1 <= limit <= 1000:
-            raise BinanceError(400, -1130, "Invalid data sent for a parameter.")
+        limit = _limit(request)
         start = _int_param(request, "startTime", None)
         end = _int_param(request, "endTime", None)
         from_id = _int_param(request, "fromId", None)
@@ -337,9 +341,7 @@ def build_app(state: EmulatorState) -> web.Application:
         step = _INTERVALS.get(interval)
         if step is None:
             raise BinanceError(400, -1120, "Invalid interval.")
-        limit = _int_param(request, "limit", 500) or 500
-        if not 1 <= limit <= 1000:
-            raise BinanceError(400, -1130, "Invalid data sent for a parameter.")
+        limit = _limit(request)
         start = _int_param(request, "startTime", None)
         end = _int_param(request, "endTime", None)
         now = state.now_ms()

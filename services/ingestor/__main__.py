@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 
+from dexorder import process
 from dexorder.config import load_config
-from dexorder.health import serve_health
 from dexorder.kafka import ensure_topics
 from dexorder.log import setup_logging
+from dexorder.process import run_part
 from services.ingestor.service import Ingestor
 
 
@@ -32,33 +31,26 @@ async def run(exchange_name: str) -> None:
         shard_index=ex.shard_index,
         shard_count=ex.shard_count,
     )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, ingestor.stop)
-    health = await serve_health(
-        "127.0.0.1",
-        ex.health_port,
-        f"ingestor-{ex.name.lower()}",
-        lambda: (ingestor.ready, {**ingestor.stats, "streams": ingestor.streaming}),
-    )
     log.info(
         "starting",
         exchange=ex.name,
         emulated=ex.emulated,
         shard=f"{ex.shard_index}/{ex.shard_count}",
     )
-    try:
-        await ingestor.run()
-    finally:
-        await health.cleanup()
-        log.info("stopped")
+    await run_part(
+        f"ingestor-{ex.name.lower()}",
+        ex.health_port,
+        lambda: (ingestor.ready, {**ingestor.stats, "streams": ingestor.streaming}),
+        ingestor.run,
+        ingestor.stop,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="DexOrder ingestor: exchange trades into Kafka")
     parser.add_argument("--exchange", default="BINANCE", help="exchange name from the config")
     args = parser.parse_args()
-    asyncio.run(run(args.exchange))
+    process.main(lambda: run(args.exchange))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-
+from dexorder import process
 from dexorder.config import load_config
-from dexorder.health import serve_health
 from dexorder.log import setup_logging
+from dexorder.process import run_part
 from services.relay.server import Relay, RelayAddresses
 
 
@@ -22,20 +20,14 @@ async def run() -> None:
         xpub=f"tcp://{r.host}:{r.xpub_port}",
     )
     relay = Relay(addrs, frozenset(e.name.upper() for e in cfg.exchanges))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, relay.stop)
-    health = await serve_health(r.host, r.health_port, "relay", lambda: (True, dict(relay.stats)))
     log.info("listening", router=addrs.router, work=addrs.work, xsub=addrs.xsub, xpub=addrs.xpub)
-    try:
-        await relay.serve()
-    finally:
-        await health.cleanup()
-        log.info("stopped")
+    await run_part(
+        "relay", r.health_port, lambda: (True, dict(relay.stats)), relay.serve, relay.stop
+    )
 
 
 def main() -> None:
-    asyncio.run(run())
+    process.main(run)
 
 
 if __name__ == "__main__":

@@ -58,17 +58,28 @@ async def wait_for(candles: AsyncIterator[Candle], pred: object, timeout: float 
     return await asyncio.wait_for(scan(), timeout)
 
 
-async def test_trade_reaches_subscriber_as_candle_update(platform: RunningPlatform) -> None:
-    stream = subscribe("BINANCE:BTC/USDT", "1m", config=platform.cfg)
-    first = asyncio.ensure_future(wait_for(stream, lambda c: c.close == 12345.5 and not c.closed))
-    await asyncio.sleep(0)  # let the subscription register before trading
-    # the ingestor may still be connecting to the exchange: trade until it shows up
-    for _ in range(60):
-        await trade(platform, "BTCUSDT", 12345.5, 0.25)
-        done, _ = await asyncio.wait({first}, timeout=0.5)
+async def trade_until_seen(
+    p: RunningPlatform, ticker: str, price: float, qty: float = 1.0, timeout: float = 60
+) -> Candle:
+    """Trade at ``price`` until a 1m candle update closing at it reaches a subscriber.
+
+    Trading repeatedly covers the time the ingestor may still need to connect.
+    """
+    stream = subscribe(ticker, "1m", config=p.cfg)
+    seen = asyncio.ensure_future(wait_for(stream, lambda c: c.close == price, timeout))
+    await asyncio.sleep(0)  # let the subscription start before the first trade
+    market_id = ticker.split(":")[1].replace("/", "")
+    for _ in range(int(timeout * 2)):
+        await trade(p, market_id, price, qty)
+        done, _ = await asyncio.wait({seen}, timeout=0.5)
         if done:
             break
-    candle = first.result()
+    return seen.result()
+
+
+async def test_trade_reaches_subscriber_as_candle_update(platform: RunningPlatform) -> None:
+    candle = await trade_until_seen(platform, "BINANCE:BTC/USDT", 12345.5, 0.25)
+    assert not candle.closed
     assert candle.exchange == "BINANCE" and candle.symbol == "BTC/USDT"
     assert candle.timeframe == "1m" and candle.volume >= 0.25 and candle.high >= 12345.5
 
@@ -183,15 +194,7 @@ async def test_garbage_from_the_exchange_is_survived_and_counted(platform: Runni
         await asyncio.sleep(0.1)
     assert int(health(ingestor)["malformed"]) >= len(garbage)  # type: ignore[call-overload]
     # and the stream still flows
-    stream = subscribe("BINANCE:BTC/USDT", "1m", config=platform.cfg)
-    got = asyncio.ensure_future(wait_for(stream, lambda c: c.close == 777.25))
-    await asyncio.sleep(0)
-    for _ in range(60):
-        await trade(platform, "BTCUSDT", 777.25, 1.0)
-        done, _ = await asyncio.wait({got}, timeout=0.5)
-        if done:
-            break
-    assert got.result().close == 777.25
+    assert (await trade_until_seen(platform, "BINANCE:BTC/USDT", 777.25)).close == 777.25
 
 
 def test_config_is_shared_by_every_part(isolated_env: dict[str, str]) -> None:
@@ -219,15 +222,7 @@ async def test_polling_ingestor_delivers_trades(
     monkeypatch.setenv("DEXORDER_EXCHANGES", env["DEXORDER_EXCHANGES"])
     p = start_platform(env)
     try:
-        stream = subscribe("BINANCE:SOL/USDT", "1m", config=p.cfg)
-        got = asyncio.ensure_future(wait_for(stream, lambda c: c.close == 55.5))
-        await asyncio.sleep(0)
-        for _ in range(60):
-            await trade(p, "SOLUSDT", 55.5, 2.0)
-            done, _ = await asyncio.wait({got}, timeout=0.5)
-            if done:
-                break
-        assert got.result().close == 55.5
+        assert (await trade_until_seen(p, "BINANCE:SOL/USDT", 55.5, 2.0)).close == 55.5
         async with aiohttp.ClientSession() as s:
             stats = await (await s.get(f"{p.cfg.emulator_url}/emulator/stats")).json()
         assert stats["connections"] == 0  # no WebSocket was used
@@ -309,12 +304,4 @@ async def test_ingestor_reconnects_after_the_exchange_was_down(platform: Running
         assert health(ingestor)["healthy"] is True  # still up, retrying with backoff
         await s.post(f"{url}/emulator/down", json={"down": False})
     # trading resumes end to end once the exchange is back
-    stream = subscribe("BINANCE:BTC/USDT", "1m", config=platform.cfg)
-    got = asyncio.ensure_future(wait_for(stream, lambda c: c.close == 31337.0, timeout=60))
-    await asyncio.sleep(0)
-    for _ in range(120):
-        await trade(platform, "BTCUSDT", 31337.0, 1.0)
-        done, _ = await asyncio.wait({got}, timeout=0.5)
-        if done:
-            break
-    assert got.result().close == 31337.0
+    assert (await trade_until_seen(platform, "BINANCE:BTC/USDT", 31337.0)).close == 31337.0
