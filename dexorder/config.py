@@ -85,6 +85,29 @@ class StreamConfig(_Section):
     health_port: int = Field(5562, ge=1, le=65535)
 
 
+class LakeConfig(_Section):
+    """The Iceberg lake of market history."""
+
+    #: SQLAlchemy URL of the catalog; default SQLite under the home folder.
+    #: PostgreSQL: ``postgresql+psycopg2://user@host/db``.
+    catalog_uri: str | None = None
+    #: Where data files go; default a folder under home. ``s3://bucket/path`` with
+    #: ``s3.*`` keys in ``properties`` for an S3-compatible store.
+    warehouse: str | None = None
+    namespace: str = "market"
+    #: Extra pyiceberg catalog properties (e.g. ``s3.endpoint``, ``s3.access-key-id``).
+    properties: dict[str, str] = {}
+
+
+class WriterConfig(_Section):
+    """The Iceberg writer: batches bounded by rows and by time."""
+
+    group_id: str = "dexorder-lake-writer"
+    batch_rows: int = Field(100_000, ge=1)
+    batch_ms: int = Field(1_000, ge=10)
+    health_port: int = Field(5563, ge=1, le=65535)
+
+
 def default_home() -> Path:
     return Path(os.environ.get("DEXORDER_HOME") or Path.home() / ".dexorder")
 
@@ -104,6 +127,8 @@ class Settings(BaseSettings):
     #: One entry per exchange; ``dexorder up`` runs one ingestor for each.
     exchanges: list[ExchangeConfig] = [ExchangeConfig()]
     stream: StreamConfig = StreamConfig()
+    lake: LakeConfig = LakeConfig()
+    writer: WriterConfig = WriterConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -86,6 +86,33 @@ class WorkItem(Message, tag="work_item"):
     end: int | None = None
 
 
+#: One OHLCV row: open time (ms), open, high, low, close, volume, trades.
+OhlcRow = tuple[int, float, float, float, float, float, int]
+
+
+class OhlcBatch(Message, tag="ohlc_batch"):
+    """A page of history fetched for a backfill (Kafka ``market.ohlc.backfill``)."""
+
+    request_id: str
+    ticker: str
+    timeframe: str
+    rows: list[OhlcRow]
+
+
+class BackfillDone(Message, tag="backfill_done"):
+    """The ingestor finished a backfill: every batch of it is already in Kafka before this."""
+
+    request_id: str
+    ticker: str
+    timeframe: str
+    start: int
+    end: int
+    fetched: int = 0
+    #: ranges the exchange itself has no candles for
+    gaps: list[tuple[int, int]] = []
+    error: str | None = None
+
+
 class Ack(Message, tag="ack"):
     """The relay accepted a request."""
 
@@ -101,7 +128,11 @@ class ErrorReply(Message, tag="error"):
 
 
 class HistoryReady(Message, tag="history_ready"):
-    """A backfill finished (or failed: ``error`` set)."""
+    """A backfill finished (or failed: ``error`` set).
+
+    ``rows`` candles of the range ``[start, end)`` are in the lake; ``gaps``
+    are ranges the exchange itself has no candles for.
+    """
 
     request_id: str
     ticker: str
@@ -114,7 +145,16 @@ class HistoryReady(Message, tag="history_ready"):
 
 
 AnyMessage = (
-    Tick | Candle | RealtimeRequest | BackfillRequest | WorkItem | Ack | ErrorReply | HistoryReady
+    Tick
+    | Candle
+    | OhlcBatch
+    | BackfillDone
+    | RealtimeRequest
+    | BackfillRequest
+    | WorkItem
+    | Ack
+    | ErrorReply
+    | HistoryReady
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -7,6 +7,7 @@ import argparse
 from dexorder import process
 from dexorder.config import load_config
 from dexorder.kafka import ensure_topics
+from dexorder.lake.table import ohlc_table, open_catalog
 from dexorder.log import setup_logging
 from dexorder.process import run_part
 from services.ingestor.service import Ingestor
@@ -27,6 +28,7 @@ async def run(exchange_name: str) -> None:
         symbols=ex.symbols,
         emulator_url=cfg.emulator_url if ex.emulated else None,
         transport=ex.transport,
+        lake=lambda: ohlc_table(open_catalog(cfg), cfg.lake.namespace),
         poll_interval_s=ex.poll_interval_ms / 1000,
         shard_index=ex.shard_index,
         shard_count=ex.shard_count,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +24,11 @@ import zmq.asyncio
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge
 
+from dexorder.lake.query import lake_missing
 from dexorder.markets import InvalidTicker, Ticker
-from dexorder.schemas import InvalidMessage, WorkItem, decode, encode
-from dexorder.topics import MARKET_TICKS, work_topic
+from dexorder.schemas import BackfillDone, InvalidMessage, OhlcBatch, WorkItem, decode, encode
+from dexorder.topics import MARKET_OHLC_BACKFILL, MARKET_TICKS, work_topic
+from services.ingestor.backfill import run_backfill
 from services.ingestor.exchange import make_exchange
 from services.ingestor.trades import MalformedTrade, TradeCursor, owns, tick_from_ccxt
 
@@ -76,6 +79,9 @@ class Ingestor:
     shard_index: int = 0
     shard_count: int = 1
     transport: str = "auto"
+    #: Opens the lake's ``market.ohlc`` table, to backfill only what it lacks.
+    lake: Callable[[], Any] | None = None
+    backfill_timeout_s: float = 600.0
     poll_interval_s: float = 1.0
     stats: dict[str, int] = field(
         default_factory=lambda: {
@@ -84,10 +90,13 @@ class Ingestor:
             "reconnects": 0,
             "errors": 0,
             "work_items": 0,
+            "backfills": 0,
         }
     )
     ready: bool = False
     _streams: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _backfills: set[asyncio.Task[None]] = field(default_factory=set)
+    _lake_table: Any = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _exchange: Any = None
     _producer: AIOKafkaProducer | None = None
@@ -123,9 +132,10 @@ class Ingestor:
         finally:
             self.ready = False
             work.cancel()
-            for task in self._streams.values():
+            tasks = [*self._streams.values(), *self._backfills]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(work, *self._streams.values(), return_exceptions=True)
+            await asyncio.gather(work, *tasks, return_exceptions=True)
             await self._exchange.close()
             await self._producer.stop()
 
@@ -177,8 +187,10 @@ class Ingestor:
                 self.stats["work_items"] += 1
                 if item.kind == "realtime":
                     self.want(ticker)
-                else:
-                    log.info("backfill work is not handled by this ingestor yet", ticker=ticker)
+                elif self.owns(ticker):
+                    task = asyncio.create_task(self._backfill(item))
+                    self._backfills.add(task)
+                    task.add_done_callback(self._backfills.discard)
         finally:
             sub.close()
 
@@ -247,6 +259,45 @@ class Ingestor:
             await self._producer.send(MARKET_TICKS, encode(tick), key=key)
             self.stats["ticks"] += 1
             TICKS.labels(self.exchange_name).inc()
+
+    async def _backfill(self, item: WorkItem) -> None:
+        log.info(
+            "backfill",
+            request_id=item.request_id,
+            ticker=item.ticker,
+            timeframe=item.timeframe,
+            start=item.start,
+            end=item.end,
+        )
+        done = await run_backfill(
+            self._exchange, item, self._lake_missing, self._send_backfill, self.backfill_timeout_s
+        )
+        self.stats["backfills"] += 1
+        log.info(
+            "backfill sent",
+            request_id=done.request_id,
+            fetched=done.fetched,
+            gaps=len(done.gaps),
+            error=done.error,
+        )
+
+    async def _lake_missing(
+        self, ticker: str, tf: str, start: int, end: int
+    ) -> list[tuple[int, int]]:
+        if self.lake is None:
+            return [(start, end)]
+        if self._lake_table is None:
+            self._lake_table = await asyncio.to_thread(self.lake)
+        table = self._lake_table
+        await asyncio.to_thread(table.refresh)
+        return await asyncio.to_thread(lake_missing, table, ticker, tf, start, end)
+
+    async def _send_backfill(self, msg: OhlcBatch | BackfillDone) -> None:
+        assert self._producer is not None
+        # keyed by ticker: a request's batches and its end marker stay in order
+        await self._producer.send(MARKET_OHLC_BACKFILL, encode(msg), key=msg.ticker.encode())
+        if isinstance(msg, BackfillDone):
+            await self._producer.flush()
 
     @property
     def streaming(self) -> list[str]:

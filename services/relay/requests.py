@@ -69,14 +69,15 @@ def handle_request(payload: bytes, exchanges: frozenset[str], now_ms: int) -> Ou
         return _error("bad_request", "request_id is required", request_id)
     if msg.start >= msg.end:
         return _error("bad_range", "start must be before end", request_id)
-    if msg.start > now_ms:
-        return _error("future_range", "the requested range starts in the future", request_id)
+    last_closed_end = tf.floor(now_ms)  # the current candle is not final yet
+    if msg.start >= last_closed_end:
+        return _error("future_range", "the requested range has no closed candle yet", request_id)
     item = WorkItem(
         kind="backfill",
         ticker=str(ticker),
         request_id=msg.request_id,
         timeframe=tf.value,
         start=msg.start,
-        end=min(msg.end, now_ms),
+        end=min(msg.end, last_closed_end),
     )
     return Outcome(Ack(request_id=msg.request_id), (topic, item))

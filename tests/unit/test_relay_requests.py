@@ -21,7 +21,7 @@ def test_backfill_request_end_clipped_to_now() -> None:
     )
     out = handle_request(encode(req), EXCHANGES, NOW)
     assert out.reply == Ack(request_id="r")
-    assert out.work is not None and out.work[1].end == NOW
+    assert out.work is not None and out.work[1].end == NOW - NOW % 3_600_000  # closed candles
 
 
 def test_oversized_request() -> None:
