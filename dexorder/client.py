@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import zmq
 import zmq.asyncio
@@ -15,8 +16,11 @@ import zmq.asyncio
 from dexorder.config import Settings, load_config
 from dexorder.markets import Ticker, Timeframe
 from dexorder.schemas import (
+    BackfillRequest,
     Candle,
     ErrorReply,
+    HistoryProgress,
+    HistoryReady,
     InvalidMessage,
     Message,
     RealtimeRequest,
@@ -24,7 +28,7 @@ from dexorder.schemas import (
     decode_candle,
     encode,
 )
-from dexorder.topics import ohlc_topic
+from dexorder.topics import history_progress_topic, history_ready_topic, ohlc_topic
 
 
 class RelayError(RuntimeError):
@@ -73,5 +77,65 @@ async def subscribe(
                 yield decode_candle(frames[1])
             except InvalidMessage:
                 continue  # a malformed publisher must not end the subscription
+    finally:
+        sub.close()
+
+
+async def backfill(
+    ticker: str,
+    timeframe: str,
+    start: int,
+    end: int,
+    *,
+    config: Settings | None = None,
+    timeout_s: float = 600.0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> HistoryReady:
+    """Make sure the lake holds ``ticker``'s candles over ``[start, end)`` (ms).
+
+    Follows DESIGN.md's history path: subscribe to ``HISTORY_READY:{id}`` first,
+    then ask the relay. Always returns a :class:`HistoryReady`; any failure,
+    refusal or time-out is in its ``error``. ``on_progress(fetched, total)`` is
+    called as the exchange is paged.
+    """
+    t, tf = str(Ticker.parse(ticker)), Timeframe.parse(timeframe)
+    cfg = config or load_config()
+    r = cfg.relay
+    request_id = uuid.uuid4().hex
+    failed = HistoryReady(request_id=request_id, ticker=t, timeframe=tf.value, start=start, end=end)
+    sub = zmq.asyncio.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, history_ready_topic(request_id).encode())
+    sub.setsockopt(zmq.SUBSCRIBE, history_progress_topic(request_id).encode())
+    sub.connect(f"tcp://{r.host}:{r.xpub_port}")
+    try:
+        try:
+            reply = await request(
+                f"tcp://{r.host}:{r.router_port}",
+                BackfillRequest(
+                    request_id=request_id, ticker=t, timeframe=tf.value, start=start, end=end
+                ),
+            )
+        except RelayError as exc:
+            failed.error = str(exc)
+            return failed
+        if isinstance(reply, ErrorReply):
+            failed.error = f"{reply.code}: {reply.message}"
+            return failed
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            if not await sub.poll(int(left * 1000)):
+                break
+            frames = await sub.recv_multipart()
+            try:
+                msg = decode(frames[-1])
+            except InvalidMessage:
+                continue
+            if isinstance(msg, HistoryReady):
+                return msg
+            if isinstance(msg, HistoryProgress) and on_progress is not None:
+                on_progress(msg.fetched, msg.total)
+        failed.error = f"no answer within {timeout_s:.0f}s (is an ingestor of {t} running?)"
+        return failed
     finally:
         sub.close()

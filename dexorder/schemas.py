@@ -113,6 +113,14 @@ class BackfillDone(Message, tag="backfill_done"):
     error: str | None = None
 
 
+class HistoryProgress(Message, tag="history_progress"):
+    """How far a backfill's fetching got (``fetched`` of ``total`` candles)."""
+
+    request_id: str
+    fetched: int
+    total: int
+
+
 class Ack(Message, tag="ack"):
     """The relay accepted a request."""
 
@@ -149,6 +157,7 @@ AnyMessage = (
     | Candle
     | OhlcBatch
     | BackfillDone
+    | HistoryProgress
     | RealtimeRequest
     | BackfillRequest
     | WorkItem

@@ -45,3 +45,7 @@ def work_topic(exchange: str) -> str:
 
 def history_ready_topic(request_id: str) -> str:
     return f"HISTORY_READY:{request_id}"
+
+
+def history_progress_topic(request_id: str) -> str:
+    return f"HISTORY_PROGRESS:{request_id}"

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -237,6 +238,60 @@ def watch(
     except RelayError as exc:
         err.print(f"[red]error:[/red] {exc} (is the platform up? `dexorder status`)")
         raise typer.Exit(1) from None
+
+
+@app.command()
+def history(
+    ticker: Annotated[str, typer.Argument(help="EXCHANGE:BASE/QUOTE, e.g. BINANCE:BTC/USDT")],
+    tf: Annotated[str, typer.Option("--tf", help="Timeframe: 1m 5m 15m 1h 4h 1d")] = "1h",
+    start: Annotated[str, typer.Option("--from", help="Start date (UTC), e.g. 2024-01-01")] = "",
+    end: Annotated[str, typer.Option("--to", help="End date (UTC), exclusive; default now")] = "",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write to a .csv or .parquet file")
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Read the lake as it was then (no backfill)")
+    ] = None,
+    no_backfill: Annotated[
+        bool, typer.Option("--no-backfill", help="Only read what the lake has")
+    ] = False,
+    rows: Annotated[int, typer.Option(min=2, help="Rows shown in the table")] = 40,
+) -> None:
+    """Backfill what the lake is missing of a range (with progress), then print or save it."""
+    from launcher import history as h
+
+    try:
+        t, timeframe = Ticker.parse(ticker), Timeframe.parse(tf)
+        if not start:
+            raise ValueError("--from is required, e.g. --from 2024-01-01")
+        start_ms = h.parse_when(start)
+        end_ms = h.parse_when(end) if end else int(time.time() * 1000)
+        as_of_ms = h.parse_when(as_of) if as_of else None
+        if start_ms >= end_ms:
+            raise ValueError("--from must be before --to")
+        if out is not None and out.suffix not in h.OUTPUT_FORMATS:
+            raise ValueError(f"--out must end in {' or '.join(h.OUTPUT_FORMATS)}")
+    except (InvalidTicker, InvalidTimeframe, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    cfg = _config()
+    if as_of_ms is None and not no_backfill:
+        ready = h.run_backfill(cfg, str(t), timeframe.value, start_ms, end_ms, err)
+        if ready.error:
+            err.print(f"[red]error:[/red] backfill failed: {ready.error}")
+            raise typer.Exit(1)
+        for a, b in ready.gaps:
+            err.print(f"note: the exchange has no candles from {h.iso(a)} to {h.iso(b)}")
+    try:
+        data = h.read(cfg, str(t), timeframe.value, start_ms, end_ms, as_of_ms)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if out is not None:
+        h.write(data, out)
+        console.print(f"wrote {data.num_rows:,} candles to {out}")
+    else:
+        console.print(h.render(data, f"{t} {timeframe.value}", rows))
 
 
 def main() -> None:

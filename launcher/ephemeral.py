@@ -37,6 +37,7 @@ def ephemeral_env(home: Path, **overrides: str) -> dict[str, str]:
         "DEXORDER_RELAY__XPUB_PORT": str(free_port()),
         "DEXORDER_RELAY__HEALTH_PORT": str(free_port()),
         "DEXORDER_STREAM__HEALTH_PORT": str(free_port()),
+        "DEXORDER_WRITER__HEALTH_PORT": str(free_port()),
         "DEXORDER_EXCHANGES": json.dumps(
             [{"health_port": free_port(), "symbols": ["BTC/USDT", "ETH/USDT"]}]
         ),

@@ -84,6 +84,15 @@ def plan(cfg: Settings) -> list[Part]:
         )
     parts.append(
         Part(
+            "lake-writer",
+            _py("streaming.lake_writer"),
+            f"Kafka -> Iceberg market.ohlc, health http://127.0.0.1:{cfg.writer.health_port}/healthz",
+            f"http://127.0.0.1:{cfg.writer.health_port}/healthz",
+            uses=("kafka", "relay"),
+        )
+    )
+    parts.append(
+        Part(
             "stream",
             _py("streaming"),
             f"market.ticks -> candles, health http://127.0.0.1:{cfg.stream.health_port}/healthz",

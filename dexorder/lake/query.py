@@ -18,7 +18,8 @@ from dexorder.lake.ranges import missing_ranges, resample
 from dexorder.markets import Ticker, Timeframe
 
 
-def _iso(ms: int) -> str:
+def ms_to_iso(ms: int) -> str:
+    """An ISO 8601 UTC timestamp of epoch milliseconds (for Iceberg filters)."""
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
@@ -26,8 +27,8 @@ def _filter(ticker: str, timeframe: str, start: int, end: int) -> BooleanExpress
     return And(
         EqualTo(term="ticker", value=ticker),
         EqualTo(term="timeframe", value=timeframe),
-        GreaterThanOrEqual(term="open_time", value=_iso(start)),
-        LessThan(term="open_time", value=_iso(end)),
+        GreaterThanOrEqual(term="open_time", value=ms_to_iso(start)),
+        LessThan(term="open_time", value=ms_to_iso(end)),
     )
 
 
@@ -54,7 +55,7 @@ def snapshot_as_of(table: Table, as_of_ms: int | None) -> int | None:
         return None
     snap = table.snapshot_as_of_timestamp(as_of_ms)
     if snap is None:
-        raise ValueError(f"the lake has no snapshot as of {_iso(as_of_ms)}")
+        raise ValueError(f"the lake has no snapshot as of {ms_to_iso(as_of_ms)}")
     return snap.snapshot_id
 
 

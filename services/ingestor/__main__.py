@@ -25,6 +25,7 @@ async def run(exchange_name: str) -> None:
         ccxt_id=ex.ccxt_id,
         bootstrap=cfg.kafka.bootstrap_servers,
         work_address=f"tcp://{cfg.relay.host}:{cfg.relay.work_port}",
+        relay_xsub=f"tcp://{cfg.relay.host}:{cfg.relay.xsub_port}",
         symbols=ex.symbols,
         emulator_url=cfg.emulator_url if ex.emulated else None,
         transport=ex.transport,

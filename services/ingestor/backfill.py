@@ -25,6 +25,8 @@ log = structlog.get_logger(part="ingestor")
 #: Asks the lake which ranges of ``(ticker, timeframe, start, end)`` it lacks.
 MissingFn = Callable[[str, str, int, int], Awaitable[list[tuple[int, int]]]]
 SendFn = Callable[[OhlcBatch | BackfillDone], Awaitable[None]]
+#: Told (request id, candles fetched, candles expected) after every page.
+ProgressFn = Callable[[str, int, int], Awaitable[None]]
 
 PAGE_LIMIT = 1000
 _RETRIES = 4
@@ -52,7 +54,12 @@ def _row(r: list[Any]) -> OhlcRow:
 
 
 async def run_backfill(
-    exchange: Any, item: WorkItem, missing: MissingFn, send: SendFn, timeout_s: float
+    exchange: Any,
+    item: WorkItem,
+    missing: MissingFn,
+    send: SendFn,
+    progress: ProgressFn,
+    timeout_s: float,
 ) -> BackfillDone:
     """Fetch what the lake lacks of ``item``'s range, send it, and report."""
     assert item.request_id and item.timeframe and item.start is not None and item.end is not None
@@ -64,7 +71,7 @@ async def run_backfill(
         end=item.end,
     )
     try:
-        await asyncio.wait_for(_fetch_all(exchange, item, done, missing, send), timeout_s)
+        await asyncio.wait_for(_fetch_all(exchange, item, done, missing, send, progress), timeout_s)
     except TimeoutError:
         done.error = f"timed out after {timeout_s:.0f}s"
     except ccxt.BadSymbol:
@@ -81,14 +88,22 @@ async def run_backfill(
 
 
 async def _fetch_all(
-    exchange: Any, item: WorkItem, done: BackfillDone, missing: MissingFn, send: SendFn
+    exchange: Any,
+    item: WorkItem,
+    done: BackfillDone,
+    missing: MissingFn,
+    send: SendFn,
+    progress: ProgressFn,
 ) -> None:
     assert item.timeframe and item.start is not None and item.end is not None
     ticker, tf = Ticker.parse(item.ticker), Timeframe.parse(item.timeframe)
     await exchange.load_markets()
     if ticker.symbol not in exchange.markets:
         raise ccxt.BadSymbol(ticker.symbol)
-    for a, b in await missing(str(ticker), tf.value, item.start, item.end):
+    ranges = await missing(str(ticker), tf.value, item.start, item.end)
+    total = sum((b - a) // tf.ms for a, b in ranges)
+    await progress(done.request_id, 0, total)
+    for a, b in ranges:
         since, got = a, []
         while since < b:
             page = [
@@ -106,5 +121,6 @@ async def _fetch_all(
             )
             done.fetched += len(rows)
             got.extend(r[0] for r in rows)
+            await progress(done.request_id, done.fetched, total)
             since = rows[-1][0] + tf.ms
         done.gaps.extend(missing_ranges(got, a, b, tf.ms))

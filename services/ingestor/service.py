@@ -26,8 +26,21 @@ from prometheus_client import Counter, Gauge
 
 from dexorder.lake.query import lake_missing
 from dexorder.markets import InvalidTicker, Ticker
-from dexorder.schemas import BackfillDone, InvalidMessage, OhlcBatch, WorkItem, decode, encode
-from dexorder.topics import MARKET_OHLC_BACKFILL, MARKET_TICKS, work_topic
+from dexorder.schemas import (
+    BackfillDone,
+    HistoryProgress,
+    InvalidMessage,
+    OhlcBatch,
+    WorkItem,
+    decode,
+    encode,
+)
+from dexorder.topics import (
+    MARKET_OHLC_BACKFILL,
+    MARKET_TICKS,
+    history_progress_topic,
+    work_topic,
+)
 from services.ingestor.backfill import run_backfill
 from services.ingestor.exchange import make_exchange
 from services.ingestor.trades import MalformedTrade, TradeCursor, owns, tick_from_ccxt
@@ -97,6 +110,9 @@ class Ingestor:
     _streams: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _backfills: set[asyncio.Task[None]] = field(default_factory=set)
     _lake_table: Any = None
+    _progress_pub: Any = None
+    #: Relay XSUB, where backfill progress is published (none: not published).
+    relay_xsub: str | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _exchange: Any = None
     _producer: AIOKafkaProducer | None = None
@@ -122,6 +138,10 @@ class Ingestor:
             bootstrap_servers=self.bootstrap, linger_ms=1, acks=1, enable_idempotence=False
         )
         await self._producer.start()
+        if self.relay_xsub:
+            self._progress_pub = zmq.asyncio.Context.instance().socket(zmq.PUB)
+            self._progress_pub.setsockopt(zmq.LINGER, 0)
+            self._progress_pub.connect(self.relay_xsub)
         work = asyncio.create_task(self._take_work())
         try:
             await self._load_markets()
@@ -138,6 +158,8 @@ class Ingestor:
             await asyncio.gather(work, *tasks, return_exceptions=True)
             await self._exchange.close()
             await self._producer.stop()
+            if self._progress_pub is not None:
+                self._progress_pub.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -270,7 +292,12 @@ class Ingestor:
             end=item.end,
         )
         done = await run_backfill(
-            self._exchange, item, self._lake_missing, self._send_backfill, self.backfill_timeout_s
+            self._exchange,
+            item,
+            self._lake_missing,
+            self._send_backfill,
+            self._progress,
+            self.backfill_timeout_s,
         )
         self.stats["backfills"] += 1
         log.info(
@@ -291,6 +318,13 @@ class Ingestor:
         table = self._lake_table
         await asyncio.to_thread(table.refresh)
         return await asyncio.to_thread(lake_missing, table, ticker, tf, start, end)
+
+    async def _progress(self, request_id: str, fetched: int, total: int) -> None:
+        if self._progress_pub is not None:
+            msg = HistoryProgress(request_id=request_id, fetched=fetched, total=total)
+            await self._progress_pub.send_multipart(
+                [history_progress_topic(request_id).encode(), encode(msg)]
+            )
 
     async def _send_backfill(self, msg: OhlcBatch | BackfillDone) -> None:
         assert self._producer is not None

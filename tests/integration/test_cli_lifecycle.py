@@ -15,7 +15,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 DEXORDER = [sys.executable, "-m", "launcher"]
-PARTS = {"kafka", "exchange-emulator", "relay", "ingestor-binance", "stream"}
+PARTS = {"kafka", "exchange-emulator", "relay", "ingestor-binance", "lake-writer", "stream"}
 
 
 def processes_of(home: str) -> list[int]:
@@ -143,7 +143,7 @@ async def test_a_killed_broker_is_restarted_with_its_dependents(
         while time.monotonic() < deadline:
             after = {p["name"]: p["pid"] for p in json.loads(state_path.read_text())["parts"]}
             moved = {n for n in after if after[n] != before[n]}
-            if {"kafka", "ingestor-binance", "stream"} <= moved and run(
+            if {"kafka", "ingestor-binance", "lake-writer", "stream"} <= moved and run(
                 ["status"], env
             ).returncode == 0:
                 break

@@ -1,0 +1,274 @@
+"""The Iceberg writer: closed candles and backfill pages from Kafka into ``market.ohlc``.
+
+Exactly once: each commit appends a batch *and* records the Kafka offsets it
+covers in the table's properties, in one Iceberg transaction (one atomic
+metadata swap). On start the writer seeks to the offsets in the table, so a
+crash at any point — before, during or after a commit — neither loses nor
+repeats a row. Rows already in the lake (a live candle, then a backfill of
+the same minute) are not written again.
+
+Batches are bounded by rows (``writer.batch_rows``) and by time
+(``writer.batch_ms``); a backfill's end marker commits at once, then
+:class:`HistoryReady` goes out on the relay fanout on ``HISTORY_READY:{id}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import structlog
+import zmq
+import zmq.asyncio
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from prometheus_client import Counter
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThanOrEqual
+from pyiceberg.table import Table
+
+from dexorder.lake.query import get_candles, ms_to_iso
+from dexorder.lake.table import OFFSETS_PROPERTY
+from dexorder.schemas import (
+    BackfillDone,
+    Candle,
+    HistoryReady,
+    InvalidMessage,
+    OhlcBatch,
+    decode,
+    encode,
+)
+from dexorder.topics import MARKET_CANDLES, MARKET_OHLC_BACKFILL, history_ready_topic
+from streaming.lake_rows import Key, PendingBatch, drop_keys
+
+ROWS = Counter("lake_rows_written_total", "Rows appended to market.ohlc")
+SKIPPED = Counter("lake_rows_already_present_total", "Rows not written: already in the lake")
+MALFORMED = Counter("lake_malformed_records_total", "Kafka records that did not decode")
+
+log = structlog.get_logger(part="lake-writer")
+
+
+def committed_offsets(table: Table) -> dict[str, int]:
+    """The Kafka offsets (``topic:partition`` → next offset) the lake already holds."""
+    raw = table.properties.get(OFFSETS_PROPERTY)
+    return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
+
+
+def _existing(table: Table, rows: pa.Table) -> set[Key]:
+    """Keys of ``rows`` the lake already has (one pushed-down scan per ticker and timeframe)."""
+    out: set[Key] = set()
+    ms = pc.cast(rows["open_time"], pa.int64()).to_numpy() // 1000
+    groups: dict[tuple[str, str], list[int]] = {}
+    for ticker, tf, t in zip(
+        rows["ticker"].to_pylist(), rows["timeframe"].to_pylist(), ms, strict=True
+    ):
+        groups.setdefault((ticker, tf), []).append(int(t))
+    for (ticker, tf), times in groups.items():
+        found = table.scan(
+            row_filter=And(
+                EqualTo(term="ticker", value=ticker),
+                EqualTo(term="timeframe", value=tf),
+                GreaterThanOrEqual(term="open_time", value=ms_to_iso(min(times))),
+                LessThanOrEqual(term="open_time", value=ms_to_iso(max(times))),
+            ),
+            selected_fields=("open_time",),
+        ).to_arrow()
+        if found.num_rows:
+            for t in pc.cast(found["open_time"], pa.int64()).to_numpy() // 1000:
+                out.add((ticker, tf, int(t)))
+    return out
+
+
+def commit_batch(table: Table, batch: PendingBatch) -> int:
+    """Append the batch's new rows and its offsets atomically; return rows written."""
+    for attempt in range(5):
+        table.refresh()
+        rows = batch.to_arrow()
+        fresh = drop_keys(rows, _existing(table, rows)) if rows.num_rows else rows
+        offsets = {**committed_offsets(table), **batch.offsets}
+        try:
+            with table.transaction() as tx:
+                if fresh.num_rows:
+                    tx.append(fresh)
+                tx.set_properties({OFFSETS_PROPERTY: json.dumps(offsets, sort_keys=True)})
+        except CommitFailedException:
+            if attempt == 4:
+                raise
+            continue  # someone else committed (compaction): reload and redo
+        SKIPPED.inc(rows.num_rows - fresh.num_rows)
+        ROWS.inc(fresh.num_rows)
+        return int(fresh.num_rows)
+    raise AssertionError("unreachable")
+
+
+def history_ready(table: Table, done: BackfillDone) -> HistoryReady:
+    """The answer to a finished backfill: what the lake now has of its range."""
+    ready = HistoryReady(
+        request_id=done.request_id,
+        ticker=done.ticker,
+        timeframe=done.timeframe,
+        start=done.start,
+        end=done.end,
+        gaps=done.gaps,
+        error=done.error,
+    )
+    if done.error is None:
+        ready.rows = get_candles(table, done.ticker, done.timeframe, done.start, done.end).num_rows
+    return ready
+
+
+@dataclass
+class LakeWriter:
+    """Runs until :meth:`stop`."""
+
+    bootstrap: str
+    relay_xsub: str
+    open_table: Callable[[], Table]
+    group_id: str = "dexorder-lake-writer"
+    batch_rows: int = 100_000
+    batch_ms: int = 1_000
+    stats: dict[str, int] = field(
+        default_factory=lambda: {
+            "records": 0,
+            "rows_written": 0,
+            "commits": 0,
+            "malformed": 0,
+            "history_ready": 0,
+        }
+    )
+    ready: bool = False
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        table = await asyncio.to_thread(self.open_table)
+        start_offsets = committed_offsets(table)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=10_000,
+            fetch_max_wait_ms=20,
+        )
+        writer = self
+
+        class Seek(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+                pass  # uncommitted rows are simply read again by the next owner
+
+            async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+                for tp in assigned:
+                    off = start_offsets.get(f"{tp.topic}:{tp.partition}")
+                    if off is not None:
+                        consumer.seek(tp, off)
+                writer.ready = True
+
+        consumer.subscribe([MARKET_CANDLES, MARKET_OHLC_BACKFILL], listener=Seek())
+        await consumer.start()
+        pub = zmq.asyncio.Context.instance().socket(zmq.PUB)
+        pub.setsockopt(zmq.LINGER, 1000)
+        pub.connect(self.relay_xsub)
+        pending = PendingBatch()
+        try:
+            while not self._stop.is_set():
+                for tp, records in (await consumer.getmany(timeout_ms=100)).items():
+                    for r in records:
+                        self._take(pending, r.value or b"")
+                    pending.offsets[f"{tp.topic}:{tp.partition}"] = records[-1].offset + 1
+                    self.stats["records"] += len(records)
+                    if not pending.first_at:
+                        pending.first_at = time.monotonic()
+                due = pending.first_at and (
+                    len(pending) >= self.batch_rows
+                    or pending.done
+                    or time.monotonic() - pending.first_at >= self.batch_ms / 1000
+                )
+                if due:
+                    await self._commit(table, pending, consumer, pub)
+                    pending = PendingBatch()
+            if not pending.empty:
+                await self._commit(table, pending, consumer, pub)
+        finally:
+            self.ready = False
+            pub.close()
+            await consumer.stop()
+
+    def _take(self, pending: PendingBatch, value: bytes) -> None:
+        try:
+            msg = decode(value)
+        except InvalidMessage:
+            self.stats["malformed"] += 1
+            MALFORMED.inc()
+            return
+        if isinstance(msg, Candle) and msg.closed:
+            pending.add_candle(msg)
+        elif isinstance(msg, OhlcBatch):
+            pending.add_ohlc(msg)
+        elif isinstance(msg, BackfillDone):
+            pending.done.append(msg)
+
+    async def _commit(
+        self, table: Table, pending: PendingBatch, consumer: AIOKafkaConsumer, pub: Any
+    ) -> None:
+        written = await asyncio.to_thread(commit_batch, table, pending)
+        self.stats["rows_written"] += written
+        self.stats["commits"] += 1
+        for done in pending.done:
+            ready = await asyncio.to_thread(history_ready, table, done)
+            await pub.send_multipart([history_ready_topic(done.request_id).encode(), encode(ready)])
+            self.stats["history_ready"] += 1
+            log.info(
+                "history ready", request_id=done.request_id, rows=ready.rows, error=ready.error
+            )
+        commit = {}
+        for key, off in pending.offsets.items():
+            topic, partition = key.rsplit(":", 1)
+            commit[TopicPartition(topic, int(partition))] = off
+        try:
+            await consumer.commit(commit)  # for lag monitoring; the lake holds the truth
+        except Exception as exc:
+            log.info("offset commit deferred", error=str(exc)[:200])
+
+
+async def _main() -> None:
+    from dexorder.config import load_config
+    from dexorder.kafka import ensure_topics
+    from dexorder.lake.table import ohlc_table, open_catalog
+    from dexorder.log import setup_logging
+    from dexorder.process import run_part
+
+    cfg = load_config()
+    setup_logging("lake-writer", cfg.log_level)
+    if not cfg.kafka.bootstrap_servers:
+        raise SystemExit("kafka.bootstrap_servers is not set (dexorder up sets it)")
+    await ensure_topics(cfg.kafka.bootstrap_servers)
+    w = cfg.writer
+    writer = LakeWriter(
+        bootstrap=cfg.kafka.bootstrap_servers,
+        relay_xsub=f"tcp://{cfg.relay.host}:{cfg.relay.xsub_port}",
+        open_table=lambda: ohlc_table(open_catalog(cfg), cfg.lake.namespace),
+        group_id=w.group_id,
+        batch_rows=w.batch_rows,
+        batch_ms=w.batch_ms,
+    )
+    await run_part(
+        "lake-writer",
+        w.health_port,
+        lambda: (writer.ready, dict(writer.stats)),
+        writer.run,
+        writer.stop,
+    )
+
+
+if __name__ == "__main__":
+    from dexorder import process
+
+    process.main(_main)
