@@ -40,7 +40,7 @@ async def _fetch_page(exchange: Any, symbol: str, tf: str, since: int) -> list[l
                 symbol, tf, since=since, limit=PAGE_LIMIT
             )
             return page
-        except (ccxt.NetworkError, ccxt.ExchangeNotAvailable, ccxt.RateLimitExceeded):
+        except ccxt.OperationFailed:  # network, rate limit, exchange down: worth a retry
             if attempt == _RETRIES - 1:
                 raise
             await asyncio.sleep(delay)
@@ -76,7 +76,7 @@ async def run_backfill(
         done.error = f"timed out after {timeout_s:.0f}s"
     except ccxt.BadSymbol:
         done.error = f"unknown symbol: the exchange does not list {item.ticker}"
-    except (ccxt.NetworkError, ccxt.ExchangeNotAvailable) as exc:
+    except ccxt.OperationFailed as exc:
         done.error = f"exchange unavailable: {str(exc)[:200]}"
     except ccxt.ExchangeError as exc:
         done.error = f"exchange error: {str(exc)[:200]}"
