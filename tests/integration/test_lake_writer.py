@@ -1,0 +1,130 @@
+"""The Iceberg writer under SIGKILL, with a reader watching: exactly once, never half a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections import Counter
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from dexorder.config import load_config
+from dexorder.kafka import ensure_topics
+from dexorder.lake.table import ohlc_table, open_catalog
+from dexorder.schemas import OhlcBatch, encode
+from dexorder.topics import MARKET_OHLC_BACKFILL
+from launcher.ephemeral import start_platform
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_704_067_200_000
+BATCH = 1_000
+TICKERS = ["BINANCE:BTC/USDT", "BINANCE:ETH/USDT", "BINANCE:SOL/USDT"]
+
+
+def health(port: str) -> dict[str, int]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+            data: dict[str, int] = json.loads(r.read())
+            return data
+    except OSError:
+        return {}
+
+
+async def start_writer(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streaming.lake_writer"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(600):
+        assert proc.poll() is None, "the writer exited"
+        if health(env["DEXORDER_WRITER__HEALTH_PORT"]).get("healthy"):
+            return proc
+        await asyncio.sleep(0.05)
+    raise AssertionError("the writer did not become ready")
+
+
+def batches(n: int) -> list[OhlcBatch]:
+    """``n`` pages of BATCH distinct 1m candles, round-robin over three tickers."""
+    out = []
+    for i in range(n):
+        ticker = TICKERS[i % 3]
+        base = T0 + (i // 3) * BATCH * 60_000
+        rows = [(base + k * 60_000, 1.0 + k, 2.0 + k, 0.5, 1.5 + k, 10.0, 3) for k in range(BATCH)]
+        out.append(OhlcBatch(request_id=f"r{i}", ticker=ticker, timeframe="1m", rows=rows))
+    return out
+
+
+async def test_sigkill_loses_and_repeats_no_row_and_readers_see_whole_batches(
+    isolated_env: dict[str, str],
+) -> None:
+    p = start_platform(isolated_env, only={"kafka", "relay"})
+    env = {**p.env, "DEXORDER_WRITER__BATCH_ROWS": str(BATCH), "DEXORDER_WRITER__BATCH_MS": "30"}
+    port = env["DEXORDER_WRITER__HEALTH_PORT"]
+    table = ohlc_table(open_catalog(load_config()))
+    seen_counts: list[int] = []
+    stop_reading = threading.Event()
+
+    def reader() -> None:
+        while not stop_reading.is_set():
+            table.refresh()
+            seen_counts.append(table.scan(selected_fields=("open_time",)).to_arrow().num_rows)
+
+    writer = None
+    watcher = threading.Thread(target=reader, daemon=True)
+    try:
+        await ensure_topics(p.bootstrap)
+        pages = batches(90)
+        writer = await start_writer(env)
+        watcher.start()
+        producer = AIOKafkaProducer(bootstrap_servers=p.bootstrap, linger_ms=2)
+        await producer.start()
+        kills = 0
+        try:
+            for i, page in enumerate(pages):
+                copies = 2 if i % 10 == 0 else 1  # some pages are delivered twice
+                for _ in range(copies):
+                    await producer.send(
+                        MARKET_OHLC_BACKFILL, encode(page), key=page.ticker.encode()
+                    )
+                await producer.flush()
+                commits = health(port).get("commits", 0)
+                if (kills == 0 and commits >= 5) or (kills == 1 and commits >= 8):
+                    writer.send_signal(signal.SIGKILL)
+                    writer.wait()
+                    kills += 1
+                    writer = await start_writer(env)
+                await asyncio.sleep(0.01)
+        finally:
+            await producer.stop()
+        assert kills == 2, "the writer was not killed mid-stream"
+        expected = len(pages) * BATCH
+        for _ in range(600):
+            table.refresh()
+            if table.scan(selected_fields=("open_time",)).to_arrow().num_rows >= expected:
+                break
+            await asyncio.sleep(0.1)
+        stop_reading.set()
+        watcher.join(30)
+        rows = table.scan(selected_fields=("ticker", "open_time")).to_arrow()
+        keys = Counter(zip(rows["ticker"].to_pylist(), rows["open_time"].to_pylist(), strict=True))
+        assert rows.num_rows == expected, f"{rows.num_rows} rows, expected {expected}"
+        assert max(keys.values()) == 1
+        assert seen_counts and all(c % BATCH == 0 for c in seen_counts), (
+            f"a reader saw part of a batch: {sorted({c for c in seen_counts if c % BATCH})[:5]}"
+        )
+    finally:
+        stop_reading.set()
+        if writer is not None and writer.poll() is None:
+            os.kill(writer.pid, signal.SIGTERM)
+            writer.wait(15)
+        p.stop()
