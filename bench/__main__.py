@@ -1,16 +1,17 @@
-"""Run the benchmarks and print their figures: ``python -m bench [stream] [relay] [latency]``."""
+"""Run the benchmarks and print their figures: ``python -m bench [NAME ...]`` (default: all)."""
 
 from __future__ import annotations
 
 import sys
 import time
 
-from bench import latency, relay_fanout, stream_throughput
+from bench import history, latency, relay_fanout, stream_throughput
 
 BENCHES = {
     "stream": stream_throughput.main,
     "relay": relay_fanout.main,
     "latency": latency.main,
+    "history": history.main,
 }
 
 
@@ -42,6 +43,11 @@ def main(argv: list[str]) -> int:
             checks.append(
                 (f"(c) p99 < 20 ms at {rate:,}/s", results["latency"][f"p99_{rate}"] < 20)
             )
+    if "history" in results:
+        h = results["history"]
+        checks.append(("(d) backfill of a year of 1m < 60 s", h["backfill_s"] < 60))
+        checks.append(("(d) month query p50 < 150 ms", h["query_p50_ms"] < 150))
+        checks.append(("(d) compaction leaves 1 file per partition", h["files_after"] == 1))
     for label, ok in checks:
         print(f"  {'met ' if ok else 'MISSED'}  {label}")
     return 0

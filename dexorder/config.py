@@ -97,6 +97,15 @@ class LakeConfig(_Section):
     namespace: str = "market"
     #: Extra pyiceberg catalog properties (e.g. ``s3.endpoint``, ``s3.access-key-id``).
     properties: dict[str, str] = {}
+    #: How often ``dexorder up`` compacts and expires snapshots (0: never).
+    maintenance_interval_s: int = Field(300, ge=0)
+    #: A (day, ticker) partition with this many data files is rewritten into one.
+    compact_min_files: int = Field(8, ge=2)
+    #: Snapshots older than this are expired (time travel reaches back this far).
+    #: Every commit copies the table metadata, so its cost grows with the snapshots kept.
+    snapshot_retention_hours: float = Field(1.0, ge=0)
+    #: The newest this many snapshots are kept whatever their age.
+    keep_snapshots: int = Field(10, ge=1)
 
 
 class WriterConfig(_Section):

@@ -4,6 +4,8 @@
 * ``dexorder status``: each part, its address and health; non-zero exit if any is unhealthy.
 * ``dexorder down``: stop a platform started with ``up --detach``.
 * ``dexorder watch BINANCE:BTC/USDT --tf 1m``: live candles as a refreshing table.
+* ``dexorder history BINANCE:BTC/USDT --tf 1h --from 2024-01-01``: backfill, then print or save.
+* ``dexorder lake status|compact|expire``: look after the lake.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from dexorder.config import ConfigError, Settings, load_config
+from dexorder.config import Settings
 from dexorder.markets import InvalidTicker, InvalidTimeframe, Ticker, Timeframe
+from launcher.console import config_or_exit, console, err
+from launcher.lake import app as lake_app
 from launcher.parts import plan, probe
 from launcher.supervisor import PartFailed, Supervisor, state_file
 
@@ -32,16 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-err = Console(stderr=True)
-
-
-def _config() -> Settings:
-    try:
-        return load_config()
-    except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+app.add_typer(lake_app, name="lake")
 
 
 def _read_state(cfg: Settings) -> dict[str, object] | None:
@@ -78,7 +72,7 @@ def up(
     ] = False,
 ) -> None:
     """Start the whole platform on this machine (embedded defaults), in the foreground."""
-    cfg = _config()
+    cfg = config_or_exit()
     state = _read_state(cfg)
     if state and _alive(int(state["pid"])):  # type: ignore[call-overload]
         err.print(
@@ -142,7 +136,7 @@ def _up_detached(cfg: Settings) -> None:
 @app.command()
 def down() -> None:
     """Stop a platform started with `dexorder up --detach`."""
-    cfg = _config()
+    cfg = config_or_exit()
     state = _read_state(cfg)
     if not state or not _alive(int(state["pid"])):  # type: ignore[call-overload]
         console.print("no platform is running")
@@ -186,7 +180,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show each part, its address and whether it is healthy (exit 1 if any is not)."""
-    cfg = _config()
+    cfg = config_or_exit()
     state = _read_state(cfg)
     if as_json:
         parts = state["parts"] if state else [p.to_json() for p in plan(cfg)]
@@ -230,7 +224,7 @@ def watch(
     except (InvalidTicker, InvalidTimeframe) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    cfg = _config()
+    cfg = config_or_exit()
     try:
         asyncio.run(run_watch(cfg, str(t), timeframe.value, rows, count, console))
     except KeyboardInterrupt:
@@ -274,7 +268,7 @@ def history(
     except (InvalidTicker, InvalidTimeframe, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    cfg = _config()
+    cfg = config_or_exit()
     if as_of_ms is None and not no_backfill:
         ready = h.run_backfill(cfg, str(t), timeframe.value, start_ms, end_ms, err)
         if ready.error:

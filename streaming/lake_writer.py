@@ -10,12 +10,18 @@ the same minute) are not written again.
 Batches are bounded by rows (``writer.batch_rows``) and by time
 (``writer.batch_ms``); a backfill's end marker commits at once, then
 :class:`HistoryReady` goes out on the relay fanout on ``HISTORY_READY:{id}``.
+
+Every ``lake.maintenance_interval_s`` the writer also compacts small files and
+expires old snapshots (:mod:`streaming.lake_maintenance`), taking turns with
+its own commits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +35,7 @@ import zmq.asyncio
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThanOrEqual
+from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, In, LessThanOrEqual
 from pyiceberg.table import Table
 
 from dexorder.lake.query import get_candles, ms_to_iso
@@ -44,6 +50,7 @@ from dexorder.schemas import (
     encode,
 )
 from dexorder.topics import MARKET_CANDLES, MARKET_OHLC_BACKFILL, history_ready_topic
+from streaming.lake_maintenance import MaintenancePolicy, maintain
 from streaming.lake_rows import Key, PendingBatch, drop_keys
 
 ROWS = Counter("lake_rows_written_total", "Rows appended to market.ohlc")
@@ -60,26 +67,38 @@ def committed_offsets(table: Table) -> dict[str, int]:
 
 
 def _existing(table: Table, rows: pa.Table) -> set[Key]:
-    """Keys of ``rows`` the lake already has (one pushed-down scan per ticker and timeframe)."""
+    """Keys of ``rows`` the lake already has.
+
+    One pushed-down scan per (timeframe, source): live candles of many tickers
+    share one minute, so they are checked together; a backfill page is one
+    ticker over its own range.
+    """
     out: set[Key] = set()
     ms = pc.cast(rows["open_time"], pa.int64()).to_numpy() // 1000
-    groups: dict[tuple[str, str], list[int]] = {}
-    for ticker, tf, t in zip(
-        rows["ticker"].to_pylist(), rows["timeframe"].to_pylist(), ms, strict=True
+    groups: dict[tuple[str, str], tuple[set[str], list[int]]] = {}
+    for ticker, tf, source, t in zip(
+        rows["ticker"].to_pylist(),
+        rows["timeframe"].to_pylist(),
+        rows["source"].to_pylist(),
+        ms,
+        strict=True,
     ):
-        groups.setdefault((ticker, tf), []).append(int(t))
-    for (ticker, tf), times in groups.items():
+        tickers, times = groups.setdefault((tf, source), (set(), []))
+        tickers.add(ticker)
+        times.append(int(t))
+    for (tf, _), (tickers, times) in groups.items():
         found = table.scan(
             row_filter=And(
-                EqualTo(term="ticker", value=ticker),
+                In(term="ticker", literals=tickers),
                 EqualTo(term="timeframe", value=tf),
                 GreaterThanOrEqual(term="open_time", value=ms_to_iso(min(times))),
                 LessThanOrEqual(term="open_time", value=ms_to_iso(max(times))),
             ),
-            selected_fields=("open_time",),
+            selected_fields=("ticker", "open_time"),
         ).to_arrow()
         if found.num_rows:
-            for t in pc.cast(found["open_time"], pa.int64()).to_numpy() // 1000:
+            found_ms = pc.cast(found["open_time"], pa.int64()).to_numpy() // 1000
+            for ticker, t in zip(found["ticker"].to_pylist(), found_ms, strict=True):
                 out.add((ticker, tf, int(t)))
     return out
 
@@ -132,6 +151,8 @@ class LakeWriter:
     group_id: str = "dexorder-lake-writer"
     batch_rows: int = 100_000
     batch_ms: int = 1_000
+    #: scheduled compaction and snapshot expiry; None: never
+    maintenance: MaintenancePolicy | None = None
     stats: dict[str, int] = field(
         default_factory=lambda: {
             "records": 0,
@@ -139,16 +160,43 @@ class LakeWriter:
             "commits": 0,
             "malformed": 0,
             "history_ready": 0,
+            "maintenance_runs": 0,
         }
     )
     ready: bool = False
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    #: held by commits and by each maintenance step, so they never conflict in-process
+    _table_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
         table = await asyncio.to_thread(self.open_table)
+        maintenance = (
+            asyncio.create_task(self._maintain_forever(self.maintenance))
+            if self.maintenance and self.maintenance.interval_s > 0
+            else None
+        )
+        try:
+            await self._consume(table)
+        finally:
+            if maintenance:
+                maintenance.cancel()
+
+    async def _maintain_forever(self, policy: MaintenancePolicy) -> None:
+        table = await asyncio.to_thread(self.open_table)  # its own handle: runs in a thread
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), policy.interval_s)
+                return
+            try:
+                await asyncio.to_thread(maintain, table, policy, lambda: self._table_lock)
+                self.stats["maintenance_runs"] += 1
+            except Exception:  # maintenance must never stop the writer; next round retries
+                log.exception("lake maintenance failed")
+
+    async def _consume(self, table: Table) -> None:
         start_offsets = committed_offsets(table)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -215,10 +263,14 @@ class LakeWriter:
         elif isinstance(msg, BackfillDone):
             pending.done.append(msg)
 
+    def _locked_commit(self, table: Table, pending: PendingBatch) -> int:
+        with self._table_lock:
+            return commit_batch(table, pending)
+
     async def _commit(
         self, table: Table, pending: PendingBatch, consumer: AIOKafkaConsumer, pub: Any
     ) -> None:
-        written = await asyncio.to_thread(commit_batch, table, pending)
+        written = await asyncio.to_thread(self._locked_commit, table, pending)
         self.stats["rows_written"] += written
         self.stats["commits"] += 1
         for done in pending.done:
@@ -258,6 +310,12 @@ async def _main() -> None:
         group_id=w.group_id,
         batch_rows=w.batch_rows,
         batch_ms=w.batch_ms,
+        maintenance=MaintenancePolicy(
+            interval_s=cfg.lake.maintenance_interval_s,
+            compact_min_files=cfg.lake.compact_min_files,
+            snapshot_retention_ms=int(cfg.lake.snapshot_retention_hours * 3_600_000),
+            keep_snapshots=cfg.lake.keep_snapshots,
+        ),
     )
     await run_part(
         "lake-writer",

@@ -16,7 +16,11 @@ from pathlib import Path
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NamespaceAlreadyExistsError,
+    TableAlreadyExistsError,
+)
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -61,6 +65,16 @@ OHLC_SORT = SortOrder(
     SortField(source_id=4, transform=IdentityTransform()),
 )
 
+#: Table properties the platform relies on: manifests merged on append (the
+#: live writer commits every minute, and scan planning reads every manifest),
+#: and old metadata files removed as new ones are written.
+TABLE_PROPERTIES = {
+    "commit.manifest-merge.enabled": "true",
+    "commit.manifest.min-count-to-merge": "16",
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "20",
+}
+
 #: The Arrow schema rows are written with.
 ARROW_SCHEMA = pa.schema(
     [
@@ -103,6 +117,14 @@ def ohlc_table(catalog: Catalog, namespace: str = "market") -> Table:
             schema=OHLC_SCHEMA,
             partition_spec=OHLC_SPEC,
             sort_order=OHLC_SORT,
+            properties=TABLE_PROPERTIES,
         )
     except TableAlreadyExistsError:
-        return catalog.load_table(f"{namespace}.{TABLE}")
+        table = catalog.load_table(f"{namespace}.{TABLE}")
+    if any(table.properties.get(k) != v for k, v in TABLE_PROPERTIES.items()):
+        try:
+            with table.transaction() as tx:
+                tx.set_properties(TABLE_PROPERTIES)
+        except CommitFailedException:
+            table.refresh()  # another process set them first
+    return table

@@ -18,9 +18,10 @@ from aiokafka import AIOKafkaProducer
 from dexorder.config import load_config
 from dexorder.kafka import ensure_topics
 from dexorder.lake.table import ohlc_table, open_catalog
-from dexorder.schemas import OhlcBatch, encode
-from dexorder.topics import MARKET_OHLC_BACKFILL
+from dexorder.schemas import Candle, OhlcBatch, encode
+from dexorder.topics import MARKET_CANDLES, MARKET_OHLC_BACKFILL
 from launcher.ephemeral import start_platform
+from streaming.lake_maintenance import files_per_partition
 
 pytestmark = pytest.mark.integration
 
@@ -124,6 +125,62 @@ async def test_sigkill_loses_and_repeats_no_row_and_readers_see_whole_batches(
         )
     finally:
         stop_reading.set()
+        if writer is not None and writer.poll() is None:
+            os.kill(writer.pid, signal.SIGTERM)
+            writer.wait(15)
+        p.stop()
+
+
+async def test_the_writer_compacts_on_its_schedule(isolated_env: dict[str, str]) -> None:
+    p = start_platform(isolated_env, only={"kafka", "relay"})
+    env = {
+        **p.env,
+        "DEXORDER_WRITER__BATCH_MS": "20",
+        "DEXORDER_LAKE__MAINTENANCE_INTERVAL_S": "1",
+        "DEXORDER_LAKE__COMPACT_MIN_FILES": "3",
+    }
+    port = env["DEXORDER_WRITER__HEALTH_PORT"]
+    writer = None
+    try:
+        await ensure_topics(p.bootstrap)
+        writer = await start_writer(env)
+        producer = AIOKafkaProducer(bootstrap_servers=p.bootstrap)
+        await producer.start()
+        try:
+            for minute in range(6):  # one commit per closed candle, as live minutes come
+                candle = Candle(
+                    exchange="BINANCE",
+                    symbol="BTC/USDT",
+                    timeframe="1m",
+                    open_time=T0 + minute * 60_000,
+                    open=1.0,
+                    high=2.0,
+                    low=0.5,
+                    close=1.5,
+                    volume=1.0,
+                    trades=1,
+                    closed=True,
+                )
+                before = health(port).get("commits", 0)
+                await producer.send_and_wait(
+                    MARKET_CANDLES, encode(candle), key=b"BINANCE:BTC/USDT"
+                )
+                for _ in range(600):
+                    if health(port).get("commits", 0) > before:
+                        break
+                    await asyncio.sleep(0.02)
+        finally:
+            await producer.stop()
+        table = ohlc_table(open_catalog(load_config()))
+        runs = health(port).get("maintenance_runs", 0)
+        for _ in range(600):  # the next scheduled round compacts the partition
+            if health(port).get("maintenance_runs", 0) > runs:
+                break
+            await asyncio.sleep(0.05)
+        table.refresh()
+        assert files_per_partition(table) == (1, 1.0, 1)
+        assert table.scan().to_arrow().num_rows == 6
+    finally:
         if writer is not None and writer.poll() is None:
             os.kill(writer.pid, signal.SIGTERM)
             writer.wait(15)
