@@ -23,7 +23,8 @@ def ms_to_iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
-def _filter(ticker: str, timeframe: str, start: int, end: int) -> BooleanExpression:
+def candle_filter(ticker: str, timeframe: str, start: int, end: int) -> BooleanExpression:
+    """The Iceberg row filter of one ticker's candles with ``start <= open_time < end``."""
     return And(
         EqualTo(term="ticker", value=ticker),
         EqualTo(term="timeframe", value=timeframe),
@@ -42,7 +43,7 @@ def _scan(
     fields: tuple[str, ...] = ("*",),
 ) -> pa.Table:
     rows = table.scan(
-        row_filter=_filter(ticker, timeframe, start, end),
+        row_filter=candle_filter(ticker, timeframe, start, end),
         selected_fields=fields,
         snapshot_id=snapshot_id,
     ).to_arrow()
@@ -75,6 +76,13 @@ def get_candles(
     aligned = start - start % tf.ms
     minutes = _scan(table, t, Timeframe.M1.value, aligned, end, snapshot_id)
     return resample(minutes, tf.ms, tf.value)
+
+
+def files_read(table: Table, ticker: str, timeframe: str, start: int, end: int) -> list[str]:
+    """The data files a :func:`get_candles` of this range opens (after pruning)."""
+    t, tf = str(Ticker.parse(ticker)), Timeframe.parse(timeframe)
+    tasks = table.scan(row_filter=candle_filter(t, tf.value, start, end)).plan_files()
+    return sorted(task.file.file_path for task in tasks)
 
 
 def lake_missing(

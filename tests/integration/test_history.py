@@ -220,3 +220,18 @@ def test_history_command(shared_platform: RunningPlatform, tmp_path) -> None:  #
         timeout=60,
     )
     assert bad.returncode == 2 and "invalid date" in bad.stderr and "Traceback" not in bad.stderr
+
+    def history(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "launcher", "history", "BINANCE:BTC/USDT", "--tf", "1h", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    day = ("--from", "2024-01-01", "--to", "2024-01-02")
+    now = history(*day, "--as-of", "2100-01-01", "--out", str(tmp_path / "asof.parquet"))
+    assert now.returncode == 0 and "wrote 24 candles" in now.stdout
+    before = history(*day, "--as-of", "2001-01-01")
+    assert before.returncode == 1 and "no snapshot as of 2001-01-01" in before.stderr

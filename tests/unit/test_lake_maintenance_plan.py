@@ -44,5 +44,5 @@ def test_durations(text: str, ms: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "7", "a week", "-1h", "3y"])
 def test_bad_durations_say_what_is_expected(text: str) -> None:
-    with pytest.raises(ValueError, match="expected e.g. 30m, 24h or 7d"):
+    with pytest.raises(ValueError, match=r"expected e\.g\. 30m, 24h or 7d"):
         parse_duration(text)
