@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 import time
 
-from bench import history, latency, relay_fanout, stream_throughput
+from bench import agent, history, latency, relay_fanout, stream_throughput
 
 BENCHES = {
     "stream": stream_throughput.main,
     "relay": relay_fanout.main,
     "latency": latency.main,
     "history": history.main,
+    "agent": agent.main,
 }
 
 
@@ -48,6 +49,12 @@ def main(argv: list[str]) -> int:
         checks.append(("(d) backfill of a year of 1m < 60 s", h["backfill_s"] < 60))
         checks.append(("(d) month query p50 < 150 ms", h["query_p50_ms"] < 150))
         checks.append(("(d) compaction leaves 1 file per partition", h["files_after"] == 1))
+    if "agent" in results:
+        a = results["agent"]
+        checks.append(("(e) MCP tool call p50 < 5 ms", a["rt_p50_ms"] < 5))
+        checks.append(("(e) cold start < 2 s", a["cold_s"] < 2))
+        checks.append(("(e) idle RSS < 200 MB", a["rss_mb"] < 200))
+        checks.append(("(e) 1M-bar backtest < 1 s", a["backtest_1m_s"] < 1))
     for label, ok in checks:
         print(f"  {'met ' if ok else 'MISSED'}  {label}")
     return 0

@@ -117,6 +117,44 @@ class WriterConfig(_Section):
     health_port: int = Field(5563, ge=1, le=65535)
 
 
+class SandboxConfig(_Section):
+    """Limits of ``run_python`` and of the person's indicators and strategies."""
+
+    cpu_s: int = Field(10, ge=1)
+    memory_mb: int = Field(1024, ge=128)
+    wall_s: float = Field(30.0, gt=0)
+    output_kb: int = Field(256, ge=1)
+
+
+class EmbedderConfig(_Section):
+    """The shared embedding service (all-MiniLM-L6-v2)."""
+
+    #: false: ``dexorder up`` does not start it (saves ~0.7 GB; conversation search is off)
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(5570, ge=1, le=65535)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class AgentConfig(_Section):
+    """The person's agent (one process per person)."""
+
+    host: str = "127.0.0.1"
+    #: Port of ``dexorder agent``; the provisioner gives each agent its own.
+    port: int = Field(8800, ge=0, le=65535)
+    #: Signs agent tokens (keep it in secrets.yaml); made under ``state/`` when unset.
+    token_secret: str | None = None
+    tier: Literal["free", "pro", "enterprise"] = "free"
+    #: Idle time (s) after which the agent exits with code 42, per tier; null: never.
+    idle_timeout_s: dict[str, int | None] = {"free": 900, "pro": 3600, "enterprise": None}
+    #: The gateway's ROUTER for critical events (fills, alerts); unset: kept on disk.
+    gateway_events: str | None = None
+    sandbox: SandboxConfig = SandboxConfig()
+
+
 def default_home() -> Path:
     return Path(os.environ.get("DEXORDER_HOME") or Path.home() / ".dexorder")
 
@@ -138,6 +176,8 @@ class Settings(BaseSettings):
     stream: StreamConfig = StreamConfig()
     lake: LakeConfig = LakeConfig()
     writer: WriterConfig = WriterConfig()
+    agent: AgentConfig = AgentConfig()
+    embedder: EmbedderConfig = EmbedderConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -161,6 +201,10 @@ class Settings(BaseSettings):
     @property
     def emulator_url(self) -> str:
         return f"http://{self.emulator.host}:{self.emulator.port}"
+
+    def agent_dir(self, user: str) -> Path:
+        """Everything of one person's agent: workspace, state, scratch, backtests."""
+        return self.home / "agents" / user
 
     def state_dir(self, part: str) -> Path:
         """A part's own folder under the home folder, created on demand."""

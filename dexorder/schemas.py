@@ -152,6 +152,28 @@ class HistoryReady(Message, tag="history_ready"):
     error: str | None = None
 
 
+class UserEvent(Message, tag="user_event"):
+    """Something to tell a person: a fill, a triggered alert, a confirmation to give.
+
+    Critical events go from the agent's DEALER to the gateway's ROUTER and are
+    re-sent until acknowledged with an :class:`EventAck` of the same
+    ``event_id``; the gateway delivers each ``event_id`` once.
+    """
+
+    event_id: str
+    user: str
+    kind: str
+    critical: bool = False
+    created_at: int = 0
+    payload: dict[str, object] = {}
+
+
+class EventAck(Message, tag="event_ack"):
+    """The gateway has delivered (or durably taken) the event ``event_id``."""
+
+    event_id: str
+
+
 AnyMessage = (
     Tick
     | Candle
@@ -164,6 +186,8 @@ AnyMessage = (
     | Ack
     | ErrorReply
     | HistoryReady
+    | UserEvent
+    | EventAck
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -49,3 +49,8 @@ def history_ready_topic(request_id: str) -> str:
 
 def history_progress_topic(request_id: str) -> str:
     return f"HISTORY_PROGRESS:{request_id}"
+
+
+def user_event_topic(user: str, kind: str) -> str:
+    """A person's informational events on their agent's XPUB, e.g. ``EVENT:alice|backtest``."""
+    return f"EVENT:{user}|{kind}"

@@ -6,6 +6,7 @@
 * ``dexorder watch BINANCE:BTC/USDT --tf 1m``: live candles as a refreshing table.
 * ``dexorder history BINANCE:BTC/USDT --tf 1h --from 2024-01-01``: backfill, then print or save.
 * ``dexorder lake status|compact|expire``: look after the lake.
+* ``dexorder agent --user alice``: one person's agent (MCP server) on its own.
 """
 
 from __future__ import annotations
@@ -286,6 +287,18 @@ def history(
         console.print(f"wrote {data.num_rows:,} candles to {out}")
     else:
         console.print(h.render(data, f"{t} {timeframe.value}", rows))
+
+
+@app.command(
+    name="agent",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def agent(ctx: typer.Context) -> None:
+    """Run one person's agent: --user alice [--port N] [--stdio]; prints its URL and a token."""
+    from agent.cli import app as agent_app
+
+    agent_app(ctx.args, prog_name="dexorder agent")
 
 
 def main() -> None:

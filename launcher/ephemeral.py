@@ -38,6 +38,9 @@ def ephemeral_env(home: Path, **overrides: str) -> dict[str, str]:
         "DEXORDER_RELAY__HEALTH_PORT": str(free_port()),
         "DEXORDER_STREAM__HEALTH_PORT": str(free_port()),
         "DEXORDER_WRITER__HEALTH_PORT": str(free_port()),
+        "DEXORDER_EMBEDDER__PORT": str(free_port()),
+        # the model takes ~0.7 GB and seconds of CPU: only for those who ask for it
+        "DEXORDER_EMBEDDER__ENABLED": "false",
         "DEXORDER_EXCHANGES": json.dumps(
             [{"health_port": free_port(), "symbols": ["BTC/USDT", "ETH/USDT"]}]
         ),

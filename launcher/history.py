@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,25 +17,11 @@ from dexorder.config import Settings
 from dexorder.lake.query import get_candles
 from dexorder.lake.table import ohlc_table, open_catalog
 from dexorder.schemas import HistoryReady
+from dexorder.times import iso, parse_when
+
+__all__ = ["OUTPUT_FORMATS", "iso", "parse_when", "read", "render", "run_backfill", "write"]
 
 OUTPUT_FORMATS = (".csv", ".parquet")
-
-
-def parse_when(text: str) -> int:
-    """``2024-01-01`` or an ISO 8601 time (UTC unless it says otherwise) → epoch ms."""
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"invalid date {text!r}: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def run_backfill(

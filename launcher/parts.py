@@ -82,6 +82,16 @@ def plan(cfg: Settings) -> list[Part]:
                 uses=("kafka", "relay", "exchange-emulator"),
             )
         )
+    e = cfg.embedder
+    if e.enabled:
+        parts.append(
+            Part(
+                "embedder",
+                _py("services.embedder"),
+                f"{e.url} (all-MiniLM-L6-v2 sentence embeddings)",
+                f"{e.url}/healthz",
+            )
+        )
     parts.append(
         Part(
             "lake-writer",

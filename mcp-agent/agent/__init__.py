@@ -1,0 +1,1 @@
+"""The person's agent: an MCP server over their workspace, backtests, paper broker and events."""

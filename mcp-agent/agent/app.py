@@ -1,0 +1,97 @@
+"""Serving the agent: streamable HTTP behind bearer auth, or stdio."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from agent.auth import BearerAuth
+from agent.lifecycle import run_until_idle
+from agent.person import PersonAgent
+from agent.server import build_server
+
+
+def http_app(person: PersonAgent) -> Any:
+    """The ASGI app: ``/mcp`` (MCP streamable HTTP, authenticated) and ``/healthz``."""
+    mcp = build_server(person)
+    mcp_app = mcp.streamable_http_app(json_response=True, streamable_http_path="/mcp")
+
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"part": "agent", "healthy": True})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await person.start()
+        try:
+            async with mcp_app.router.lifespan_context(mcp_app):
+                yield
+        finally:
+            await person.close()
+
+    app = Starlette(routes=[Route("/healthz", healthz), Mount("/", app=mcp_app)], lifespan=lifespan)
+    return BearerAuth(
+        app,
+        person.user,
+        person.token_secret,
+        revoked=person.revoked_tokens,
+        on_request=person.activity.touch,
+    )
+
+
+async def start_http(person: PersonAgent, host: str, port: int) -> HttpServer:
+    """Start serving; returns once the port accepts connections."""
+    config = uvicorn.Config(
+        http_app(person), host=host, port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises why it could not start (e.g. the port is taken)
+            raise RuntimeError(f"the agent's HTTP server did not start on {host}:{port}")
+        await asyncio.sleep(0.005)
+    return HttpServer(server, task)
+
+
+@dataclass
+class HttpServer:
+    """A running HTTP server of the agent."""
+
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+async def serve_http(person: PersonAgent, host: str, port: int) -> int:
+    """Serve until SIGINT/SIGTERM (exit code 0) or until idle (42)."""
+    running = await start_http(person, host, port)
+    cfg = person.cfg.agent
+    return await run_until_idle(
+        running.task,
+        running.stop,
+        person.activity,
+        cfg.idle_timeout_s.get(cfg.tier),
+        person.active_triggers,
+        person.flush,
+    )
+
+
+async def serve_stdio(person: PersonAgent) -> None:
+    """MCP over stdin/stdout (for MCP clients that start the agent themselves)."""
+    await person.start()
+    try:
+        await build_server(person).run_stdio_async()
+    finally:
+        await person.close()

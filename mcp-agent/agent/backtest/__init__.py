@@ -1,0 +1,1 @@
+"""Backtests: the engine (:mod:`.engine`, pure numpy), metrics, charts and sweeps."""

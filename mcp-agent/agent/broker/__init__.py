@@ -1,0 +1,1 @@
+"""Trading for the person: the paper broker (default) and live trading behind limits."""

@@ -1,0 +1,131 @@
+"""The person's conversation: every message kept, and searchable by meaning.
+
+Messages are appended to ``messages.jsonl`` (the record; nothing is lost if
+the embedding service is down) and indexed in an embedded Qdrant collection
+with all-MiniLM-L6-v2 vectors from the platform's embedding service.
+Messages not yet indexed are indexed on the next save or search.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from dexorder.embeddings import DIMENSIONS, MAX_TEXT_CHARS, EmbeddingClient
+
+Role = Literal["user", "assistant"]
+COLLECTION = "messages"
+
+
+class MemoryRequestError(ValueError):
+    """A bad request to the conversation memory."""
+
+
+class ConversationMemory:
+    """Messages of one person, in ``folder``."""
+
+    def __init__(self, folder: Path, embedder: EmbeddingClient) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.log_path = folder / "messages.jsonl"
+        self.indexed_path = folder / "indexed_upto"
+        self.qdrant_path = folder / "qdrant"
+        self.embedder = embedder
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+
+    def _qdrant(self) -> Any:
+        if self._client is None:
+            from qdrant_client import QdrantClient, models
+
+            self._client = QdrantClient(path=str(self.qdrant_path))
+            if not self._client.collection_exists(COLLECTION):
+                self._client.create_collection(
+                    COLLECTION,
+                    vectors_config=models.VectorParams(
+                        size=DIMENSIONS, distance=models.Distance.COSINE
+                    ),
+                )
+        return self._client
+
+    def messages(self) -> list[dict[str, Any]]:
+        if not self.log_path.is_file():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line]
+
+    async def save(self, role: str, text: str, channel: str = "chat") -> dict[str, Any]:
+        """Keep a message, then index it (and any the embedder missed before)."""
+        if role not in ("user", "assistant"):
+            raise MemoryRequestError(f"invalid role {role!r}: expected user or assistant")
+        if not text.strip():
+            raise MemoryRequestError("an empty message is not saved")
+        if len(text) > 100_000:
+            raise MemoryRequestError("a message is at most 100,000 characters")
+        message = {
+            "id": str(uuid.uuid4()),
+            "role": role,
+            "text": text,
+            "channel": channel[:32],
+            "time": int(time.time() * 1000),
+        }
+        async with self._lock:
+            with self.log_path.open("a") as f:
+                f.write(json.dumps(message) + "\n")
+        indexed = await self._index_pending()
+        return {**message, "indexed": indexed}
+
+    async def _index_pending(self) -> bool:
+        """Index the messages after the last indexed one; False if the embedder is down."""
+        from qdrant_client import models
+
+        from dexorder.embeddings import EmbeddingUnavailable
+
+        async with self._lock:
+            done = int(self.indexed_path.read_text()) if self.indexed_path.is_file() else 0
+            todo = self.messages()[done:]
+            if not todo:
+                return True
+            try:
+                vectors = await self.embedder.embed([m["text"][:MAX_TEXT_CHARS] for m in todo])
+            except EmbeddingUnavailable:
+                return False
+            points = [
+                models.PointStruct(id=m["id"], vector=v, payload=m)
+                for m, v in zip(todo, vectors, strict=True)
+            ]
+            await asyncio.to_thread(self._qdrant().upsert, COLLECTION, points)
+            self.indexed_path.write_text(str(done + len(todo)))
+            return True
+
+    async def search(
+        self, query: str, limit: int = 5, role: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The messages closest in meaning to ``query``, best first."""
+        from qdrant_client import models
+
+        if not query.strip():
+            raise MemoryRequestError("the query is empty")
+        if not await self._index_pending():
+            from dexorder.embeddings import EmbeddingUnavailable
+
+            raise EmbeddingUnavailable("the embedding service is unavailable; try again shortly")
+        (vector,) = await self.embedder.embed([query[:MAX_TEXT_CHARS]])
+        flt = (
+            models.Filter(
+                must=[models.FieldCondition(key="role", match=models.MatchValue(value=role))]
+            )
+            if role
+            else None
+        )
+        found = await asyncio.to_thread(
+            self._qdrant().query_points, COLLECTION, query=vector, limit=limit, query_filter=flt
+        )
+        return [{**p.payload, "score": round(float(p.score), 4)} for p in found.points]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,112 @@
+"""One person's agent: their folders, workspace, documents, alerts, and how busy it is."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from agent.alerts import AlertBook
+from agent.broker.service import PaperBroker
+from agent.documents import Documents
+from agent.events import EventPublisher
+from agent.feed import PriceFeed
+from agent.memory import ConversationMemory
+from agent.sandbox import Limits
+from agent.workspace import Workspace
+from dexorder.config import Settings
+from dexorder.embeddings import EmbeddingClient
+from dexorder.schemas import Candle
+from dexorder.tokens import agent_token_secret, check_user_id, mint_token
+
+
+@dataclass
+class Activity:
+    """When the agent last served a call (the lifecycle manager reads it)."""
+
+    last_call: float = field(default_factory=time.monotonic)
+    calls: int = 0
+
+    def touch(self) -> None:
+        self.last_call = time.monotonic()
+        self.calls += 1
+
+
+class PersonAgent:
+    """Everything the agent of ``user`` holds, under ``cfg.agent_dir(user)``."""
+
+    def __init__(self, cfg: Settings, user: str) -> None:
+        self.cfg = cfg
+        self.user = check_user_id(user)
+        self.root = cfg.agent_dir(user)
+        self.state_dir = self.root / "state"
+        self.scratch = self.root / "scratch"
+        self.backtests = self.root / "backtests"
+        for d in (self.state_dir, self.scratch, self.backtests):
+            d.mkdir(parents=True, exist_ok=True)
+        self.workspace = Workspace(self.root / "workspace")
+        self.documents = Documents(self.workspace)
+        self.alerts = AlertBook(self.state_dir / "alerts.json")
+        self.activity = Activity()
+        self.broker = PaperBroker(self.state_dir / "paper.json")
+        self.memory = ConversationMemory(
+            self.state_dir / "memory",
+            EmbeddingClient(
+                cfg.embedder.url, lambda: mint_token(self.token_secret, self.user, ttl_s=300)
+            ),
+        )
+        self.events: EventPublisher | None = None
+        self.feed: PriceFeed | None = None
+        s = cfg.agent.sandbox
+        self.limits = Limits(
+            cpu_s=s.cpu_s, memory_mb=s.memory_mb, wall_s=s.wall_s, output_bytes=s.output_kb * 1024
+        )
+
+    async def start(self) -> None:
+        """Start the event channels and the live price feed (inside the event loop)."""
+        self.events = EventPublisher(
+            self.user, self.state_dir / "outbox", self.cfg.agent.gateway_events
+        )
+        self.events.start()
+        self.broker.events = self.events
+        self.feed = PriceFeed(self.cfg, [self.broker.on_candle, self._check_alerts])
+        self.broker.feed = self.feed
+        self.feed.start()
+        for ticker in self.broker.tickers() | {a.ticker for a in self.alerts.active()}:
+            await self.feed.watch(ticker)
+
+    async def close(self) -> None:
+        if self.feed is not None:
+            await self.feed.close()
+        if self.events is not None:
+            await self.events.close()
+        self.memory.close()
+        self.flush()
+
+    def _check_alerts(self, candle: Candle) -> None:
+        for alert in self.alerts.check(candle.ticker, candle.low, candle.high, candle.close):
+            if self.events is not None:
+                self.events.critical("alert", alert.model_dump())
+
+    def active_triggers(self) -> int:
+        """Alerts and open orders: each keeps the agent from going idle."""
+        return len(self.alerts.active()) + len(self.broker.book.open_orders())
+
+    def flush(self) -> None:
+        """Persist what is only in memory (the events' outbox is always on disk)."""
+        self.broker.save()
+
+    @property
+    def token_secret(self) -> str:
+        return token_secret(self.cfg)
+
+    def revoked_tokens(self) -> frozenset[str]:
+        """Ids of the person's revoked personal access tokens (the gateway writes them)."""
+        path = self.state_dir / "revoked_tokens"
+        if not path.is_file():
+            return frozenset()
+        return frozenset(line.strip() for line in path.read_text().splitlines() if line.strip())
+
+
+def token_secret(cfg: Settings) -> str:
+    """The platform's agent-token secret (see :func:`dexorder.tokens.agent_token_secret`)."""
+    return agent_token_secret(cfg)

@@ -1,0 +1,438 @@
+"""The person's MCP server: context resources and tools, on the official ``mcp`` SDK.
+
+Every tool has a JSON schema (from its typed, described parameters), a
+one-line description an LLM can use, and answers bad input with an error
+saying what was wrong (an MCP tool error, never a crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import uuid
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+
+from agent.alerts import AlertError
+from agent.broker.paper import OrderError
+from agent.memory import MemoryRequestError
+from agent.person import PersonAgent
+from agent.sandbox import SandboxResult, run_sandboxed
+from agent.workspace import WorkspaceError
+from dexorder.embeddings import EmbeddingUnavailable
+from dexorder.markets import InvalidTicker, InvalidTimeframe, Timeframe
+from dexorder.times import parse_when
+
+INSTRUCTIONS = (
+    "The personal trading agent of one person: their strategies, indicators, backtests, "
+    "watchlist, alerts and paper trades. Read the context:// resources first."
+)
+
+Name = Annotated[str, Field(description="file name without .py, e.g. sma_cross", max_length=64)]
+Code = Annotated[str, Field(description="the whole Python file", max_length=200_000)]
+When = Annotated[str, Field(description="date or time (UTC), e.g. 2024-01-01 or 2024-01-01T12:00")]
+
+
+def _market() -> Any:
+    """:mod:`agent.market`, imported on first use: pandas and the lake cost ~100 MB of an
+    agent that may never backtest. Its errors are ``ValueError``s."""
+    from agent import market
+
+    return market
+
+
+def _fail(exc: Exception) -> ToolError:
+    return ToolError(str(exc))
+
+
+def build_server(person: PersonAgent) -> MCPServer:
+    """The MCP server of ``person``'s agent."""
+    mcp = MCPServer(
+        name="dexorder-agent", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING"
+    )
+    docs, ws = person.documents, person.workspace
+
+    # --- resources -------------------------------------------------------
+    @mcp.resource(
+        "context://user-profile",
+        mime_type="application/json",
+        description="Trading preferences, style and risk tolerance",
+    )
+    def user_profile() -> str:
+        person.activity.touch()
+        return json.dumps({"user": person.user, **docs.profile().model_dump()})
+
+    @mcp.resource(
+        "context://conversation-summary",
+        mime_type="text/markdown",
+        description="A summary of the conversation so far",
+    )
+    def conversation_summary() -> str:
+        person.activity.touch()
+        return docs.summary()
+
+    @mcp.resource(
+        "context://workspace-state",
+        mime_type="application/json",
+        description="Current chart, watchlist, positions and alerts",
+    )
+    def workspace_state() -> str:
+        person.activity.touch()
+        return json.dumps(
+            {
+                **docs.state().model_dump(),
+                "watchlist": docs.watchlist(),
+                "alerts": [a.model_dump() for a in person.alerts.active()],
+                "positions": person.broker.book.summary()["positions"],
+                "strategies": ws.names("strategies"),
+                "indicators": ws.names("indicators"),
+            }
+        )
+
+    @mcp.resource(
+        "context://system-prompt",
+        mime_type="text/markdown",
+        description="The person's own instructions to their agent",
+    )
+    def system_prompt() -> str:
+        person.activity.touch()
+        return docs.instructions()
+
+    # --- workspace: strategies and indicators -----------------------------
+    def list_kind(kind: str) -> list[dict[str, str]]:
+        person.activity.touch()
+        out = []
+        for name in ws.names(kind):
+            text = ws.read(kind, name)
+            first = (
+                text.strip().split('"""')[1].strip().splitlines()[0]
+                if text.lstrip().startswith('"""')
+                else ""
+            )
+            out.append({"name": name, "description": first})
+        return out
+
+    def read_kind(kind: str, name: str) -> dict[str, str]:
+        person.activity.touch()
+        try:
+            return {"name": name, "code": ws.read(kind, name)}
+        except WorkspaceError as exc:
+            raise _fail(exc) from None
+
+    async def write_kind(kind: str, name: str, code: str) -> dict[str, Any]:
+        person.activity.touch()
+        try:
+            path = ws.path(kind, name)
+        except WorkspaceError as exc:
+            raise _fail(exc) from None
+        checked = await _sandbox(
+            person,
+            {
+                "kind": "validate",
+                "module": kind,
+                "name": path.stem,
+                "code": code,
+                "filename": f"{kind}/{path.stem}.py",
+            },
+        )
+        if not checked.ok:
+            raise ToolError(f"not saved: {kind}/{path.stem}.py {checked.error}")
+        commit = await asyncio.to_thread(ws.write, kind, path.stem, code)
+        return {"name": path.stem, "commit": commit, "validation": checked.value}
+
+    @mcp.tool(description="List the person's trading strategies with a line about each.")
+    def list_strategies() -> dict[str, list[dict[str, str]]]:
+        return {"strategies": list_kind("strategies")}
+
+    @mcp.tool(description="Read the Python source of one strategy.")
+    def read_strategy(name: Name) -> dict[str, str]:
+        return read_kind("strategies", name)
+
+    @mcp.tool(description="Validate a strategy (import, backtest sample candles), then commit it.")
+    async def write_strategy(name: Name, code: Code) -> dict[str, Any]:
+        return await write_kind("strategies", name, code)
+
+    @mcp.tool(description="List the person's indicators with a line about each.")
+    def list_indicators() -> dict[str, list[dict[str, str]]]:
+        return {"indicators": list_kind("indicators")}
+
+    @mcp.tool(description="Read the Python source of one indicator.")
+    def read_indicator(name: Name) -> dict[str, str]:
+        return read_kind("indicators", name)
+
+    @mcp.tool(description="Validate an indicator (import, run on sample candles), then commit it.")
+    async def write_indicator(name: Name, code: Code) -> dict[str, Any]:
+        return await write_kind("indicators", name, code)
+
+    @mcp.tool(
+        description="Commits of the workspace, newest first; only those of one file if given."
+    )
+    def workspace_history(
+        path: Annotated[str | None, Field(description="e.g. strategies/sma_cross.py")] = None,
+        limit: Annotated[int, Field(ge=1, le=200)] = 20,
+    ) -> dict[str, list[dict[str, str]]]:
+        person.activity.touch()
+        try:
+            return {"commits": [r.__dict__ for r in ws.history(path, limit)]}
+        except WorkspaceError as exc:
+            raise _fail(exc) from None
+
+    @mcp.tool(description="Put a workspace file back as it was at a commit (a new commit).")
+    def revert_file(
+        path: Annotated[str, Field(description="e.g. strategies/sma_cross.py")],
+        commit: Annotated[str, Field(description="commit id from workspace_history")],
+    ) -> dict[str, str]:
+        person.activity.touch()
+        try:
+            return {"path": path, "commit": ws.revert_file(path, commit)}
+        except WorkspaceError as exc:
+            raise _fail(exc) from None
+
+    # --- conversation -------------------------------------------------------
+    @mcp.tool(description="Keep one message of the conversation (the person's or the agent's).")
+    async def save_message(
+        role: Literal["user", "assistant"],
+        text: Annotated[str, Field(min_length=1, max_length=100_000)],
+        channel: Annotated[
+            str, Field(max_length=32, description="web, telegram, terminal…")
+        ] = "chat",
+    ) -> dict[str, Any]:
+        person.activity.touch()
+        try:
+            return await person.memory.save(role, text, channel)
+        except MemoryRequestError as exc:
+            raise _fail(exc) from None
+
+    @mcp.tool(description="Find past messages closest in meaning to a query (semantic search).")
+    async def search_conversation(
+        query: Annotated[str, Field(min_length=1, max_length=8_000)],
+        limit: Annotated[int, Field(ge=1, le=50)] = 5,
+        role: Literal["user", "assistant"] | None = None,
+    ) -> dict[str, Any]:
+        person.activity.touch()
+        try:
+            return {"matches": await person.memory.search(query, limit, role)}
+        except (MemoryRequestError, EmbeddingUnavailable) as exc:
+            raise _fail(exc) from None
+
+    # --- watchlist and alerts ---------------------------------------------
+    @mcp.tool(description="The tickers on the person's watchlist.")
+    def get_watchlist() -> dict[str, list[str]]:
+        person.activity.touch()
+        return {"watchlist": docs.watchlist()}
+
+    @mcp.tool(description="Replace the watchlist with these tickers (EXCHANGE:BASE/QUOTE).")
+    def set_watchlist(
+        tickers: Annotated[list[str], Field(max_length=200, description="e.g. BINANCE:BTC/USDT")],
+    ) -> dict[str, list[str]]:
+        person.activity.touch()
+        try:
+            return {"watchlist": docs.set_watchlist(tickers)}
+        except WorkspaceError as exc:
+            raise _fail(exc) from None
+
+    @mcp.tool(description="Alert the person when a ticker's price goes above or below a level.")
+    async def set_alert(
+        ticker: Annotated[str, Field(description="EXCHANGE:BASE/QUOTE, e.g. BINANCE:BTC/USDT")],
+        condition: Literal["above", "below"],
+        price: Annotated[float, Field(gt=0)],
+        note: Annotated[str, Field(max_length=500)] = "",
+    ) -> dict[str, Any]:
+        person.activity.touch()
+        try:
+            alert = person.alerts.add(ticker, condition, price, note)
+        except AlertError as exc:
+            raise _fail(exc) from None
+        if person.feed is not None:
+            await person.feed.watch(alert.ticker)
+        return alert.model_dump()
+
+    @mcp.tool(description="The person's alerts, active and triggered.")
+    def list_alerts() -> dict[str, list[dict[str, Any]]]:
+        person.activity.touch()
+        return {"alerts": [a.model_dump() for a in person.alerts.all()]}
+
+    @mcp.tool(description="Delete one alert by its id.")
+    def delete_alert(alert_id: Annotated[str, Field(max_length=64)]) -> dict[str, Any]:
+        person.activity.touch()
+        try:
+            return person.alerts.delete(alert_id).model_dump()
+        except AlertError as exc:
+            raise _fail(exc) from None
+
+    # --- trading ------------------------------------------------------------
+    @mcp.tool(
+        description="Place a paper order (market or limit) for the person; fills come as events."
+    )
+    async def execute_trade(
+        ticker: Annotated[str, Field(description="EXCHANGE:BASE/QUOTE, e.g. BINANCE:BTC/USDT")],
+        side: Literal["buy", "sell"],
+        quantity: Annotated[float, Field(gt=0, description="in the base currency, e.g. 0.1 BTC")],
+        order_type: Literal["market", "limit"] = "market",
+        limit_price: Annotated[float | None, Field(gt=0)] = None,
+    ) -> dict[str, Any]:
+        person.activity.touch()
+        try:
+            return await person.broker.execute(ticker, side, quantity, order_type, limit_price)
+        except (OrderError, TimeoutError, ValueError) as exc:
+            raise _fail(exc) from None
+
+    @mcp.tool(description="Cash, positions with PnL, equity and open orders of the paper account.")
+    def get_positions() -> dict[str, Any]:
+        person.activity.touch()
+        return person.broker.book.summary()
+
+    @mcp.tool(description="Cancel an open paper order by its id.")
+    def cancel_order(order_id: Annotated[str, Field(max_length=64)]) -> dict[str, Any]:
+        person.activity.touch()
+        try:
+            return person.broker.cancel(order_id)
+        except OrderError as exc:
+            raise _fail(exc) from None
+
+    # --- backtests and Python -------------------------------------------------
+    @mcp.tool(
+        description=(
+            "Backtest a strategy on a ticker's candles; a list as a parameter value sweeps it "
+            "(every combination, ranked)."
+        )
+    )
+    async def run_backtest(
+        strategy: Name,
+        ticker: Annotated[str, Field(description="EXCHANGE:BASE/QUOTE")],
+        timeframe: Annotated[str, Field(description="1m 5m 15m 1h 4h 1d")],
+        start: When,
+        end: When,
+        params: Annotated[
+            dict[str, Any], Field(description="strategy parameters; a list value is swept")
+        ] = {},  # noqa: B006 - pydantic copies defaults
+        fee_rate: Annotated[float, Field(ge=0, le=0.05)] = 0.001,
+        slippage: Annotated[float, Field(ge=0, le=0.05)] = 0.0005,
+        initial_cash: Annotated[float, Field(gt=0)] = 10_000.0,
+        rank_by: Literal["sharpe", "sortino", "total_return", "cagr", "profit_factor"] = "sharpe",
+    ) -> dict[str, Any]:
+        person.activity.touch()
+        try:
+            ws.read("strategies", strategy)
+            tf = Timeframe.parse(timeframe)
+            start_ms, end_ms = parse_when(start), parse_when(end)
+            candles = await _market().load_candles(person.cfg, ticker, tf.value, start_ms, end_ms)
+        except (WorkspaceError, InvalidTicker, InvalidTimeframe, ValueError) as exc:
+            raise _fail(exc) from None
+        run_id = uuid.uuid4().hex[:12]
+        out = person.backtests / run_id
+        out.mkdir(parents=True)
+        candles.to_parquet(out / "candles.parquet")
+        result = await _sandbox(
+            person,
+            {
+                "kind": "backtest",
+                "strategy": strategy,
+                "candles": "candles.parquet",
+                "params": params,
+                "costs": {"fee_rate": fee_rate, "slippage": slippage, "initial_cash": initial_cash},
+                "bar_ms": tf.ms,
+                "rank_by": rank_by,
+                "title": f"{ticker} {tf.value}",
+                "filename": f"strategies/{strategy}.py",
+            },
+            scratch=out,
+        )
+        if not result.ok:
+            shutil.rmtree(out, ignore_errors=True)
+            raise ToolError(f"backtest failed: {result.error}")
+        value = dict(result.value)
+        value.update(
+            {
+                "id": run_id,
+                "strategy": strategy,
+                "ticker": ticker,
+                "timeframe": tf.value,
+                "candles": len(candles),
+            }
+        )
+        if "chart.png" in result.files:
+            value["chart"] = f"backtest://{run_id}/chart.png"
+        (out / "result.json").write_text(json.dumps(value))
+        return value
+
+    @mcp.resource(
+        "backtest://{run_id}/chart.png",
+        mime_type="image/png",
+        description="The chart of a backtest: price, trades and equity",
+    )
+    def backtest_chart(run_id: str) -> bytes:
+        person.activity.touch()
+        if not run_id.isalnum():
+            raise ValueError("invalid backtest id")
+        path = person.backtests / run_id / "chart.png"
+        if not path.is_file():
+            raise ValueError(f"no chart for backtest {run_id}")
+        return path.read_bytes()
+
+    @mcp.tool(
+        description=(
+            "Run Python (numpy, pandas, talib; candles(ticker, timeframe) for loaded candles) "
+            "in a sandbox; set `result` to return a value."
+        )
+    )
+    async def run_python(
+        code: Annotated[str, Field(max_length=100_000)],
+        load: Annotated[
+            list[dict[str, str]],
+            Field(
+                description='candles to load first: [{"ticker", "timeframe", "start", "end"}]',
+                max_length=10,
+            ),
+        ] = [],  # noqa: B006
+    ) -> dict[str, Any]:
+        person.activity.touch()
+        files: dict[str, str] = {}
+        try:
+            for i, spec in enumerate(load):
+                tf = Timeframe.parse(spec.get("timeframe", "1h"))
+                frame = await _market().load_candles(
+                    person.cfg,
+                    spec["ticker"],
+                    tf.value,
+                    parse_when(spec["start"]),
+                    parse_when(spec["end"]),
+                )
+                name = f"candles-{i}.parquet"
+                frame.to_parquet(person.scratch / name)
+                files[f"{spec['ticker'].upper()}|{tf.value}"] = name
+        except KeyError as exc:
+            raise ToolError(
+                f"each load needs ticker, timeframe, start and end (missing {exc})"
+            ) from None
+        except (InvalidTicker, InvalidTimeframe, ValueError) as exc:
+            raise _fail(exc) from None
+        result = await _sandbox(person, {"kind": "python", "code": code, "candles": files})
+        if not result.ok:
+            raise ToolError(
+                f"{result.error}"
+                + (f"\noutput before it stopped:\n{result.output[-2000:]}" if result.output else "")
+            )
+        return {
+            "result": result.value,
+            "output": result.output,
+            "files": result.files,
+            "seconds": round(result.seconds, 3),
+        }
+
+    return mcp
+
+
+async def _sandbox(person: PersonAgent, job: dict[str, Any], scratch: Any = None) -> SandboxResult:
+    return await asyncio.to_thread(
+        run_sandboxed,
+        job,
+        workspace=person.workspace.root,
+        scratch=scratch or person.scratch,
+        readable=[],
+        limits=person.limits,
+    )

@@ -1,0 +1,133 @@
+"""Conversation memory with real sentence embeddings from the embedding service."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from agent.person import PersonAgent, token_secret
+from dexorder.config import Settings
+from dexorder.tokens import mint_token
+from launcher.ephemeral import free_port
+from tests.agent.conftest import serve_agent
+from tests.agent.test_mcp_server import data, error
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The embedding service, model loaded; yields its URL and the home it trusts."""
+    home = tmp_path_factory.mktemp("embedder") / "home"
+    port = free_port()
+    env = {**os.environ, "DEXORDER_HOME": str(home), "DEXORDER_EMBEDDER__PORT": str(port)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.embedder"], env=env, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the embedder exited"
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
+                    if json.loads(r.read())["ready"]:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the embedder did not load its model in 120s")
+        yield url, home
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+async def test_the_service_embeds_and_refuses_bad_requests(embedder: tuple[str, Path]) -> None:
+    url, home = embedder
+    token = mint_token(token_secret(Settings(home=home)), "alice")
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as http:
+        assert (await http.post("/embed", json={"texts": ["x"]})).status_code == 401
+        auth = {"Authorization": f"Bearer {token}"}
+        assert (await http.post("/embed", json={"texts": "x"}, headers=auth)).status_code == 400
+        assert (await http.post("/embed", content=b"{", headers=auth)).status_code == 400
+        assert (
+            await http.post("/embed", json={"texts": ["x"] * 257}, headers=auth)
+        ).status_code == 413
+        r = await http.post(
+            "/embed",
+            json={
+                "texts": [
+                    "buy bitcoin when the RSI is oversold",
+                    "enter long when RSI drops below 30",
+                    "my cat likes tuna",
+                ]
+            },
+            headers=auth,
+        )
+        assert r.status_code == 200
+        a, b, c = r.json()["vectors"]
+    assert len(a) == 384 and abs(sum(x * x for x in a) - 1) < 1e-4
+
+    def cos(u: list[float], v: list[float]) -> float:
+        return sum(x * y for x, y in zip(u, v, strict=True))
+
+    assert cos(a, b) > cos(a, c) + 0.2  # meaning, not words
+
+
+async def test_messages_are_saved_and_found_by_meaning(
+    embedder: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, home = embedder
+    cfg = Settings(home=home, embedder={"port": int(url.rsplit(":", 1)[1])})
+    async with serve_agent(cfg) as agent, agent.client() as c:
+        for role, text in [
+            ("user", "I want to trade ETH breakouts on the 4h chart"),
+            ("assistant", "Noted: breakouts on ETH, four-hour candles."),
+            ("user", "Please keep my risk per trade under one percent"),
+            ("user", "What's a good pizza place?"),
+        ]:
+            saved = data(
+                await c.call_tool("save_message", {"role": role, "text": text, "channel": "web"})
+            )
+            assert saved["indexed"] is True
+        found = data(
+            await c.call_tool(
+                "search_conversation",
+                {"query": "position sizing and how much I can lose", "limit": 2},
+            )
+        )
+        assert found["matches"][0]["text"] == "Please keep my risk per trade under one percent"
+        only_agent = data(
+            await c.call_tool("search_conversation", {"query": "ethereum", "role": "assistant"})
+        )
+        assert {m["role"] for m in only_agent["matches"]} == {"assistant"}
+        bad = error(await c.call_tool("save_message", {"role": "system", "text": "x"}))
+        assert "Input should be 'user' or 'assistant'" in bad
+
+
+async def test_messages_saved_while_the_embedder_is_down_are_indexed_later(
+    embedder: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, home = embedder
+    down = PersonAgent(Settings(home=home, embedder={"port": free_port()}), "bob")
+    saved = await down.memory.save("user", "I only trade on weekends", "telegram")
+    assert (
+        saved["indexed"] is False
+        and down.memory.messages()[0]["text"] == "I only trade on weekends"
+    )
+    down.memory.close()
+    up = PersonAgent(Settings(home=home, embedder={"port": int(url.rsplit(":", 1)[1])}), "bob")
+    matches = await up.memory.search("which days do I trade")
+    assert matches[0]["text"] == "I only trade on weekends"
+    up.memory.close()

@@ -1,0 +1,117 @@
+"""run_python's sandbox: every escape attempt contained, with an error naming the limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.sandbox import Limits, run_sandboxed
+
+LIMITS = Limits(cpu_s=2, memory_mb=512, wall_s=6, output_bytes=20_000)
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    workspace = tmp_path / "alice" / "workspace"
+    (workspace / "strategies").mkdir(parents=True)
+    (workspace / "strategies" / "mine.py").write_text("X = 1\n")
+    other = tmp_path / "bob" / "workspace"
+    other.mkdir(parents=True)
+    (other / "secret.txt").write_text("bob's secret")
+    return workspace, tmp_path / "alice" / "scratch"
+
+
+def sandboxed(dirs: tuple[Path, Path], code: str):  # type: ignore[no-untyped-def]
+    workspace, scratch = dirs
+    return run_sandboxed(
+        {"kind": "python", "code": code}, workspace=workspace, scratch=scratch, limits=LIMITS
+    )
+
+
+def test_code_runs_and_returns_its_result(dirs: tuple[Path, Path]) -> None:
+    r = sandboxed(dirs, "import numpy as np\nprint('hi')\nresult = float(np.arange(5).sum())")
+    assert r.ok, r.error
+    assert (r.value, r.output) == (10.0, "hi\n")
+
+
+def test_the_workspace_is_readable_and_scratch_writable(dirs: tuple[Path, Path]) -> None:
+    code = (
+        "text = (workspace / 'strategies' / 'mine.py').read_text()\n"
+        "(scratch / 'out.txt').write_text(text)\n"
+        "result = text"
+    )
+    r = sandboxed(dirs, code)
+    assert r.ok, r.error
+    assert r.value == "X = 1\n" and r.files == ["out.txt"]
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        (
+            "import socket\nsocket.create_connection(('127.0.0.1', 5432))",
+            "network access is not allowed",
+        ),
+        (
+            "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:1/')",
+            "network access is not allowed",
+        ),
+        ("open('/etc/passwd').read()", "reading /etc/passwd is not allowed"),
+        (
+            "open(workspace.parent.parent / 'bob' / 'workspace' / 'secret.txt').read()",
+            "is not allowed",
+        ),
+        ("import os\nos.listdir(workspace.parent.parent / 'bob')", "listing"),
+        (
+            "open(workspace / 'strategies' / 'mine.py', 'w').write('hacked')",
+            "only the scratch folder is writable",
+        ),
+        (
+            "import os\nos.remove(workspace / 'strategies' / 'mine.py')",
+            "only the scratch folder is writable",
+        ),
+        ("import os\nwhile True:\n    os.fork()", "starting processes is not allowed"),
+        ("import subprocess\nsubprocess.run(['id'])", "starting processes is not allowed"),
+        ("import os\nos.system('id')", "starting processes is not allowed"),
+        ("import ctypes\nctypes.CDLL(None).system(b'id')", "loading native code is not allowed"),
+        (
+            "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (999, 999))",
+            "changing the sandbox's limits",
+        ),
+    ],
+)
+def test_escapes_are_refused(dirs: tuple[Path, Path], code: str, error: str) -> None:
+    r = sandboxed(dirs, code)
+    assert not r.ok
+    assert r.error is not None and error in r.error
+    assert (dirs[0] / "strategies" / "mine.py").read_text() == "X = 1\n"
+
+
+def test_a_memory_bomb_hits_the_memory_limit(dirs: tuple[Path, Path]) -> None:
+    r = sandboxed(dirs, "blocks = []\nwhile True:\n    blocks.append(bytearray(50_000_000))")
+    assert not r.ok and r.limit == "memory"
+    assert r.error == "memory limit exceeded: more than 512 MB"
+
+
+def test_an_endless_loop_hits_the_cpu_limit(dirs: tuple[Path, Path]) -> None:
+    r = sandboxed(dirs, "while True:\n    pass")
+    assert not r.ok and r.limit == "cpu"
+    assert "CPU time limit exceeded: more than 2s" in (r.error or "")
+
+
+def test_sleeping_forever_hits_the_wall_clock(dirs: tuple[Path, Path]) -> None:
+    r = sandboxed(dirs, "import time\ntime.sleep(3600)")
+    assert not r.ok and r.limit == "wall_clock"
+    assert "wall-clock limit exceeded: still running after 6s" in (r.error or "")
+
+
+def test_a_flood_of_output_is_cut(dirs: tuple[Path, Path]) -> None:
+    r = sandboxed(dirs, "while True:\n    print('x' * 1000)")
+    assert not r.ok and r.limit == "output"
+    assert len(r.output) <= 20_000 and "more than 20,000 bytes printed" in (r.error or "")
+
+
+def test_an_error_names_the_line(dirs: tuple[Path, Path]) -> None:
+    r = sandboxed(dirs, "a = 1\nb = 0\nc = a / b\n")
+    assert not r.ok and r.error == "line 3: ZeroDivisionError: division by zero"
