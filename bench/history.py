@@ -34,12 +34,12 @@ from aiokafka import AIOKafkaProducer
 from bench.common import broker, free_port, pct, row, topics
 from dexorder.client import backfill
 from dexorder.config import Settings, load_config
+from dexorder.exchanges import make_exchange
 from dexorder.lake.query import get_candles
 from dexorder.lake.table import ARROW_SCHEMA, ohlc_table, open_catalog
 from dexorder.schemas import Candle, OhlcBatch, encode
 from dexorder.topics import MARKET_OHLC_BACKFILL
 from launcher.ephemeral import ephemeral_env, start_platform
-from services.ingestor.exchange import make_exchange
 from streaming.lake_maintenance import compact, files_per_partition
 from streaming.lake_rows import PendingBatch
 from streaming.lake_writer import LakeWriter, commit_batch

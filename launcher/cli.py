@@ -301,6 +301,50 @@ def agent(ctx: typer.Context) -> None:
     agent_app(ctx.args, prog_name="dexorder agent")
 
 
+@app.command()
+def live(
+    user: Annotated[str, typer.Option("--user", help="The person whose account this is")],
+    enable: Annotated[bool, typer.Option("--enable/--disable", help="Turn live trading on/off")],
+    per_order: Annotated[
+        float, typer.Option(min=1, help="Most one order may be worth (quote currency)")
+    ] = 100.0,
+    per_day: Annotated[
+        float, typer.Option(min=1, help="Most a day's live orders may be worth together")
+    ] = 1_000.0,
+) -> None:
+    """Turn a person's live trading on or off, with its limits (the agent cannot do this).
+
+    Exchange keys are read from DEXORDER_LIVE_API_KEY and DEXORDER_LIVE_API_SECRET when set.
+    """
+    from agent.broker.live import configure
+    from dexorder.tokens import InvalidUserId, check_user_id
+
+    cfg = config_or_exit()
+    try:
+        check_user_id(user)
+    except InvalidUserId as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if per_day < per_order:
+        err.print("[red]error:[/red] --per-day must be at least --per-order")
+        raise typer.Exit(2)
+    state = cfg.agent_dir(user) / "state"
+    settings = configure(
+        state,
+        enable,
+        per_order,
+        per_day,
+        os.environ.get("DEXORDER_LIVE_API_KEY"),
+        os.environ.get("DEXORDER_LIVE_API_SECRET"),
+    )
+    keys = (state / "exchange_keys.json").is_file()
+    console.print(
+        f"live trading for {user}: {'on' if settings.enabled else 'off'}; per order "
+        f"{settings.per_order_notional:,.2f}, per day {settings.per_day_notional:,.2f}; "
+        f"exchange keys {'set' if keys else 'NOT set'}"
+    )
+
+
 def main() -> None:
     app()
 

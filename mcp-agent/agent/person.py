@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from agent.alerts import AlertBook
+from agent.broker.live import LiveTrading
 from agent.broker.service import PaperBroker
 from agent.documents import Documents
 from agent.events import EventPublisher
@@ -56,6 +57,7 @@ class PersonAgent:
         )
         self.events: EventPublisher | None = None
         self.feed: PriceFeed | None = None
+        self.live = LiveTrading(cfg, self.state_dir, self._live_price, lambda: self.events)
         s = cfg.agent.sandbox
         self.limits = Limits(
             cpu_s=s.cpu_s, memory_mb=s.memory_mb, wall_s=s.wall_s, output_bytes=s.output_kb * 1024
@@ -81,6 +83,11 @@ class PersonAgent:
             await self.events.close()
         self.memory.close()
         self.flush()
+
+    async def _live_price(self, ticker: str) -> float:
+        if self.feed is None:
+            raise TimeoutError(f"no live price for {ticker}: the agent is not started")
+        return await self.feed.price(ticker)
 
     def _check_alerts(self, candle: Candle) -> None:
         for alert in self.alerts.check(candle.ticker, candle.low, candle.high, candle.close):

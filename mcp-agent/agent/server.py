@@ -18,6 +18,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from agent.alerts import AlertError
+from agent.broker.live import LiveTradingError
 from agent.broker.paper import OrderError
 from agent.memory import MemoryRequestError
 from agent.person import PersonAgent
@@ -266,7 +267,10 @@ def build_server(person: PersonAgent) -> MCPServer:
 
     # --- trading ------------------------------------------------------------
     @mcp.tool(
-        description="Place a paper order (market or limit) for the person; fills come as events."
+        description=(
+            "Place an order: paper (default) fills against live candles; live needs the "
+            "person's confirmation code from their channel (see confirm_trade)."
+        )
     )
     async def execute_trade(
         ticker: Annotated[str, Field(description="EXCHANGE:BASE/QUOTE, e.g. BINANCE:BTC/USDT")],
@@ -274,11 +278,25 @@ def build_server(person: PersonAgent) -> MCPServer:
         quantity: Annotated[float, Field(gt=0, description="in the base currency, e.g. 0.1 BTC")],
         order_type: Literal["market", "limit"] = "market",
         limit_price: Annotated[float | None, Field(gt=0)] = None,
+        mode: Literal["paper", "live"] = "paper",
     ) -> dict[str, Any]:
         person.activity.touch()
         try:
+            if mode == "live":
+                return await person.live.request(ticker, side, quantity, order_type, limit_price)
             return await person.broker.execute(ticker, side, quantity, order_type, limit_price)
-        except (OrderError, TimeoutError, ValueError) as exc:
+        except (OrderError, LiveTradingError, TimeoutError, ValueError) as exc:
+            raise _fail(exc) from None
+
+    @mcp.tool(description="Place a live order once the person has sent back its confirmation code.")
+    async def confirm_trade(
+        confirmation_id: Annotated[str, Field(max_length=64)],
+        code: Annotated[str, Field(pattern=r"^[0-9]{6}$", description="the code the person sent")],
+    ) -> dict[str, Any]:
+        person.activity.touch()
+        try:
+            return await person.live.confirm(confirmation_id, code)
+        except LiveTradingError as exc:
             raise _fail(exc) from None
 
     @mcp.tool(description="Cash, positions with PnL, equity and open orders of the paper account.")

@@ -11,9 +11,11 @@ Unmodified CCXT works against it once its URLs point here. Served:
 * WebSocket ``/ws``, ``/ws/<stream>`` and ``/stream?streams=a/b``: the
   ``SUBSCRIBE``/``UNSUBSCRIBE``/``LIST_SUBSCRIPTIONS`` methods and the
   ``<symbol>@trade`` stream.
+* Signed account API (``/api/v3/account``, ``/api/v3/order``; see
+  :mod:`.account`) for a built-in test account, for live-trading tests.
 * Control (not Binance; for tests and demos) under ``/emulator``: make a
   trade, push a raw (even malformed) payload to a stream, take the exchange
-  down, read counters.
+  down, read counters and accounts.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from services.exchange_emulator.account import Accounts, add_account_routes
 from services.exchange_emulator.simulator import MarketSimulator, SymbolSpec, Trade
 
 _INTERVALS = {
@@ -85,6 +88,7 @@ class EmulatorState:
     down: bool = False
     injected_seq: int = 0
     stats: dict[str, int] = field(default_factory=lambda: {"trades_sent": 0, "rest_requests": 0})
+    accounts: Accounts = field(default_factory=Accounts)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -518,6 +522,28 @@ def build_app(state: EmulatorState) -> web.Application:
         for conn in list(state.conns):
             await conn.ws.close()
 
+    def last_price(market_id: str) -> float | None:
+        recent = state.recent.get(market_id)
+        if recent:
+            return recent[-1].price
+        spec = state.sim.spec(market_id)
+        return state.sim.price_at(spec, state.now_ms()) if spec else None
+
+    def assets(market_id: str) -> tuple[str, str] | None:
+        spec = state.sim.spec(market_id)
+        return (spec.base, spec.quote) if spec else None
+
+    add_account_routes(app, state.accounts, state.now_ms, last_price, assets)
+
+    async def control_account(_: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                k: {"balances": a.balances, "orders": a.orders}
+                for k, a in state.accounts.by_key.items()
+            }
+        )
+
+    r.add_get("/emulator/accounts", control_account)
     app.on_startup.append(start_live)
     app.on_shutdown.append(stop_live)
     return app

@@ -24,6 +24,7 @@ import zmq.asyncio
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge
 
+from dexorder.exchanges import make_exchange
 from dexorder.lake.query import lake_missing
 from dexorder.markets import InvalidTicker, Ticker
 from dexorder.schemas import (
@@ -42,7 +43,6 @@ from dexorder.topics import (
     work_topic,
 )
 from services.ingestor.backfill import run_backfill
-from services.ingestor.exchange import make_exchange
 from services.ingestor.trades import MalformedTrade, TradeCursor, owns, tick_from_ccxt
 
 TICKS = Counter("ingestor_ticks_total", "Trades written to Kafka", ["exchange"])

@@ -8,6 +8,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from dexorder.config import Settings
 from tests.agent.conftest import Agent, fill_lake
 
 pytestmark = pytest.mark.integration
@@ -363,3 +364,69 @@ async def test_run_python_with_candles_and_its_limits(agent: Agent) -> None:
         assert "needs ticker" in error(
             await c.call_tool("run_python", {"code": "1", "load": [{"ticker": "X"}]})
         )
+
+
+async def test_limit_orders_can_be_cancelled_and_bad_orders_are_refused(agent: Agent) -> None:
+    async with agent.client() as c:
+        placed = data(
+            await c.call_tool(
+                "execute_trade",
+                {
+                    "ticker": "BINANCE:BTC/USDT",
+                    "side": "buy",
+                    "quantity": 0.01,
+                    "order_type": "limit",
+                    "limit_price": 1000,
+                },
+            )
+        )
+        assert placed["fill"] is None
+        positions = data(await c.call_tool("get_positions", {}))
+        assert [o["id"] for o in positions["open_orders"]] == [placed["order"]["id"]]
+        assert positions["cash"] == 10_000 and positions["mode"] == "paper"
+        cancelled = data(await c.call_tool("cancel_order", {"order_id": placed["order"]["id"]}))
+        assert cancelled["status"] == "cancelled"
+        assert data(await c.call_tool("get_positions", {}))["open_orders"] == []
+        assert "no open order" in error(await c.call_tool("cancel_order", {"order_id": "nope"}))
+        assert "not enough USDT" in error(
+            await c.call_tool(
+                "execute_trade",
+                {
+                    "ticker": "BINANCE:BTC/USDT",
+                    "side": "buy",
+                    "quantity": 5,
+                    "order_type": "limit",
+                    "limit_price": 50_000,
+                },
+            )
+        )
+        assert "greater than 0" in error(
+            await c.call_tool(
+                "execute_trade", {"ticker": "BINANCE:BTC/USDT", "side": "buy", "quantity": 0}
+            )
+        )
+        assert "Input should be 'buy' or 'sell'" in error(
+            await c.call_tool(
+                "execute_trade", {"ticker": "BINANCE:BTC/USDT", "side": "short", "quantity": 1}
+            )
+        )
+
+
+async def test_the_agent_speaks_mcp_over_stdio(cfg: Settings) -> None:
+    import os
+    import sys
+
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "agent", "--user", "carol", "--stdio"],
+        env={**os.environ, "DEXORDER_HOME": str(cfg.home)},
+    )
+    async with Client(params) as c:
+        names = {t.name for t in (await c.list_tools()).tools}
+        assert {"run_backtest", "execute_trade", "search_conversation"} <= names
+        watchlist = data(await c.call_tool("get_watchlist", {}))
+        assert watchlist["watchlist"] == ["BINANCE:BTC/USDT", "BINANCE:ETH/USDT"]
+    assert (cfg.home / "agents" / "carol" / "workspace" / ".git").is_dir()

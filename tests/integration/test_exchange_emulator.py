@@ -10,10 +10,10 @@ import ccxt
 import pytest
 from aiohttp import web
 
+from dexorder.exchanges import make_exchange
 from launcher.ephemeral import free_port
 from services.exchange_emulator.server import EmulatorState, build_app
 from services.exchange_emulator.simulator import MarketSimulator
-from services.ingestor.exchange import make_exchange
 
 NOW = 1_790_000_000.0  # a fixed clock: 2026-09
 
@@ -121,3 +121,40 @@ async def test_control_api_rejects_bad_input(emulator: tuple[str, EmulatorState]
         assert r.status == 400
         r = await s.post(f"{emulator[0]}/emulator/trades", json={"symbol": "BTCUSDT"})
         assert r.status == 400 and "price" in (await r.json())["error"]
+
+
+async def test_the_signed_account_api_speaks_to_ccxt() -> None:
+    from services.exchange_emulator.account import TEST_API_KEY, TEST_API_SECRET
+
+    state = EmulatorState(MarketSimulator(trade_rate=0), weight_limit=6000)
+    runner = web.AppRunner(build_app(state))
+    await runner.setup()
+    url = f"http://127.0.0.1:{free_port()}"
+    await web.TCPSite(runner, "127.0.0.1", int(url.rsplit(":", 1)[1])).start()
+
+    def client(**keys: str) -> object:
+        return make_exchange("binance", url, enableRateLimit=False, **keys)
+
+    good = client(apiKey=TEST_API_KEY, secret=TEST_API_SECRET)
+    wrong_secret = client(apiKey=TEST_API_KEY, secret="not-it")
+    unknown_key = client(apiKey="nobody", secret="x")
+    try:
+        balance = await good.fetch_balance()  # type: ignore[attr-defined]
+        assert balance["total"]["USDT"] == 100_000 and balance["total"]["BTC"] == 1
+        order = await good.create_order("ETH/USDT", "market", "buy", 1)  # type: ignore[attr-defined]
+        assert order["status"] == "closed" and order["filled"] == 1 and order["average"] > 0
+        assert (await good.fetch_balance())["total"]["ETH"] == 1  # type: ignore[attr-defined]
+        resting = await good.create_order("ETH/USDT", "limit", "buy", 1, 100.0)  # type: ignore[attr-defined]
+        assert resting["status"] == "open"
+        with pytest.raises(ccxt.InsufficientFunds):
+            await good.create_order("BTC/USDT", "market", "buy", 100)  # type: ignore[attr-defined]
+        with pytest.raises(ccxt.AuthenticationError, match="-1022"):
+            await wrong_secret.create_order("BTC/USDT", "market", "buy", 0.01)  # type: ignore[attr-defined]
+        with pytest.raises(ccxt.AuthenticationError, match="-2015"):
+            await unknown_key.fetch_balance()  # type: ignore[attr-defined]
+        with pytest.raises(ccxt.BadRequest, match="NOTIONAL"):
+            await good.create_order("BTC/USDT", "market", "buy", 0.00001)  # type: ignore[attr-defined]
+    finally:
+        for ex in (good, wrong_secret, unknown_key):
+            await ex.close()  # type: ignore[attr-defined]
+        await runner.cleanup()

@@ -42,7 +42,7 @@ def _hardened(cls: type, on_malformed: Callable[[Any, BaseException | None], Non
             on_malformed(message, None)
             return None
         try:
-            return cls.handle_message(self, client, message)
+            return getattr(cls, "handle_message")(self, client, message)  # noqa: B009
         except Exception as exc:
             on_malformed(message, exc)
             return None
