@@ -126,6 +126,19 @@ class SandboxConfig(_Section):
     output_kb: int = Field(256, ge=1)
 
 
+class GatewayConfig(_Section):
+    """The gateway: accounts, sessions, limits."""
+
+    #: SQLAlchemy URL of the accounts database; default SQLite under the home folder.
+    database_url: str | None = None
+    #: Redis for rate limits and budgets shared by replicas; unset: in-process.
+    redis_url: str | None = None
+    #: Signs login sessions (keep it in secrets.yaml); made under ``state/`` when unset.
+    session_secret: str | None = None
+    access_ttl_s: int = Field(900, ge=60)
+    refresh_ttl_days: int = Field(30, ge=1)
+
+
 class EmbedderConfig(_Section):
     """The shared embedding service (all-MiniLM-L6-v2)."""
 
@@ -178,6 +191,7 @@ class Settings(BaseSettings):
     writer: WriterConfig = WriterConfig()
     agent: AgentConfig = AgentConfig()
     embedder: EmbedderConfig = EmbedderConfig()
+    gateway: GatewayConfig = GatewayConfig()
 
     @classmethod
     def settings_customise_sources(

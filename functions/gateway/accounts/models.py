@@ -1,0 +1,92 @@
+"""The accounts schema (SQLAlchemy 2 declarative models)."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Account(Base):
+    """A person. ``id`` is also their agent's user id (folder name, token subject)."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    tier: Mapped[str] = mapped_column(String(16), default="free")
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class RefreshToken(Base):
+    """A login session's refresh token (stored hashed; rotated on every use)."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the token
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    family: Mapped[str] = mapped_column(String(32))  # all rotations of one login
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    __table_args__ = (Index("ix_refresh_family", "family"),)
+
+
+class RevokedSession(Base):
+    """Access-token ids revoked before they expire (logout)."""
+
+    __tablename__ = "revoked_sessions"
+
+    jti: Mapped[str] = mapped_column(String(32), primary_key=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class PersonalAccessToken(Base):
+    """A token the person made for an external MCP client (the token itself is not kept)."""
+
+    __tablename__ = "personal_access_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the token's jti
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class TelegramLink(Base):
+    """A Telegram user linked to an account."""
+
+    __tablename__ = "telegram_links"
+
+    telegram_user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), unique=True
+    )
+    linked_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class DeliveredEvent(Base):
+    """A critical event the gateway has delivered to the person (dedup by event id)."""
+
+    __tablename__ = "delivered_events"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(63), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    delivered_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class LinkCode(Base):
+    """A one-time code the person gives the bot to link their Telegram account."""
+
+    __tablename__ = "telegram_link_codes"
+
+    code_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    expires_at: Mapped[int] = mapped_column(BigInteger)
