@@ -33,10 +33,10 @@ from agent.app import start_http
 from agent.backtest.engine import Costs, run
 from agent.backtest.metrics import report
 from agent.backtest.runtime import sweep_grid
-from agent.person import PersonAgent, token_secret
+from agent.person import PersonAgent
 from bench.common import free_port, pct, row
 from dexorder.config import Settings
-from dexorder.tokens import mint_token
+from dexorder.tokens import mint_token, token_keys
 
 
 def _rss_mb(pid: int) -> float:
@@ -51,7 +51,7 @@ async def _round_trip(home: Path) -> tuple[list[float], list[float]]:
     person = PersonAgent(cfg, "bench")
     port = free_port()
     server = await start_http(person, "127.0.0.1", port)
-    token = mint_token(token_secret(cfg), "bench")
+    token = mint_token(token_keys(cfg), "bench")
     url = f"http://127.0.0.1:{port}/mcp"
     mcp_ms, http_ms = [], []
     try:

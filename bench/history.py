@@ -21,7 +21,6 @@ Figures, each beside a baseline measured in the same run:
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import time
 from datetime import date
@@ -39,7 +38,7 @@ from dexorder.lake.query import get_candles
 from dexorder.lake.table import ARROW_SCHEMA, ohlc_table, open_catalog
 from dexorder.schemas import Candle, OhlcBatch, encode
 from dexorder.topics import MARKET_OHLC_BACKFILL
-from launcher.ephemeral import ephemeral_env, start_platform
+from launcher.ephemeral import ephemeral_env, in_environment, start_platform
 from streaming.lake_maintenance import compact, files_per_partition
 from streaming.lake_rows import PendingBatch
 from streaming.lake_writer import LakeWriter, commit_batch
@@ -225,43 +224,39 @@ def main() -> dict[str, float]:
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         env = ephemeral_env(Path(tmp) / "home", DEXORDER_LAKE__MAINTENANCE_INTERVAL_S="0")
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        p = start_platform(env)
-        try:
-            cfg = load_config()
-            t0 = time.perf_counter()
-            ready = asyncio.run(
-                backfill("BINANCE:BTC/USDT", "1m", YEAR_START, YEAR_END, config=cfg, timeout_s=600)
-            )
-            backfill_s = time.perf_counter() - t0
-            if ready.error:
-                raise SystemExit(f"backfill failed: {ready.error}")
-            ccxt_s = asyncio.run(_ccxt_year(cfg))
-            row(
-                "backfill 1 year of 1m, request → HistoryReady",
-                f"{backfill_s:.1f} s",
-                f"{ready.rows:,} rows; CCXT paging alone {ccxt_s:.1f} s "
-                f"({backfill_s / ccxt_s:.2f}x)",
-            )
-            results["backfill_s"] = backfill_s
+        with in_environment(env):
+            p = start_platform(env)
+            try:
+                cfg = load_config()
+                t0 = time.perf_counter()
+                ready = asyncio.run(
+                    backfill(
+                        "BINANCE:BTC/USDT", "1m", YEAR_START, YEAR_END, config=cfg, timeout_s=600
+                    )
+                )
+                backfill_s = time.perf_counter() - t0
+                if ready.error:
+                    raise SystemExit(f"backfill failed: {ready.error}")
+                ccxt_s = asyncio.run(_ccxt_year(cfg))
+                row(
+                    "backfill 1 year of 1m, request → HistoryReady",
+                    f"{backfill_s:.1f} s",
+                    f"{ready.rows:,} rows; CCXT paging alone {ccxt_s:.1f} s "
+                    f"({backfill_s / ccxt_s:.2f}x)",
+                )
+                results["backfill_s"] = backfill_s
 
-            lake, raw, rows = _query(cfg)
-            row(
-                "query 1 month of 1m (get_candles), p50",
-                f"{pct(lake, 50):.1f} ms",
-                f"{rows:,} rows, p99 {pct(lake, 99):.1f} ms; "
-                f"pyarrow on the same files {pct(raw, 50):.1f} ms",
-            )
-            results["query_p50_ms"] = pct(lake, 50)
+                lake, raw, rows = _query(cfg)
+                row(
+                    "query 1 month of 1m (get_candles), p50",
+                    f"{pct(lake, 50):.1f} ms",
+                    f"{rows:,} rows, p99 {pct(lake, 99):.1f} ms; "
+                    f"pyarrow on the same files {pct(raw, 50):.1f} ms",
+                )
+                results["query_p50_ms"] = pct(lake, 50)
 
-        finally:
-            p.stop()
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            finally:
+                p.stop()
         rate, bare, n = asyncio.run(_writer_rate(Path(tmp) / "writer"))
         row(
             "lake writer, Kafka → Iceberg",

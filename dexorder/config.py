@@ -158,8 +158,14 @@ class AgentConfig(_Section):
     host: str = "127.0.0.1"
     #: Port of ``dexorder agent``; the provisioner gives each agent its own.
     port: int = Field(8800, ge=0, le=65535)
-    #: Signs agent tokens (keep it in secrets.yaml); made under ``state/`` when unset.
-    token_secret: str | None = None
+    #: Ed25519 private key (PEM) that makes agent tokens: the gateway's, in secrets.yaml.
+    #: Unset (one machine): ``state/agent_token_ed25519.pem``, made on first use.
+    token_private_key: str | None = None
+    #: The matching public key: all an agent in the cluster needs to check tokens.
+    token_public_key: str | None = None
+    #: A service token for the agent's own calls (the embedder), given by the provisioner
+    #: where the agent holds only the public key.
+    service_token: str | None = None
     tier: Literal["free", "pro", "enterprise"] = "free"
     #: Idle time (s) after which the agent exits with code 42, per tier; null: never.
     idle_timeout_s: dict[str, int | None] = {"free": 900, "pro": 3600, "enterprise": None}

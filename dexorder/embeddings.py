@@ -47,12 +47,16 @@ class EmbeddingClient:
 
     async def _post(self, texts: list[str]) -> tuple[int, dict[str, object]]:
         try:
+            token = self.token()
+        except ValueError as exc:  # e.g. a process that holds only the public key
+            raise EmbeddingUnavailable(f"no token for the embedding service: {exc}") from None
+        try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as s,
                 s.post(
                     self.url,
                     json={"texts": texts},
-                    headers={"Authorization": f"Bearer {self.token()}"},
+                    headers={"Authorization": f"Bearer {token}"},
                 ) as r,
             ):
                 body = await r.json(content_type=None)

@@ -1,18 +1,23 @@
 """Bearer tokens for a person's agent: who may call it, on whose behalf.
 
-A token is an HS256 JWT signed with the platform's ``agent.token_secret``,
-naming the person (``sub``) and its kind: ``service`` (the gateway, calling
-on the person's behalf) or ``pat`` (a personal access token the person made
-for an external MCP client such as Claude Desktop). The agent of person P
-accepts only tokens whose ``sub`` is P; revoked personal tokens are refused
-by id (``jti``).
+A token is an EdDSA (Ed25519) JWT naming the person (``sub``) and its kind:
+``service`` (the gateway, calling on the person's behalf) or ``pat`` (a
+personal access token the person made for an external MCP client such as
+Claude Desktop). Only the gateway holds the private key and mints tokens;
+agents and the embedding service hold the public key and can only check
+them, so no agent can make a token for another person. The agent of person P
+accepts only tokens whose ``sub`` is P; revoked personal tokens are refused by
+id (``jti``).
+
+Keys: ``agent.token_private_key`` (the gateway; secrets.yaml) and
+``agent.token_public_key`` (agents in the cluster); on one machine both come
+from ``state/agent_token_ed25519.pem``, made on first use.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,10 +25,13 @@ from pathlib import Path
 from typing import Literal
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from dexorder.config import Settings
+from dexorder.config import ConfigError, Settings
 
 AUDIENCE = "dexorder-agent"
+ALGORITHM = "EdDSA"
 TokenKind = Literal["service", "pat"]
 _USER = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -55,10 +63,41 @@ class TokenClaims:
     expires_at: int | None
 
 
+@dataclass(frozen=True)
+class TokenKeys:
+    """The public key (to check tokens) and, where tokens are made, the private key (PEM)."""
+
+    public_pem: str
+    private_pem: str | None = None
+
+
+def new_keys() -> TokenKeys:
+    """A fresh Ed25519 key pair."""
+    return keys_from_private(
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+
+
+def keys_from_private(private_pem: str) -> TokenKeys:
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return TokenKeys(public.decode(), private_pem)
+
+
 def mint_token(
-    secret: str, user: str, kind: TokenKind = "service", ttl_s: int | None = 3600
+    keys: TokenKeys, user: str, kind: TokenKind = "service", ttl_s: int | None = 3600
 ) -> str:
     """A token for ``user``'s agent; ``ttl_s`` None makes one that never expires."""
+    if keys.private_pem is None:
+        raise InvalidToken("this process holds only the public key; it cannot make tokens")
     now = int(time.time())
     claims: dict[str, object] = {
         "sub": check_user_id(user),
@@ -69,16 +108,16 @@ def mint_token(
     }
     if ttl_s is not None:
         claims["exp"] = now + ttl_s
-    return jwt.encode(claims, secret, algorithm="HS256")
+    return jwt.encode(claims, keys.private_pem, algorithm=ALGORITHM)
 
 
-def verify_token(secret: str, token: str, revoked: frozenset[str] = frozenset()) -> TokenClaims:
+def verify_token(keys: TokenKeys, token: str, revoked: frozenset[str] = frozenset()) -> TokenClaims:
     """The claims of ``token``; raise :class:`InvalidToken` saying why not."""
     try:
         claims = jwt.decode(
             token,
-            secret,
-            algorithms=["HS256"],
+            keys.public_pem,
+            algorithms=[ALGORITHM],
             audience=AUDIENCE,
             options={"require": ["sub", "jti", "iat", "aud"]},
         )
@@ -94,23 +133,33 @@ def verify_token(secret: str, token: str, revoked: frozenset[str] = frozenset())
     return TokenClaims(claims["sub"], kind, claims["jti"], claims.get("exp"))
 
 
-def agent_token_secret(cfg: Settings) -> str:
-    """The platform's token secret: ``agent.token_secret``, or made once under the home folder."""
-    if cfg.agent.token_secret:
-        return cfg.agent.token_secret
-    return load_or_create_secret(Path(cfg.home) / "state" / "agent_token_secret")
+def token_keys(cfg: Settings) -> TokenKeys:
+    """The keys this process has: configured, or (one machine) the home folder's key file."""
+    a = cfg.agent
+    try:
+        if a.token_private_key:
+            return keys_from_private(a.token_private_key)
+        if a.token_public_key:
+            serialization.load_pem_public_key(a.token_public_key.encode())
+            return TokenKeys(a.token_public_key)
+    except ValueError as exc:
+        raise ConfigError(
+            f"agent.token_private_key/token_public_key: not a PEM key ({exc})"
+        ) from None
+    return load_or_create_keys(Path(cfg.home) / "state" / "agent_token_ed25519.pem")
 
 
-def load_or_create_secret(path: Path) -> str:
-    """The signing secret kept in ``path`` (mode 0600), made on first use."""
+def load_or_create_keys(path: Path) -> TokenKeys:
+    """The key pair whose private key is kept in ``path`` (mode 0600), made on first use."""
     if path.is_file():
-        return path.read_text().strip()
+        return keys_from_private(path.read_text())
     path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
+    keys = new_keys()
+    assert keys.private_pem is not None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process made it first
-        return path.read_text().strip()
+        return keys_from_private(path.read_text())
     with os.fdopen(fd, "w") as out:
-        out.write(secret)
-    return secret
+        out.write(keys.private_pem)
+    return keys

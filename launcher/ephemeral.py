@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +49,23 @@ def ephemeral_env(home: Path, **overrides: str) -> dict[str, str]:
     }
     env.update(overrides)
     return env
+
+
+@contextlib.contextmanager
+def in_environment(env: dict[str, str], drop: tuple[str, ...] = ()) -> Iterator[None]:
+    """``env`` set (and ``drop`` unset) in this process's environment while the block runs."""
+    saved = {k: os.environ.get(k) for k in [*env, *drop]}
+    os.environ.update(env)
+    for k in drop:
+        os.environ.pop(k, None)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.ephemeral import RunningPlatform, ephemeral_env, start_platform
+from launcher.ephemeral import RunningPlatform, ephemeral_env, in_environment, start_platform
 
 
 @pytest.fixture
@@ -37,19 +37,10 @@ def platform(isolated_env: dict[str, str]) -> Iterator[RunningPlatform]:
 @pytest.fixture(scope="module")
 def shared_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
     """One platform for a whole test module (tests must not disturb each other's data)."""
-    import os
-
     env = ephemeral_env(tmp_path_factory.mktemp("shared") / "home")
-    saved = {k: os.environ.get(k) for k in [*env, "KAFKA_BOOTSTRAP_SERVERS"]}
-    os.environ.update(env)
-    os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    p = start_platform(env)
-    try:
-        yield p
-    finally:
-        p.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with in_environment(env, drop=("KAFKA_BOOTSTRAP_SERVERS",)):
+        p = start_platform(env)
+        try:
+            yield p
+        finally:
+            p.stop()

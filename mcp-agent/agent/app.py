@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ def http_app(person: PersonAgent) -> Any:
     return BearerAuth(
         app,
         person.user,
-        person.token_secret,
+        person.keys,
         revoked=person.revoked_tokens,
         on_request=person.activity.touch,
     )
@@ -74,9 +74,13 @@ class HttpServer:
         await self.task
 
 
-async def serve_http(person: PersonAgent, host: str, port: int) -> int:
-    """Serve until SIGINT/SIGTERM (exit code 0) or until idle (42)."""
+async def serve_http(
+    person: PersonAgent, host: str, port: int, on_ready: Callable[[], None] | None = None
+) -> int:
+    """Serve until SIGINT/SIGTERM (exit code 0) or until idle (42); ``on_ready`` once listening."""
     running = await start_http(person, host, port)
+    if on_ready is not None:
+        on_ready()
     cfg = person.cfg.agent
     return await run_until_idle(
         running.task,

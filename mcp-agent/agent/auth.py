@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from dexorder.tokens import InvalidToken, TokenClaims, verify_token
+from dexorder.tokens import InvalidToken, TokenClaims, TokenKeys, verify_token
 
 Scope = dict[str, Any]
 ASGIApp = Callable[..., Any]
@@ -25,13 +25,13 @@ class BearerAuth:
         self,
         app: ASGIApp,
         user: str,
-        secret: str,
+        keys: TokenKeys,
         revoked: Callable[[], frozenset[str]] = frozenset,
         on_request: Callable[[], None] | None = None,
     ) -> None:
         self.app = app
         self.user = user
-        self.secret = secret
+        self.keys = keys
         self.revoked = revoked
         self.on_request = on_request
 
@@ -45,7 +45,7 @@ class BearerAuth:
             await _deny(send, 401, "missing bearer token")
             return
         try:
-            claims: TokenClaims = verify_token(self.secret, token.strip(), self.revoked())
+            claims: TokenClaims = verify_token(self.keys, token.strip(), self.revoked())
         except InvalidToken as exc:
             await _deny(send, 401, str(exc))
             return

@@ -13,10 +13,10 @@ from typing import Annotated
 import typer
 
 from agent.lifecycle import IDLE_EXIT_CODE
-from agent.person import PersonAgent, token_secret
+from agent.person import PersonAgent
 from dexorder.config import ConfigError, load_config
 from dexorder.log import setup_logging
-from dexorder.tokens import InvalidUserId, mint_token
+from dexorder.tokens import InvalidToken, InvalidUserId, mint_token
 
 app = typer.Typer(add_completion=False)
 
@@ -45,11 +45,17 @@ def agent(
 
     host, the_port = cfg.agent.host, port if port is not None else cfg.agent.port
     ttl = int(token_ttl_h * 3600) or None
-    token = mint_token(token_secret(cfg), person.user, "pat", ttl)
-    print(f"agent of {person.user}: http://{host}:{the_port}/mcp", flush=True)
-    print(f"token: {token}", flush=True)
     try:
-        code = asyncio.run(serve_http(person, host, the_port))
+        token = mint_token(person.keys, person.user, "pat", ttl)
+    except InvalidToken:
+        token = "(this agent holds only the public key: make a token in the gateway)"
+
+    def ready() -> None:  # printed once it listens, so whoever reads it can connect at once
+        print(f"agent of {person.user}: http://{host}:{the_port}/mcp", flush=True)
+        print(f"token: {token}", flush=True)
+
+    try:
+        code = asyncio.run(serve_http(person, host, the_port, ready))
     except KeyboardInterrupt:
         code = 0
     if code == IDLE_EXIT_CODE:

@@ -17,7 +17,7 @@ from agent.workspace import Workspace
 from dexorder.config import Settings
 from dexorder.embeddings import EmbeddingClient
 from dexorder.schemas import Candle
-from dexorder.tokens import agent_token_secret, check_user_id, mint_token
+from dexorder.tokens import TokenKeys, check_user_id, mint_token, token_keys
 
 
 @dataclass
@@ -49,11 +49,9 @@ class PersonAgent:
         self.alerts = AlertBook(self.state_dir / "alerts.json")
         self.activity = Activity()
         self.broker = PaperBroker(self.state_dir / "paper.json")
+        self.keys: TokenKeys = token_keys(cfg)
         self.memory = ConversationMemory(
-            self.state_dir / "memory",
-            EmbeddingClient(
-                cfg.embedder.url, lambda: mint_token(self.token_secret, self.user, ttl_s=300)
-            ),
+            self.state_dir / "memory", EmbeddingClient(cfg.embedder.url, self.service_token)
         )
         self.events: EventPublisher | None = None
         self.feed: PriceFeed | None = None
@@ -102,9 +100,11 @@ class PersonAgent:
         """Persist what is only in memory (the events' outbox is always on disk)."""
         self.broker.save()
 
-    @property
-    def token_secret(self) -> str:
-        return token_secret(self.cfg)
+    def service_token(self) -> str:
+        """A token for the agent's own calls to platform services, on this person's behalf."""
+        if self.cfg.agent.service_token:
+            return self.cfg.agent.service_token
+        return mint_token(self.keys, self.user, "service", ttl_s=300)
 
     def revoked_tokens(self) -> frozenset[str]:
         """Ids of the person's revoked personal access tokens (the gateway writes them)."""
@@ -112,8 +112,3 @@ class PersonAgent:
         if not path.is_file():
             return frozenset()
         return frozenset(line.strip() for line in path.read_text().splitlines() if line.strip())
-
-
-def token_secret(cfg: Settings) -> str:
-    """The platform's agent-token secret (see :func:`dexorder.tokens.agent_token_secret`)."""
-    return agent_token_secret(cfg)

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from dexorder.config import ConfigError, load_config
 from dexorder.log import setup_logging
-from dexorder.tokens import agent_token_secret
+from dexorder.tokens import token_keys
 from services.embedder.server import Embedder, build_app
 
 
@@ -19,7 +19,7 @@ def main() -> None:
     e = cfg.embedder
     log.info("listening", url=f"http://{e.host}:{e.port}")
     web.run_app(
-        build_app(Embedder(agent_token_secret(cfg))),
+        build_app(Embedder(token_keys(cfg))),
         host=e.host,
         port=e.port,
         print=None,

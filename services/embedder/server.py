@@ -1,7 +1,7 @@
 """``POST /embed {"texts": [...]}`` → ``{"vectors": [[...384 floats], ...], "model": ...}``.
 
 Vectors are L2-normalised (cosine similarity is a dot product). Requests
-need a bearer token signed with the platform's agent-token secret. The model
+need a platform bearer token (checked with the public key). The model
 loads in the background (seconds); until then ``/healthz`` says ``ready:
 false`` and ``/embed`` answers 503, which clients retry.
 """
@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from dexorder.embeddings import DIMENSIONS, MAX_TEXT_CHARS, MAX_TEXTS, MODEL_NAME
-from dexorder.tokens import InvalidToken, verify_token
+from dexorder.tokens import InvalidToken, TokenKeys, verify_token
 
 EMBEDDED = Counter("embedder_texts_total", "Texts embedded")
 SECONDS = Histogram("embedder_request_seconds", "Time to embed one request")
@@ -39,8 +39,8 @@ def load_model() -> Any:
 class Embedder:
     """The model, loaded once, and the HTTP handlers."""
 
-    def __init__(self, secret: str) -> None:
-        self.secret = secret
+    def __init__(self, keys: TokenKeys) -> None:
+        self.keys = keys
         self.model: Any = None
         self.lock = asyncio.Lock()
         self.stats = {"requests": 0, "texts": 0, "refused": 0}
@@ -54,7 +54,7 @@ class Embedder:
         if scheme.lower() != "bearer":
             return False
         try:
-            verify_token(self.secret, token.strip())
+            verify_token(self.keys, token.strip())
         except InvalidToken:
             return False
         return True

@@ -13,11 +13,11 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from agent.app import start_http
-from agent.person import PersonAgent, token_secret
+from agent.person import PersonAgent
 from dexorder.config import Settings
 from dexorder.lake.table import ohlc_table, open_catalog
 from dexorder.schemas import OhlcBatch
-from dexorder.tokens import mint_token
+from dexorder.tokens import mint_token, token_keys
 from launcher.ephemeral import free_port
 from services.exchange_emulator.simulator import DEFAULT_SYMBOLS, MarketSimulator
 from streaming.lake_rows import PendingBatch
@@ -54,7 +54,7 @@ class Agent:
         self.cfg, self.person, self.url = cfg, person, url
 
     def token(self, user: str | None = None, **kw: Any) -> str:
-        return mint_token(token_secret(self.cfg), user or self.person.user, **kw)
+        return mint_token(token_keys(self.cfg), user or self.person.user, **kw)
 
     @contextlib.asynccontextmanager
     async def client(self, token: str | None = None) -> AsyncIterator[Client]:

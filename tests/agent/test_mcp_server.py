@@ -84,10 +84,9 @@ async def test_expired_revoked_and_foreign_tokens(agent: Agent) -> None:
         )
         assert bob.status_code == 403 and "another person" in bob.json()["error"]
         pat = agent.token(kind="pat")
-        from agent.person import token_secret
-        from dexorder.tokens import verify_token
+        from dexorder.tokens import token_keys, verify_token
 
-        jti = verify_token(token_secret(agent.cfg), pat).token_id
+        jti = verify_token(token_keys(agent.cfg), pat).token_id
         (agent.person.state_dir / "revoked_tokens").write_text(jti + "\n")
         assert await status(pat) == 401
         health = await http.get(agent.url.replace("/mcp", "/healthz"))

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from agent.person import PersonAgent, token_secret
+from agent.person import PersonAgent
 from dexorder.config import Settings
-from dexorder.tokens import mint_token
+from dexorder.tokens import mint_token, token_keys
 from launcher.ephemeral import free_port
 from tests.agent.conftest import serve_agent
 from tests.agent.test_mcp_server import data, error
@@ -55,7 +55,7 @@ def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pa
 
 async def test_the_service_embeds_and_refuses_bad_requests(embedder: tuple[str, Path]) -> None:
     url, home = embedder
-    token = mint_token(token_secret(Settings(home=home)), "alice")
+    token = mint_token(token_keys(Settings(home=home)), "alice")
     async with httpx2.AsyncClient(base_url=url, timeout=30) as http:
         assert (await http.post("/embed", json={"texts": ["x"]})).status_code == 401
         auth = {"Authorization": f"Bearer {token}"}

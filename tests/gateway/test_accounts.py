@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine, inspect
 
-from dexorder.tokens import verify_token
+from dexorder.tokens import new_keys, verify_token
 from gateway.accounts.db import current_revision, migrate
 from gateway.accounts.store import AccountError, Accounts
 
-SECRET = "k" * 64
+KEYS = new_keys()
 
 
 def test_migrations_make_the_schema_and_are_idempotent(engine: Engine) -> None:
@@ -66,8 +66,8 @@ def test_an_email_has_one_account(accounts: Accounts) -> None:
 def test_personal_access_tokens_are_per_person(accounts: Accounts) -> None:
     alice = accounts.sign_up("alice@example.com", "long enough pw")
     bob = accounts.sign_up("bob@example.com", "long enough pw")
-    token, pat = accounts.create_pat(alice.id, "Claude Desktop", SECRET)
-    claims = verify_token(SECRET, token)
+    token, pat = accounts.create_pat(alice.id, "Claude Desktop", KEYS)
+    claims = verify_token(KEYS, token)
     assert (claims.user, claims.kind, claims.token_id) == (alice.id, "pat", pat.id)
     assert [p.name for p in accounts.list_pats(alice.id)] == ["Claude Desktop"]
     assert accounts.list_pats(bob.id) == []
@@ -78,7 +78,7 @@ def test_personal_access_tokens_are_per_person(accounts: Accounts) -> None:
     accounts.revoke_pat(alice.id, pat.id)
     assert accounts.revoked_pat_ids(alice.id) == {pat.id}
     with pytest.raises(AccountError, match="needs a name"):
-        accounts.create_pat(alice.id, " ", SECRET)
+        accounts.create_pat(alice.id, " ", KEYS)
 
 
 def test_telegram_linking_with_a_one_time_code(accounts: Accounts) -> None:
@@ -103,7 +103,7 @@ def test_an_expired_link_code_is_refused(engine: Engine) -> None:
 
 def test_deleting_an_account_removes_what_is_keyed_by_it(accounts: Accounts) -> None:
     alice = accounts.sign_up("alice@example.com", "long enough pw")
-    accounts.create_pat(alice.id, "cli", SECRET)
+    accounts.create_pat(alice.id, "cli", KEYS)
     accounts.redeem_link_code(accounts.telegram_link_code(alice.id), 77)
     accounts.delete(alice.id)
     with pytest.raises(AccountError, match="no such account"):

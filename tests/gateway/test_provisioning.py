@@ -13,7 +13,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from dexorder.config import Settings
-from dexorder.tokens import InvalidUserId, agent_token_secret, mint_token
+from dexorder.tokens import InvalidUserId, mint_token, token_keys
 from gateway.provisioning import LocalProvisioner, ProvisioningError
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ async def provisioner(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 async def call(p: LocalProvisioner, url: str, user: str) -> object:
-    token = mint_token(agent_token_secret(p.cfg), user)
+    token = mint_token(token_keys(p.cfg), user)
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http,
         Client(streamable_http_client(url, http_client=http)) as c,

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dexorder.tokens import mint_token, verify_token
+from dexorder.tokens import TokenKeys, mint_token, verify_token
 from gateway.accounts.models import (
     Account,
     LinkCode,
@@ -135,7 +135,7 @@ class Accounts:
     # --- personal access tokens ------------------------------------------------------
 
     def create_pat(
-        self, account_id: str, name: str, secret: str, ttl_days: int | None = 90
+        self, account_id: str, name: str, keys: TokenKeys, ttl_days: int | None = 90
     ) -> tuple[str, PersonalAccessToken]:
         """A new token for ``account_id``'s agent; the token is shown once and not kept."""
         name = name.strip()
@@ -143,8 +143,8 @@ class Accounts:
             raise AccountError("a token needs a name of 1 to 100 characters")
         self.get(account_id)
         ttl = ttl_days * 86_400 if ttl_days else None
-        token = mint_token(secret, account_id, "pat", ttl)
-        claims = verify_token(secret, token)
+        token = mint_token(keys, account_id, "pat", ttl)
+        claims = verify_token(keys, token)
         pat = PersonalAccessToken(
             id=claims.token_id,
             account_id=account_id,
