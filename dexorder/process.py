@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -11,6 +12,17 @@ from typing import Any
 import structlog
 
 from dexorder.health import HealthCheck, serve_health
+
+#: A person's agent exits with this code after a clean idle shutdown (not a crash);
+#: the provisioner then starts it again on the next message.
+AGENT_IDLE_EXIT_CODE = 42
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def run_part(

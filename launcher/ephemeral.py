@@ -5,21 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from dexorder.config import Settings, load_config
+from dexorder.process import free_port
 from launcher.parts import Part, plan
 from launcher.supervisor import Supervisor
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["RunningPlatform", "ephemeral_env", "free_port", "in_environment", "start_platform"]
 
 
 def ephemeral_env(home: Path, **overrides: str) -> dict[str, str]:

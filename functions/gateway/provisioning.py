@@ -24,9 +24,9 @@ import aiohttp
 import structlog
 
 from dexorder.config import Settings
+from dexorder.process import AGENT_IDLE_EXIT_CODE, free_port
 from dexorder.tokens import check_user_id
 
-IDLE_EXIT_CODE = 42  # the agent's clean idle shutdown (agent.lifecycle)
 AgentState = Literal["stopped", "starting", "running", "idle", "crashed"]
 
 log = structlog.get_logger(part="gateway")
@@ -54,14 +54,6 @@ class Provisioner(Protocol):
     async def stop(self, user: str) -> None: ...
 
     async def close(self) -> None: ...
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -110,7 +102,7 @@ class LocalProvisioner:
             return AgentEndpoint(user, f"http://127.0.0.1:{agent.port}/mcp")
 
     async def _start(self, user: str, tier: str) -> _Agent:
-        port = _free_port()
+        port = free_port()
         log_dir = Path(self.cfg.home) / "logs" / "agents"
         log_dir.mkdir(parents=True, exist_ok=True)
         out = open(log_dir / f"{user}.log", "ab")  # noqa: SIM115 - the child keeps it
@@ -170,7 +162,7 @@ class LocalProvisioner:
         code = await agent.proc.wait()
         if self._agents.get(agent.user) is agent:
             del self._agents[agent.user]
-        if code == IDLE_EXIT_CODE:
+        if code == AGENT_IDLE_EXIT_CODE:
             self.stats["idle_exits"] += 1
             self._last_exit[agent.user] = "idle"
             log.info("agent idle, stopped", user=agent.user)

@@ -88,8 +88,9 @@ class Documents:
                 clean.append(ticker)
         if len(clean) > 200:
             raise WorkspaceError(f"a watchlist holds at most 200 tickers ({len(clean)} given)")
-        added = sorted(set(clean) - set(self.watchlist()))
-        removed = sorted(set(self.watchlist()) - set(clean))
+        before = set(self.watchlist())
+        added = sorted(set(clean) - before)
+        removed = sorted(before - set(clean))
         message = (
             "Update watchlist"
             + (f": +{', '.join(added)}" if added else "")

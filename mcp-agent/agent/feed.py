@@ -52,7 +52,9 @@ class PriceFeed:
         self.tickers.add(ticker)
         self.refused.pop(ticker, None)
         self.sub.setsockopt(zmq.SUBSCRIBE, ohlc_topic(ticker, "1m").encode())
-        self._requests.add(asyncio.create_task(self._ask_relay(ticker)))
+        task = asyncio.create_task(self._ask_relay(ticker))
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
 
     async def _ask_relay(self, ticker: str) -> None:
         try:

@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from agent.person import Activity
+from dexorder.process import AGENT_IDLE_EXIT_CODE
 
-IDLE_EXIT_CODE = 42
+IDLE_EXIT_CODE = AGENT_IDLE_EXIT_CODE
 
 log = structlog.get_logger(part="agent")
 

@@ -7,6 +7,7 @@ saying what was wrong (an MCP tool error, never a crash).
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import shutil
@@ -36,6 +37,15 @@ INSTRUCTIONS = (
 Name = Annotated[str, Field(description="file name without .py, e.g. sma_cross", max_length=64)]
 Code = Annotated[str, Field(description="the whole Python file", max_length=200_000)]
 When = Annotated[str, Field(description="date or time (UTC), e.g. 2024-01-01 or 2024-01-01T12:00")]
+
+
+def _summary(source: str) -> str:
+    """The first line of a module's docstring ("" when it has none or does not parse)."""
+    try:
+        doc = ast.get_docstring(ast.parse(source))
+    except SyntaxError:
+        return ""
+    return doc.strip().splitlines()[0] if doc else ""
 
 
 def _market() -> Any:
@@ -108,13 +118,7 @@ def build_server(person: PersonAgent) -> MCPServer:
         person.activity.touch()
         out = []
         for name in ws.names(kind):
-            text = ws.read(kind, name)
-            first = (
-                text.strip().split('"""')[1].strip().splitlines()[0]
-                if text.lstrip().startswith('"""')
-                else ""
-            )
-            out.append({"name": name, "description": first})
+            out.append({"name": name, "description": _summary(ws.read(kind, name))})
         return out
 
     def read_kind(kind: str, name: str) -> dict[str, str]:
