@@ -127,8 +127,10 @@ class SandboxConfig(_Section):
 
 
 class GatewayConfig(_Section):
-    """The gateway: accounts, sessions, limits."""
+    """The gateway: accounts, sessions, limits, chat channels, the model."""
 
+    #: false: ``dexorder up`` does not start it.
+    enabled: bool = True
     #: SQLAlchemy URL of the accounts database; default SQLite under the home folder.
     database_url: str | None = None
     #: Redis for rate limits and budgets shared by replicas; unset: in-process.
@@ -137,6 +139,45 @@ class GatewayConfig(_Section):
     session_secret: str | None = None
     access_ttl_s: int = Field(900, ge=60)
     refresh_ttl_days: int = Field(30, ge=1)
+    host: str = "127.0.0.1"
+    #: HTTP + WebSocket chat, the web page, auth and the Telegram webhook.
+    port: int = Field(8700, ge=0, le=65535)
+    #: The ROUTER agents send critical events to.
+    events_port: int = Field(5580, ge=0, le=65535)
+    #: The person ``dexorder chat`` speaks as on one machine.
+    local_user: str = "local"
+    #: The longest chat message accepted (characters).
+    max_message_chars: int = Field(8000, ge=1, le=100_000)
+    #: How long the agent's context resources are reused (seconds; 60-300).
+    context_cache_s: int = Field(120, ge=0, le=300)
+    #: Anthropic's API key (or ANTHROPIC_API_KEY); unset: the offline model answers.
+    anthropic_api_key: str | None = None
+    #: Anthropic's API address (a proxy, or a loopback server in tests).
+    anthropic_base_url: str | None = None
+    #: Models by (tier, complexity): the router picks from these.
+    models: dict[str, dict[str, str]] = {
+        "free": {"simple": "claude-haiku-4-5", "complex": "claude-haiku-4-5"},
+        "pro": {"simple": "claude-haiku-4-5", "complex": "claude-sonnet-4-5"},
+        "enterprise": {"simple": "claude-sonnet-4-5", "complex": "claude-opus-4-1"},
+    }
+    #: cost/speed: the tier's cheaper model always; quality: its better one; balanced: by
+    #: how hard the request looks.
+    model_strategy: Literal["balanced", "cost", "speed", "quality"] = "balanced"
+    #: Most model calls in one turn (each tool round is one).
+    max_tool_rounds: int = Field(8, ge=1, le=50)
+    #: Telegram bot token (BotFather); unset: no Telegram channel.
+    telegram_bot_token: str | None = None
+    #: The secret Telegram sends in X-Telegram-Bot-Api-Secret-Token (setWebhook's secret_token).
+    telegram_webhook_secret: str | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    #: Global knowledge (platform docs) for the model; default: the docs shipped with the gateway.
+    knowledge_dir: str | None = None
+    #: Qdrant server URL for the knowledge base; unset: embedded under ``state/``.
+    qdrant_url: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
 
 class EmbedderConfig(_Section):

@@ -166,6 +166,9 @@ class UserEvent(Message, tag="user_event"):
     critical: bool = False
     created_at: int = 0
     payload: dict[str, object] = {}
+    #: The sending agent's token for ``user`` (added when sent, never stored): the
+    #: gateway refuses an event whose token names someone else.
+    auth: str = ""
 
 
 class EventAck(Message, tag="event_ack"):

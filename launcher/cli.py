@@ -302,6 +302,26 @@ def agent(ctx: typer.Context) -> None:
 
 
 @app.command()
+def chat(
+    message: Annotated[
+        str | None, typer.Argument(help="The message; none: an interactive conversation")
+    ] = None,
+) -> None:
+    """Talk to your agent through the running gateway, as the local person."""
+    from launcher.chat import ChatFailed
+    from launcher.chat import chat as run_chat
+
+    cfg = config_or_exit()
+    try:
+        asyncio.run(run_chat(cfg, message))
+    except ChatFailed as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.command()
 def live(
     user: Annotated[str, typer.Option("--user", help="The person whose account this is")],
     enable: Annotated[bool, typer.Option("--enable/--disable", help="Turn live trading on/off")],

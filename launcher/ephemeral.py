@@ -38,6 +38,10 @@ def ephemeral_env(home: Path, **overrides: str) -> dict[str, str]:
         "DEXORDER_EMBEDDER__PORT": str(free_port()),
         # the model takes ~0.7 GB and seconds of CPU: only for those who ask for it
         "DEXORDER_EMBEDDER__ENABLED": "false",
+        "DEXORDER_GATEWAY__PORT": str(free_port()),
+        "DEXORDER_GATEWAY__EVENTS_PORT": str(free_port()),
+        # started by the tests that talk to it
+        "DEXORDER_GATEWAY__ENABLED": "false",
         "DEXORDER_EXCHANGES": json.dumps(
             [{"health_port": free_port(), "symbols": ["BTC/USDT", "ETH/USDT"]}]
         ),

@@ -110,6 +110,16 @@ def plan(cfg: Settings) -> list[Part]:
             uses=("kafka", "relay"),
         )
     )
+    g = cfg.gateway
+    if g.enabled:
+        parts.append(
+            Part(
+                "gateway",
+                _py("gateway"),
+                f"{g.url} (web chat, API, Telegram webhook), agent events tcp://{g.host}:{g.events_port}",
+                f"{g.url}/healthz",
+            )
+        )
     return parts
 
 

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from launcher.ephemeral import RunningPlatform, ephemeral_env, in_environment, start_platform
+from launcher.ephemeral import (
+    RunningPlatform,
+    ephemeral_env,
+    free_port,
+    in_environment,
+    start_platform,
+)
 
 
 @pytest.fixture
@@ -44,3 +56,33 @@ def shared_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
             yield p
         finally:
             p.stop()
+
+
+@pytest.fixture(scope="session")
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The embedding service, model loaded (once per run); yields its URL and the home whose
+    token key it trusts."""
+    home = tmp_path_factory.mktemp("embedder") / "home"
+    port = free_port()
+    env = {**os.environ, "DEXORDER_HOME": str(home), "DEXORDER_EMBEDDER__PORT": str(port)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.embedder"], env=env, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the embedder exited"
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
+                    if json.loads(r.read())["ready"]:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the embedder did not load its model in 120s")
+        yield url, home
+    finally:
+        proc.terminate()
+        proc.wait(15)

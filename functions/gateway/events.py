@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 import zmq
 import zmq.asyncio
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -53,20 +53,34 @@ class DeliveredEvents:
         except IntegrityError:
             pass  # another replica recorded it first
 
+    def forget_account(self, account_id: str) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.execute(delete(DeliveredEvent).where(DeliveredEvent.account_id == account_id))
+
 
 class EventRouter:
     """Receives, delivers once, acknowledges."""
 
-    def __init__(self, endpoint: str, delivered: DeliveredEvents, deliver: Deliver) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        delivered: DeliveredEvents,
+        deliver: Deliver,
+        sender: Callable[[str], str] | None = None,
+    ) -> None:
+        """``sender(auth)`` names the person an event's token belongs to (raising if it is
+        not a valid token); when given, an event for anyone else is refused."""
         self.endpoint = endpoint
         self.delivered = delivered
         self.deliver = deliver
+        self.sender = sender
         self.stats = {
             "received": 0,
             "delivered": 0,
             "duplicates": 0,
             "undelivered": 0,
             "malformed": 0,
+            "forged": 0,
         }
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
@@ -103,11 +117,23 @@ class EventRouter:
                 if not isinstance(event, UserEvent) or not event.critical:
                     self.stats["malformed"] += 1
                     continue
+                if not self._authentic(event):
+                    self.stats["forged"] += 1
+                    log.warning("event refused: its token is not its person's", user=event.user)
+                    continue
                 self.stats["received"] += 1
                 if await self._handle(event):
                     await sock.send_multipart([identity, encode(EventAck(event_id=event.event_id))])
         finally:
             sock.close()
+
+    def _authentic(self, event: UserEvent) -> bool:
+        if self.sender is None:
+            return True
+        try:
+            return bool(event.auth) and self.sender(event.auth) == event.user
+        except ValueError:
+            return False
 
     async def _handle(self, event: UserEvent) -> bool:
         if await asyncio.to_thread(self.delivered.seen, event.event_id):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -52,6 +53,14 @@ class Provisioner(Protocol):
     def state(self, user: str) -> AgentState: ...
 
     async def stop(self, user: str) -> None: ...
+
+    async def revoke_tokens(self, user: str, token_ids: set[str]) -> None:
+        """Make ``user``'s agent refuse these personal access tokens from now on."""
+        ...
+
+    async def delete(self, user: str) -> None:
+        """Stop ``user``'s agent and remove everything it kept (workspace, events, vectors)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -186,6 +195,19 @@ class LocalProvisioner:
         if agent.watcher is not None:
             await agent.watcher
         self._last_exit[user] = "stopped"
+
+    async def revoke_tokens(self, user: str, token_ids: set[str]) -> None:
+        state = self.cfg.agent_dir(check_user_id(user)) / "state"
+        state.mkdir(parents=True, exist_ok=True)
+        tmp = state / "revoked_tokens.tmp"
+        tmp.write_text("".join(f"{t}\n" for t in sorted(token_ids)))
+        tmp.replace(state / "revoked_tokens")  # the agent reads it whole or not at all
+
+    async def delete(self, user: str) -> None:
+        await self.stop(check_user_id(user))
+        await asyncio.to_thread(shutil.rmtree, self.cfg.agent_dir(user), True)
+        (Path(self.cfg.home) / "logs" / "agents" / f"{user}.log").unlink(missing_ok=True)
+        self._last_exit.pop(user, None)
 
     async def close(self) -> None:
         for user in list(self._agents):

@@ -19,8 +19,10 @@ import contextlib
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import structlog
 import zmq
 import zmq.asyncio
@@ -41,8 +43,10 @@ class EventPublisher:
         gateway: str | None,
         xpub_endpoint: str = "tcp://127.0.0.1:*",
         retry_s: float = 1.0,
+        token: Callable[[], str] | None = None,
     ) -> None:
         self.user = user
+        self.token = token
         self.outbox = outbox
         self.gateway = gateway
         self.retry_s = retry_s
@@ -147,8 +151,9 @@ class EventPublisher:
                     self._wake.clear()
                     continue
                 waiting = {e.event_id for e in pending}
+                auth = self.token() if self.token is not None else ""
                 for event in pending:
-                    await dealer.send(encode(event))
+                    await dealer.send(encode(msgspec.structs.replace(event, auth=auth)))
                     self.stats["critical_sent"] += 1
                 deadline = loop.time() + self.retry_s
                 while waiting and loop.time() < deadline and not self._wake.is_set():

@@ -64,7 +64,8 @@ class PersonAgent:
     async def start(self) -> None:
         """Start the event channels and the live price feed (inside the event loop)."""
         self.events = EventPublisher(
-            self.user, self.state_dir / "outbox", self.cfg.agent.gateway_events
+            self.user, self.state_dir / "outbox", self.cfg.agent.gateway_events,
+            token=self.service_token,
         )
         self.events.start()
         self.broker.events = self.events

@@ -49,11 +49,11 @@ def _summary(source: str) -> str:
 
 
 def _market() -> Any:
-    """:mod:`agent.market`, imported on first use: pandas and the lake cost ~100 MB of an
-    agent that may never backtest. Its errors are ``ValueError``s."""
-    from agent import market
+    """:mod:`dexorder.lake.candles`, imported on first use: pandas and the lake cost ~100 MB
+    of an agent that may never backtest. Its errors are ``ValueError``s."""
+    from dexorder.lake import candles
 
-    return market
+    return candles
 
 
 def _fail(exc: Exception) -> ToolError:

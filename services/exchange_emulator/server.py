@@ -48,7 +48,7 @@ _INTERVALS = {
     "1d": 86_400_000,
     "3d": 259_200_000,
 }
-_WEIGHTS = {"klines": 2, "trades": 25, "aggTrades": 4, "exchangeInfo": 20, "ping": 1, "time": 1}
+_WEIGHTS = {"24hr": 2, "klines": 2, "trades": 25, "aggTrades": 4, "exchangeInfo": 20, "ping": 1, "time": 1}
 _LIVE_STEP_S = 0.05
 _LIVE_TASK = web.AppKey("live_task", asyncio.Task[None])
 
@@ -337,6 +337,43 @@ def build_app(state: EmulatorState) -> web.Application:
             ]
         )
 
+    async def ticker_24hr(request: web.Request) -> web.Response:
+        """One symbol's 24-hour statistics; the last price is the last trade made."""
+        spec = _spec_or_error(state, request)
+        now = state.now_ms()
+        rows = state.sim.klines(spec, 3_600_000, now - 86_400_000, now)
+        recent = state.recent.get(spec.market_id)
+        last = recent[-1].price if recent else state.sim.price_at(spec, now)
+        opened = float(rows[0][1]) if len(rows) else last
+        high = max([last, *(float(r[2]) for r in rows)])
+        low = min([last, *(float(r[3]) for r in rows)])
+        volume = sum(float(r[5]) for r in rows)
+        return web.json_response(
+            {
+                "symbol": spec.market_id,
+                "priceChange": _fmt(last - opened),
+                "priceChangePercent": _fmt((last / opened - 1) * 100 if opened else 0.0),
+                "weightedAvgPrice": _fmt((high + low) / 2),
+                "prevClosePrice": _fmt(opened),
+                "lastPrice": _fmt(last),
+                "lastQty": _fmt(recent[-1].qty if recent else 0.0),
+                "bidPrice": _fmt(last),
+                "bidQty": "1",
+                "askPrice": _fmt(last),
+                "askQty": "1",
+                "openPrice": _fmt(opened),
+                "highPrice": _fmt(high),
+                "lowPrice": _fmt(low),
+                "volume": _fmt(volume),
+                "quoteVolume": _fmt(volume * last),
+                "openTime": now - 86_400_000,
+                "closeTime": now,
+                "firstId": recent[0].id if recent else -1,
+                "lastId": recent[-1].id if recent else -1,
+                "count": len(recent) if recent else 0,
+            }
+        )
+
     async def klines(request: web.Request) -> web.Response:
         spec = _spec_or_error(state, request)
         interval = request.query.get("interval")
@@ -503,6 +540,7 @@ def build_app(state: EmulatorState) -> web.Application:
     r.add_get("/api/v3/trades", trades)
     r.add_get("/api/v3/aggTrades", agg_trades)
     r.add_get("/api/v3/klines", klines)
+    r.add_get("/api/v3/ticker/24hr", ticker_24hr)
     r.add_get("/fapi/v1/exchangeInfo", empty_exchange_info)
     r.add_get("/dapi/v1/exchangeInfo", empty_exchange_info)
     r.add_get("/ws", ws_endpoint)

@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -22,35 +15,6 @@ from tests.agent.conftest import serve_agent
 from tests.agent.test_mcp_server import data, error
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """The embedding service, model loaded; yields its URL and the home it trusts."""
-    home = tmp_path_factory.mktemp("embedder") / "home"
-    port = free_port()
-    env = {**os.environ, "DEXORDER_HOME": str(home), "DEXORDER_EMBEDDER__PORT": str(port)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.embedder"], env=env, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "the embedder exited"
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
-                    if json.loads(r.read())["ready"]:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise AssertionError("the embedder did not load its model in 120s")
-        yield url, home
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 async def test_the_service_embeds_and_refuses_bad_requests(embedder: tuple[str, Path]) -> None:

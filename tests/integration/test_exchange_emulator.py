@@ -115,6 +115,22 @@ async def test_websocket_trades(emulator: tuple[str, EmulatorState], exchange: o
     assert trades[-1]["symbol"] == "SOL/USDT"
 
 
+async def test_ccxt_reads_the_ticker_with_the_last_trade_as_its_price(
+    emulator: tuple[str, EmulatorState], exchange: object
+) -> None:
+    before = await exchange.fetch_ticker("SOL/USDT")  # type: ignore[attr-defined]
+    assert before["last"] > 0 and before["low"] <= before["last"] <= before["high"]
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(
+            f"{emulator[0]}/emulator/trades", json={"symbol": "SOL/USDT", "price": 77.5, "qty": 1}
+        )
+        assert r.status == 200
+    after = await exchange.fetch_ticker("SOL/USDT")  # type: ignore[attr-defined]
+    assert after["last"] == 77.5 and after["symbol"] == "SOL/USDT"
+    with pytest.raises(ccxt.BadSymbol):
+        await exchange.fetch_ticker("NOPE/USDT")  # type: ignore[attr-defined]
+
+
 async def test_control_api_rejects_bad_input(emulator: tuple[str, EmulatorState]) -> None:
     async with aiohttp.ClientSession() as s:
         r = await s.post(f"{emulator[0]}/emulator/trades", data=b"nope")

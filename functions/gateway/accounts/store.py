@@ -15,7 +15,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dexorder.tokens import TokenKeys, mint_token, verify_token
+from dexorder.tokens import TokenKeys, check_user_id, mint_token, verify_token
 from gateway.accounts.models import (
     Account,
     LinkCode,
@@ -94,6 +94,22 @@ class Accounts:
                 s.add(account)
         except IntegrityError:
             raise AccountError("an account with this email exists", status=409) from None
+        return _view(account)
+
+    def ensure_account(self, account_id: str, email: str, tier: str = "free") -> AccountView:
+        """The account ``account_id``, made without a password if missing (the local person:
+        reachable by tokens only, never by a login)."""
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            account = s.get(Account, check_user_id(account_id))
+            if account is None:
+                account = Account(
+                    id=account_id,
+                    email=email,
+                    password_hash="!",  # not an argon2 hash: no password verifies against it
+                    tier=tier,
+                    created_at=self._now(),
+                )
+                s.add(account)
         return _view(account)
 
     def authenticate(self, email: str, password: str) -> AccountView:
@@ -217,6 +233,12 @@ class Accounts:
                 )
             )
         return self.get(account_id)
+
+    def telegram_chat(self, account_id: str) -> int | None:
+        """The private chat with the person's linked Telegram user (its id), if linked."""
+        with Session(self.engine) as s:
+            link = s.scalar(select(TelegramLink).where(TelegramLink.account_id == account_id))
+            return link.telegram_user_id if link else None
 
     def account_for_telegram(self, telegram_user_id: int) -> AccountView | None:
         with Session(self.engine) as s:

@@ -1,4 +1,4 @@
-"""Candles for the agent: from the lake, backfilled through the platform when missing."""
+"""Candles from the lake, backfilled through the platform when missing (agent and gateway)."""
 
 from __future__ import annotations
 

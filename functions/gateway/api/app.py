@@ -1,0 +1,53 @@
+"""The gateway's ASGI app: the web page, auth, chat, the Telegram webhook, health."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.api import auth, chat, telegram
+from gateway.service import Gateway
+
+PAGE = Path(__file__).resolve().parent.parent / "page" / "index.html"
+
+
+async def healthz(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    return JSONResponse({"status": "ok", "events": gw.events.stats})
+
+
+async def page(request: Request) -> Response:
+    return FileResponse(PAGE, headers={"Cache-Control": "no-cache"})
+
+
+def build_app(gateway: Gateway, manage: bool = True) -> Starlette:
+    """The app over ``gateway``; ``manage`` starts and closes it with the app."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage:
+            await gateway.start()
+        try:
+            yield
+        finally:
+            if manage:
+                await gateway.close()
+
+    app = Starlette(
+        routes=[
+            Route("/", page),
+            Route("/healthz", healthz),
+            *auth.routes,
+            *chat.routes,
+            *telegram.routes,
+        ],
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app

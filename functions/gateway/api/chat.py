@@ -1,0 +1,189 @@
+"""Chat over HTTP (one request, one reply) and over a WebSocket (streamed tokens, live
+tool progress, and the person's alerts and fills arriving as they happen).
+
+WebSocket protocol (JSON text frames):
+  → ``{"type": "auth", "token": "…"}`` first (or an ``Authorization`` header), then
+    ``{"type": "message", "text": "…"}`` for each message.
+  ← ``ready``, then per turn: ``status``, ``token``, ``tool``, ``confirm``, ``candles``,
+    ``image``, and ``reply`` (the whole answer) or ``error``; ``event`` at any time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import asdict
+from typing import Any
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from gateway.accounts.store import AccountError
+from gateway.api.common import body, caller, gateway_of, refused, text_field
+from gateway.service import Caller, Refused
+
+log = structlog.get_logger(part="gateway")
+
+#: How long a WebSocket may take to send its auth message.
+AUTH_TIMEOUT_S = 10.0
+#: The most frames a client may have waiting (messages sent while a turn runs).
+MAX_QUEUED = 8
+
+
+async def chat_http(request: Request) -> Response:
+    try:
+        who = caller(request)
+        gw = gateway_of(request)
+        data = await body(request)
+        text = text_field(data, "message", gw.cfg.gateway.max_message_chars)
+        progress: list[dict[str, Any]] = []
+
+        async def collect(event: dict[str, Any]) -> None:
+            if event["type"] in ("status", "tool", "confirm"):
+                progress.append(event)
+
+        result = await gw.chat(who, text, "http", collect)
+        return JSONResponse(
+            {
+                "reply": result.reply,
+                "model": result.model,
+                "tokens": result.tokens,
+                "attachments": result.attachments,
+                "progress": progress,
+            }
+        )
+    except (Refused, AccountError) as exc:
+        return refused(exc)
+
+
+class _Socket:
+    """One chat WebSocket: sends serialised (turns and events write concurrently)."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self._lock = asyncio.Lock()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self._lock:
+            await self.ws.send_text(json.dumps(message))
+
+
+async def _authenticate(ws: WebSocket) -> Caller:
+    gw = gateway_of(ws)
+    header = ws.headers.get("authorization", "")
+    if header:
+        return caller(ws)
+    try:
+        first = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT_S)
+    except TimeoutError:
+        raise Refused(401, "no auth message within 10s") from None
+    try:
+        msg = json.loads(first)
+    except ValueError:
+        raise Refused(400, "frames must be JSON") from None
+    if (
+        not isinstance(msg, dict)
+        or msg.get("type") != "auth"
+        or not isinstance(msg.get("token"), str)
+    ):
+        raise Refused(401, 'the first frame must be {"type": "auth", "token": "…"}')
+    return gw.authenticate(msg["token"])
+
+
+async def chat_ws(ws: WebSocket) -> None:
+    await ws.accept()
+    gw = gateway_of(ws)
+    sock = _Socket(ws)
+    try:
+        who = await _authenticate(ws)
+    except (Refused, AccountError) as exc:
+        message = exc.message if isinstance(exc, Refused) else str(exc)
+        await sock.send({"type": "error", "status": exc.status, "text": message})
+        await ws.close(code=4401 if exc.status == 401 else 4400)
+        return
+    except WebSocketDisconnect:
+        return
+    gw.hub.attach(who.id, sock.send)
+    queue: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED)
+    worker = asyncio.create_task(_turns(gw, who, sock, queue))
+    try:
+        await sock.send({"type": "ready", "account": asdict(who.account)})
+        while True:
+            frame = await ws.receive_text()
+            try:
+                msg = json.loads(frame)
+                if not isinstance(msg, dict) or msg.get("type") != "message":
+                    raise ValueError
+                text = msg["text"]
+                if not isinstance(text, str):
+                    raise ValueError
+            except (ValueError, KeyError):
+                await sock.send(
+                    {
+                        "type": "error",
+                        "status": 400,
+                        "text": 'expected {"type": "message", "text": "…"}',
+                    }
+                )
+                continue
+            try:
+                queue.put_nowait(text)
+            except asyncio.QueueFull:
+                await sock.send(
+                    {"type": "error", "status": 429, "text": "too many messages waiting"}
+                )
+    except WebSocketDisconnect:
+        pass
+    finally:
+        gw.hub.detach(who.id, sock.send)
+        worker.cancel()
+        with contextlib.suppress(BaseException):
+            await worker
+
+
+async def _turns(gw: Any, who: Caller, sock: _Socket, queue: asyncio.Queue[str]) -> None:
+    while True:
+        text = await queue.get()
+        try:
+            result = await gw.chat(who, text, "web", sock.send)
+            await sock.send(
+                {
+                    "type": "reply",
+                    "text": result.reply,
+                    "model": result.model,
+                    "tokens": result.tokens,
+                }
+            )
+        except Refused as exc:
+            await sock.send(
+                {
+                    "type": "error",
+                    "status": exc.status,
+                    "text": exc.message,
+                    "retry_after": exc.retry_after,
+                }
+            )
+        except (WebSocketDisconnect, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and "websocket" not in str(exc).lower():
+                raise
+            return
+        except Exception:
+            log.exception("chat turn failed", user=who.id)
+            with contextlib.suppress(Exception):
+                await sock.send(
+                    {
+                        "type": "error",
+                        "status": 500,
+                        "text": "something went wrong in this turn; try again",
+                    }
+                )
+
+
+routes = [
+    Route("/api/chat", chat_http, methods=["POST"]),
+    WebSocketRoute("/api/chat/ws", chat_ws),
+]

@@ -1,0 +1,72 @@
+"""What every handler shares: JSON errors, bearer tokens, bounded JSON bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse
+
+from gateway.accounts.store import AccountError
+from gateway.service import Caller, Gateway, Refused
+
+MAX_BODY = 64 * 1024
+
+
+def gateway_of(conn: HTTPConnection) -> Gateway:
+    gw: Gateway = conn.app.state.gateway
+    return gw
+
+
+def error(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="dexorder"'}
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def refused(exc: Refused | AccountError) -> JSONResponse:
+    if isinstance(exc, AccountError):
+        return error(exc.status, str(exc))
+    return error(exc.status, exc.message, exc.retry_after)
+
+
+def bearer(conn: HTTPConnection) -> str:
+    header = conn.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Refused(401, "missing bearer token")
+    return token.strip()
+
+
+def caller(conn: HTTPConnection) -> Caller:
+    return gateway_of(conn).authenticate(bearer(conn))
+
+
+async def body(request: Request) -> dict[str, Any]:
+    """The request's JSON object; :class:`Refused` (413/400) when too big or not an object."""
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > MAX_BODY:
+        raise Refused(413, f"request body too large (at most {MAX_BODY // 1024} KB)")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise Refused(413, f"request body too large (at most {MAX_BODY // 1024} KB)")
+    try:
+        data = json.loads(raw or b"{}")
+    except ValueError:
+        raise Refused(400, "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise Refused(400, "the body must be a JSON object")
+    return data
+
+
+def text_field(data: dict[str, Any], name: str, max_len: int = 10_000) -> str:
+    value = data.get(name)
+    if not isinstance(value, str):
+        raise Refused(400, f"'{name}' is required (a string)")
+    if len(value) > max_len:
+        raise Refused(413, f"'{name}' is too long (at most {max_len:,} characters)")
+    return value

@@ -1,0 +1,110 @@
+"""Where a person is reachable: their open WebSockets, else their linked Telegram chat.
+
+Critical events (fills, alerts) from the event ROUTER come here; an event that reaches
+no channel is not acknowledged, so it stays in the agent's outbox and comes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from dexorder.schemas import UserEvent
+from gateway.accounts.store import Accounts
+from gateway.charts import candles_png
+from gateway.telegram import BotApi, TelegramError
+
+log = structlog.get_logger(part="gateway")
+
+Outbox = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def event_text(event: UserEvent) -> str:
+    """A line a person can read about ``event``."""
+    p = event.payload
+    if event.kind == "fill":
+        return (
+            f"Filled: {p.get('side')} {p.get('quantity')} {p.get('ticker')} at {p.get('price')}"
+            f" ({p.get('mode', 'paper')})"
+        )
+    if event.kind == "alert":
+        return (
+            f"Alert: {p.get('ticker')} went {p.get('condition')} {p.get('price')}"
+            f" (at {p.get('triggered_price')})"
+        )
+    if event.kind == "trade_confirmation":
+        return (
+            f"Live order {p.get('summary')}: send the code {p.get('code')} to place it "
+            f"(confirmation {p.get('confirmation_id')})."
+        )
+    summary = ", ".join(f"{k} {v}" for k, v in p.items() if k != "code")
+    return f"{event.kind}: {summary}"
+
+
+def event_message(event: UserEvent) -> dict[str, Any]:
+    return {
+        "type": "event",
+        "kind": event.kind,
+        "event_id": event.event_id,
+        "text": event_text(event),
+        "payload": event.payload,
+    }
+
+
+class ChannelHub:
+    """The person's live channels in this gateway process."""
+
+    def __init__(self, accounts: Accounts, bot: BotApi | None) -> None:
+        self.accounts = accounts
+        self.bot = bot
+        self._sockets: dict[str, set[Outbox]] = {}
+
+    def attach(self, user: str, outbox: Outbox) -> None:
+        self._sockets.setdefault(user, set()).add(outbox)
+
+    def detach(self, user: str, outbox: Outbox) -> None:
+        sockets = self._sockets.get(user)
+        if sockets is not None:
+            sockets.discard(outbox)
+            if not sockets:
+                del self._sockets[user]
+
+    def online(self, user: str) -> bool:
+        return bool(self._sockets.get(user))
+
+    async def deliver(self, event: UserEvent) -> bool:
+        """Tell the person about ``event``; True once some channel has it."""
+        delivered = False
+        for outbox in list(self._sockets.get(event.user, ())):
+            try:
+                await outbox(event_message(event))
+                delivered = True
+            except Exception as exc:  # a socket closing as we write
+                log.info("websocket gone while delivering", user=event.user, error=str(exc))
+        if delivered:
+            return True
+        chat_id = await asyncio.to_thread(self.accounts.telegram_chat, event.user)
+        if chat_id is None or self.bot is None:
+            return False
+        try:
+            await self.bot.send_text(chat_id, event_text(event))
+        except (TelegramError, OSError, TimeoutError) as exc:
+            log.warning("telegram delivery failed", user=event.user, error=str(exc))
+            return False
+        return True
+
+    async def send_attachments(self, chat_id: int, attachments: list[dict[str, Any]]) -> None:
+        """Charts of a turn as Telegram photos."""
+        assert self.bot is not None
+        for item in attachments:
+            if item["type"] == "image":
+                png = base64.b64decode(item["data"])
+                await self.bot.send_photo(chat_id, png, item.get("caption", ""))
+            elif item["type"] == "candles" and item["candles"]:
+                title = f"{item['ticker']} {item['timeframe']}"
+                png = await asyncio.to_thread(candles_png, item["candles"], title)
+                await self.bot.send_photo(chat_id, png, title)

@@ -1,0 +1,186 @@
+"""The gateway as a client of the person's agent over MCP (streamable HTTP, bearer token)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import BlobResourceContents, TextResourceContents
+
+from gateway.harness.model import ToolSpec
+
+#: The four context resources every turn starts from.
+CONTEXT_RESOURCES = {
+    "profile": "context://user-profile",
+    "summary": "context://conversation-summary",
+    "workspace": "context://workspace-state",
+    "instructions": "context://system-prompt",
+}
+
+
+class AgentCallError(RuntimeError):
+    """A tool of the agent failed; the message is the agent's."""
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    """What a tool returned: its JSON (or text), and whether it failed."""
+
+    value: dict[str, Any] | str
+    is_error: bool = False
+
+    def as_text(self) -> str:
+        return self.value if isinstance(self.value, str) else json.dumps(self.value)
+
+
+class AgentLink:
+    """One MCP session with one person's agent, for the length of a turn."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, url: str, token: str, timeout_s: float = 300) -> AsyncIterator[AgentLink]:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=timeout_s) as http,
+            Client(streamable_http_client(url, http_client=http)) as client,
+        ):
+            yield cls(client)
+
+    async def tools(self) -> list[ToolSpec]:
+        listed = await self.client.list_tools()
+        return [ToolSpec(t.name, t.description or "", dict(t.input_schema)) for t in listed.tools]
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome:
+        result = await self.client.call_tool(name, arguments)
+        text = "".join(getattr(c, "text", "") for c in result.content)
+        try:
+            value: dict[str, Any] | str = json.loads(text)
+        except ValueError:
+            value = text
+        return ToolOutcome(value, bool(result.is_error))
+
+    async def read_text(self, uri: str) -> str:
+        result = await self.client.read_resource(uri)
+        return "".join(c.text for c in result.contents if isinstance(c, TextResourceContents))
+
+    async def read_bytes(self, uri: str) -> bytes:
+        result = await self.client.read_resource(uri)
+        for c in result.contents:
+            if isinstance(c, BlobResourceContents):
+                return base64.b64decode(c.blob)
+        raise AgentCallError(f"{uri} holds no binary content")
+
+    async def context(self) -> dict[str, str]:
+        texts = await asyncio.gather(*(self.read_text(u) for u in CONTEXT_RESOURCES.values()))
+        return dict(zip(CONTEXT_RESOURCES, texts, strict=True))
+
+
+@dataclass
+class ContextCache:
+    """Each person's context resources, reused for ``ttl_s`` seconds (1-5 minutes).
+
+    A tool that changes the workspace drops that person's entry, so the next turn
+    does not see a watchlist or an alert list from before the change.
+    """
+
+    ttl_s: float = 120.0
+    _entries: dict[str, tuple[float, dict[str, str]]] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+
+    async def get(self, user: str, link: AgentLink) -> dict[str, str]:
+        entry = self._entries.get(user)
+        now = time.monotonic()
+        if entry is not None and now - entry[0] < self.ttl_s:
+            self.hits += 1
+            return entry[1]
+        self.misses += 1
+        context = await link.context()
+        self._entries[user] = (now, context)
+        return context
+
+    def forget(self, user: str) -> None:
+        self._entries.pop(user, None)
+
+
+class AgentLinks:
+    """One long-lived MCP session per person's agent, shared by their turns.
+
+    Opening a session costs ~25 ms (initialize handshake); a turn reuses the open one.
+    A session is re-opened when the agent moved (a restart gives it a new address),
+    when its token nears expiry, or after it failed.
+    """
+
+    def __init__(self, max_age_s: float = 3000.0) -> None:
+        self.max_age_s = max_age_s
+        self._held: dict[str, _Held] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, user: str, url: str, token: Callable[[], str]) -> AgentLink:
+        lock = self._locks.setdefault(user, asyncio.Lock())
+        async with lock:
+            held = self._held.get(user)
+            if held is not None and (
+                held.url != url
+                or held.task.done()
+                or time.monotonic() - held.opened > self.max_age_s
+            ):
+                await self.drop(user)
+                held = None
+            if held is None:
+                held = _Held.start(url, token())
+                self._held[user] = held
+            try:
+                return await asyncio.shield(held.ready)
+            except BaseException:
+                self._held.pop(user, None)
+                raise
+
+    async def drop(self, user: str) -> None:
+        held = self._held.pop(user, None)
+        if held is not None:
+            held.stop.set()
+            with contextlib.suppress(BaseException):
+                await held.task
+
+    async def close(self) -> None:
+        for user in list(self._held):
+            await self.drop(user)
+
+
+@dataclass
+class _Held:
+    url: str
+    opened: float
+    ready: asyncio.Future[AgentLink]
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+    @classmethod
+    def start(cls, url: str, token: str) -> _Held:
+        ready: asyncio.Future[AgentLink] = asyncio.get_running_loop().create_future()
+        stop = asyncio.Event()
+
+        async def hold() -> None:
+            try:
+                async with AgentLink.open(url, token) as link:
+                    ready.set_result(link)
+                    await stop.wait()
+            except BaseException as exc:
+                if not ready.done():
+                    ready.set_exception(exc)
+                    ready.exception()  # retrieved: the caller sees it through get()
+
+        return cls(url, time.monotonic(), ready, stop, asyncio.create_task(hold()))

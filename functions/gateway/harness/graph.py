@@ -1,0 +1,366 @@
+"""One chat turn as a LangGraph graph (DESIGN.md's chat turn).
+
+    START ─┬─ fetch_context ─┐
+           ├─ retrieve ──────┴─ build_prompt ─ call_model ⇄ run_tools
+           └─ place_confirmed ─────────────────────────────┴─ save ─ END
+
+The gateway keeps no conversation state: each turn starts from the agent's context
+resources (cached a few minutes) and what RAG finds; both messages are saved to the agent.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+import structlog
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+
+from dexorder.embeddings import EmbeddingUnavailable
+from gateway.harness.agent_link import AgentLink, ContextCache, ToolOutcome
+from gateway.harness.confirmations import (
+    NEEDS_CONFIRMATION,
+    Confirmations,
+    describe_order,
+    is_confirmation,
+)
+from gateway.harness.knowledge import KnowledgeBase
+from gateway.harness.model import ChatModel, Message, ModelReply, ToolCall, ToolSpec
+from gateway.harness.offline import LABEL as OFFLINE_LABEL
+from gateway.harness.offline import describe
+from gateway.harness.platform_tools import PlatformTools
+
+log = structlog.get_logger(part="gateway")
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+#: Tools whose use changes what the context resources say.
+CHANGES_CONTEXT = frozenset(
+    {
+        "write_strategy",
+        "write_indicator",
+        "revert_file",
+        "set_watchlist",
+        "set_alert",
+        "delete_alert",
+        "execute_trade",
+        "confirm_trade",
+        "cancel_order",
+    }
+)
+#: The harness saves messages itself; the model need not.
+HIDDEN_AGENT_TOOLS = frozenset({"save_message"})
+
+
+@dataclass
+class TurnDeps:
+    """What one turn works with (passed in the graph's config, not its state)."""
+
+    user: str
+    tier: str
+    channel: str
+    link: AgentLink
+    model: ChatModel
+    tools: list[ToolSpec]
+    platform: PlatformTools
+    knowledge: KnowledgeBase | None
+    context: ContextCache
+    confirmations: Confirmations
+    send: Send
+    max_rounds: int = 8
+    timings: dict[str, float] = field(default_factory=dict)
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+
+
+class TurnState(TypedDict, total=False):
+    text: str
+    context: dict[str, str]
+    snippets: list[str]
+    memories: list[str]
+    system: str
+    messages: list[Message]
+    last: ModelReply | None
+    rounds: int
+    tokens: int
+    model: str
+    reply: str
+
+
+def _deps(config: RunnableConfig) -> TurnDeps:
+    deps: TurnDeps = config["configurable"]["deps"]
+    return deps
+
+
+class _timed:
+    def __init__(self, deps: TurnDeps, name: str) -> None:
+        self.deps, self.name = deps, name
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        spent = (time.perf_counter() - self.t0) * 1000
+        self.deps.timings[self.name] = self.deps.timings.get(self.name, 0.0) + spent
+
+
+# --- nodes --------------------------------------------------------------------------
+
+
+def route_start(state: TurnState, config: RunnableConfig) -> list[str] | str:
+    deps = _deps(config)
+    if deps.confirmations.peek(deps.user) is not None and is_confirmation(state["text"]):
+        return "place_confirmed"
+    return ["fetch_context", "retrieve"]
+
+
+async def fetch_context(state: TurnState, config: RunnableConfig) -> TurnState:
+    deps = _deps(config)
+    with _timed(deps, "context_ms"):
+        return {"context": await deps.context.get(deps.user, deps.link)}
+
+
+async def retrieve(state: TurnState, config: RunnableConfig) -> TurnState:
+    """Platform docs and the person's notes (Qdrant), and related earlier messages."""
+    deps = _deps(config)
+    snippets: list[str] = []
+    memories: list[str] = []
+    with _timed(deps, "rag_ms"):
+        if deps.knowledge is not None:
+            try:
+                found = await deps.knowledge.search(deps.user, state["text"])
+                snippets = [f"({s.source}) {s.text}" for s in found if s.score > 0.2]
+            except EmbeddingUnavailable as exc:
+                log.info("knowledge search skipped", reason=str(exc))
+        outcome = await deps.link.call(
+            "search_conversation", {"query": state["text"][:8000], "limit": 3}
+        )
+        if not outcome.is_error and isinstance(outcome.value, dict):
+            memories = [
+                f"{m.get('role')}: {m.get('text', '')[:500]}"
+                for m in outcome.value.get("matches", [])
+                if m.get("score", 0) > 0.3
+            ]
+    return {"snippets": snippets, "memories": memories}
+
+
+def build_prompt(state: TurnState, config: RunnableConfig) -> TurnState:
+    deps = _deps(config)
+    with _timed(deps, "prompt_ms"):
+        ctx = state.get("context", {})
+        parts = [
+            "You are DexOrder, this person's trading agent. Use the tools to look at markets, "
+            "their workspace, backtests, alerts and their paper account. Orders are placed only "
+            "after the person confirms them in the chat; ask for confirmation plainly.",
+            f"Channel: {deps.channel}. "
+            f"Time (UTC): {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}.",
+        ]
+        for title, key in (
+            ("The person's own instructions", "instructions"),
+            ("Profile", "profile"),
+            ("Workspace", "workspace"),
+            ("The conversation so far", "summary"),
+        ):
+            if ctx.get(key, "").strip():
+                parts.append(f"## {title}\n{ctx[key].strip()}")
+        if state.get("snippets"):
+            parts.append(
+                "## From the platform docs and the person's notes\n"
+                + "\n\n".join(state["snippets"])
+            )
+        if state.get("memories"):
+            parts.append("## Related earlier messages\n" + "\n".join(state["memories"]))
+        return {
+            "system": "\n\n".join(parts),
+            "messages": [{"role": "user", "content": state["text"]}],
+            "rounds": 0,
+            "tokens": 0,
+        }
+
+
+async def call_model(state: TurnState, config: RunnableConfig) -> TurnState:
+    deps = _deps(config)
+
+    async def on_text(text: str) -> None:
+        await deps.send({"type": "token", "text": text})
+
+    t0 = time.perf_counter()
+    reply = await deps.model.reply(state["system"], state["messages"], deps.tools, on_text)
+    deps.timings["model_ms"] = deps.timings.get("model_ms", 0.0) + (time.perf_counter() - t0) * 1000
+    messages = [*state["messages"], reply.as_message()]
+    return {
+        "messages": messages,
+        "last": reply,
+        "rounds": state.get("rounds", 0) + 1,
+        "tokens": state.get("tokens", 0) + reply.tokens,
+        "model": reply.model or deps.model.name,
+        "reply": reply.text,
+    }
+
+
+def after_model(state: TurnState, config: RunnableConfig) -> str:
+    last = state.get("last")
+    if last is not None and last.tool_calls and state.get("rounds", 0) < _deps(config).max_rounds:
+        return "run_tools"
+    return "save"
+
+
+async def run_tools(state: TurnState, config: RunnableConfig) -> TurnState:
+    deps = _deps(config)
+    last = state["last"]
+    assert last is not None
+    results: list[dict[str, Any]] = []
+    for call in last.tool_calls:
+        if call.name in NEEDS_CONFIRMATION:
+            deps.confirmations.hold(deps.user, call.arguments)
+            order = describe_order(call.arguments)
+            await deps.send({"type": "confirm", "order": call.arguments, "text": order})
+            text = (
+                f"{last.text}\n\n" if last.text else ""
+            ) + f"Please confirm: {order}. Reply “yes” to place it; anything else cancels it."
+            if deps.model.offline:
+                text = f"{OFFLINE_LABEL} {text}"
+            return {"reply": text, "last": None}
+        outcome = await _run_tool(deps, call)
+        block: dict[str, Any] = {
+            "type": "tool_result",
+            "tool_use_id": call.id,
+            "content": outcome.as_text()[:50_000],
+        }
+        if outcome.is_error:
+            block["is_error"] = True
+        results.append(block)
+    return {"messages": [*state["messages"], {"role": "user", "content": results}]}
+
+
+def after_tools(state: TurnState) -> str:
+    return "save" if state.get("last") is None else "call_model"
+
+
+async def place_confirmed(state: TurnState, config: RunnableConfig) -> TurnState:
+    deps = _deps(config)
+    order = deps.confirmations.take(deps.user)
+    assert order is not None
+    outcome = await _run_tool(deps, ToolCall("confirmed", "execute_trade", order))
+    text = (
+        describe("execute_trade", outcome.value)
+        if not outcome.is_error
+        else (f"The order was not placed: {outcome.as_text()}")
+    )
+    if deps.model.offline:
+        text = f"{OFFLINE_LABEL} {text}"
+    for word in text.split(" "):
+        await deps.send({"type": "token", "text": word + " "})
+    return {"reply": text, "model": deps.model.name, "tokens": 0}
+
+
+async def save(state: TurnState, config: RunnableConfig) -> TurnState:
+    deps = _deps(config)
+    with _timed(deps, "save_ms"):
+        for role, text in (("user", state["text"]), ("assistant", state.get("reply", ""))):
+            if not text.strip():
+                continue
+            outcome = await deps.link.call(
+                "save_message", {"role": role, "text": text[:100_000], "channel": deps.channel}
+            )
+            if outcome.is_error:
+                log.warning("saving a message failed", user=deps.user, error=outcome.as_text())
+    return {}
+
+
+# --- tools ---------------------------------------------------------------------------
+
+
+async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
+    await deps.send(
+        {"type": "tool", "name": call.name, "state": "start", "arguments": call.arguments}
+    )
+
+    async def progress(text: str) -> None:
+        await deps.send({"type": "tool", "name": call.name, "state": "progress", "text": text})
+
+    with _timed(deps, "tools_ms"):
+        if call.name in PlatformTools.names:
+            outcome = await deps.platform.call(call.name, call.arguments, progress)
+        elif call.name in HIDDEN_AGENT_TOOLS:
+            outcome = ToolOutcome(f"{call.name} is done by the platform itself", is_error=True)
+        else:
+            try:
+                outcome = await deps.link.call(call.name, call.arguments)
+            except Exception as exc:  # the agent went away mid-turn: tell the model
+                outcome = ToolOutcome(f"your agent could not run {call.name}: {exc}", True)
+        if call.name in CHANGES_CONTEXT and not outcome.is_error:
+            deps.context.forget(deps.user)
+        outcome = await _attachments(deps, call, outcome)
+    await deps.send(
+        {
+            "type": "tool",
+            "name": call.name,
+            "state": "error" if outcome.is_error else "done",
+            **({"error": outcome.as_text()[:500]} if outcome.is_error else {}),
+        }
+    )
+    return outcome
+
+
+async def _attachments(deps: TurnDeps, call: ToolCall, outcome: ToolOutcome) -> ToolOutcome:
+    """Charts go to the person, not to the model."""
+    value = outcome.value
+    if outcome.is_error or not isinstance(value, dict):
+        return outcome
+    if call.name == "get_candles" and "candles" in value:
+        value = dict(value)
+        item = {
+            "type": "candles",
+            "ticker": value["ticker"],
+            "timeframe": value["timeframe"],
+            "candles": value.pop("candles"),
+        }
+        deps.attachments.append(item)
+        await deps.send(item)
+        return ToolOutcome(value)
+    if call.name == "run_backtest":
+        # the model needs the figures, not every trade and point of the curve
+        value = {k: v for k, v in value.items() if k != "equity_curve"}
+        if isinstance(value.get("trades"), list) and len(value["trades"]) > 20:
+            value["trades_shown"] = 20
+            value["trades"] = value["trades"][:20]
+        outcome = ToolOutcome(value)
+    if call.name == "run_backtest" and isinstance(value.get("chart"), str):
+        try:
+            png = await deps.link.read_bytes(value["chart"])
+        except Exception as exc:
+            log.warning("backtest chart unreadable", error=str(exc))
+            return outcome
+        item = {
+            "type": "image",
+            "mime": "image/png",
+            "caption": f"Backtest of {value.get('strategy')} on {value.get('ticker')}",
+            "data": base64.b64encode(png).decode(),
+        }
+        deps.attachments.append(item)
+        await deps.send(item)
+    return outcome
+
+
+def build_graph() -> Any:
+    """The compiled turn graph (compiled once; each turn passes its own deps)."""
+    g = StateGraph(TurnState)
+    g.add_node("fetch_context", fetch_context)
+    g.add_node("retrieve", retrieve)
+    g.add_node("build_prompt", build_prompt)
+    g.add_node("call_model", call_model)
+    g.add_node("run_tools", run_tools)
+    g.add_node("place_confirmed", place_confirmed)
+    g.add_node("save", save)
+    g.add_conditional_edges(START, route_start, ["fetch_context", "retrieve", "place_confirmed"])
+    g.add_edge(["fetch_context", "retrieve"], "build_prompt")
+    g.add_edge("build_prompt", "call_model")
+    g.add_conditional_edges("call_model", after_model, ["run_tools", "save"])
+    g.add_conditional_edges("run_tools", after_tools, ["call_model", "save"])
+    g.add_edge("place_confirmed", "save")
+    g.add_edge("save", END)
+    return g.compile()

@@ -1,0 +1,341 @@
+"""The offline model: no LLM, plain requests turned into the same tool calls a model makes.
+
+So the whole platform works without an API key. It understands a handful of phrasings
+(price of BTC, list my strategies, backtest sma_cross on 1h since January, set an alert
+at 70k, buy 0.1 BTC on paper, show my positions…); anything else gets a short list of
+what it understands. Every reply starts with :data:`LABEL` so nobody mistakes it for an
+LLM.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.harness.model import Message, ModelReply, OnText, ToolCall, ToolSpec
+
+LABEL = "[offline model]"
+NAME = "offline"
+
+_MONTH_NAMES = (
+    "january february march april may june july august september october november december"
+)
+_MONTHS = {m: i + 1 for i, m in enumerate(_MONTH_NAMES.split())}
+_TIMEFRAME = re.compile(r"\b(1m|5m|15m|1h|4h|1d)\b", re.I)
+_DATE = r"(\d{4}-\d{2}-\d{2}(?:[t ]\d{2}:\d{2})?|[a-z]+(?: \d{4})?)"
+_NUMBER = r"(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)\s*(k|m)?"
+_TICKER = re.compile(r"\b(?:([a-z]+):)?([a-z0-9]{2,10})(?:/([a-z0-9]{2,10}))?\b", re.I)
+_KNOWN_BASES = {"BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE", "AVAX", "DOT", "LINK", "LTC"}
+
+HELP = (
+    "I understand plain requests such as: “price of BTC”, “list my strategies”, "
+    "“backtest sma_cross on 1h since January”, “set an alert at 70k”, "
+    "“buy 0.1 BTC on paper”, “show my positions”, “my alerts”, “candles of ETH on 4h "
+    "since 2024-01-01”. Configure an Anthropic API key for free-form conversation."
+)
+
+
+def _amount(number: str, suffix: str | None) -> float:
+    value = float(number.replace(",", ""))  # 2,500 is two thousand five hundred
+    return value * {"k": 1e3, "m": 1e6}.get((suffix or "").lower(), 1)
+
+
+def _ticker(text: str) -> str:
+    """The first market named in ``text`` (BTC → BINANCE:BTC/USDT); BTC when none is."""
+    for m in _TICKER.finditer(text):
+        exchange, base, quote = m.group(1), m.group(2).upper(), m.group(3)
+        if quote or exchange or base in _KNOWN_BASES:
+            return f"{(exchange or 'binance').upper()}:{base}/{(quote or 'USDT').upper()}"
+    return "BINANCE:BTC/USDT"
+
+
+def _when(text: str, now: datetime) -> str | None:
+    text = text.strip().lower()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}([t ]\d{2}:\d{2})?", text):
+        return text.replace(" ", "T")
+    words = text.split()
+    if words and words[0] in _MONTHS:
+        month = _MONTHS[words[0]]
+        year = int(words[1]) if len(words) > 1 and words[1].isdigit() else now.year
+        if len(words) == 1 and (year, month) > (now.year, now.month):
+            year -= 1  # "since December" in November means last December
+        return f"{year}-{month:02d}-01"
+    return None
+
+
+def _range(text: str, now: datetime) -> tuple[str, str]:
+    end = now.strftime("%Y-%m-%dT%H:%M")
+    m = re.search(rf"\bfrom {_DATE} (?:to|until) {_DATE}", text, re.I)
+    if m and (a := _when(m.group(1), now)) and (b := _when(m.group(2), now)):
+        return a, b
+    m = re.search(rf"\bsince {_DATE}", text, re.I)
+    if m and (a := _when(m.group(1), now)):
+        return a, end
+    m = re.search(r"\blast (\d+) days?\b", text, re.I)
+    days = int(m.group(1)) if m else 30
+    start = datetime.fromtimestamp(now.timestamp() - days * 86400, UTC)
+    return start.strftime("%Y-%m-%dT%H:%M"), end
+
+
+Rule = Callable[[str, datetime], tuple[str, dict[str, Any]] | None]
+
+
+def _price(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+    if re.search(r"\b(price|quote|how much is|trading at)\b", text, re.I):
+        return "get_price", {"ticker": _ticker(re.sub(r"\bprice\b", "", text, flags=re.I))}
+    return None
+
+
+def _listing(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+    lowered = text.lower()
+    for word, tool in (
+        ("strateg", "list_strategies"),
+        ("indicator", "list_indicators"),
+        ("position", "get_positions"),
+        ("portfolio", "get_positions"),
+        ("balance", "get_positions"),
+        ("alert", "list_alerts"),
+        ("watchlist", "get_watchlist"),
+    ):
+        if word in lowered and re.search(r"\b(list|show|what|my|which)\b", lowered):
+            return tool, {}
+    return None
+
+
+def _backtest(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+    m = re.search(r"\bbacktest (?:the )?(?:strategy )?([a-z_][a-z0-9_]*)", text, re.I)
+    if not m:
+        return None
+    tf = _TIMEFRAME.search(text)
+    start, end = _range(text, now)
+    rest = text[m.end() :]
+    return "run_backtest", {
+        "strategy": m.group(1),
+        "ticker": _ticker(rest),
+        "timeframe": tf.group(1).lower() if tf else "1h",
+        "start": start,
+        "end": end,
+    }
+
+
+def _alert(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+    if not re.search(r"\balert\b", text, re.I) or not re.search(
+        r"\b(set|add|create|alert me)\b", text, re.I
+    ):
+        return None
+    m = re.search(rf"\b(?:at|above|below|over|under|reaches|hits) \$?{_NUMBER}\b", text, re.I)
+    if not m:
+        return None
+    condition = "below" if re.search(r"\b(below|under|drops|falls)\b", text, re.I) else "above"
+    price_text = text[: m.start()]
+    return "set_alert", {
+        "ticker": _ticker(price_text.replace("alert", "")),
+        "condition": condition,
+        "price": _amount(m.group(1), m.group(2)),
+    }
+
+
+def _trade(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+    m = re.search(rf"\b(buy|sell) {_NUMBER}\s*([a-z:/]+)?", text, re.I)
+    if not m:
+        return None
+    args: dict[str, Any] = {
+        "ticker": _ticker(m.group(4) or ""),
+        "side": m.group(1).lower(),
+        "quantity": _amount(m.group(2), m.group(3)),
+        "order_type": "market",
+        "mode": "live" if re.search(r"\blive\b", text, re.I) else "paper",
+    }
+    limit = re.search(rf"\b(?:limit|at) \$?{_NUMBER}", text[m.end() :], re.I)
+    if limit:
+        args["order_type"] = "limit"
+        args["limit_price"] = _amount(limit.group(1), limit.group(2))
+    return "execute_trade", args
+
+
+def _candles(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+    m = re.search(r"\b(candles|chart|history)\b", text, re.I)
+    if not m:
+        return None
+    tf = _TIMEFRAME.search(text)
+    start, end = _range(text, now)
+    tool = "request_backfill" if re.search(r"\bbackfill\b", text, re.I) else "get_candles"
+    return tool, {
+        "ticker": _ticker(text[m.end() :]),
+        "timeframe": tf.group(1).lower() if tf else "1h",
+        "start": start,
+        "end": end,
+    }
+
+
+def _read(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+    m = re.search(
+        r"\b(?:show|read|open) (?:the )?(strategy|indicator) ([a-z_][a-z0-9_]*)", text, re.I
+    )
+    if m:
+        return f"read_{m.group(1).lower()}", {"name": m.group(2)}
+    return None
+
+
+#: Tried in order; the first that recognises the request wins.
+RULES: list[Rule] = [_backtest, _trade, _alert, _read, _candles, _price, _listing]
+
+
+def plan(text: str, now: datetime | None = None) -> tuple[str, dict[str, Any]] | None:
+    """The tool call a plain request asks for, or None."""
+    now = now or datetime.now(UTC)
+    for rule in RULES:
+        found = rule(text, now)
+        if found is not None:
+            return found
+    return None
+
+
+def _last_user_text(messages: list[Message]) -> str:
+    for msg in reversed(messages):
+        if msg["role"] == "user" and isinstance(msg["content"], str):
+            return msg["content"]
+    return ""
+
+
+def _tool_results(messages: list[Message]) -> list[tuple[str, dict[str, Any] | str, bool]]:
+    """(tool name, result, is_error) of the latest round of tool results."""
+    if not messages or messages[-1]["role"] != "user" or isinstance(messages[-1]["content"], str):
+        return []
+    names: dict[str, str] = {}
+    for msg in messages:
+        if msg["role"] == "assistant" and not isinstance(msg["content"], str):
+            names |= {b["id"]: b["name"] for b in msg["content"] if b["type"] == "tool_use"}
+    out: list[tuple[str, dict[str, Any] | str, bool]] = []
+    for block in messages[-1]["content"]:
+        if block.get("type") != "tool_result":
+            continue
+        content = block.get("content", "")
+        if isinstance(content, list):
+            content = "".join(c.get("text", "") for c in content if c.get("type") == "text")
+        try:
+            value: dict[str, Any] | str = json.loads(content)
+        except (TypeError, ValueError):
+            value = str(content)
+        out.append((names.get(block["tool_use_id"], "?"), value, bool(block.get("is_error"))))
+    return out
+
+
+def _money(x: Any) -> str:
+    return f"{float(x):,.2f}" if isinstance(x, int | float) else str(x)
+
+
+def describe(tool: str, result: dict[str, Any] | str) -> str:
+    """One result in a sentence or a short list."""
+    if isinstance(result, str):
+        return result
+    if tool == "get_price":
+        return f"{result['ticker']} last traded at {_money(result['last'])}."
+    if tool in ("list_strategies", "list_indicators"):
+        items: list[dict[str, Any]] = next(iter(result.values()), [])
+        kind = tool.removeprefix("list_")
+        if not items:
+            return f"You have no {kind} yet."
+        lines = [f"- {i['name']}: {i.get('summary', '')}".rstrip(": ") for i in items]
+        return f"Your {kind}:\n" + "\n".join(lines)
+    if tool == "run_backtest":
+        if result.get("sweep"):
+            best = result["sweep"][0]
+            head = (
+                f"Swept {result.get('combinations')} combinations of {result.get('strategy')}; "
+                f"best by {result.get('rank_by')}: {best.get('params')}"
+            )
+        else:
+            best = result.get("figures", {})
+            head = (
+                f"Backtest of {result.get('strategy')} on {result.get('ticker')} "
+                f"{result.get('timeframe')} over {result.get('candles')} candles"
+            )
+        shown = ("total_return", "sharpe", "max_drawdown", "win_rate", "trades", "final_equity")
+        figures = [
+            f"{k.replace('_', ' ')} {v:.4g}"
+            if isinstance(v, float)
+            else f"{k.replace('_', ' ')} {v}"
+            for k, v in best.items()
+            if k in shown
+        ]
+        return f"{head}: {', '.join(figures)}."
+    if tool == "set_alert":
+        return (
+            f"Alert set: {result['ticker']} {result['condition']} {_money(result['price'])} "
+            f"(id {result['id']})."
+        )
+    if tool == "list_alerts":
+        alerts = result.get("alerts", [])
+        if not alerts:
+            return "You have no alerts."
+        return "Your alerts:\n" + "\n".join(
+            f"- {a['ticker']} {a['condition']} {_money(a['price'])} ({a.get('status', 'active')})"
+            for a in alerts
+        )
+    if tool == "execute_trade":
+        return (
+            "Order placed: "
+            + ", ".join(
+                f"{k} {v}"
+                for k, v in result.items()
+                if k in ("side", "quantity", "ticker", "status", "price", "fill_price", "id")
+            )
+            + "."
+        )
+    if tool == "get_positions":
+        pos = result.get("positions", [])
+        head = f"Cash {_money(result.get('cash', 0))}, equity {_money(result.get('equity', 0))}."
+        return head + "".join(
+            f"\n- {p.get('ticker')}: {p.get('quantity')} (PnL {_money(p.get('unrealized_pnl', 0))})"
+            for p in pos
+        )
+    if tool == "get_watchlist":
+        return "Watchlist: " + (", ".join(result.get("watchlist", [])) or "empty") + "."
+    if tool in ("get_candles", "request_backfill"):
+        summary = {k: v for k, v in result.items() if k != "candles"}
+        return ", ".join(f"{k} {v}" for k, v in summary.items()) + "."
+    if tool in ("read_strategy", "read_indicator"):
+        return f"```python\n{result.get('code', '')}\n```"
+    return json.dumps(result)[:2000]
+
+
+class OfflineModel:
+    """Maps a plain request to one tool call, then describes what came back."""
+
+    name = NAME
+    offline = True
+
+    async def reply(
+        self,
+        system: str,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        on_text: OnText | None = None,
+    ) -> ModelReply:
+        results = _tool_results(messages)
+        if results:
+            text = "\n".join(
+                ("That did not work: " if failed else "") + describe(tool, value)
+                for tool, value, failed in results
+            )
+            return await self._say(text, on_text)
+        found = plan(_last_user_text(messages))
+        available = {t.name for t in tools}
+        if found is None or found[0] not in available:
+            return await self._say(HELP, on_text)
+        tool, args = found
+        return ModelReply(
+            text="", tool_calls=[ToolCall(f"call_{uuid.uuid4().hex[:12]}", tool, args)], model=NAME
+        )
+
+    async def _say(self, text: str, on_text: OnText | None) -> ModelReply:
+        text = f"{LABEL} {text}"
+        if on_text is not None:
+            for word in re.findall(r"\S+\s*", text):  # streamed like a model's tokens
+                await on_text(word)
+        return ModelReply(text=text, model=NAME, output_tokens=len(text) // 4)

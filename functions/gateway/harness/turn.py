@@ -1,0 +1,166 @@
+"""The harness's entry point: run one chat turn for one person against their agent."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from dexorder.config import Settings
+from dexorder.tokens import TokenKeys, mint_token
+from gateway.harness.agent_link import AgentLink, AgentLinks, ContextCache
+from gateway.harness.confirmations import (
+    Confirmations,
+    describe_order,
+    is_confirmation,
+    is_refusal,
+)
+from gateway.harness.graph import HIDDEN_AGENT_TOOLS, Send, TurnDeps, build_graph
+from gateway.harness.knowledge import KnowledgeBase
+from gateway.harness.model import ModelError, ToolSpec
+from gateway.harness.offline import LABEL as OFFLINE_LABEL
+from gateway.harness.platform_tools import SPECS, PlatformTools
+from gateway.harness.router import ModelRouter
+
+log = structlog.get_logger(part="gateway")
+
+_TOKEN_TTL_S = 3600
+
+
+@dataclass
+class TurnResult:
+    """What a turn produced, for the channel and for accounting."""
+
+    reply: str
+    model: str
+    tokens: int
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Harness:
+    """Runs turns; holds what outlives one (model clients, caches, market clients)."""
+
+    def __init__(
+        self,
+        cfg: Settings,
+        keys: TokenKeys,
+        router: ModelRouter,
+        knowledge: KnowledgeBase | None,
+    ) -> None:
+        self.cfg = cfg
+        self.keys = keys
+        self.router = router
+        self.knowledge = knowledge
+        self.platform = PlatformTools(cfg)
+        self.context = ContextCache(ttl_s=cfg.gateway.context_cache_s)
+        self.confirmations = Confirmations()
+        self.links = AgentLinks()
+        self.graph = build_graph()
+        self._tokens: dict[str, tuple[float, str]] = {}
+        self._agent_tools: dict[str, tuple[float, list[ToolSpec]]] = {}
+
+    def agent_token(self, user: str) -> str:
+        """A service token for ``user``'s agent, reused until it nears expiry."""
+        cached = self._tokens.get(user)
+        if cached is None or cached[0] < time.time() + 300:
+            cached = (
+                time.time() + _TOKEN_TTL_S,
+                mint_token(self.keys, user, "service", _TOKEN_TTL_S),
+            )
+            self._tokens[user] = cached
+        return cached[1]
+
+    async def _tools(self, user: str, link: AgentLink) -> list[ToolSpec]:
+        cached = self._agent_tools.get(user)
+        if cached is None or cached[0] < time.monotonic():
+            tools = [t for t in await link.tools() if t.name not in HIDDEN_AGENT_TOOLS]
+            cached = (time.monotonic() + max(self.cfg.gateway.context_cache_s, 60), tools)
+            self._agent_tools[user] = cached
+        return [*SPECS, *cached[1]]
+
+    async def forget(self, user: str) -> None:
+        """Drop everything held for ``user`` (they left, or their agent was reset)."""
+        await self.links.drop(user)
+        self.context.forget(user)
+        self._agent_tools.pop(user, None)
+        self._tokens.pop(user, None)
+        self.confirmations.take(user)
+
+    async def turn(
+        self, *, user: str, tier: str, channel: str, text: str, mcp_url: str, send: Send
+    ) -> TurnResult:
+        cancelled = None
+        if not is_confirmation(text):
+            cancelled = self.confirmations.take(user)
+        model = self.router.choose(tier, text)
+        if cancelled is not None and is_refusal(text):
+            reply = f"Cancelled: {describe_order(cancelled)} was not placed."
+            if model.offline:
+                reply = f"{OFFLINE_LABEL} {reply}"
+            await send({"type": "token", "text": reply})
+            return TurnResult(reply, model.name, 0)
+        t0 = time.perf_counter()
+        link, tools = await self._connect(user, mcp_url)
+        deps = TurnDeps(
+            user=user,
+            tier=tier,
+            channel=channel,
+            link=link,
+            model=model,
+            tools=tools,
+            platform=self.platform,
+            knowledge=self.knowledge,
+            context=self.context,
+            confirmations=self.confirmations,
+            send=send,
+            max_rounds=self.cfg.gateway.max_tool_rounds,
+        )
+        deps.timings["connect_ms"] = (time.perf_counter() - t0) * 1000
+        try:
+            state = await self.graph.ainvoke(
+                {"text": text}, config={"configurable": {"deps": deps}}
+            )
+        except ModelError as exc:
+            reply = f"Sorry, I could not answer: {exc}"
+            await send({"type": "token", "text": reply})
+            return TurnResult(reply, model.name, 0, deps.attachments, deps.timings)
+        except Exception:
+            await self.links.drop(user)  # the next turn starts a fresh session
+            raise
+        reply = state.get("reply", "")
+        if cancelled is not None:
+            reply += (
+                f"\n\n(The order waiting for your confirmation, {describe_order(cancelled)}, "
+                "was cancelled.)"
+            )
+        deps.timings["turn_ms"] = (time.perf_counter() - t0) * 1000
+        return TurnResult(
+            reply,
+            state.get("model", model.name),
+            state.get("tokens", 0),
+            deps.attachments,
+            deps.timings,
+        )
+
+    async def _connect(self, user: str, mcp_url: str) -> tuple[AgentLink, list[ToolSpec]]:
+        """The person's open MCP session and tools; one fresh try if the held one broke."""
+        for attempt in (1, 2):
+            link = await self.links.get(user, mcp_url, lambda: self.agent_token(user))
+            try:
+                return link, await self._tools(user, link)
+            except Exception:
+                await self.links.drop(user)
+                self._agent_tools.pop(user, None)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        await self.links.close()
+        await self.platform.close()
+        await self.router.close()
+        if self.knowledge is not None:
+            self.knowledge.close()

@@ -1,0 +1,285 @@
+"""The gateway as one object: accounts, sessions, limits, provisioning, the harness and
+the person's channels, with the operations its HTTP, WebSocket and Telegram handlers share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from dexorder.config import Settings
+from dexorder.embeddings import EmbeddingClient, EmbeddingUnavailable
+from dexorder.tokens import InvalidToken, TokenKeys, mint_token, token_keys, verify_token
+from gateway.accounts.db import engine_for, migrate
+from gateway.accounts.sessions import SessionClaims, Sessions
+from gateway.accounts.store import AccountError, Accounts, AccountView
+from gateway.channels import ChannelHub
+from gateway.events import DeliveredEvents, EventRouter
+from gateway.harness.graph import Send
+from gateway.harness.knowledge import DEFAULT_FOLDER, KnowledgeBase
+from gateway.harness.router import ModelRouter
+from gateway.harness.turn import Harness, TurnResult
+from gateway.limits import Limits, MemoryCounter, RedisCounter
+from gateway.provisioning import LocalProvisioner, Provisioner, ProvisioningError
+from gateway.telegram import BotApi, SeenUpdates
+
+log = structlog.get_logger(part="gateway")
+
+#: The account id the gateway's own calls to platform services are made as.
+GATEWAY_PRINCIPAL = "gateway"
+
+
+class Refused(Exception):
+    """A request the gateway turns down; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: an account, by a login session or by a platform token."""
+
+    account: AccountView
+    via: Literal["session", "token"]
+    session: SessionClaims | None = None
+
+    @property
+    def id(self) -> str:
+        return self.account.id
+
+
+def _session_secret(cfg: Settings) -> str:
+    if cfg.gateway.session_secret:
+        return cfg.gateway.session_secret
+    path = Path(cfg.home) / "state" / "gateway_session_secret"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+class Gateway:
+    """Everything the gateway's handlers work with."""
+
+    def __init__(
+        self,
+        cfg: Settings,
+        accounts: Accounts,
+        sessions: Sessions,
+        limits: Limits,
+        provisioner: Provisioner,
+        harness: Harness,
+        hub: ChannelHub,
+        keys: TokenKeys,
+        bot: BotApi | None,
+    ) -> None:
+        self.cfg = cfg
+        self.accounts = accounts
+        self.sessions = sessions
+        self.limits = limits
+        self.provisioner = provisioner
+        self.harness = harness
+        self.hub = hub
+        self.keys = keys
+        self.bot = bot
+        self.events = EventRouter(
+            f"tcp://{cfg.gateway.host}:{cfg.gateway.events_port}",
+            DeliveredEvents(accounts.engine),
+            hub.deliver,
+            sender=self._event_sender,
+        )
+        self._turn_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self.telegram_updates = SeenUpdates()
+
+    @classmethod
+    def build(cls, cfg: Settings, provisioner: Provisioner | None = None) -> Gateway:
+        g = cfg.gateway
+        engine = engine_for(
+            g.database_url or f"sqlite:///{Path(cfg.home) / 'state' / 'accounts.db'}"
+        )
+        Path(cfg.home, "state").mkdir(parents=True, exist_ok=True)
+        migrate(engine)
+        accounts = Accounts(engine)
+        sessions = Sessions(
+            accounts, _session_secret(cfg), g.access_ttl_s, g.refresh_ttl_days * 86_400
+        )
+        counter = RedisCounter(g.redis_url) if g.redis_url else MemoryCounter()
+        keys = token_keys(cfg)
+        knowledge = None
+        if cfg.embedder.enabled:
+            embedder = EmbeddingClient(
+                cfg.embedder.url, lambda: mint_token(keys, GATEWAY_PRINCIPAL, "service", 300)
+            )
+            knowledge = KnowledgeBase(
+                embedder, path=Path(cfg.home) / "state" / "gateway" / "qdrant", url=g.qdrant_url
+            )
+        api_key = g.anthropic_api_key or os.environ.get("ANTHROPIC_API_KEY")
+        harness = Harness(cfg, keys, ModelRouter(g, api_key), knowledge)
+        bot = BotApi(g.telegram_bot_token, g.telegram_api_url) if g.telegram_bot_token else None
+        if provisioner is None:
+            provisioner = LocalProvisioner(
+                cfg,
+                env={
+                    "DEXORDER_AGENT__GATEWAY_EVENTS": f"tcp://{g.host}:{g.events_port}",
+                },
+            )
+        hub = ChannelHub(accounts, bot)
+        return cls(cfg, accounts, sessions, Limits(counter), provisioner, harness, hub, keys, bot)
+
+    # --- life ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(
+            self.accounts.ensure_account, self.cfg.gateway.local_user, "local@localhost"
+        )
+        self._tasks.append(asyncio.create_task(self.events.run()))
+        if self.harness.knowledge is not None:
+            self._tasks.append(asyncio.create_task(self._load_knowledge()))
+        await self.events.ready.wait()
+
+    async def _load_knowledge(self) -> None:
+        assert self.harness.knowledge is not None
+        folder = Path(self.cfg.gateway.knowledge_dir or DEFAULT_FOLDER)
+        for attempt in range(60):  # the embedding service may still be loading its model
+            try:
+                added = await self.harness.knowledge.load_folder(folder)
+                log.info("knowledge loaded", folder=str(folder), chunks_embedded=added)
+                return
+            except EmbeddingUnavailable as exc:
+                if attempt == 59:
+                    log.warning("knowledge not loaded", reason=str(exc))
+                await asyncio.sleep(2)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` beside the request that started it (a Telegram turn, say)."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        self.events.stop()
+        for task in [*self._tasks, *self._background]:
+            task.cancel()
+        for task in [*self._tasks, *self._background]:
+            with contextlib.suppress(BaseException):
+                await task
+        await self.harness.close()
+        await self.provisioner.close()
+        if self.bot is not None:
+            await self.bot.close()
+        if isinstance(self.limits.counter, RedisCounter):
+            await self.limits.counter.close()
+        self.accounts.engine.dispose()
+
+    # --- who is calling ---------------------------------------------------------------
+
+    def authenticate(self, token: str) -> Caller:
+        """The caller a bearer token names: a login session, or a platform token (a
+        personal access token, or the local person's token of ``dexorder chat``)."""
+        token = token.strip()
+        if not token:
+            raise Refused(401, "missing bearer token")
+        try:
+            claims = self.sessions.verify(token)
+        except AccountError as exc:
+            session_error: str | None = str(exc)
+        else:
+            return Caller(self._account(claims.account_id), "session", claims)
+        try:
+            agent_claims = verify_token(self.keys, token)
+        except InvalidToken as exc:
+            # which error to show: the one of the kind of token it claims to be
+            message = str(exc) if "expired" in str(exc) else session_error
+            raise Refused(401, message or "invalid token") from None
+        if agent_claims.token_id in self.accounts.revoked_pat_ids(agent_claims.user):
+            raise Refused(401, "token revoked")
+        return Caller(self._account(agent_claims.user), "token")
+
+    def _account(self, account_id: str) -> AccountView:
+        try:
+            return self.accounts.get(account_id)
+        except AccountError:
+            raise Refused(401, "the account of this token no longer exists") from None
+
+    def _event_sender(self, auth: str) -> str:
+        try:
+            return verify_token(self.keys, auth).user
+        except InvalidToken as exc:
+            raise ValueError(str(exc)) from None
+
+    # --- a chat turn ----------------------------------------------------------------------
+
+    async def chat(self, caller: Caller, text: str, channel: str, send: Send) -> TurnResult:
+        """One turn for ``caller``: limits, their agent running, the harness, accounting."""
+        text = text.strip()
+        if not text:
+            raise Refused(400, "the message is empty")
+        if len(text) > self.cfg.gateway.max_message_chars:
+            raise Refused(
+                413,
+                "the message is too long "
+                f"(at most {self.cfg.gateway.max_message_chars:,} characters)",
+            )
+        user, tier = caller.id, caller.account.tier
+        verdict = await self.limits.request(user, tier)
+        if not verdict.allowed:
+            raise Refused(429, verdict.detail, verdict.retry_after_s)
+        verdict = await self.limits.budget(user, tier)
+        if not verdict.allowed:
+            raise Refused(429, verdict.detail)
+        lock = self._turn_locks.setdefault(user, asyncio.Lock())
+        async with lock:  # one conversation per person: turns from all channels in order
+
+            async def starting() -> None:
+                await send({"type": "status", "text": "Starting your agent…"})
+
+            try:
+                endpoint = await self.provisioner.ensure(user, tier, on_starting=starting)
+            except ProvisioningError as exc:
+                raise Refused(503, str(exc)) from None
+            result = await self.harness.turn(
+                user=user,
+                tier=tier,
+                channel=channel,
+                text=text,
+                mcp_url=endpoint.mcp_url,
+                send=send,
+            )
+        if result.tokens:
+            await self.limits.spend(user, result.tokens)
+        return result
+
+    # --- the person's data --------------------------------------------------------------
+
+    async def revoke_pat(self, caller: Caller, pat_id: str) -> None:
+        await asyncio.to_thread(self.accounts.revoke_pat, caller.id, pat_id)
+        revoked = await asyncio.to_thread(self.accounts.revoked_pat_ids, caller.id)
+        await self.provisioner.revoke_tokens(caller.id, revoked)
+
+    async def delete_account(self, caller: Caller) -> dict[str, Any]:
+        """Delete my data: the account, the agent's workspace and events, the person's vectors."""
+        user = caller.id
+        await self.harness.forget(user)
+        vectors = 0
+        if self.harness.knowledge is not None:
+            vectors = await self.harness.knowledge.forget_person(user)
+        await self.provisioner.delete(user)
+        await asyncio.to_thread(self.accounts.delete, user)
+        await asyncio.to_thread(self.events.delivered.forget_account, user)
+        log.info("account deleted", user=user)
+        return {"deleted": user, "knowledge_vectors": vectors}

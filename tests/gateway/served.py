@@ -1,0 +1,132 @@
+"""The gateway served on free ports with real agent subprocesses, and clients for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import uvicorn
+
+from dexorder.config import Settings
+from dexorder.process import free_port
+from gateway.api.app import build_app
+from gateway.provisioning import LocalProvisioner
+from gateway.service import Gateway
+
+
+def gateway_settings(home: Any, **gateway: Any) -> Settings:
+    return Settings(
+        home=home,
+        embedder={"enabled": False},
+        gateway={"port": free_port(), "events_port": free_port(), **gateway},
+    )
+
+
+class Served:
+    """A running gateway: its URL, the object itself, and HTTP helpers."""
+
+    def __init__(self, gw: Gateway, url: str, http: aiohttp.ClientSession) -> None:
+        self.gw, self.url, self.http = gw, url, http
+
+    async def post(
+        self, path: str, body: Any = None, token: str | None = None, **kw: Any
+    ) -> tuple[int, Any]:
+        headers = {
+            **kw.pop("headers", {}),
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        }
+        async with self.http.post(self.url + path, json=body, headers=headers, **kw) as r:
+            return r.status, await r.json(content_type=None) if r.content_length != 0 else None
+
+    async def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.http.get(self.url + path, headers=headers) as r:
+            return r.status, await r.json(content_type=None)
+
+    async def delete(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.http.delete(self.url + path, headers=headers) as r:
+            return r.status, await r.json(content_type=None) if r.content_length != 0 else None
+
+    async def sign_up(self, email: str, password: str = "correct horse battery") -> dict[str, Any]:
+        status, body = await self.post("/api/auth/signup", {"email": email, "password": password})
+        assert status == 201, body
+        return dict(body)
+
+    @contextlib.asynccontextmanager
+    async def socket(self, token: str) -> AsyncIterator[ChatSocket]:
+        async with self.http.ws_connect(self.url.replace("http", "ws") + "/api/chat/ws") as ws:
+            await ws.send_str(json.dumps({"type": "auth", "token": token}))
+            sock = ChatSocket(ws)
+            first = await sock.next()
+            assert first["type"] == "ready", first
+            yield sock
+
+
+class ChatSocket:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    async def next(self, timeout: float = 60) -> dict[str, Any]:
+        msg = await self.ws.receive(timeout=timeout)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        return dict(json.loads(msg.data))
+
+    async def ask(self, text: str, timeout: float = 120) -> list[dict[str, Any]]:
+        """Everything the gateway sends for one message, up to its reply or error."""
+        await self.ws.send_str(json.dumps({"type": "message", "text": text}))
+        frames: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.next(timeout)
+                frames.append(frame)
+                if frame["type"] in ("reply", "error"):
+                    return frames
+
+    async def until(self, kind: str, timeout: float = 60) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.next(timeout)
+                if frame["type"] == kind:
+                    return frame
+
+
+@contextlib.asynccontextmanager
+async def serve_gateway(
+    cfg: Settings, agent_env: dict[str, str] | None = None
+) -> AsyncIterator[Served]:
+    """The gateway on ``cfg.gateway.port`` while the block runs."""
+    provisioner = LocalProvisioner(
+        cfg,
+        env={
+            "DEXORDER_EMBEDDER__ENABLED": "false",
+            "DEXORDER_AGENT__GATEWAY_EVENTS": f"tcp://127.0.0.1:{cfg.gateway.events_port}",
+            **(agent_env or {}),
+        },
+    )
+    gw = Gateway.build(cfg, provisioner)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_app(gw),
+            host="127.0.0.1",
+            port=cfg.gateway.port,
+            log_level="warning",
+            ws="websockets-sansio",
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(30):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+        async with aiohttp.ClientSession() as http:
+            yield Served(gw, f"http://127.0.0.1:{cfg.gateway.port}", http)
+    finally:
+        server.should_exit = True
+        await task
