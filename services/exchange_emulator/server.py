@@ -48,7 +48,15 @@ _INTERVALS = {
     "1d": 86_400_000,
     "3d": 259_200_000,
 }
-_WEIGHTS = {"24hr": 2, "klines": 2, "trades": 25, "aggTrades": 4, "exchangeInfo": 20, "ping": 1, "time": 1}
+_WEIGHTS = {
+    "24hr": 2,
+    "klines": 2,
+    "trades": 25,
+    "aggTrades": 4,
+    "exchangeInfo": 20,
+    "ping": 1,
+    "time": 1,
+}
 _LIVE_STEP_S = 0.05
 _LIVE_TASK = web.AppKey("live_task", asyncio.Task[None])
 

@@ -87,7 +87,7 @@ async def test_bob_cannot_reach_alices_agent_tokens_alerts_or_events(served: Ser
 
         # alice's tokens cannot be listed or revoked by bob
         status, a_pat = await served.post("/api/tokens", {"name": "a"}, token=alice["access_token"])
-        status, body = await served.delete(f"/api/tokens/{a_pat['id']}", token=bob["access_token"])
+        status, _ = await served.delete(f"/api/tokens/{a_pat['id']}", token=bob["access_token"])
         assert status == 404
         _, listed = await served.get("/api/tokens", token=bob["access_token"])
         assert [t["id"] for t in listed["tokens"]] == [pat["id"]]
