@@ -157,8 +157,8 @@ class GatewayConfig(_Section):
     #: Models by (tier, complexity): the router picks from these.
     models: dict[str, dict[str, str]] = {
         "free": {"simple": "claude-haiku-4-5", "complex": "claude-haiku-4-5"},
-        "pro": {"simple": "claude-haiku-4-5", "complex": "claude-sonnet-4-5"},
-        "enterprise": {"simple": "claude-sonnet-4-5", "complex": "claude-opus-4-1"},
+        "pro": {"simple": "claude-haiku-4-5", "complex": "claude-sonnet-4-6"},
+        "enterprise": {"simple": "claude-sonnet-4-6", "complex": "claude-opus-4-7"},
     }
     #: cost/speed: the tier's cheaper model always; quality: its better one; balanced: by
     #: how hard the request looks.
