@@ -1,0 +1,62 @@
+"""A WebSocket chat against the whole platform: prices from the exchange, candles through
+the history path, a paper order confirmed in the chat, and its fill arriving as an event."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from launcher.ephemeral import RunningPlatform
+from tests.gateway.served import ChatSocket, serve_gateway
+from tests.integration.test_realtime_path import trade
+
+pytestmark = pytest.mark.integration
+
+
+async def asking_while_trading(
+    p: RunningPlatform, ws: ChatSocket, text: str, price: float
+) -> list[dict[str, Any]]:
+    """Ask, trading BTC at ``price`` at the exchange until the reply (fills need prices)."""
+    answer = asyncio.ensure_future(ws.ask(text, timeout=120))
+    for _ in range(480):
+        await trade(p, "BTCUSDT", price, 0.5)
+        done, _ = await asyncio.wait({answer}, timeout=0.25)
+        if done:
+            return answer.result()
+    raise AssertionError("no reply")
+
+
+async def test_prices_candles_and_a_confirmed_paper_order_with_its_fill_event(
+    platform: RunningPlatform,
+) -> None:
+    async with serve_gateway(platform.cfg) as s:
+        alice = await s.sign_up("alice@example.com")
+        async with s.socket(alice["access_token"]) as ws:
+            await trade(platform, "BTCUSDT", 64_321.5, 0.01)
+            frames = await ws.ask("price of BTC")
+            assert "BINANCE:BTC/USDT last traded at 64,321.50" in frames[-1]["text"]
+
+            frames = await ws.ask("candles of BTC on 1h from 2024-01-01 to 2024-01-03")
+            candles = next(f for f in frames if f["type"] == "candles")
+            assert candles["ticker"] == "BINANCE:BTC/USDT" and len(candles["candles"]) == 48
+            assert "count 48" in frames[-1]["text"]
+
+            frames = await ws.ask("buy 0.1 BTC on paper")
+            assert frames[-1]["type"] == "reply" and "Please confirm" in frames[-1]["text"]
+            frames = await asking_while_trading(platform, ws, "yes", 100.0)
+            tools = [(f["name"], f["state"]) for f in frames if f["type"] == "tool"]
+            assert tools == [("execute_trade", "start"), ("execute_trade", "done")]
+            assert "Order placed" in frames[-1]["text"]
+            events = [f for f in frames if f["type"] == "event"]
+            if not events:
+                events = [await ws.until("event")]
+            assert (
+                events[0]["kind"] == "fill"
+                and "Filled: buy 0.1 BINANCE:BTC/USDT" in events[0]["text"]
+            )
+
+            frames = await ws.ask("show my positions")
+            assert "BINANCE:BTC/USDT: 0.1" in frames[-1]["text"]
+        assert s.gw.events.stats["delivered"] >= 1
