@@ -144,6 +144,8 @@ class GatewayConfig(_Section):
     port: int = Field(8700, ge=0, le=65535)
     #: The ROUTER agents send critical events to.
     events_port: int = Field(5580, ge=0, le=65535)
+    #: Health of the local trigger dispatcher (Kafka → the CloudEvents functions).
+    triggers_health_port: int = Field(5564, ge=1, le=65535)
     #: The person ``dexorder chat`` speaks as on one machine.
     local_user: str = "local"
     #: The longest chat message accepted (characters).

@@ -13,12 +13,29 @@ MARKET_TICKS = "market.ticks"
 MARKET_CANDLES = "market.candles"
 MARKET_OHLC_BACKFILL = "market.ohlc.backfill"
 
-#: Kafka topics and their partition counts; records are keyed by ticker.
+#: People's notifications (JSON ``{event_id, user, kind, payload}``), keyed by person.
+NOTIFICATIONS = "notifications"
+#: Backfill requests for the relay (JSON ``{ticker, timeframe, start, end}``).
+BACKFILL_REQUESTS = "backfill.requests"
+#: Tool calls for people's agents, and their results (CloudEvents in binary mode).
+TOOL_CALLS = "tool.calls"
+TOOL_RESULTS = "tool.results"
+
+#: Kafka topics and their partition counts; market records are keyed by ticker.
 KAFKA_TOPICS: dict[str, int] = {
     MARKET_TICKS: 6,
     MARKET_CANDLES: 6,
     MARKET_OHLC_BACKFILL: 6,
+    NOTIFICATIONS: 3,
+    BACKFILL_REQUESTS: 3,
+    TOOL_CALLS: 3,
+    TOOL_RESULTS: 3,
 }
+
+
+def dead_letter_topic(topic: str) -> str:
+    """Where records that could not be delivered from ``topic`` end up."""
+    return f"{topic}.dlq"
 
 
 @dataclass(frozen=True, slots=True)

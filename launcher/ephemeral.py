@@ -40,6 +40,7 @@ def ephemeral_env(home: Path, **overrides: str) -> dict[str, str]:
         "DEXORDER_EMBEDDER__ENABLED": "false",
         "DEXORDER_GATEWAY__PORT": str(free_port()),
         "DEXORDER_GATEWAY__EVENTS_PORT": str(free_port()),
+        "DEXORDER_GATEWAY__TRIGGERS_HEALTH_PORT": str(free_port()),
         # started by the tests that talk to it
         "DEXORDER_GATEWAY__ENABLED": "false",
         "DEXORDER_EXCHANGES": json.dumps(

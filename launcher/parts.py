@@ -120,6 +120,16 @@ def plan(cfg: Settings) -> list[Part]:
                 f"{g.url}/healthz",
             )
         )
+        parts.append(
+            Part(
+                "triggers",
+                _py("triggers"),
+                "Kafka notifications, backfill.requests, tool.calls -> the gateway's functions, "
+                f"health http://127.0.0.1:{g.triggers_health_port}/healthz",
+                f"http://127.0.0.1:{g.triggers_health_port}/healthz",
+                uses=("kafka", "gateway"),
+            )
+        )
     return parts
 
 

@@ -86,3 +86,17 @@ def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pa
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+@pytest.fixture
+def kafka(tmp_path: Path) -> Iterator[str]:
+    """A fresh Tansu broker (in memory) on a free port; yields its bootstrap address."""
+    from launcher.broker import start_broker
+
+    port = free_port()
+    proc = start_broker(port, tmp_path / "tansu.log")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

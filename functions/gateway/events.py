@@ -122,7 +122,7 @@ class EventRouter:
                     log.warning("event refused: its token is not its person's", user=event.user)
                     continue
                 self.stats["received"] += 1
-                if await self._handle(event):
+                if await self.receive(event):
                     await sock.send_multipart([identity, encode(EventAck(event_id=event.event_id))])
         finally:
             sock.close()
@@ -135,7 +135,8 @@ class EventRouter:
         except ValueError:
             return False
 
-    async def _handle(self, event: UserEvent) -> bool:
+    async def receive(self, event: UserEvent) -> bool:
+        """Deliver ``event`` once per event id; True when it can be acknowledged."""
         if await asyncio.to_thread(self.delivered.seen, event.event_id):
             self.stats["duplicates"] += 1
             return True

@@ -63,7 +63,8 @@ async def test_the_page_chats_and_draws_charts(page: tuple[Served, Page], tmp_pa
 
     await ask(p, "list my strategies")
     await p.wait_for_function(
-        "[...document.querySelectorAll('.msg.agent')].some(e => e.textContent.includes('sma_cross'))"
+        "[...document.querySelectorAll('.msg.agent')]"
+        ".some(e => e.textContent.includes('sma_cross'))"
     )
     assert await p.locator(".msg.tool").count() >= 1  # tool progress shown
 

@@ -9,9 +9,10 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
-from gateway.api import auth, chat, telegram
+from gateway.api import auth, chat, internal, telegram
+from gateway.functions_host import FUNCTIONS, PlatformOnly, function_app
 from gateway.service import Gateway
 
 PAGE = Path(__file__).resolve().parent.parent / "page" / "index.html"
@@ -46,6 +47,14 @@ def build_app(gateway: Gateway, manage: bool = True) -> Starlette:
             *auth.routes,
             *chat.routes,
             *telegram.routes,
+            *internal.routes,
+            *(
+                Mount(
+                    f"/functions/{name}",
+                    app=PlatformOnly(function_app(name, gateway.cfg), gateway.keys),
+                )
+                for name in FUNCTIONS
+            ),
         ],
         lifespan=lifespan,
     )

@@ -47,9 +47,7 @@ class AnthropicModel:
         return ModelReply(
             text="".join(b.text for b in final.content if b.type == "text"),
             tool_calls=[
-                ToolCall(b.id, b.name, dict(b.input))
-                for b in final.content
-                if b.type == "tool_use"
+                ToolCall(b.id, b.name, dict(b.input)) for b in final.content if b.type == "tool_use"
             ],
             model=final.model,
             input_tokens=final.usage.input_tokens,

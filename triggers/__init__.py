@@ -1,0 +1,1 @@
+"""Which Kafka topic feeds which function, and the local dispatcher that delivers them."""

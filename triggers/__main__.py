@@ -1,0 +1,36 @@
+"""``python -m triggers``: the Kafka topics of ``triggers.yaml`` → the gateway's functions."""
+
+from __future__ import annotations
+
+from dexorder.config import load_config
+from dexorder.log import setup_logging
+from dexorder.process import main, run_part
+from dexorder.tokens import token_keys
+from gateway.platform_calls import platform_token
+from triggers.dispatcher import Dispatcher
+from triggers.spec import load_triggers
+
+
+async def run() -> None:
+    cfg = load_config()
+    setup_logging("triggers", cfg.log_level)
+    if not cfg.kafka.bootstrap_servers:
+        raise SystemExit("kafka.bootstrap_servers is not set (dexorder up sets it)")
+    keys = token_keys(cfg)
+    dispatcher = Dispatcher(
+        cfg.kafka.bootstrap_servers,
+        load_triggers(),
+        lambda t: f"{cfg.gateway.url}/functions/{t.function}/",
+        auth=lambda: platform_token(keys),
+    )
+    await run_part(
+        "triggers",
+        cfg.gateway.triggers_health_port,
+        lambda: (dispatcher.ready.is_set(), dict(dispatcher.stats)),
+        dispatcher.run,
+        dispatcher.stop,
+    )
+
+
+if __name__ == "__main__":
+    main(run)
