@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from bench import agent, history, latency, relay_fanout, stream_throughput
+from bench import agent, gateway, history, latency, relay_fanout, stream_throughput
 
 BENCHES = {
     "stream": stream_throughput.main,
@@ -13,6 +13,7 @@ BENCHES = {
     "latency": latency.main,
     "history": history.main,
     "agent": agent.main,
+    "gateway": gateway.main,
 }
 
 
@@ -55,6 +56,10 @@ def main(argv: list[str]) -> int:
         checks.append(("(e) cold start < 2 s", a["cold_s"] < 2))
         checks.append(("(e) idle RSS < 200 MB", a["rss_mb"] < 200))
         checks.append(("(e) 1M-bar backtest < 1 s", a["backtest_1m_s"] < 1))
+    if "gateway" in results:
+        g = results["gateway"]
+        checks.append(("(f) gateway overhead p50 < 30 ms", g["overhead_p50_ms"] < 30))
+        checks.append(("(f) cold first answer < 3 s", g["cold_first_answer_s"] < 3))
     for label, ok in checks:
         print(f"  {'met ' if ok else 'MISSED'}  {label}")
     return 0

@@ -1,6 +1,13 @@
-"""``python -m triggers``: the Kafka topics of ``triggers.yaml`` → the gateway's functions."""
+"""``python -m triggers``: the Kafka topics of ``triggers.yaml`` → the gateway's functions.
+
+``python -m triggers kafkasources`` prints the same triggers as Knative KafkaSources.
+"""
 
 from __future__ import annotations
+
+import sys
+
+import yaml
 
 from dexorder.config import load_config
 from dexorder.log import setup_logging
@@ -8,6 +15,7 @@ from dexorder.process import main, run_part
 from dexorder.tokens import token_keys
 from gateway.platform_calls import platform_token
 from triggers.dispatcher import Dispatcher
+from triggers.knative import kafka_source
 from triggers.spec import load_triggers
 
 
@@ -33,4 +41,10 @@ async def run() -> None:
 
 
 if __name__ == "__main__":
-    main(run)
+    if sys.argv[1:] == ["kafkasources"]:
+        print(yaml.safe_dump_all([kafka_source(t) for t in load_triggers()], sort_keys=False))
+    elif sys.argv[1:]:
+        print("usage: python -m triggers [kafkasources]", file=sys.stderr)
+        raise SystemExit(2)
+    else:
+        main(run)

@@ -36,6 +36,7 @@ class ConversationMemory:
         self.embedder = embedder
         self._client: Any = None
         self._lock = asyncio.Lock()
+        self._indexer: asyncio.Task[bool] | None = None
 
     def _qdrant(self) -> Any:
         if self._client is None:
@@ -57,7 +58,8 @@ class ConversationMemory:
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line]
 
     async def save(self, role: str, text: str, channel: str = "chat") -> dict[str, Any]:
-        """Keep a message, then index it (and any the embedder missed before)."""
+        """Keep a message (on disk before this returns); it is indexed in the background,
+        with any the embedder missed before, and a search waits for that."""
         if role not in ("user", "assistant"):
             raise MemoryRequestError(f"invalid role {role!r}: expected user or assistant")
         if not text.strip():
@@ -74,8 +76,15 @@ class ConversationMemory:
         async with self._lock:
             with self.log_path.open("a") as f:
                 f.write(json.dumps(message) + "\n")
-        indexed = await self._index_pending()
-        return {**message, "indexed": indexed}
+        if self._indexer is None or self._indexer.done():
+            # a save does not wait for the embedder (~10 ms a message); an indexer already
+            # running picks this message up in its next round
+            self._indexer = asyncio.create_task(self._index_pending())
+        return message
+
+    async def flush(self) -> bool:
+        """Index what is not indexed yet; False if the embedding service is down."""
+        return await self._index_pending()
 
     async def _index_pending(self) -> bool:
         """Index the messages after the last indexed one; False if the embedder is down."""
@@ -83,22 +92,24 @@ class ConversationMemory:
 
         from dexorder.embeddings import EmbeddingUnavailable
 
-        async with self._lock:
-            done = int(self.indexed_path.read_text()) if self.indexed_path.is_file() else 0
-            todo = self.messages()[done:]
-            if not todo:
-                return True
-            try:
-                vectors = await self.embedder.embed([m["text"][:MAX_TEXT_CHARS] for m in todo])
-            except EmbeddingUnavailable:
-                return False
-            points = [
-                models.PointStruct(id=m["id"], vector=v, payload=m)
-                for m, v in zip(todo, vectors, strict=True)
-            ]
-            await asyncio.to_thread(self._qdrant().upsert, COLLECTION, points)
-            self.indexed_path.write_text(str(done + len(todo)))
-            return True
+        while True:
+            async with self._lock:
+                done = int(self.indexed_path.read_text()) if self.indexed_path.is_file() else 0
+                todo = self.messages()[done:]
+                if not todo:
+                    return True
+                try:
+                    vectors = await self.embedder.embed(
+                        [m["text"][:MAX_TEXT_CHARS] for m in todo]
+                    )
+                except EmbeddingUnavailable:
+                    return False
+                points = [
+                    models.PointStruct(id=m["id"], vector=v, payload=m)
+                    for m, v in zip(todo, vectors, strict=True)
+                ]
+                await asyncio.to_thread(self._qdrant().upsert, COLLECTION, points)
+                self.indexed_path.write_text(str(done + len(todo)))
 
     async def search(
         self, query: str, limit: int = 5, role: str | None = None
@@ -125,7 +136,15 @@ class ConversationMemory:
         )
         return [{**p.payload, "score": round(float(p.score), 4)} for p in found.points]
 
+    async def aclose(self) -> None:
+        """Finish the indexing under way, then close."""
+        if self._indexer is not None and not self._indexer.done():
+            await asyncio.wait({self._indexer})
+        self.close()
+
     def close(self) -> None:
+        if self._indexer is not None and not self._indexer.done():
+            self._indexer.cancel()
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -64,7 +64,9 @@ class PersonAgent:
     async def start(self) -> None:
         """Start the event channels and the live price feed (inside the event loop)."""
         self.events = EventPublisher(
-            self.user, self.state_dir / "outbox", self.cfg.agent.gateway_events,
+            self.user,
+            self.state_dir / "outbox",
+            self.cfg.agent.gateway_events,
             token=self.service_token,
         )
         self.events.start()
@@ -80,7 +82,7 @@ class PersonAgent:
             await self.feed.close()
         if self.events is not None:
             await self.events.close()
-        self.memory.close()
+        await self.memory.aclose()
         self.flush()
 
     async def _live_price(self, ticker: str) -> float:

@@ -172,6 +172,15 @@ async def test_a_websocket_without_a_valid_token_is_refused(served: Served) -> N
         assert frame["type"] == "error" and frame["status"] == 400
         frames = await ws.ask("x" * 9000)
         assert frames[-1]["type"] == "error" and frames[-1]["status"] == 413
+        # logging out ends what the open socket may do
+        status, _ = await served.post(
+            "/api/auth/logout",
+            {"refresh_token": alice["refresh_token"]},
+            token=alice["access_token"],
+        )
+        assert status == 204
+        frames = await ws.ask("list my strategies")
+        assert frames[-1]["type"] == "error" and frames[-1]["status"] == 401
 
 
 async def test_personal_access_tokens_chat_until_revoked_at_the_gateway_and_the_agent(
@@ -221,6 +230,24 @@ async def test_dexorder_chat_speaks_as_the_local_person(served: Served) -> None:
     assert "list_strategies" in errs.decode()  # tool progress, on stderr
     saved = messages_of(served, cfg.gateway.local_user)
     assert [(m["role"], m["channel"]) for m in saved] == [("user", "web"), ("assistant", "web")]
+    assert saved[0]["text"] == "list my strategies"
+
+    # no message: a conversation, one line at a time, until an empty line
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "launcher",
+        "chat",
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, errs = await asyncio.wait_for(
+        proc.communicate(b"show my positions\nwhat alerts do I have\n\n"), 120
+    )
+    assert proc.returncode == 0, errs.decode()
+    assert "Cash 10,000.00" in out.decode() and "no alerts" in out.decode()
 
     env["DEXORDER_GATEWAY__PORT"] = "1"
     proc = await asyncio.create_subprocess_exec(

@@ -101,3 +101,66 @@ async def test_delete_my_data(served: Served) -> None:
     # bob is untouched
     assert served.gw.cfg.agent_dir(bob["account"]["id"]).is_dir()
     assert (await served.get("/api/me", token=bob["access_token"]))[0] == 200
+
+
+async def test_what_alice_asks_to_remember_reaches_her_prompts_and_never_bobs(
+    embedder: tuple[str, Path], tmp_path: Path
+) -> None:
+    from gateway.harness.router import ModelRouter
+    from gateway.harness.turn import Harness
+    from tests.agent.conftest import serve_agent
+    from tests.gateway.loopback_anthropic import API_KEY, serve_messages_api
+
+    url, home = embedder
+    async with serve_messages_api() as (api_url, api):
+        cfg = Settings(
+            home=home,
+            embedder={"port": int(url.rsplit(":", 1)[1])},
+            gateway={"anthropic_base_url": api_url},
+        )
+        kb = KnowledgeBase(
+            EmbeddingClient(url, lambda: mint_token(token_keys(cfg), "gateway")),
+            path=tmp_path / "kb",
+        )
+        await kb.load_folder()
+        harness = Harness(cfg, token_keys(cfg), ModelRouter(cfg.gateway, API_KEY), kb)
+        sent: list[dict[str, object]] = []
+
+        async def send(frame: dict[str, object]) -> None:
+            sent.append(frame)
+
+        try:
+            async with serve_agent(cfg, "alice_kb") as alice, serve_agent(cfg, "bob_kb") as bob:
+                api.replies = [
+                    [
+                        {
+                            "type": "tool_use",
+                            "id": "toolu_r",
+                            "name": "remember",
+                            "input": {"fact": "Alice keeps her savings in Dogecoin."},
+                        }
+                    ],
+                    [{"type": "text", "text": "Noted."}],
+                    [{"type": "text", "text": "Dogecoin."}],
+                    [{"type": "text", "text": "I do not know."}],
+                ]
+                for agent, text in (
+                    (alice, "Remember: my savings are in Dogecoin"),
+                    (alice, "Which coin holds my savings?"),
+                    (bob, "Which coin holds my savings?"),
+                ):
+                    await harness.turn(
+                        user=agent.person.user,
+                        tier="free",
+                        channel="web",
+                        text=text,
+                        mcp_url=agent.url,
+                        send=send,
+                    )
+                assert "remember" in {t["name"] for t in api.requests[0]["tools"]}
+                alice_prompt, bob_prompt = api.requests[2]["system"], api.requests[3]["system"]
+                assert "Alice keeps her savings in Dogecoin." in alice_prompt
+                assert "Dogecoin" not in bob_prompt
+                assert "platform docs" in bob_prompt  # the global knowledge reaches everyone
+        finally:
+            await harness.close()

@@ -79,6 +79,11 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
             },
         ),
         ("show strategy sma_cross", "read_strategy", {"name": "sma_cross"}),
+        (
+            "Remember that I never trade on Fridays",
+            "remember",
+            {"fact": "I never trade on Fridays"},
+        ),
     ],
 )
 def test_plain_requests_map_to_tool_calls(text: str, tool: str, args: dict[str, object]) -> None:

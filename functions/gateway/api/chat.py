@@ -23,8 +23,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.accounts.store import AccountError
-from gateway.api.common import body, caller, gateway_of, refused, text_field
-from gateway.service import Caller, Refused
+from gateway.api.common import bearer, body, caller, gateway_of, refused, text_field
+from gateway.service import Refused
 
 log = structlog.get_logger(part="gateway")
 
@@ -72,11 +72,10 @@ class _Socket:
             await self.ws.send_text(json.dumps(message))
 
 
-async def _authenticate(ws: WebSocket) -> Caller:
-    gw = gateway_of(ws)
-    header = ws.headers.get("authorization", "")
-    if header:
-        return caller(ws)
+async def _token(ws: WebSocket) -> str:
+    """The bearer token of the header, or of the first frame."""
+    if ws.headers.get("authorization"):
+        return bearer(ws)
     try:
         first = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT_S)
     except TimeoutError:
@@ -91,7 +90,7 @@ async def _authenticate(ws: WebSocket) -> Caller:
         or not isinstance(msg.get("token"), str)
     ):
         raise Refused(401, 'the first frame must be {"type": "auth", "token": "…"}')
-    return gw.authenticate(msg["token"])
+    return str(msg["token"])
 
 
 async def chat_ws(ws: WebSocket) -> None:
@@ -99,7 +98,8 @@ async def chat_ws(ws: WebSocket) -> None:
     gw = gateway_of(ws)
     sock = _Socket(ws)
     try:
-        who = await _authenticate(ws)
+        token = await _token(ws)
+        who = gw.authenticate(token)
     except (Refused, AccountError) as exc:
         message = exc.message if isinstance(exc, Refused) else str(exc)
         await sock.send({"type": "error", "status": exc.status, "text": message})
@@ -109,7 +109,7 @@ async def chat_ws(ws: WebSocket) -> None:
         return
     gw.hub.attach(who.id, sock.send)
     queue: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED)
-    worker = asyncio.create_task(_turns(gw, who, sock, queue))
+    worker = asyncio.create_task(_turns(gw, token, sock, queue))
     try:
         await sock.send({"type": "ready", "account": asdict(who.account)})
         while True:
@@ -145,10 +145,13 @@ async def chat_ws(ws: WebSocket) -> None:
             await worker
 
 
-async def _turns(gw: Any, who: Caller, sock: _Socket, queue: asyncio.Queue[str]) -> None:
+async def _turns(gw: Any, token: str, sock: _Socket, queue: asyncio.Queue[str]) -> None:
     while True:
         text = await queue.get()
         try:
+            # checked again for every message: a session that expired or was logged out,
+            # or a token revoked, since the socket opened speaks no more
+            who = gw.authenticate(token)
             result = await gw.chat(who, text, "web", sock.send)
             await sock.send(
                 {
@@ -156,6 +159,8 @@ async def _turns(gw: Any, who: Caller, sock: _Socket, queue: asyncio.Queue[str])
                     "text": result.reply,
                     "model": result.model,
                     "tokens": result.tokens,
+                    # where the turn's time went (ms): context, rag, model, tools, save…
+                    "timings": {k: round(v, 2) for k, v in result.timings.items()},
                 }
             )
         except Refused as exc:
@@ -172,7 +177,7 @@ async def _turns(gw: Any, who: Caller, sock: _Socket, queue: asyncio.Queue[str])
                 raise
             return
         except Exception:
-            log.exception("chat turn failed", user=who.id)
+            log.exception("chat turn failed")
             with contextlib.suppress(Exception):
                 await sock.send(
                     {

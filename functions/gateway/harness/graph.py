@@ -32,7 +32,7 @@ from gateway.harness.knowledge import KnowledgeBase
 from gateway.harness.model import ChatModel, Message, ModelReply, ToolCall, ToolSpec
 from gateway.harness.offline import LABEL as OFFLINE_LABEL
 from gateway.harness.offline import describe
-from gateway.harness.platform_tools import PlatformTools
+from gateway.harness.platform_tools import REMEMBER, PlatformTools
 
 log = structlog.get_logger(part="gateway")
 
@@ -283,7 +283,9 @@ async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
         await deps.send({"type": "tool", "name": call.name, "state": "progress", "text": text})
 
     with _timed(deps, "tools_ms"):
-        if call.name in PlatformTools.names:
+        if call.name == REMEMBER.name:
+            outcome = await _remember(deps, call.arguments)
+        elif call.name in PlatformTools.names:
             outcome = await deps.platform.call(call.name, call.arguments, progress)
         elif call.name in HIDDEN_AGENT_TOOLS:
             outcome = ToolOutcome(f"{call.name} is done by the platform itself", is_error=True)
@@ -304,6 +306,19 @@ async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
         }
     )
     return outcome
+
+
+async def _remember(deps: TurnDeps, args: dict[str, Any]) -> ToolOutcome:
+    fact = str(args.get("fact", "")).strip()
+    if not fact or len(fact) > 2000:
+        return ToolOutcome("a fact of 1 to 2,000 characters is needed", is_error=True)
+    if deps.knowledge is None:
+        return ToolOutcome("the knowledge base is off on this platform", is_error=True)
+    try:
+        await deps.knowledge.add(deps.user, "note", fact)
+    except EmbeddingUnavailable as exc:
+        return ToolOutcome(f"could not keep it now: {exc}", is_error=True)
+    return ToolOutcome({"remembered": fact})
 
 
 async def _attachments(deps: TurnDeps, call: ToolCall, outcome: ToolOutcome) -> ToolOutcome:

@@ -181,8 +181,13 @@ def _read(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
+def _remember(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+    m = re.match(r"\s*remember(?: that)?[:,]?\s+(.+)", text, re.I | re.S)
+    return ("remember", {"fact": m.group(1).strip()}) if m else None
+
+
 #: Tried in order; the first that recognises the request wins.
-RULES: list[Rule] = [_backtest, _trade, _alert, _read, _candles, _price, _listing]
+RULES: list[Rule] = [_remember, _backtest, _trade, _alert, _read, _candles, _price, _listing]
 
 
 def plan(text: str, now: datetime | None = None) -> tuple[str, dict[str, Any]] | None:
@@ -299,6 +304,8 @@ def describe(tool: str, result: dict[str, Any] | str) -> str:
     if tool in ("get_candles", "request_backfill"):
         summary = {k: v for k, v in result.items() if k != "candles"}
         return ", ".join(f"{k} {v}" for k, v in summary.items()) + "."
+    if tool == "remember":
+        return f"I will remember: {result.get('remembered')}"
     if tool in ("read_strategy", "read_indicator"):
         return f"```python\n{result.get('code', '')}\n```"
     return json.dumps(result)[:2000]

@@ -31,6 +31,17 @@ _RANGE = {
     "end": {"type": "string", "description": "YYYY-MM-DD or ISO 8601 (UTC)"},
 }
 
+#: Kept in the gateway's knowledge base (RAG), for this person only.
+REMEMBER = ToolSpec(
+    "remember",
+    "Keep a fact about the person (a preference, a rule of theirs) for later conversations.",
+    {
+        "type": "object",
+        "properties": {"fact": {"type": "string", "maxLength": 2000}},
+        "required": ["fact"],
+    },
+)
+
 SPECS = [
     ToolSpec(
         "get_price",

@@ -21,7 +21,7 @@ from gateway.harness.graph import HIDDEN_AGENT_TOOLS, Send, TurnDeps, build_grap
 from gateway.harness.knowledge import KnowledgeBase
 from gateway.harness.model import ModelError, ToolSpec
 from gateway.harness.offline import LABEL as OFFLINE_LABEL
-from gateway.harness.platform_tools import SPECS, PlatformTools
+from gateway.harness.platform_tools import REMEMBER, SPECS, PlatformTools
 from gateway.harness.router import ModelRouter
 
 log = structlog.get_logger(part="gateway")
@@ -79,7 +79,8 @@ class Harness:
             tools = [t for t in await link.tools() if t.name not in HIDDEN_AGENT_TOOLS]
             cached = (time.monotonic() + max(self.cfg.gateway.context_cache_s, 60), tools)
             self._agent_tools[user] = cached
-        return [*SPECS, *cached[1]]
+        mine = [REMEMBER] if self.knowledge is not None else []
+        return [*SPECS, *mine, *cached[1]]
 
     async def forget(self, user: str) -> None:
         """Drop everything held for ``user`` (they left, or their agent was reset)."""
