@@ -17,20 +17,11 @@ from cloudevents.http import CloudEvent
 from starlette.exceptions import HTTPException
 
 from dexorder.client import RelayError, request
-from dexorder.config import Settings, load_config
 from dexorder.markets import InvalidTicker, InvalidTimeframe, Ticker, Timeframe
 from dexorder.schemas import BackfillRequest, ErrorReply
+from gateway.function_settings import FunctionSettings
 
-#: Set by a host that runs this function in its own process (the gateway on one machine);
-#: otherwise the configuration is loaded from the environment on first use.
-settings: Settings | None = None
-
-
-def _cfg() -> Settings:
-    global settings
-    if settings is None:
-        settings = load_config()
-    return settings
+config = FunctionSettings()
 
 
 def parse_request(raw: Any) -> BackfillRequest:
@@ -60,7 +51,7 @@ def parse_request(raw: Any) -> BackfillRequest:
 @ff.cloud_event
 async def dispatch_backfill(event: CloudEvent) -> None:
     backfill = parse_request(event.get_data())
-    r = _cfg().relay
+    r = config.get().relay
     try:
         reply = await request(f"tcp://{r.host}:{r.router_port}", backfill)
     except RelayError as exc:

@@ -38,7 +38,7 @@ def function_app(name: str, cfg: Settings) -> Any:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.settings = cfg  # type: ignore[attr-defined]
+    module.config.set(cfg)
     return create_asgi_app_from_module(  # type: ignore[no-untyped-call]
         target, source, signature, module, spec
     )

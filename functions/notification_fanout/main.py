@@ -16,23 +16,14 @@ import functions_framework.aio as ff
 from cloudevents.http import CloudEvent
 from starlette.exceptions import HTTPException
 
-from dexorder.config import Settings, load_config
 from dexorder.tokens import token_keys
+from gateway.function_settings import FunctionSettings
 from gateway.platform_calls import platform_token
 
 NOTIFICATION_FIELDS = ("event_id", "user", "kind")
 
 
-#: Set by a host that runs this function in its own process (the gateway on one machine);
-#: otherwise the configuration is loaded from the environment on first use.
-settings: Settings | None = None
-
-
-def _cfg() -> Settings:
-    global settings
-    if settings is None:
-        settings = load_config()
-    return settings
+config = FunctionSettings()
 
 
 def _data(event: CloudEvent) -> dict[str, Any]:
@@ -53,7 +44,7 @@ def _data(event: CloudEvent) -> dict[str, Any]:
 @ff.cloud_event
 async def notify_people(event: CloudEvent) -> None:
     data = _data(event)
-    cfg = _cfg()
+    cfg = config.get()
     headers = {"Authorization": f"Bearer {platform_token(token_keys(cfg))}"}
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,

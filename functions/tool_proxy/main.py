@@ -19,8 +19,9 @@ from cloudevents.http import CloudEvent, from_http
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dexorder.config import Settings, load_config
+from dexorder.config import Settings
 from dexorder.tokens import InvalidToken, token_keys, verify_token
+from gateway.function_settings import FunctionSettings
 from gateway.harness.agent_link import AgentLink
 from gateway.platform_calls import platform_token
 
@@ -28,16 +29,7 @@ CALL_TYPE = "dexorder.tool.call"
 RESULT_TYPE = "dexorder.tool.result"
 
 
-#: Set by a host that runs this function in its own process (the gateway on one machine);
-#: otherwise the configuration is loaded from the environment on first use.
-settings: Settings | None = None
-
-
-def _cfg() -> Settings:
-    global settings
-    if settings is None:
-        settings = load_config()
-    return settings
+config = FunctionSettings()
 
 
 def _bad(status: int, message: str) -> Response:
@@ -81,7 +73,7 @@ async def proxy_tool(request: Request) -> Response:
     arguments = data.get("arguments") or {}
     if not isinstance(arguments, dict):
         return _bad(400, '"arguments" must be an object')
-    cfg = _cfg()
+    cfg = config.get()
     try:
         user = verify_token(token_keys(cfg), str(data.get("token", ""))).user
     except InvalidToken as exc:

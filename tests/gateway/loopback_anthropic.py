@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dexorder.process import free_port
+from tests.gateway.served import serve_app
 
 API_KEY = "sk-ant-test-loopback"
 
@@ -128,11 +128,5 @@ async def serve_messages_api() -> AsyncIterator[tuple[str, MessagesApi]]:
     api = MessagesApi()
     app = web.Application()
     app.router.add_post("/v1/messages", api.messages)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", api
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url, api

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dexorder.process import free_port
+from tests.gateway.served import serve_app
 
 BOT_TOKEN = "123456:TEST-loopback-token"
 
@@ -81,14 +81,8 @@ async def serve_bot_api() -> AsyncIterator[tuple[str, BotApiServer]]:
     api = BotApiServer()
     app = web.Application()
     app.router.add_post("/bot{token}/{method}", api.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", api
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url, api
 
 
 def update(update_id: int, user_id: int, text: str, chat_id: int | None = None) -> dict[str, Any]:

@@ -5,17 +5,66 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import uvicorn
+from aiohttp import web
 
 from dexorder.config import Settings
 from dexorder.process import free_port
+from dexorder.schemas import UserEvent
+from dexorder.tokens import mint_token
 from gateway.api.app import build_app
 from gateway.provisioning import LocalProvisioner
 from gateway.service import Gateway
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    """A loopback aiohttp server for ``app`` (a stand-in for an outside service); yields its URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def alert_event(gw: Gateway, user: str, event_id: str, **payload: Any) -> UserEvent:
+    """A triggered-alert event for ``user``, signed as their agent signs it."""
+    return UserEvent(
+        event_id=event_id,
+        user=user,
+        kind="alert",
+        critical=True,
+        payload=payload,
+        auth=mint_token(gw.keys, user),
+    )
+
+
+async def run_cli(
+    env: dict[str, str], *args: str, stdin: bytes | None = None
+) -> tuple[int, str, str]:
+    """``dexorder *args`` in a subprocess: exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "launcher",
+        *args,
+        env={**os.environ, **env},
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 120)
+    return proc.returncode or 0, out.decode(), err.decode()
 
 
 def gateway_settings(home: Any, **gateway: Any) -> Settings:

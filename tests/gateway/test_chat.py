@@ -3,11 +3,7 @@ started by the local provisioner, the offline model, MCP tools, confirmations, l
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +12,7 @@ import jwt
 import pytest
 
 from gateway.limits import TierLimits
-from tests.gateway.served import Served, gateway_settings, serve_gateway
+from tests.gateway.served import Served, gateway_settings, run_cli, serve_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -209,57 +205,23 @@ async def test_personal_access_tokens_chat_until_revoked_at_the_gateway_and_the_
 
 async def test_dexorder_chat_speaks_as_the_local_person(served: Served) -> None:
     cfg = served.gw.cfg
-    env = {
-        **os.environ,
-        "DEXORDER_HOME": str(cfg.home),
-        "DEXORDER_GATEWAY__PORT": str(cfg.gateway.port),
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "launcher",
-        "chat",
-        "list my strategies",
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    out, errs = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, errs.decode()
-    assert "[offline model]" in out.decode() and "sma_cross" in out.decode()
-    assert "list_strategies" in errs.decode()  # tool progress, on stderr
+    env = {"DEXORDER_HOME": str(cfg.home), "DEXORDER_GATEWAY__PORT": str(cfg.gateway.port)}
+    code, out, errs = await run_cli(env, "chat", "list my strategies")
+    assert code == 0, errs
+    assert "[offline model]" in out and "sma_cross" in out
+    assert "list_strategies" in errs  # tool progress, on stderr
     saved = messages_of(served, cfg.gateway.local_user)
     assert [(m["role"], m["channel"]) for m in saved] == [("user", "web"), ("assistant", "web")]
     assert saved[0]["text"] == "list my strategies"
 
     # no message: a conversation, one line at a time, until an empty line
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "launcher",
-        "chat",
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    code, out, errs = await run_cli(
+        env, "chat", stdin=b"show my positions\nwhat alerts do I have\n\n"
     )
-    out, errs = await asyncio.wait_for(
-        proc.communicate(b"show my positions\nwhat alerts do I have\n\n"), 120
-    )
-    assert proc.returncode == 0, errs.decode()
-    assert "Cash 10,000.00" in out.decode() and "no alerts" in out.decode()
+    assert code == 0, errs
+    assert "Cash 10,000.00" in out and "no alerts" in out
 
     env["DEXORDER_GATEWAY__PORT"] = "1"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "launcher",
-        "chat",
-        "hi",
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    _, errs = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 1 and "not reachable" in errs.decode()
-    assert "Traceback" not in errs.decode()
+    code, _, errs = await run_cli(env, "chat", "hi")
+    assert code == 1 and "not reachable" in errs
+    assert "Traceback" not in errs

@@ -16,7 +16,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from dexorder.schemas import UserEvent, encode
 from dexorder.tokens import mint_token
-from tests.gateway.served import Served, gateway_settings, serve_gateway
+from tests.gateway.served import Served, alert_event, gateway_settings, serve_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -108,18 +108,14 @@ async def test_bob_cannot_reach_alices_agent_tokens_alerts_or_events(served: Ser
         unsigned = UserEvent(event_id="forged-2", user=a_id, kind="fill", critical=True)
         await send_event(endpoint, forged)
         await send_event(endpoint, unsigned)
-        genuine = UserEvent(
-            event_id="real-1",
-            user=a_id,
-            kind="alert",
-            critical=True,
-            payload={
-                "ticker": "BINANCE:BTC/USDT",
-                "condition": "above",
-                "price": 70000,
-                "triggered_price": 70010,
-            },
-            auth=mint_token(served.gw.keys, a_id),
+        genuine = alert_event(
+            served.gw,
+            a_id,
+            "real-1",
+            ticker="BINANCE:BTC/USDT",
+            condition="above",
+            price=70000,
+            triggered_price=70010,
         )
         await send_event(endpoint, genuine)
         frame = await a_ws.until("event")

@@ -12,11 +12,10 @@ from sqlalchemy.orm import Session
 
 from dexorder.config import Settings
 from dexorder.embeddings import EmbeddingClient
-from dexorder.schemas import UserEvent
 from dexorder.tokens import mint_token, token_keys
 from gateway.accounts.models import DeliveredEvent
 from gateway.harness.knowledge import GLOBAL, KnowledgeBase, chunks
-from tests.gateway.served import Served, gateway_settings, serve_gateway
+from tests.gateway.served import Served, alert_event, gateway_settings, serve_gateway
 from tests.gateway.test_isolation import send_event
 
 pytestmark = pytest.mark.integration
@@ -72,14 +71,7 @@ async def test_delete_my_data(served: Served) -> None:
     a_id = alice["account"]["id"]
     async with served.socket(alice["access_token"]) as ws:
         await ws.ask("set an alert at 70k")
-        event = UserEvent(
-            event_id="e-1",
-            user=a_id,
-            kind="alert",
-            critical=True,
-            payload={"ticker": "BINANCE:BTC/USDT"},
-            auth=mint_token(served.gw.keys, a_id),
-        )
+        event = alert_event(served.gw, a_id, "e-1", ticker="BINANCE:BTC/USDT")
         await send_event(served.gw.events.endpoint, event)
         await ws.until("event")
     await served.post("/api/chat", {"message": "my alerts"}, token=bob["access_token"])

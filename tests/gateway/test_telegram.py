@@ -12,12 +12,10 @@ from typing import Any
 
 import pytest
 
-from dexorder.schemas import UserEvent
-from dexorder.tokens import mint_token
 from gateway.telegram import BotApi, check_login_widget, split_message
 from tests.agent.conftest import fill_lake
 from tests.gateway.loopback_telegram import BOT_TOKEN, BotApiServer, serve_bot_api, update
-from tests.gateway.served import Served, gateway_settings, serve_gateway
+from tests.gateway.served import Served, alert_event, gateway_settings, serve_gateway
 from tests.gateway.test_isolation import send_event
 
 pytestmark = pytest.mark.integration
@@ -106,36 +104,28 @@ async def test_alerts_reach_telegram_when_no_chat_is_open(bot: tuple[Served, Bot
     await hook(s, update(1, ALICE_TG, f"/link {body['code']}"))
     await api.wait_for("sendMessage", 1)
 
-    event = UserEvent(
-        event_id="alert-1",
-        user=a_id,
-        kind="alert",
-        critical=True,
-        payload={
-            "ticker": "BINANCE:BTC/USDT",
-            "condition": "below",
-            "price": 60000,
-            "triggered_price": 59990,
-        },
-        auth=mint_token(s.gw.keys, a_id),
+    event = alert_event(
+        s.gw,
+        a_id,
+        "alert-1",
+        ticker="BINANCE:BTC/USDT",
+        condition="below",
+        price=60000,
+        triggered_price=59990,
     )
     await send_event(s.gw.events.endpoint, event)
     sent = await api.wait_for("sendMessage", 2)
     assert sent[1]["chat_id"] == ALICE_TG and "went below 60000" in sent[1]["text"]
 
     async with s.socket(alice["access_token"]) as ws:  # with a chat open, it goes there
-        event2 = UserEvent(
-            event_id="alert-2",
-            user=a_id,
-            kind="alert",
-            critical=True,
-            payload={
-                "ticker": "BINANCE:ETH/USDT",
-                "condition": "above",
-                "price": 4000,
-                "triggered_price": 4001,
-            },
-            auth=mint_token(s.gw.keys, a_id),
+        event2 = alert_event(
+            s.gw,
+            a_id,
+            "alert-2",
+            ticker="BINANCE:ETH/USDT",
+            condition="above",
+            price=4000,
+            triggered_price=4001,
         )
         await send_event(s.gw.events.endpoint, event2)
         frame = await ws.until("event")

@@ -12,10 +12,8 @@ import pytest
 from PIL import Image
 from playwright.async_api import Page, async_playwright
 
-from dexorder.schemas import UserEvent
-from dexorder.tokens import mint_token
 from tests.agent.conftest import fill_lake
-from tests.gateway.served import Served, gateway_settings, serve_gateway
+from tests.gateway.served import Served, alert_event, gateway_settings, serve_gateway
 from tests.gateway.test_isolation import send_event
 
 pytestmark = [
@@ -88,18 +86,14 @@ async def test_the_page_chats_and_draws_charts(page: tuple[Served, Page], tmp_pa
     user = (await s.get("/api/me", token=await p.evaluate("session.access_token")))[1]["account"][
         "id"
     ]
-    event = UserEvent(
-        event_id="page-1",
-        user=user,
-        kind="alert",
-        critical=True,
-        payload={
-            "ticker": "BINANCE:BTC/USDT",
-            "condition": "above",
-            "price": 70000,
-            "triggered_price": 70001,
-        },
-        auth=mint_token(s.gw.keys, user),
+    event = alert_event(
+        s.gw,
+        user,
+        "page-1",
+        ticker="BINANCE:BTC/USDT",
+        condition="above",
+        price=70000,
+        triggered_price=70001,
     )
     await send_event(s.gw.events.endpoint, event)
     await p.locator(".msg.event").wait_for(timeout=30_000)

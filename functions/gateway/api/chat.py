@@ -23,7 +23,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.accounts.store import AccountError
-from gateway.api.common import bearer, body, caller, gateway_of, refused, text_field
+from gateway.api.common import answers_refusals, bearer, body, caller, gateway_of, text_field
 from gateway.service import Refused
 
 log = structlog.get_logger(part="gateway")
@@ -34,30 +34,28 @@ AUTH_TIMEOUT_S = 10.0
 MAX_QUEUED = 8
 
 
+@answers_refusals
 async def chat_http(request: Request) -> Response:
-    try:
-        who = caller(request)
-        gw = gateway_of(request)
-        data = await body(request)
-        text = text_field(data, "message", gw.cfg.gateway.max_message_chars)
-        progress: list[dict[str, Any]] = []
+    who = caller(request)
+    gw = gateway_of(request)
+    data = await body(request)
+    text = text_field(data, "message", gw.cfg.gateway.max_message_chars)
+    progress: list[dict[str, Any]] = []
 
-        async def collect(event: dict[str, Any]) -> None:
-            if event["type"] in ("status", "tool", "confirm"):
-                progress.append(event)
+    async def collect(event: dict[str, Any]) -> None:
+        if event["type"] in ("status", "tool", "confirm"):
+            progress.append(event)
 
-        result = await gw.chat(who, text, "http", collect)
-        return JSONResponse(
-            {
-                "reply": result.reply,
-                "model": result.model,
-                "tokens": result.tokens,
-                "attachments": result.attachments,
-                "progress": progress,
-            }
-        )
-    except (Refused, AccountError) as exc:
-        return refused(exc)
+    result = await gw.chat(who, text, "http", collect)
+    return JSONResponse(
+        {
+            "reply": result.reply,
+            "model": result.model,
+            "tokens": result.tokens,
+            "attachments": result.attachments,
+            "progress": progress,
+        }
+    )
 
 
 class _Socket:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from gateway.accounts.store import AccountError
 from gateway.service import Caller, Gateway, Refused
@@ -30,6 +32,23 @@ def refused(exc: Refused | AccountError) -> JSONResponse:
     if isinstance(exc, AccountError):
         return error(exc.status, str(exc))
     return error(exc.status, exc.message, exc.retry_after)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def answers_refusals(handler: Handler) -> Handler:
+    """``handler``, with a :class:`Refused` or :class:`AccountError` it raises answered
+    as its 4xx/5xx JSON error."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except (Refused, AccountError) as exc:
+            return refused(exc)
+
+    return wrapped
 
 
 def bearer(conn: HTTPConnection) -> str:

@@ -135,9 +135,12 @@ async def retrieve(state: TurnState, config: RunnableConfig) -> TurnState:
                 snippets = [f"({s.source}) {s.text}" for s in found if s.score > 0.2]
             except EmbeddingUnavailable as exc:
                 log.info("knowledge search skipped", reason=str(exc))
-        outcome = await deps.link.call(
-            "search_conversation", {"query": state["text"][:8000], "limit": 3}
-        )
+        try:
+            outcome = await deps.link.call(
+                "search_conversation", {"query": state["text"][:8000], "limit": 3}
+            )
+        except Exception as exc:  # earlier messages help; the turn goes on without them
+            outcome = ToolOutcome(str(exc), is_error=True)
         if not outcome.is_error and isinstance(outcome.value, dict):
             memories = [
                 f"{m.get('role')}: {m.get('text', '')[:500]}"
