@@ -31,15 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx2
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
 from bench.common import free_port, pct, row
 from dexorder.config import load_config
 from dexorder.tokens import mint_token, token_keys
 from gateway.accounts.db import engine_for
 from gateway.accounts.store import Accounts
+from gateway.harness.agent_link import AgentLink
 
 SESSIONS = 50
 TURNS_EACH = 10
@@ -102,14 +100,27 @@ def _platform(home: Path) -> Iterator[dict[str, str]]:
 
 
 class Session:
+    """A chat socket read all the time (so the server's pings are answered while idle)."""
+
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
+        self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await self.frames.put(json.loads(msg.data))
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self.reader.cancel()
 
     async def ask(self, text: str) -> tuple[float, dict[str, Any]]:
         t0 = time.perf_counter()
         await self.ws.send_str(json.dumps({"type": "message", "text": text}))
         while True:
-            frame = json.loads((await self.ws.receive(timeout=300)).data)
+            frame = await asyncio.wait_for(self.frames.get(), 300)
             if frame["type"] == "reply":
                 return (time.perf_counter() - t0) * 1000, frame
             if frame["type"] == "error":
@@ -148,19 +159,27 @@ async def _run(env: dict[str, str]) -> dict[str, float]:
         for _ in range(20):
             await first.ask("hello")
         overhead, client_ms = [], []
+        phases: dict[str, list[float]] = {}
         for _ in range(200):
             ms, reply = await first.ask("hello")
             t = reply["timings"]
             overhead.append(t["turn_ms"] - t.get("model_ms", 0) - t.get("tools_ms", 0))
             client_ms.append(ms)
+            for k, v in t.items():
+                phases.setdefault(k, []).append(v)
         user = people[0]["account"]["id"]
-        bare = await _bare_mcp(home, base, user, accounts)
+        bare, context_ms = await _bare_mcp(home, base, user)
         row(
             "turn overhead p50 (context+RAG+prompt+save)",
             f"{pct(overhead, 50):.1f} ms",
             f"bare MCP call p50 {pct(bare, 50):.2f} ms ({pct(overhead, 50) / pct(bare, 50):.1f}x)",
         )
         row("turn overhead p99", f"{pct(overhead, 99):.1f} ms")
+        row(
+            "  of which (p50)",
+            "",
+            ", ".join(f"{k.removesuffix('_ms')} {pct(v, 50):.1f}" for k, v in phases.items()),
+        )
         row(
             "whole turn at the client p50 (offline model)",
             f"{pct(client_ms, 50):.1f} ms",
@@ -173,18 +192,15 @@ async def _run(env: dict[str, str]) -> dict[str, float]:
         }
 
         # --- 50 sessions --------------------------------------------------------------
-        sessions = [first] + [
-            await _open(http, base, p["access_token"]) for p in people[1:SESSIONS]
-        ]
-        context_ms: list[float] = []
         warm_up = asyncio.Semaphore(4)  # agents start on 2 cores: a few at a time
 
-        async def warm(s: Session) -> None:
+        async def warm(p: dict[str, Any]) -> Session:
             async with warm_up:
-                _, reply = await s.ask("list my strategies")
-                context_ms.append(reply["timings"].get("context_ms", 0.0))
+                s = await _open(http, base, p["access_token"])
+                await s.ask("list my strategies")
+                return s
 
-        await asyncio.gather(*(warm(s) for s in sessions[1:]))
+        sessions = [first, *await asyncio.gather(*(warm(p) for p in people[1:SESSIONS]))]
         one_t0 = time.perf_counter()
         for _ in range(TURNS_EACH):
             await first.ask("list my strategies")
@@ -197,7 +213,6 @@ async def _run(env: dict[str, str]) -> dict[str, float]:
         t0 = time.perf_counter()
         await asyncio.gather(*(talk(s) for s in sessions))
         rate = SESSIONS * TURNS_EACH / (time.perf_counter() - t0)
-        row("context fetch on a cache miss p50", f"{pct(context_ms, 50):.1f} ms")
         row(
             f"turns/s, {SESSIONS} WebSocket sessions",
             f"{rate:.0f}/s",
@@ -217,7 +232,7 @@ async def _run(env: dict[str, str]) -> dict[str, float]:
             cold.append(ms)
             ms, _ = await s.ask("list my strategies")
             warm_ms.append(ms)
-            await s.ws.close()
+            await s.close()
         row(
             "cold first answer p50 (provision + reply)",
             f"{pct(cold, 50) / 1000:.2f} s",
@@ -225,12 +240,13 @@ async def _run(env: dict[str, str]) -> dict[str, float]:
         )
         out |= {"cold_first_answer_s": pct(cold, 50) / 1000}
         for s in sessions:
-            await s.ws.close()
+            await s.close()
     return out
 
 
-async def _bare_mcp(home: Path, base: str, user: str, accounts: Accounts) -> list[float]:
-    """Round trips of one MCP tool call straight to ``user``'s running agent."""
+async def _bare_mcp(home: Path, base: str, user: str) -> tuple[list[float], list[float]]:
+    """Round trips of one MCP tool call straight to ``user``'s running agent, and of a
+    fetch of the four context resources."""
     cfg = load_config(home)
     keys = token_keys(cfg)
     from gateway.platform_calls import platform_token
@@ -246,16 +262,19 @@ async def _bare_mcp(home: Path, base: str, user: str, accounts: Accounts) -> lis
         url = (await r.json())["mcp_url"]
     token = mint_token(keys, user)
     times: list[float] = []
-    async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as h,
-        Client(streamable_http_client(url, http_client=h)) as c,
-    ):
+    context: list[float] = []
+    async with AgentLink.open(url, token) as link:
         for i in range(220):
             t0 = time.perf_counter()
-            await c.call_tool("get_positions", {})
+            await link.client.call_tool("get_positions", {})
             if i >= 20:
                 times.append((time.perf_counter() - t0) * 1000)
-    return times
+        for i in range(120):
+            t0 = time.perf_counter()
+            await link.context()
+            if i >= 20:
+                context.append((time.perf_counter() - t0) * 1000)
+    return times, context
 
 
 def main() -> dict[str, float]:

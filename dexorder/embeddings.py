@@ -24,6 +24,23 @@ class EmbeddingClient:
         self.url = url.rstrip("/") + "/embed"
         self.token = token
         self.timeout_s = timeout_s
+        self._http: aiohttp.ClientSession | None = None
+        self._http_loop: asyncio.AbstractEventLoop | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        # one session (and its kept-alive connections) for all requests of this loop
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._http.closed or self._http_loop is not loop:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s)
+            )
+            self._http_loop = loop
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None and not self._http.closed:
+            await self._http.close()
+        self._http = None
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """One L2-normalised vector of :data:`DIMENSIONS` floats per text.
@@ -51,14 +68,9 @@ class EmbeddingClient:
         except ValueError as exc:  # e.g. a process that holds only the public key
             raise EmbeddingUnavailable(f"no token for the embedding service: {exc}") from None
         try:
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as s,
-                s.post(
-                    self.url,
-                    json={"texts": texts},
-                    headers={"Authorization": f"Bearer {token}"},
-                ) as r,
-            ):
+            async with self._session().post(
+                self.url, json={"texts": texts}, headers={"Authorization": f"Bearer {token}"}
+            ) as r:
                 body = await r.json(content_type=None)
                 return r.status, body if isinstance(body, dict) else {"error": body}
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

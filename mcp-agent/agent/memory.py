@@ -35,7 +35,8 @@ class ConversationMemory:
         self.qdrant_path = folder / "qdrant"
         self.embedder = embedder
         self._client: Any = None
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # the log file: appends and reads
+        self._index_lock = asyncio.Lock()  # one indexing at a time
         self._indexer: asyncio.Task[bool] | None = None
 
     def _qdrant(self) -> Any:
@@ -93,15 +94,14 @@ class ConversationMemory:
         from dexorder.embeddings import EmbeddingUnavailable
 
         while True:
-            async with self._lock:
+            async with self._index_lock:
                 done = int(self.indexed_path.read_text()) if self.indexed_path.is_file() else 0
-                todo = self.messages()[done:]
+                async with self._lock:  # a save does not wait for an embedding
+                    todo = self.messages()[done:]
                 if not todo:
                     return True
                 try:
-                    vectors = await self.embedder.embed(
-                        [m["text"][:MAX_TEXT_CHARS] for m in todo]
-                    )
+                    vectors = await self.embedder.embed([m["text"][:MAX_TEXT_CHARS] for m in todo])
                 except EmbeddingUnavailable:
                     return False
                 points = [
@@ -140,6 +140,7 @@ class ConversationMemory:
         """Finish the indexing under way, then close."""
         if self._indexer is not None and not self._indexer.done():
             await asyncio.wait({self._indexer})
+        await self.embedder.close()
         self.close()
 
     def close(self) -> None:

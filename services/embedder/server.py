@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import OrderedDict
 from typing import Any
 
 import structlog
@@ -39,11 +40,35 @@ def load_model() -> Any:
 class Embedder:
     """The model, loaded once, and the HTTP handlers."""
 
-    def __init__(self, keys: TokenKeys) -> None:
+    def __init__(self, keys: TokenKeys, cache_size: int = 4096) -> None:
         self.keys = keys
         self.model: Any = None
         self.lock = asyncio.Lock()
-        self.stats = {"requests": 0, "texts": 0, "refused": 0}
+        self.stats = {"requests": 0, "texts": 0, "refused": 0, "cache_hits": 0}
+        # A turn embeds the same text more than once (the gateway's knowledge search and
+        # the agent's conversation search of one message, then the agent indexing it):
+        # recent vectors are kept, by text.
+        self.cache: OrderedDict[str, list[float]] = OrderedDict()
+        self.cache_size = cache_size
+
+    async def vectors(self, texts: list[str]) -> list[list[float]]:
+        """Vectors of ``texts``, from the cache where it has them."""
+        async with self.lock:  # one batch at a time: the model uses the CPU fully
+            missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+            if missing:
+                computed = await asyncio.to_thread(
+                    self.model.encode, missing, normalize_embeddings=True, batch_size=32
+                )
+                for text, vector in zip(missing, computed.tolist(), strict=True):
+                    self.cache[text] = vector
+                    if len(self.cache) > self.cache_size:
+                        self.cache.popitem(last=False)
+            self.stats["cache_hits"] += len(texts) - len(missing)
+            out = []
+            for text in texts:
+                self.cache.move_to_end(text)
+                out.append(self.cache[text])
+            return out
 
     async def load(self) -> None:
         self.model = await asyncio.to_thread(load_model)
@@ -79,15 +104,12 @@ class Embedder:
         if self.model is None:
             return web.json_response({"error": "the model is still loading"}, status=503)
         with SECONDS.time():
-            async with self.lock:  # one batch at a time: the model uses the CPU fully
-                vectors = await asyncio.to_thread(
-                    self.model.encode, texts, normalize_embeddings=True, batch_size=32
-                )
+            vectors = await self.vectors(texts)
         self.stats["requests"] += 1
         self.stats["texts"] += len(texts)
         EMBEDDED.inc(len(texts))
         return web.json_response(
-            {"model": MODEL_NAME, "dimensions": DIMENSIONS, "vectors": vectors.tolist()}
+            {"model": MODEL_NAME, "dimensions": DIMENSIONS, "vectors": vectors}
         )
 
     async def healthz(self, _: web.Request) -> web.Response:

@@ -29,7 +29,7 @@ async def knowledge(embedder: tuple[str, Path], tmp_path: Path) -> AsyncIterator
         EmbeddingClient(url, lambda: mint_token(keys, "gateway")), path=tmp_path / "qdrant"
     )
     yield kb
-    kb.close()
+    await kb.close()
 
 
 async def test_docs_are_found_by_meaning_and_notes_only_by_their_owner(

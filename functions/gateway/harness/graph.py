@@ -10,6 +10,7 @@ resources (cached a few minutes) and what RAG finds; both messages are saved to 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import Awaitable, Callable
@@ -126,27 +127,35 @@ async def fetch_context(state: TurnState, config: RunnableConfig) -> TurnState:
 async def retrieve(state: TurnState, config: RunnableConfig) -> TurnState:
     """Platform docs and the person's notes (Qdrant), and related earlier messages."""
     deps = _deps(config)
-    snippets: list[str] = []
-    memories: list[str] = []
-    with _timed(deps, "rag_ms"):
-        if deps.knowledge is not None:
-            try:
-                found = await deps.knowledge.search(deps.user, state["text"])
-                snippets = [f"({s.source}) {s.text}" for s in found if s.score > 0.2]
-            except EmbeddingUnavailable as exc:
-                log.info("knowledge search skipped", reason=str(exc))
+
+    async def knowledge() -> list[str]:
+        if deps.knowledge is None:
+            return []
+        try:
+            found = await deps.knowledge.search(deps.user, state["text"])
+        except EmbeddingUnavailable as exc:
+            log.info("knowledge search skipped", reason=str(exc))
+            return []
+        return [f"({s.source}) {s.text}" for s in found if s.score > 0.2]
+
+    async def earlier_messages() -> list[str]:
         try:
             outcome = await deps.link.call(
                 "search_conversation", {"query": state["text"][:8000], "limit": 3}
             )
         except Exception as exc:  # earlier messages help; the turn goes on without them
             outcome = ToolOutcome(str(exc), is_error=True)
-        if not outcome.is_error and isinstance(outcome.value, dict):
-            memories = [
-                f"{m.get('role')}: {m.get('text', '')[:500]}"
-                for m in outcome.value.get("matches", [])
-                if m.get("score", 0) > 0.3
-            ]
+        if outcome.is_error or not isinstance(outcome.value, dict):
+            return []
+        return [
+            f"{m.get('role')}: {m.get('text', '')[:500]}"
+            for m in outcome.value.get("matches", [])
+            if m.get("score", 0) > 0.3
+        ]
+
+    with _timed(deps, "rag_ms"):
+        # both embed the same text: the embedding service computes it once
+        snippets, memories = await asyncio.gather(knowledge(), earlier_messages())
     return {"snippets": snippets, "memories": memories}
 
 

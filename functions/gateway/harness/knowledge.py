@@ -154,5 +154,6 @@ class KnowledgeBase:
         ]
         await self._run(self.client.upsert, COLLECTION, points)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        await self.embedder.close()
         self.client.close()

@@ -164,4 +164,4 @@ class Harness:
         await self.platform.close()
         await self.router.close()
         if self.knowledge is not None:
-            self.knowledge.close()
+            await self.knowledge.close()
