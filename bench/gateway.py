@@ -176,6 +176,11 @@ async def _run(env: dict[str, str]) -> dict[str, float]:
         )
         row("turn overhead p99", f"{pct(overhead, 99):.1f} ms")
         row(
+            "context fetch (4 resources, a cache miss) p50",
+            f"{pct(context_ms, 50):.1f} ms",
+            "cached for gateway.context_cache_s (120 s)",
+        )
+        row(
             "  of which (p50)",
             "",
             ", ".join(f"{k.removesuffix('_ms')} {pct(v, 50):.1f}" for k, v in phases.items()),
