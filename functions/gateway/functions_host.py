@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -28,20 +29,34 @@ FUNCTIONS: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: The gateway's HTTP handlers as functions on their own (not mounted: the gateway is them).
+STANDALONE: dict[str, tuple[str, str, str]] = {
+    "auth": ("auth", "auth", "http"),
+    "chat": ("chat", "chat", "http"),
+    "telegram-webhook": ("telegram_webhook", "telegram_webhook", "http"),
+}
+
+
 def function_app(name: str, cfg: Settings) -> Any:
     """The functions-framework ASGI app of one function, configured with ``cfg``."""
+    return load_function(name, cfg)[1]
+
+
+def load_function(name: str, cfg: Settings) -> tuple[ModuleType, Any]:
+    """One function's module (configured with ``cfg``) and its functions-framework app."""
     from functions_framework.aio import create_asgi_app_from_module
 
-    folder, target, signature = FUNCTIONS[name]
+    folder, target, signature = FUNCTIONS.get(name) or STANDALONE[name]
     source = str(FUNCTIONS_DIR / folder / "main.py")
     spec = importlib.util.spec_from_file_location(f"dexorder_function_{folder}", source)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.config.set(cfg)
-    return create_asgi_app_from_module(  # type: ignore[no-untyped-call]
+    app = create_asgi_app_from_module(  # type: ignore[no-untyped-call]
         target, source, signature, module, spec
     )
+    return module, app
 
 
 class PlatformOnly:

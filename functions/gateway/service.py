@@ -143,14 +143,17 @@ class Gateway:
 
     # --- life ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, events: bool = True) -> None:
+        """Ready to serve; ``events``: also bind the ROUTER agents send critical events to
+        (the process that holds people's WebSockets does)."""
         await asyncio.to_thread(
             self.accounts.ensure_account, self.cfg.gateway.local_user, "local@localhost"
         )
-        self._tasks.append(asyncio.create_task(self.events.run()))
         if self.harness.knowledge is not None:
             self._tasks.append(asyncio.create_task(self._load_knowledge()))
-        await self.events.ready.wait()
+        if events:
+            self._tasks.append(asyncio.create_task(self.events.run()))
+            await self.events.ready.wait()
 
     async def _load_knowledge(self) -> None:
         assert self.harness.knowledge is not None
