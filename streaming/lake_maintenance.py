@@ -15,6 +15,7 @@ while the platform writes. :func:`plan_compaction` is the pure part.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
@@ -104,7 +105,10 @@ def compact_partition(table: Table, part: Partition) -> tuple[int, int]:
             with table.transaction() as tx:
                 tx.overwrite(rows, overwrite_filter=part.row_filter())
         except (CommitFailedException, ValidationException):
-            continue  # the writer added to this partition meanwhile: read again and redo
+            # the writer added to this partition meanwhile: wait a little (with jitter, so
+            # that the next try does not meet the writer's next commit again), read, redo
+            time.sleep(min(0.05 * 2**attempt, 2.0) * (0.5 + random.random()))
+            continue
         return rows.num_rows, attempt
     raise CommitFailedException(f"compaction of {part.ticker} {part.day} kept conflicting")
 
