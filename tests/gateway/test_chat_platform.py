@@ -4,28 +4,15 @@ the history path, a paper order confirmed in the chat, and its fill arriving as 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 from launcher.ephemeral import RunningPlatform
-from tests.gateway.served import ChatSocket, serve_gateway
+from tests.agent.test_paper_trading import trading_until
+from tests.gateway.served import serve_gateway
 from tests.integration.test_realtime_path import trade
 
 pytestmark = pytest.mark.integration
-
-
-async def asking_while_trading(
-    p: RunningPlatform, ws: ChatSocket, text: str, price: float
-) -> list[dict[str, Any]]:
-    """Ask, trading BTC at ``price`` at the exchange until the reply (fills need prices)."""
-    answer = asyncio.ensure_future(ws.ask(text, timeout=120))
-    for _ in range(480):
-        await trade(p, "BTCUSDT", price, 0.5)
-        done, _ = await asyncio.wait({answer}, timeout=0.25)
-        if done:
-            return answer.result()
-    raise AssertionError("no reply")
 
 
 async def test_prices_candles_and_a_confirmed_paper_order_with_its_fill_event(
@@ -45,7 +32,10 @@ async def test_prices_candles_and_a_confirmed_paper_order_with_its_fill_event(
 
             frames = await ws.ask("buy 0.1 BTC on paper")
             assert frames[-1]["type"] == "reply" and "Please confirm" in frames[-1]["text"]
-            frames = await asking_while_trading(platform, ws, "yes", 100.0)
+            # fills need live prices: trade at the exchange until the reply
+            frames = await trading_until(
+                platform, 100.0, asyncio.ensure_future(ws.ask("yes", timeout=120))
+            )
             tools = [(f["name"], f["state"]) for f in frames if f["type"] == "tool"]
             assert tools == [("execute_trade", "start"), ("execute_trade", "done")]
             assert "Order placed" in frames[-1]["text"]
