@@ -133,10 +133,12 @@ class Harness:
             raise
         reply = state.get("reply", "")
         if cancelled is not None:
-            reply += (
+            note = (
                 f"\n\n(The order waiting for your confirmation, {describe_order(cancelled)}, "
                 "was cancelled.)"
             )
+            await send({"type": "token", "text": note})
+            reply += note
         deps.timings["turn_ms"] = (time.perf_counter() - t0) * 1000
         return TurnResult(
             reply,
