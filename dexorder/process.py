@@ -10,7 +10,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
+from aiohttp import web
 
+from dexorder.config import Settings
 from dexorder.health import HealthCheck, serve_health
 
 #: A person's agent exits with this code after a clean idle shutdown (not a crash);
@@ -55,3 +57,22 @@ def main(run: Callable[[], Coroutine[Any, Any, None]]) -> None:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def serve_app(
+    part: str, build: Callable[[Settings], tuple[web.Application, str, int]]
+) -> None:
+    """Entry point of a part that is one aiohttp app: ``build(cfg)`` gives the app and where
+    it listens; served until SIGINT/SIGTERM. Bad configuration: one line, exit code 2."""
+    from dexorder.config import ConfigError, load_config
+    from dexorder.log import setup_logging
+
+    try:
+        cfg = load_config()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    log = setup_logging(part, cfg.log_level)
+    app, host, port = build(cfg)
+    log.info("listening", url=f"http://{host}:{port}")
+    web.run_app(app, host=host, port=port, print=None, access_log=None, handle_signals=True)
