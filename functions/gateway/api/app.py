@@ -20,7 +20,16 @@ PAGE = Path(__file__).resolve().parent.parent / "page" / "index.html"
 
 async def healthz(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    return JSONResponse({"status": "ok", "events": gw.events.stats})
+    e = gw.events.stats
+    return JSONResponse(
+        {
+            "part": "gateway",
+            "healthy": True,
+            "events_delivered": e["delivered"],
+            "events_pending": e["undelivered"],
+            "events_refused": e["forged"] + e["malformed"],
+        }
+    )
 
 
 async def page(request: Request) -> Response:
