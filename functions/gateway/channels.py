@@ -38,8 +38,8 @@ def event_text(event: UserEvent) -> str:
         )
     if event.kind == "trade_confirmation":
         return (
-            f"Live order {p.get('summary')}: send the code {p.get('code')} to place it "
-            f"(confirmation {p.get('confirmation_id')})."
+            f"Live order {p.get('summary')}: your code is {p.get('code')}; "
+            f"reply “confirm {p.get('code')}” to place it."
         )
     summary = ", ".join(f"{k} {v}" for k, v in p.items() if k != "code")
     return f"{event.kind}: {summary}"

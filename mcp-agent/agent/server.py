@@ -294,8 +294,10 @@ def build_server(person: PersonAgent) -> MCPServer:
 
     @mcp.tool(description="Place a live order once the person has sent back its confirmation code.")
     async def confirm_trade(
-        confirmation_id: Annotated[str, Field(max_length=64)],
         code: Annotated[str, Field(pattern=r"^[0-9]{6}$", description="the code the person sent")],
+        confirmation_id: Annotated[
+            str | None, Field(max_length=64, description="omit when only one order waits")
+        ] = None,
     ) -> dict[str, Any]:
         person.activity.touch()
         try:

@@ -78,12 +78,16 @@ async def test_live_orders_need_the_persons_code_and_stay_within_limits(
             assert "String should match pattern" in error(
                 await c.call_tool("confirm_trade", {**confirm, "code": "12"})
             )
-            placed = data(await c.call_tool("confirm_trade", {**confirm, "code": code}))
+            # the one order waiting needs no id
+            placed = data(await c.call_tool("confirm_trade", {"code": code}))
             assert placed["status"] == "placed" and placed["order"]["status"] == "closed"
             assert placed["order"]["price"] == pytest.approx(100.0)
             assert "no such confirmation" in error(
                 await c.call_tool("confirm_trade", {**confirm, "code": code})
             )  # a code works once
+            assert "no live order waits" in error(
+                await c.call_tool("confirm_trade", {"code": code})
+            )
 
             async with (
                 aiohttp.ClientSession() as s,

@@ -8,8 +8,9 @@ import asyncio
 import pytest
 
 from launcher.ephemeral import RunningPlatform
+from services.exchange_emulator.account import TEST_API_KEY, TEST_API_SECRET
 from tests.agent.test_paper_trading import trading_until
-from tests.gateway.served import serve_gateway
+from tests.gateway.served import run_cli, serve_gateway
 from tests.integration.test_realtime_path import trade
 
 pytestmark = pytest.mark.integration
@@ -49,4 +50,31 @@ async def test_prices_candles_and_a_confirmed_paper_order_with_its_fill_event(
 
             frames = await ws.ask("show my positions")
             assert "BINANCE:BTC/USDT: 0.1" in frames[-1]["text"]
+
+            # live: the chat's "yes", then the code sent only to the person's channel
+            live = {
+                **platform.env,
+                "DEXORDER_LIVE_API_KEY": TEST_API_KEY,
+                "DEXORDER_LIVE_API_SECRET": TEST_API_SECRET,
+            }
+            user = alice["account"]["id"]
+            args = ("live", "--user", user, "--enable", "--per-order", "500", "--per-day", "900")
+            code, _, errs = await run_cli(live, *args)
+            assert code == 0, errs
+            frames = await ws.ask("buy 1 BTC live")
+            assert "Please confirm: buy 1.0 BINANCE:BTC/USDT (market, live)" in frames[-1]["text"]
+            frames = await trading_until(
+                platform, 100.0, asyncio.ensure_future(ws.ask("yes", timeout=120))
+            )
+            assert "a six-digit code was sent to your channel" in frames[-1]["text"]
+            sent = next((f for f in frames if f["type"] == "event"), None)
+            sent = sent or await ws.until("event")
+            assert sent["kind"] == "trade_confirmation"
+            code_sent = str(sent["payload"]["code"])
+            assert code_sent not in frames[-1]["text"]  # the model's side never sees it
+            frames = await ws.ask(f"confirm {code_sent}")
+            assert "Live order placed: buy 1.0 BINANCE:BTC/USDT at 100" in frames[-1]["text"]
+            fill = next((f for f in frames if f["type"] == "event"), None)
+            fill = fill or await ws.until("event")
+            assert fill["kind"] == "fill" and fill["payload"]["mode"] == "live"
         assert s.gw.events.stats["delivered"] >= 1

@@ -79,6 +79,8 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
             },
         ),
         ("show strategy sma_cross", "read_strategy", {"name": "sma_cross"}),
+        ("confirm 123456", "confirm_trade", {"code": "123456"}),
+        ("code: 654321", "confirm_trade", {"code": "654321"}),
         (
             "Remember that I never trade on Fridays",
             "remember",

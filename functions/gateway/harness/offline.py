@@ -181,13 +181,28 @@ def _read(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
+def _live_code(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+    m = re.fullmatch(r"\s*(?:confirm|code)\s*:?\s*(\d{6})\s*", text, re.I)
+    return ("confirm_trade", {"code": m.group(1)}) if m else None
+
+
 def _remember(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
     m = re.match(r"\s*remember(?: that)?[:,]?\s+(.+)", text, re.I | re.S)
     return ("remember", {"fact": m.group(1).strip()}) if m else None
 
 
 #: Tried in order; the first that recognises the request wins.
-RULES: list[Rule] = [_remember, _backtest, _trade, _alert, _read, _candles, _price, _listing]
+RULES: list[Rule] = [
+    _live_code,
+    _remember,
+    _backtest,
+    _trade,
+    _alert,
+    _read,
+    _candles,
+    _price,
+    _listing,
+]
 
 
 def plan(text: str, now: datetime | None = None) -> tuple[str, dict[str, Any]] | None:
@@ -281,6 +296,17 @@ def describe(tool: str, result: dict[str, Any] | str) -> str:
         return "Your alerts:\n" + "\n".join(
             f"- {a['ticker']} {a['condition']} {_money(a['price'])} ({a.get('status', 'active')})"
             for a in alerts
+        )
+    if tool == "execute_trade" and result.get("status") == "awaiting_confirmation":
+        return (
+            f"Live order {result.get('summary')}: a six-digit code was sent to your channel; "
+            "send “confirm CODE” to place it."
+        )
+    if tool == "confirm_trade":
+        order = result.get("order", {})
+        return (
+            f"Live order placed: {order.get('side')} {order.get('quantity')} "
+            f"{order.get('ticker')} at {order.get('price')} ({order.get('status')})."
         )
     if tool == "execute_trade":
         return (

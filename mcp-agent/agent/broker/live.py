@@ -212,10 +212,20 @@ class LiveTrading:
             "only once they send it back",
         }
 
-    async def confirm(self, confirmation_id: str, code: str) -> dict[str, Any]:
-        """Place a parked order if ``code`` is the one sent to the person."""
+    async def confirm(self, confirmation_id: str | None, code: str) -> dict[str, Any]:
+        """Place a parked order if ``code`` is the one sent to the person; without an id,
+        the one order waiting for a code."""
         now = int(time.time() * 1000)
         pending = self._pending()
+        if confirmation_id is None:
+            waiting = [k for k, t in pending.items() if t.expires_at > now]
+            if not waiting:
+                raise LiveTradingError("no live order waits for a code; request the trade again")
+            if len(waiting) > 1:
+                raise LiveTradingError(
+                    f"{len(waiting)} live orders wait for a code: say which (confirmation_id)"
+                )
+            confirmation_id = waiting[0]
         trade = pending.get(confirmation_id)
         if trade is None or trade.expires_at <= now:
             pending.pop(confirmation_id, None)
