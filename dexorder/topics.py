@@ -33,10 +33,6 @@ KAFKA_TOPICS: dict[str, int] = {
 }
 
 
-def dead_letter_topic(topic: str) -> str:
-    """Where records that could not be delivered from ``topic`` end up."""
-    return f"{topic}.dlq"
-
 
 @dataclass(frozen=True, slots=True)
 class RelayPorts:

@@ -54,21 +54,22 @@ class Embedder:
     async def vectors(self, texts: list[str]) -> list[list[float]]:
         """Vectors of ``texts``, from the cache where it has them."""
         async with self.lock:  # one batch at a time: the model uses the CPU fully
-            missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+            found = {t: self.cache[t] for t in texts if t in self.cache}
+            missing = [t for t in dict.fromkeys(texts) if t not in found]
             if missing:
                 computed = await asyncio.to_thread(
                     self.model.encode, missing, normalize_embeddings=True, batch_size=32
                 )
-                for text, vector in zip(missing, computed.tolist(), strict=True):
-                    self.cache[text] = vector
-                    if len(self.cache) > self.cache_size:
-                        self.cache.popitem(last=False)
+                found.update(zip(missing, computed.tolist(), strict=True))
             self.stats["cache_hits"] += len(texts) - len(missing)
-            out = []
-            for text in texts:
+            # kept as most recent; the oldest go (never one this request needs: ``found``
+            # holds them all)
+            for text, vector in found.items():
+                self.cache[text] = vector
                 self.cache.move_to_end(text)
-                out.append(self.cache[text])
-            return out
+            while len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
+            return [found[t] for t in texts]
 
     async def load(self) -> None:
         self.model = await asyncio.to_thread(load_model)
