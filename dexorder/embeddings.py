@@ -31,9 +31,7 @@ class EmbeddingClient:
         # one session (and its kept-alive connections) for all requests of this loop
         loop = asyncio.get_running_loop()
         if self._http is None or self._http.closed or self._http_loop is not loop:
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s)
-            )
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
             self._http_loop = loop
         return self._http
 

@@ -59,9 +59,7 @@ def main(run: Callable[[], Coroutine[Any, Any, None]]) -> None:
         raise SystemExit(2) from None
 
 
-def serve_app(
-    part: str, build: Callable[[Settings], tuple[web.Application, str, int]]
-) -> None:
+def serve_app(part: str, build: Callable[[Settings], tuple[web.Application, str, int]]) -> None:
     """Entry point of a part that is one aiohttp app: ``build(cfg)`` gives the app and where
     it listens; served until SIGINT/SIGTERM. Bad configuration: one line, exit code 2."""
     from dexorder.config import ConfigError, load_config

@@ -16,7 +16,6 @@ from ``state/agent_token_ed25519.pem``, made on first use.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import uuid
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dexorder.config import ConfigError, Settings
+from dexorder.secret_files import secret_file
 
 AUDIENCE = "dexorder-agent"
 ALGORITHM = "EdDSA"
@@ -151,15 +151,10 @@ def token_keys(cfg: Settings) -> TokenKeys:
 
 def load_or_create_keys(path: Path) -> TokenKeys:
     """The key pair whose private key is kept in ``path`` (mode 0600), made on first use."""
-    if path.is_file():
-        return keys_from_private(path.read_text())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys = new_keys()
-    assert keys.private_pem is not None
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return keys_from_private(path.read_text())
-    with os.fdopen(fd, "w") as out:
-        out.write(keys.private_pem)
-    return keys
+
+    def private_pem() -> str:
+        pem = new_keys().private_pem
+        assert pem is not None
+        return pem
+
+    return keys_from_private(secret_file(path, private_pem))

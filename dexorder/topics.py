@@ -33,7 +33,6 @@ KAFKA_TOPICS: dict[str, int] = {
 }
 
 
-
 @dataclass(frozen=True, slots=True)
 class RelayPorts:
     """The relay's four ZeroMQ channels (see DESIGN.md)."""

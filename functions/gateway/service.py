@@ -17,6 +17,7 @@ import structlog
 
 from dexorder.config import Settings
 from dexorder.embeddings import EmbeddingClient, EmbeddingUnavailable
+from dexorder.secret_files import secret_file
 from dexorder.tokens import InvalidToken, TokenKeys, mint_token, token_keys, verify_token
 from gateway.accounts.db import engine_for, migrate
 from gateway.accounts.sessions import SessionClaims, Sessions
@@ -62,13 +63,7 @@ def _session_secret(cfg: Settings) -> str:
     if cfg.gateway.session_secret:
         return cfg.gateway.session_secret
     path = Path(cfg.home) / "state" / "gateway_session_secret"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
+    return secret_file(path, lambda: secrets.token_urlsafe(48)).strip()
 
 
 class Gateway:
