@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.accounts.store import AccountError
-from gateway.api.common import body, error, gateway_of, refused
+from gateway.api.common import answers_refusals, body, gateway_of
 from gateway.service import Caller, Gateway, Refused
 from gateway.telegram import IncomingMessage, TelegramError, parse_update
 
@@ -27,19 +27,16 @@ GREETING = (
 )
 
 
+@answers_refusals
 async def webhook(request: Request) -> Response:
     gw = gateway_of(request)
     secret = gw.cfg.gateway.telegram_webhook_secret
     if gw.bot is None or not secret:
-        return error(404, "Telegram is not configured on this platform")
+        raise Refused(404, "Telegram is not configured on this platform")
     given = request.headers.get("x-telegram-bot-api-secret-token", "")
     if not hmac.compare_digest(given.encode(), secret.encode()):
-        return error(401, "wrong or missing X-Telegram-Bot-Api-Secret-Token")
-    try:
-        update = await body(request)
-    except Refused as exc:
-        return refused(exc)
-    msg = parse_update(update)
+        raise Refused(401, "wrong or missing X-Telegram-Bot-Api-Secret-Token")
+    msg = parse_update(await body(request))
     if msg is not None and gw.telegram_updates.first_time(msg.update_id):
         gw.spawn(handle(gw, msg))
     return JSONResponse({"ok": True})

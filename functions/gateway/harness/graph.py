@@ -31,8 +31,7 @@ from gateway.harness.confirmations import (
 )
 from gateway.harness.knowledge import KnowledgeBase
 from gateway.harness.model import ChatModel, Message, ModelReply, ToolCall, ToolSpec
-from gateway.harness.offline import LABEL as OFFLINE_LABEL
-from gateway.harness.offline import describe
+from gateway.harness.offline import describe, labelled
 from gateway.harness.platform_tools import REMEMBER, PlatformTools
 
 log = structlog.get_logger(part="gateway")
@@ -233,9 +232,7 @@ async def run_tools(state: TurnState, config: RunnableConfig) -> TurnState:
             text = (
                 f"{last.text}\n\n" if last.text else ""
             ) + f"Please confirm: {order}. Reply “yes” to place it; anything else cancels it."
-            if deps.model.offline:
-                text = f"{OFFLINE_LABEL} {text}"
-            return {"reply": text, "last": None}
+            return {"reply": labelled(deps.model, text), "last": None}
         outcome = await _run_tool(deps, call)
         block: dict[str, Any] = {
             "type": "tool_result",
@@ -262,10 +259,8 @@ async def place_confirmed(state: TurnState, config: RunnableConfig) -> TurnState
         if not outcome.is_error
         else (f"The order was not placed: {outcome.as_text()}")
     )
-    if deps.model.offline:
-        text = f"{OFFLINE_LABEL} {text}"
-    for word in text.split(" "):
-        await deps.send({"type": "token", "text": word + " "})
+    text = labelled(deps.model, text)
+    await deps.send({"type": "token", "text": text})
     return {"reply": text, "model": deps.model.name, "tokens": 0}
 
 

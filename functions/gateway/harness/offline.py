@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.harness.model import Message, ModelReply, OnText, ToolCall, ToolSpec
+from gateway.harness.model import ChatModel, Message, ModelReply, OnText, ToolCall, ToolSpec
 
 LABEL = "[offline model]"
 NAME = "offline"
@@ -37,6 +37,11 @@ HELP = (
     "“buy 0.1 BTC on paper”, “show my positions”, “my alerts”, “candles of ETH on 4h "
     "since 2024-01-01”. Configure an Anthropic API key for free-form conversation."
 )
+
+
+def labelled(model: ChatModel, text: str) -> str:
+    """``text`` said on behalf of ``model``: the offline model's replies carry :data:`LABEL`."""
+    return f"{LABEL} {text}" if model.offline else text
 
 
 def _amount(number: str, suffix: str | None) -> float:

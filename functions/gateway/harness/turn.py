@@ -20,7 +20,7 @@ from gateway.harness.confirmations import (
 from gateway.harness.graph import HIDDEN_AGENT_TOOLS, Send, TurnDeps, build_graph
 from gateway.harness.knowledge import KnowledgeBase
 from gateway.harness.model import ModelError, ToolSpec
-from gateway.harness.offline import LABEL as OFFLINE_LABEL
+from gateway.harness.offline import labelled
 from gateway.harness.platform_tools import REMEMBER, SPECS, PlatformTools
 from gateway.harness.router import ModelRouter
 
@@ -98,9 +98,7 @@ class Harness:
             cancelled = self.confirmations.take(user)
         model = self.router.choose(tier, text)
         if cancelled is not None and is_refusal(text):
-            reply = f"Cancelled: {describe_order(cancelled)} was not placed."
-            if model.offline:
-                reply = f"{OFFLINE_LABEL} {reply}"
+            reply = labelled(model, f"Cancelled: {describe_order(cancelled)} was not placed.")
             await send({"type": "token", "text": reply})
             return TurnResult(reply, model.name, 0)
         t0 = time.perf_counter()
