@@ -47,6 +47,7 @@ class AgentLink:
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        self._tools: list[ToolSpec] | None = None
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -59,8 +60,13 @@ class AgentLink:
             yield cls(client)
 
     async def tools(self) -> list[ToolSpec]:
-        listed = await self.client.list_tools()
-        return [ToolSpec(t.name, t.description or "", dict(t.input_schema)) for t in listed.tools]
+        """The agent's tools (asked once a session: they do not change while it runs)."""
+        if self._tools is None:
+            listed = await self.client.list_tools()
+            self._tools = [
+                ToolSpec(t.name, t.description or "", dict(t.input_schema)) for t in listed.tools
+            ]
+        return self._tools
 
     async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome:
         result = await self.client.call_tool(name, arguments)
@@ -120,7 +126,8 @@ class AgentLinks:
 
     Opening a session costs ~25 ms (initialize handshake); a turn reuses the open one.
     A session is re-opened when the agent moved (a restart gives it a new address),
-    when its token nears expiry, or after it failed.
+    after ``max_age_s`` (keep it shorter than the life of the token it is opened with),
+    or after it failed.
     """
 
     def __init__(self, max_age_s: float = 3000.0) -> None:

@@ -57,37 +57,23 @@ class Harness:
         self.platform = PlatformTools(cfg)
         self.context = ContextCache(ttl_s=cfg.gateway.context_cache_s)
         self.confirmations = Confirmations()
-        self.links = AgentLinks()
+        self.links = AgentLinks(max_age_s=_TOKEN_TTL_S - 600)
         self.graph = build_graph()
-        self._tokens: dict[str, tuple[float, str]] = {}
-        self._agent_tools: dict[str, tuple[float, list[ToolSpec]]] = {}
 
     def agent_token(self, user: str) -> str:
-        """A service token for ``user``'s agent, reused until it nears expiry."""
-        cached = self._tokens.get(user)
-        if cached is None or cached[0] < time.time() + 300:
-            cached = (
-                time.time() + _TOKEN_TTL_S,
-                mint_token(self.keys, user, "service", _TOKEN_TTL_S),
-            )
-            self._tokens[user] = cached
-        return cached[1]
+        """A service token for ``user``'s agent, made for each MCP session opened: it
+        outlives the session (``AgentLinks.max_age_s`` is shorter than its life)."""
+        return mint_token(self.keys, user, "service", _TOKEN_TTL_S)
 
-    async def _tools(self, user: str, link: AgentLink) -> list[ToolSpec]:
-        cached = self._agent_tools.get(user)
-        if cached is None or cached[0] < time.monotonic():
-            tools = [t for t in await link.tools() if t.name not in HIDDEN_AGENT_TOOLS]
-            cached = (time.monotonic() + max(self.cfg.gateway.context_cache_s, 60), tools)
-            self._agent_tools[user] = cached
+    async def _tools(self, link: AgentLink) -> list[ToolSpec]:
+        agent_tools = [t for t in await link.tools() if t.name not in HIDDEN_AGENT_TOOLS]
         mine = [REMEMBER] if self.knowledge is not None else []
-        return [*SPECS, *mine, *cached[1]]
+        return [*SPECS, *mine, *agent_tools]
 
     async def forget(self, user: str) -> None:
         """Drop everything held for ``user`` (they left, or their agent was reset)."""
         await self.links.drop(user)
         self.context.forget(user)
-        self._agent_tools.pop(user, None)
-        self._tokens.pop(user, None)
         self.confirmations.take(user)
 
     async def turn(
@@ -151,10 +137,9 @@ class Harness:
         for attempt in (1, 2):
             link = await self.links.get(user, mcp_url, lambda: self.agent_token(user))
             try:
-                return link, await self._tools(user, link)
+                return link, await self._tools(link)
             except Exception:
                 await self.links.drop(user)
-                self._agent_tools.pop(user, None)
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
