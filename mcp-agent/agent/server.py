@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import json
 import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import msgspec
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
@@ -23,7 +28,20 @@ from agent.broker.live import LiveTradingError
 from agent.broker.paper import OrderError
 from agent.memory import MemoryRequestError
 from agent.person import PersonAgent
-from agent.sandbox import SandboxResult, run_sandboxed
+from agent.safe_files import UnsafeFile, read_regular
+from agent.sandbox import SandboxResult, SandboxUnavailable, run_sandboxed
+from agent.sandbox.protocol import (
+    BacktestJob,
+    BacktestOutcome,
+    CostsSpec,
+    Job,
+    ParamValue,
+    PythonJob,
+    PythonOutcome,
+    SweepOutcome,
+    ValidateJob,
+    ValidationOutcome,
+)
 from agent.workspace import WorkspaceError
 from dexorder.embeddings import EmbeddingUnavailable
 from dexorder.markets import InvalidTicker, InvalidTimeframe, Timeframe
@@ -134,20 +152,19 @@ def build_server(person: PersonAgent) -> MCPServer:
             path = ws.path(kind, name)
         except WorkspaceError as exc:
             raise _fail(exc) from None
-        checked = await _sandbox(
-            person,
-            {
-                "kind": "validate",
-                "module": kind,
-                "name": path.stem,
-                "code": code,
-                "filename": f"{kind}/{path.stem}.py",
-            },
+        module: Literal["indicators", "strategies"] = (
+            "indicators" if kind == "indicators" else "strategies"
         )
-        if not checked.ok:
+        job = ValidateJob(module, path.stem, code, f"{kind}/{path.stem}.py")
+        checked = await _sandbox(person, job)
+        if not checked.ok or not isinstance(checked.outcome, ValidationOutcome):
             raise ToolError(f"not saved: {kind}/{path.stem}.py {checked.error}")
         commit = await asyncio.to_thread(ws.write, kind, path.stem, code)
-        return {"name": path.stem, "commit": commit, "validation": checked.value}
+        v = checked.outcome
+        validation: dict[str, Any] = {"candles": v.candles, "doc": v.doc}
+        if v.lines is not None:
+            validation["lines"] = v.lines
+        return {"name": path.stem, "commit": commit, "validation": validation}
 
     @mcp.tool(description="List the person's trading strategies with a line about each.")
     def list_strategies() -> dict[str, list[dict[str, str]]]:
@@ -347,39 +364,48 @@ def build_server(person: PersonAgent) -> MCPServer:
             candles = await _market().load_candles(person.cfg, ticker, tf.value, start_ms, end_ms)
         except (WorkspaceError, InvalidTicker, InvalidTimeframe, ValueError) as exc:
             raise _fail(exc) from None
+        try:
+            job = BacktestJob(
+                strategy=strategy,
+                candles="candles.parquet",
+                bar_ms=tf.ms,
+                filename=f"strategies/{strategy}.py",
+                params=msgspec.convert(params, dict[str, ParamValue]),
+                costs=CostsSpec(fee_rate, slippage, initial_cash),
+                rank_by=rank_by,
+                title=f"{ticker} {tf.value}",
+            )
+        except msgspec.ValidationError as exc:
+            raise ToolError(
+                f"params must map names to numbers, text, true/false or lists of them: {exc}"
+            ) from None
+        with run_inputs(person) as inputs:
+            candles.to_parquet(inputs / "candles.parquet")
+            result = await _sandbox(person, job, inputs)
+        outcome = result.outcome
+        if not result.ok or not isinstance(outcome, BacktestOutcome | SweepOutcome):
+            raise ToolError(f"backtest failed: {result.error}")
         run_id = uuid.uuid4().hex[:12]
+        about = {
+            "id": run_id,
+            "strategy": strategy,
+            "ticker": ticker,
+            "timeframe": tf.value,
+            "candles": len(candles),
+        }
+        if isinstance(outcome, SweepOutcome):
+            rows = [{"params": r.params, **r.figures} for r in outcome.rows]
+            return {"sweep": rows, "rank_by": outcome.rank_by, "combinations": len(rows), **about}
+        value: dict[str, Any] = {
+            **msgspec.to_builtins(msgspec.structs.replace(outcome, chart_png=None)),
+            **about,
+        }
+        del value["chart_png"]
+        # a folder only the agent writes: the sandbox never sees backtests/
         out = person.backtests / run_id
         out.mkdir(parents=True)
-        candles.to_parquet(out / "candles.parquet")
-        result = await _sandbox(
-            person,
-            {
-                "kind": "backtest",
-                "strategy": strategy,
-                "candles": "candles.parquet",
-                "params": params,
-                "costs": {"fee_rate": fee_rate, "slippage": slippage, "initial_cash": initial_cash},
-                "bar_ms": tf.ms,
-                "rank_by": rank_by,
-                "title": f"{ticker} {tf.value}",
-                "filename": f"strategies/{strategy}.py",
-            },
-            scratch=out,
-        )
-        if not result.ok:
-            shutil.rmtree(out, ignore_errors=True)
-            raise ToolError(f"backtest failed: {result.error}")
-        value = dict(result.value)
-        value.update(
-            {
-                "id": run_id,
-                "strategy": strategy,
-                "ticker": ticker,
-                "timeframe": tf.value,
-                "candles": len(candles),
-            }
-        )
-        if "chart.png" in result.files:
+        if outcome.chart_png is not None:
+            (out / "chart.png").write_bytes(outcome.chart_png)
             value["chart"] = f"backtest://{run_id}/chart.png"
         (out / "result.json").write_text(json.dumps(value))
         return value
@@ -393,10 +419,10 @@ def build_server(person: PersonAgent) -> MCPServer:
         person.activity.touch()
         if not run_id.isalnum():
             raise ValueError("invalid backtest id")
-        path = person.backtests / run_id / "chart.png"
-        if not path.is_file():
-            raise ValueError(f"no chart for backtest {run_id}")
-        return path.read_bytes()
+        try:
+            return read_regular(person.backtests, run_id, "chart.png")
+        except (FileNotFoundError, UnsafeFile):
+            raise ValueError(f"no chart for backtest {run_id}") from None
 
     @mcp.tool(
         description=(
@@ -416,47 +442,62 @@ def build_server(person: PersonAgent) -> MCPServer:
     ) -> dict[str, Any]:
         person.activity.touch()
         files: dict[str, str] = {}
-        try:
-            for i, spec in enumerate(load):
-                tf = Timeframe.parse(spec.get("timeframe", "1h"))
-                frame = await _market().load_candles(
-                    person.cfg,
-                    spec["ticker"],
-                    tf.value,
-                    parse_when(spec["start"]),
-                    parse_when(spec["end"]),
-                )
-                name = f"candles-{i}.parquet"
-                frame.to_parquet(person.scratch / name)
-                files[f"{spec['ticker'].upper()}|{tf.value}"] = name
-        except KeyError as exc:
-            raise ToolError(
-                f"each load needs ticker, timeframe, start and end (missing {exc})"
-            ) from None
-        except (InvalidTicker, InvalidTimeframe, ValueError) as exc:
-            raise _fail(exc) from None
-        result = await _sandbox(person, {"kind": "python", "code": code, "candles": files})
-        if not result.ok:
+        with run_inputs(person) as inputs:
+            try:
+                for i, spec in enumerate(load):
+                    tf = Timeframe.parse(spec.get("timeframe", "1h"))
+                    frame = await _market().load_candles(
+                        person.cfg,
+                        spec["ticker"],
+                        tf.value,
+                        parse_when(spec["start"]),
+                        parse_when(spec["end"]),
+                    )
+                    name = f"candles-{i}.parquet"
+                    frame.to_parquet(inputs / name)
+                    files[f"{spec['ticker'].upper()}|{tf.value}"] = name
+            except KeyError as exc:
+                raise ToolError(
+                    f"each load needs ticker, timeframe, start and end (missing {exc})"
+                ) from None
+            except (InvalidTicker, InvalidTimeframe, ValueError) as exc:
+                raise _fail(exc) from None
+            result = await _sandbox(person, PythonJob(code, files), inputs)
+        if not result.ok or not isinstance(result.outcome, PythonOutcome):
             raise ToolError(
                 f"{result.error}"
                 + (f"\noutput before it stopped:\n{result.output[-2000:]}" if result.output else "")
             )
         return {
-            "result": result.value,
+            "result": json.loads(result.outcome.result_json),
             "output": result.output,
-            "files": result.files,
+            "files": result.outcome.files,
             "seconds": round(result.seconds, 3),
         }
 
     return mcp
 
 
-async def _sandbox(person: PersonAgent, job: dict[str, Any], scratch: Any = None) -> SandboxResult:
-    return await asyncio.to_thread(
-        run_sandboxed,
-        job,
-        workspace=person.workspace.root,
-        scratch=scratch or person.scratch,
-        readable=[],
-        limits=person.limits,
-    )
+@contextlib.contextmanager
+def run_inputs(person: PersonAgent) -> Iterator[Path]:
+    """A fresh folder for one run's input files: the sandbox sees it read-only, and it is
+    gone when the run is."""
+    path = Path(tempfile.mkdtemp(dir=person.run_inputs))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def _sandbox(person: PersonAgent, job: Job, inputs: Path | None = None) -> SandboxResult:
+    try:
+        return await asyncio.to_thread(
+            run_sandboxed,
+            job,
+            workspace=person.workspace.root,
+            inputs=inputs,
+            limits=person.limits,
+            mode=person.sandbox_mode,
+        )
+    except SandboxUnavailable as exc:
+        raise ToolError(str(exc)) from None

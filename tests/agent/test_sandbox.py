@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from agent.sandbox import Limits, run_sandboxed
+from agent.sandbox import Limits, SandboxResult, run_sandboxed
+from agent.sandbox.protocol import PythonJob, PythonOutcome
 
 LIMITS = Limits(cpu_s=2, memory_mb=512, wall_s=6, output_bytes=20_000)
 
@@ -22,17 +25,18 @@ def dirs(tmp_path: Path) -> tuple[Path, Path]:
     return workspace, tmp_path / "alice" / "scratch"
 
 
-def sandboxed(dirs: tuple[Path, Path], code: str):  # type: ignore[no-untyped-def]
-    workspace, scratch = dirs
-    return run_sandboxed(
-        {"kind": "python", "code": code}, workspace=workspace, scratch=scratch, limits=LIMITS
-    )
+def sandboxed(dirs: tuple[Path, Path], code: str) -> SandboxResult:
+    return run_sandboxed(PythonJob(code), workspace=dirs[0], limits=LIMITS)
+
+
+def outcome(r: SandboxResult) -> PythonOutcome:
+    assert r.ok and isinstance(r.outcome, PythonOutcome), r.error
+    return r.outcome
 
 
 def test_code_runs_and_returns_its_result(dirs: tuple[Path, Path]) -> None:
     r = sandboxed(dirs, "import numpy as np\nprint('hi')\nresult = float(np.arange(5).sum())")
-    assert r.ok, r.error
-    assert (r.value, r.output) == (10.0, "hi\n")
+    assert (json.loads(outcome(r).result_json), r.output) == (10.0, "hi\n")
 
 
 def test_the_workspace_is_readable_and_scratch_writable(dirs: tuple[Path, Path]) -> None:
@@ -41,9 +45,8 @@ def test_the_workspace_is_readable_and_scratch_writable(dirs: tuple[Path, Path])
         "(scratch / 'out.txt').write_text(text)\n"
         "result = text"
     )
-    r = sandboxed(dirs, code)
-    assert r.ok, r.error
-    assert r.value == "X = 1\n" and r.files == ["out.txt"]
+    done = outcome(sandboxed(dirs, code))
+    assert json.loads(done.result_json) == "X = 1\n" and done.files == ["out.txt"]
 
 
 @pytest.mark.parametrize(
@@ -57,19 +60,19 @@ def test_the_workspace_is_readable_and_scratch_writable(dirs: tuple[Path, Path])
             "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:1/')",
             "network access is not allowed",
         ),
-        ("open('/etc/passwd').read()", "reading /etc/passwd is not allowed"),
+        ("open('/etc/passwd').read()", "No such file or directory: '/etc/passwd'"),
         (
             "open(workspace.parent.parent / 'bob' / 'workspace' / 'secret.txt').read()",
-            "is not allowed",
+            "No such file or directory",
         ),
-        ("import os\nos.listdir(workspace.parent.parent / 'bob')", "listing"),
+        ("import os\nos.listdir(workspace.parent.parent / 'bob')", "No such file or directory"),
         (
             "open(workspace / 'strategies' / 'mine.py', 'w').write('hacked')",
-            "only the scratch folder is writable",
+            "Read-only file system",
         ),
         (
             "import os\nos.remove(workspace / 'strategies' / 'mine.py')",
-            "only the scratch folder is writable",
+            "Read-only file system",
         ),
         ("import os\nwhile True:\n    os.fork()", "starting processes is not allowed"),
         ("import subprocess\nsubprocess.run(['id'])", "starting processes is not allowed"),
@@ -89,8 +92,10 @@ def test_escapes_are_refused(dirs: tuple[Path, Path], code: str, error: str) -> 
 
 
 def test_a_memory_bomb_hits_the_memory_limit(dirs: tuple[Path, Path]) -> None:
-    r = sandboxed(dirs, "blocks = []\nwhile True:\n    blocks.append(bytearray(50_000_000))")
-    assert not r.ok and r.limit == "memory"
+    code = "blocks = []\nwhile True:\n    blocks.append(bytearray(50_000_000))"
+    # CPU time to spare: zeroing pages under a busy machine's memory pressure is not free
+    r = run_sandboxed(PythonJob(code), workspace=dirs[0], limits=replace(LIMITS, cpu_s=20))
+    assert not r.ok and r.limit == "memory", r.error
     assert r.error == "memory limit exceeded: more than 512 MB"
 
 

@@ -65,8 +65,8 @@ def _as_values(out: Any, n: int, what: str) -> np.ndarray:
     return values
 
 
-def validate_indicator(name: str, source: str) -> dict[str, Any]:
-    """Import the indicator and run it on sample candles; say what it returned."""
+def validate_indicator(name: str, source: str) -> tuple[int, int, str]:
+    """Import the indicator and run it on sample candles: its lines, the candles, its doc."""
     module = _load("indicators", name, source)
     if not callable(getattr(module, "compute", None)):
         raise StrategyError("an indicator must define compute(candles, **params)")
@@ -78,7 +78,7 @@ def validate_indicator(name: str, source: str) -> dict[str, Any]:
         raise StrategyError(f"compute failed on sample candles: {where(exc, filename)}") from None
     values = _as_values(out, len(candles), "compute")
     lines = 1 if values.ndim == 1 else values.shape[1]
-    return {"lines": lines, "candles": len(candles), "doc": (module.__doc__ or "").strip()}
+    return lines, len(candles), _doc(module)
 
 
 def _params(module: ModuleType, given: dict[str, Any]) -> dict[str, Any]:
@@ -120,14 +120,19 @@ def targets(
     raise StrategyError("a strategy must define signals(candles, **params) or class Strategy")
 
 
-def validate_strategy(name: str, source: str) -> dict[str, Any]:
-    """Import the strategy and backtest it on sample candles."""
+def _doc(module: ModuleType) -> str:
+    doc = module.__doc__
+    return doc.strip()[:2000] if isinstance(doc, str) else ""
+
+
+def validate_strategy(name: str, source: str) -> tuple[int, str]:
+    """Import the strategy and backtest it on sample candles: the candles, its doc."""
     module = _load("strategies", name, source)
     candles = sample_candles()
     wanted = targets(module, name, candles, _params(module, {}))
     if np.any(np.abs(wanted) > 10):
         raise StrategyError("signals must be fractions of equity (e.g. 1, 0.5, 0, -1), not prices")
-    return {"candles": len(candles), "doc": (module.__doc__ or "").strip()}
+    return len(candles), _doc(module)
 
 
 @dataclass

@@ -1,23 +1,18 @@
-"""The sandboxed process: read a job on stdin, run it under the guard, report on a pipe.
+"""The sandboxed process: read a :class:`~agent.sandbox.protocol.SandboxSpec` on stdin,
+run its job, write a :class:`~agent.sandbox.protocol.SandboxReply` on the reply pipe.
 
-Jobs:
-
-* ``{"kind": "python", "code": ...}``: run code; ``result`` (if it sets one) is the value;
-* ``{"kind": "validate", "module": "indicators"|"strategies", "name": ..., "code": ...}``;
-* ``{"kind": "backtest", "strategy": ..., "request": {...}}``.
-
-Printed output goes to stdout (the parent caps it); the structured reply is
-JSON on the descriptor the parent passed in ``DEXORDER_SANDBOX_RESULT_FD``.
+Printed output goes to stdout (the parent caps it); the reply goes to the
+descriptor named in ``DEXORDER_SANDBOX_RESULT_FD``. The containment is the
+kernel's (see :mod:`agent.sandbox.isolation`); the audit hook installed here is
+a second layer that turns the commonest refusals into clear messages.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import sys
 from pathlib import Path
-from typing import Any
 
 # Imported before the guard goes up: the person's code may use them, and their
 # own start-up loads native code, which the guard then refuses.
@@ -25,14 +20,11 @@ import numpy  # noqa: F401
 import pandas  # noqa: F401
 import talib  # noqa: F401
 
-from agent.sandbox import guard
-
-USER_FILE = "<run_python>"
+from agent.sandbox import guard, protocol
 
 
-def _reply(fd: int, reply: dict[str, Any]) -> None:
-    data = json.dumps(reply, default=str).encode()
-    view = memoryview(data)
+def _reply(fd: int, reply: protocol.SandboxReply) -> None:
+    view = memoryview(protocol.encode(reply))
     while view:
         n = os.write(fd, view)
         view = view[n:]
@@ -49,27 +41,24 @@ def _limit_memory(memory_mb: int) -> None:
 
 def main() -> None:
     fd = int(os.environ.pop("DEXORDER_SANDBOX_RESULT_FD"))
-    spec = json.loads(sys.stdin.read())
-    scratch = Path(spec["scratch"])
-    workspace = Path(spec["workspace"])
-    network_isolated = guard.isolate_network()
+    spec = protocol.decode_spec(sys.stdin.buffer.read())
+    scratch, workspace, inputs = Path(spec.scratch), Path(spec.workspace), Path(spec.inputs)
     from agent.backtest.runtime import where
     from agent.sandbox import jobs  # imports what jobs need before the guard is up
 
-    _limit_memory(int(spec["memory_mb"]))
-    guard.install([workspace, *map(Path, spec["readable"])], scratch)
-    job = spec["job"]
+    _limit_memory(spec.memory_mb)
+    guard.install([workspace, inputs], scratch, files=spec.guard_files)
+    job = spec.job
     try:
-        value, files = jobs.run(job, workspace, scratch)
-        reply = {"ok": True, "value": value, "files": files, "network_isolated": network_isolated}
+        reply = protocol.SandboxReply(outcome=jobs.run(job, workspace, inputs, scratch))
     except MemoryError:
-        reply = {"ok": False, "limit": "memory", "error": "memory limit exceeded"}
+        reply = protocol.SandboxReply(error="memory limit exceeded", failure="memory")
     except guard.SandboxViolation as exc:
-        reply = {"ok": False, "limit": "policy", "error": str(exc)}
+        reply = protocol.SandboxReply(error=str(exc), failure="policy")
     except jobs.JobError as exc:
-        reply = {"ok": False, "error": str(exc)}
+        reply = protocol.SandboxReply(error=str(exc), failure="error")
     except BaseException as exc:  # the person's code failed: say where
-        reply = {"ok": False, "error": where(exc, job.get("filename", USER_FILE))}
+        reply = protocol.SandboxReply(error=where(exc, job.filename), failure="error")
     sys.stdout.flush()
     _reply(fd, reply)
 

@@ -1,22 +1,20 @@
-"""Inside the sandboxed process: an audit hook that refuses what code there may not do.
+"""Inside the sandboxed process: an audit hook that refuses, with a clear message, what
+code there may not do.
 
-Installed after the libraries the person's code may use are imported, so their
-own start-up is not in the way. Python audit hooks cannot be removed once
-added, and loading native code (``ctypes``) is refused, so code cannot step
-around the hook from Python. The process also runs in a network namespace of
-its own where the kernel allows one (see :func:`isolate_network`).
+This is a second layer only: CPython's audit hooks can be stepped around (native
+code in libraries, unaudited calls), so the containment is the kernel's (see
+:mod:`agent.sandbox.isolation`) and nothing depends on this hook. What it adds
+is a message a person understands ("network access is not allowed") where the
+kernel would say "Operation not permitted".
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-
-_CLONE_NEWNET = 0x40000000
 
 _NO_PROCESSES = {
     "os.fork",
@@ -65,17 +63,10 @@ class SandboxViolation(PermissionError):
     """Something the sandbox does not allow; the message says what."""
 
 
-def isolate_network() -> bool:
-    """Move this process into an empty network namespace; False where not permitted."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.unshare(_CLONE_NEWNET) == 0)
-    except (OSError, AttributeError):
-        return False
-
-
-def install(readable: Iterable[Path], writable: Path) -> None:
-    """Refuse processes, native code, network, and file access outside the given roots."""
+def install(readable: Iterable[Path], writable: Path, *, files: bool = True) -> None:
+    """Refuse processes, native code, network, and (``files``) file access outside the
+    given roots. Under the kernel sandbox the mount namespace is the file policy, so
+    ``files`` is off there: the hook would only refuse harmless reads (``/proc/self``)."""
     write_root = os.path.realpath(writable)
     read_roots = tuple(
         {os.path.realpath(p) for p in readable}
@@ -109,6 +100,8 @@ def install(readable: Iterable[Path], writable: Path) -> None:
             raise SandboxViolation("changing the sandbox's limits is not allowed")
         if event in _NO_NATIVE:
             raise SandboxViolation("loading native code is not allowed in the sandbox")
+        if not files:
+            return
         if event == "open":
             path = path_of(args[0])
             if path is None:

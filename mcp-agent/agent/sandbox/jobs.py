@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,33 +14,38 @@ import talib
 
 from agent.backtest import chart, runtime
 from agent.backtest.engine import Costs
+from agent.sandbox.protocol import (
+    BacktestJob,
+    BacktestOutcome,
+    Job,
+    Outcome,
+    ParamValue,
+    PythonJob,
+    PythonOutcome,
+    SweepOutcome,
+    SweepRow,
+    TradeRow,
+    ValidateJob,
+    ValidationOutcome,
+)
+from agent.sdk import WORKSPACE_ENV
 
 
 class JobError(ValueError):
     """The job could not be done; the message is for the person."""
 
 
-def run(job: dict[str, Any], workspace: Path, scratch: Path) -> tuple[Any, list[str]]:
-    """Do ``job``; return its value and the files it made in scratch."""
-    import os
-
-    os.environ["DEXORDER_WORKSPACE"] = str(workspace)
-    kind = job.get("kind")
+def run(job: Job, workspace: Path, inputs: Path, scratch: Path) -> Outcome:
+    """Do ``job``; the outcome goes back to the agent over the reply pipe."""
+    os.environ[WORKSPACE_ENV] = str(workspace)
     try:
-        if kind == "python":
-            return _python(job, workspace, scratch)
-        if kind == "validate":
-            check = (
-                runtime.validate_indicator
-                if job["module"] == "indicators"
-                else runtime.validate_strategy
-            )
-            return check(job["name"], job["code"]), []
-        if kind == "backtest":
-            return _backtest(job, scratch)
+        if isinstance(job, PythonJob):
+            return _python(job, workspace, inputs, scratch)
+        if isinstance(job, ValidateJob):
+            return _validate(job)
+        return _backtest(job, inputs, scratch)
     except runtime.StrategyError as exc:
         raise JobError(str(exc)) from None
-    raise JobError(f"unknown job kind {kind!r}")
 
 
 def _jsonable(value: Any) -> Any:
@@ -54,14 +60,14 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)
         return value
     except (TypeError, ValueError):
         return repr(value)[:2000]
 
 
-def _python(job: dict[str, Any], workspace: Path, scratch: Path) -> tuple[Any, list[str]]:
-    candle_files = {k: scratch / v for k, v in job.get("candles", {}).items()}
+def _python(job: PythonJob, workspace: Path, inputs: Path, scratch: Path) -> PythonOutcome:
+    candle_files = {k: inputs / v for k, v in job.candles.items()}
 
     def candles(ticker: str, timeframe: str = "1h") -> pd.DataFrame:
         key = f"{ticker}|{timeframe}"
@@ -80,56 +86,65 @@ def _python(job: dict[str, Any], workspace: Path, scratch: Path) -> tuple[Any, l
         "scratch": scratch,
     }
     before = set(scratch.rglob("*"))
-    exec(compile(job["code"], job.get("filename", "<run_python>"), "exec"), env)
+    exec(compile(job.code, job.filename, "exec"), env)
     made = sorted(
         str(p.relative_to(scratch)) for p in set(scratch.rglob("*")) - before if p.is_file()
     )
-    return _jsonable(env.get("result")), made
+    return PythonOutcome(json.dumps(_jsonable(env.get("result"))), made)
+
+
+def _validate(job: ValidateJob) -> ValidationOutcome:
+    if job.module == "indicators":
+        lines, n, doc = runtime.validate_indicator(job.name, job.code)
+        return ValidationOutcome(n, doc, lines)
+    n, doc = runtime.validate_strategy(job.name, job.code)
+    return ValidationOutcome(n, doc)
 
 
 def _score(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else -math.inf
 
 
-def _backtest(job: dict[str, Any], scratch: Path) -> tuple[Any, list[str]]:
-    candles = pd.read_parquet(scratch / job["candles"])
-    costs = Costs(**job.get("costs", {}))
-    grid = runtime.sweep_grid(job.get("params", {}))
-    if len(grid) > job.get("max_combinations", 200):
-        raise JobError(
-            f"the sweep has {len(grid)} combinations; at most {job.get('max_combinations', 200)}"
-        )
-    outcomes = [runtime.backtest(job["strategy"], candles, p, costs, job["bar_ms"]) for p in grid]
+def _params(params: dict[str, Any]) -> dict[str, ParamValue]:
+    return {k: _jsonable(v) for k, v in params.items()}
+
+
+def _backtest(job: BacktestJob, inputs: Path, scratch: Path) -> BacktestOutcome | SweepOutcome:
+    candles = pd.read_parquet(inputs / job.candles)
+    c = job.costs
+    costs = Costs(fee_rate=c.fee_rate, slippage=c.slippage, initial_cash=c.initial_cash)
+    grid = runtime.sweep_grid(dict(job.params))
+    if len(grid) > job.max_combinations:
+        raise JobError(f"the sweep has {len(grid)} combinations; at most {job.max_combinations}")
+    outcomes = [runtime.backtest(job.strategy, candles, p, costs, job.bar_ms) for p in grid]
     if len(outcomes) > 1:
-        rank = job.get("rank_by", "sharpe")
-        rows = [{"params": o.params, **o.figures} for o in outcomes]
-        rows.sort(key=lambda r: -_score(r.get(rank)))
-        return {"sweep": rows, "rank_by": rank, "combinations": len(rows)}, []
+        rows = [SweepRow(_params(o.params), o.figures) for o in outcomes]
+        rows.sort(key=lambda r: -_score(r.figures.get(job.rank_by)))
+        return SweepOutcome(rows, job.rank_by)
     best = outcomes[0]
-    png = chart.render(
-        candles, best.run, f"{job['strategy']} on {job.get('title', '')}", scratch / "chart.png"
-    )
+    png = chart.render(candles, best.run, f"{job.strategy} on {job.title}", scratch / "chart.png")
     times = candles.index
     trades = [
-        {
-            "side": t.side,
-            "entry_time": times[t.entry_index].isoformat(),
-            "exit_time": times[t.exit_index].isoformat(),
-            "entry_price": t.entry_price,
-            "exit_price": t.exit_price,
-            "quantity": t.quantity,
-            "pnl": t.pnl,
-            "return": t.ret,
-            "reason": t.reason,
-        }
+        TradeRow(
+            side=t.side,
+            entry_time=times[t.entry_index].isoformat(),
+            exit_time=times[t.exit_index].isoformat(),
+            entry_price=t.entry_price,
+            exit_price=t.exit_price,
+            quantity=t.quantity,
+            pnl=t.pnl,
+            ret=t.ret,
+            reason=t.reason,
+        )
         for t in best.run.trades
     ]
     step = max(1, len(times) // 500)  # the curve, thinned to at most ~500 points
-    curve = [[times[i].isoformat(), float(best.run.equity[i])] for i in range(0, len(times), step)]
-    return {
-        "params": best.params,
-        "mode": best.run.mode,
-        "figures": best.figures,
-        "trades": trades,
-        "equity_curve": curve,
-    }, [png.name]
+    curve = [(times[i].isoformat(), float(best.run.equity[i])) for i in range(0, len(times), step)]
+    return BacktestOutcome(
+        params=_params(best.params),
+        mode=best.run.mode,
+        figures=best.figures,
+        trades=trades,
+        equity_curve=curve,
+        chart_png=png.read_bytes(),
+    )

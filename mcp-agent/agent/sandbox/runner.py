@@ -1,27 +1,45 @@
-"""The parent side of the sandbox: start the child with limits, collect what it says.
+"""The parent side of the sandbox: start a run with limits, collect what it says.
 
-Limits and how a breach shows:
+The run is a fresh process tree in its own namespaces (:mod:`.isolation`),
+unless the operator chose ``agent.sandbox.isolation: none`` for a single-user
+machine. Limits and how a breach shows:
 
-* CPU time (``RLIMIT_CPU``): the kernel stops the child with SIGXCPU;
+* CPU time (``RLIMIT_CPU``): the kernel stops the process with SIGXCPU;
 * memory (``RLIMIT_AS``): allocations fail with ``MemoryError``;
-* wall clock: the child is killed when its time is up (a ``sleep`` uses no CPU);
-* output: stdout and stderr together are cut at the limit and the child killed;
-* file size (``RLIMIT_FSIZE``) and open files (``RLIMIT_NOFILE``) bound the scratch folder's use.
+* wall clock: the run is killed when its time is up (a ``sleep`` uses no CPU);
+* output: stdout and stderr together are cut at the limit and the run killed;
+* processes: none besides the run itself (the seccomp filter refuses them);
+* files: the scratch folder is a size-capped tmpfs, plus ``RLIMIT_FSIZE``/``RLIMIT_NOFILE``.
+
+Printed output and the typed reply come back on two pipes read together, so a
+large reply cannot block the run while the parent waits on its output.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import resource
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
+
+import msgspec
+
+from agent.sandbox import isolation, protocol
+
+log = logging.getLogger(__name__)
+
+Isolation = Literal["kernel", "none"]
+#: the limit a run breached
+LimitName = Literal["cpu", "memory", "wall_clock", "output", "policy"]
 
 
 @dataclass(frozen=True)
@@ -33,27 +51,30 @@ class Limits:
     wall_s: float = 30.0
     output_bytes: int = 256_000
     file_mb: int = 100
+    scratch_mb: int = 64
 
 
-@dataclass
+@dataclass(frozen=True)
 class SandboxResult:
     """How a run ended. ``error`` names the limit or the exception when it failed."""
 
     ok: bool
     output: str = ""
     error: str | None = None
-    #: the limit that was breached: cpu, memory, wall_clock, output, or None
-    limit: str | None = None
-    value: Any = None
+    limit: LimitName | None = None
+    outcome: protocol.Outcome | None = None
     seconds: float = 0.0
-    files: list[str] = field(default_factory=list)
+
+
+class SandboxUnavailable(RuntimeError):
+    """The person's code is refused: the sandbox cannot be set up on this host."""
 
 
 _STARTUP_MB = 4096
 
 
 def _limit_child(limits: Limits) -> None:
-    os.setsid()  # its own process group, so everything it leaves is killed with it
+    os.setsid()  # its own process group, so killing it reaches bwrap and all it started
     cpu = limits.cpu_s
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     # a generous bound for start-up; the child narrows it to memory_mb once its
@@ -66,127 +87,187 @@ def _limit_child(limits: Limits) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def run_sandboxed(
-    job: dict[str, Any],
-    *,
-    workspace: Path,
-    scratch: Path,
-    readable: list[Path] | None = None,
-    limits: Limits = Limits(),
-) -> SandboxResult:
-    """Run ``job`` (see :mod:`agent.sandbox.child`) in a fresh limited process."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    spec = {
-        "job": job,
-        "workspace": str(workspace),
-        "scratch": str(scratch),
-        "readable": [str(p) for p in readable or []],
-        "memory_mb": limits.memory_mb,
-    }
-    result_r, result_w = os.pipe()
+def _environment(result_fd: int, home: str) -> dict[str, str]:
     env = {
         "PATH": "/usr/bin:/bin",
-        "HOME": str(scratch),
+        "HOME": home,
+        "TMPDIR": home,
+        "TZ": "UTC",
         "MPLBACKEND": "Agg",
-        "MPLCONFIGDIR": str(scratch / ".matplotlib"),
+        "MPLCONFIGDIR": f"{home}/.matplotlib",
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
-        "DEXORDER_SANDBOX_RESULT_FD": str(result_w),
+        "PYTHONPATH": os.pathsep.join(isolation.import_roots()),
+        "DEXORDER_SANDBOX_RESULT_FD": str(result_fd),
     }
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.sandbox.child"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=scratch,
-        env={**env, "PYTHONPATH": os.pathsep + os.pathsep.join(_import_roots())},
-        preexec_fn=lambda: _limit_child(limits),
-        pass_fds=(result_w,),
-    )
-    os.close(result_w)
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(json.dumps(spec).encode())
-    proc.stdin.close()
-    output, limit = _collect(proc, limits, started)
-    result_bytes = _read_all(result_r)
-    seconds = time.monotonic() - started
+    # some processors need these for OpenBLAS to compute right (the host sets them)
+    for key in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+def check_available(mode: Isolation) -> None:
+    """Raise :class:`SandboxUnavailable` when ``mode`` cannot run the person's code here."""
+    if mode == "none":
+        return
+    st = isolation.status()
+    if not st.available:
+        raise SandboxUnavailable(
+            f"the person's code cannot run: the sandbox is unavailable on this host "
+            f"({st.reason}); install bubblewrap, or set agent.sandbox.isolation: none "
+            f"on a single-user machine"
+        )
+
+
+def run_sandboxed(
+    job: protocol.Job,
+    *,
+    workspace: Path,
+    inputs: Path | None = None,
+    limits: Limits = Limits(),
+    mode: Isolation = "kernel",
+) -> SandboxResult:
+    """Run ``job`` in a fresh sandbox; ``inputs`` (read-only there) holds the files it needs."""
+    check_available(mode)
+    own_scratch = Path(tempfile.mkdtemp(prefix="dexorder-run-")) if mode == "none" else None
+    result_r, result_w = os.pipe()
+    fds = [result_w]
+    try:
+        if mode == "kernel":
+            spec = protocol.SandboxSpec(job=job, memory_mb=limits.memory_mb)
+            seccomp_r, seccomp_w = os.pipe()
+            os.write(seccomp_w, isolation.program())
+            os.close(seccomp_w)
+            fds.append(seccomp_r)
+            argv = isolation.bwrap_command(
+                [sys.executable, "-P", "-s", "-m", "agent.sandbox.child"],
+                workspace=workspace,
+                inputs=inputs,
+                scratch_mb=limits.scratch_mb,
+                env=_environment(result_w, protocol.SCRATCH),
+                seccomp_fd=seccomp_r,
+            )
+            cwd = None
+        else:
+            assert own_scratch is not None
+            spec = protocol.SandboxSpec(
+                job=job,
+                memory_mb=limits.memory_mb,
+                workspace=str(workspace),
+                inputs=str(inputs or own_scratch),
+                scratch=str(own_scratch),
+                guard_files=True,
+            )
+            argv = [sys.executable, "-P", "-s", "-m", "agent.sandbox.child"]
+            cwd = own_scratch
+        env = _environment(result_w, str(own_scratch or protocol.SCRATCH))
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            preexec_fn=lambda: _limit_child(limits),
+            pass_fds=tuple(fds),
+        )
+    finally:
+        for fd in fds:
+            os.close(fd)
+    try:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(protocol.encode(spec))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it ended before reading its job: the exit code says why
+        output, reply_bytes, limit = _collect(proc, result_r, limits, started)
+    finally:
+        os.close(result_r)
+        if own_scratch is not None:
+            shutil.rmtree(own_scratch, ignore_errors=True)  # never follows links
+    return _result(proc.returncode, output, reply_bytes, limit, limits, time.monotonic() - started)
+
+
+def _result(
+    returncode: int,
+    output: bytes,
+    reply_bytes: bytes,
+    limit: LimitName | None,
+    limits: Limits,
+    seconds: float,
+) -> SandboxResult:
     text = output.decode(errors="replace")
     if limit == "output":
-        return SandboxResult(
-            False,
-            text,
-            f"output limit exceeded: more than {limits.output_bytes:,} bytes printed",
-            "output",
-            seconds=seconds,
-        )
+        error = f"output limit exceeded: more than {limits.output_bytes:,} bytes printed"
+        return SandboxResult(False, text, error, "output", seconds=seconds)
     if limit == "wall_clock":
-        return SandboxResult(
-            False,
-            text,
-            f"wall-clock limit exceeded: still running after {limits.wall_s:g}s",
-            "wall_clock",
-            seconds=seconds,
-        )
-    if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL) and not result_bytes:
-        return SandboxResult(
-            False,
-            text,
-            f"CPU time limit exceeded: more than {limits.cpu_s}s of CPU",
-            "cpu",
-            seconds=seconds,
-        )
+        error = f"wall-clock limit exceeded: still running after {limits.wall_s:g}s"
+        return SandboxResult(False, text, error, "wall_clock", seconds=seconds)
+    killed = {-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL}
+    if returncode in killed and not reply_bytes:
+        error = f"CPU time limit exceeded: more than {limits.cpu_s}s of CPU"
+        return SandboxResult(False, text, error, "cpu", seconds=seconds)
     try:
-        reply = json.loads(result_bytes) if result_bytes else None
-    except ValueError:
+        reply = protocol.decode_reply(reply_bytes) if reply_bytes else None
+    except msgspec.DecodeError:
         reply = None
-    if not isinstance(reply, dict):
-        return SandboxResult(
-            False,
-            text,
-            f"the sandboxed process ended without a result (exit code {proc.returncode})",
-            seconds=seconds,
-        )
-    if reply.get("limit") == "memory":
-        reply["error"] = f"memory limit exceeded: more than {limits.memory_mb} MB"
-    return SandboxResult(
-        bool(reply.get("ok")),
-        text,
-        reply.get("error"),
-        reply.get("limit"),
-        reply.get("value"),
-        seconds,
-        list(reply.get("files", [])),
-    )
+    if reply is None:
+        error = f"the sandboxed process ended without a result (exit code {returncode})"
+        return SandboxResult(False, text, error, seconds=seconds)
+    if reply.outcome is not None:
+        return SandboxResult(True, text, outcome=reply.outcome, seconds=seconds)
+    if reply.failure == "memory":
+        error = f"memory limit exceeded: more than {limits.memory_mb} MB"
+        return SandboxResult(False, text, error, "memory", seconds=seconds)
+    failure: LimitName | None = "policy" if reply.failure == "policy" else None
+    return SandboxResult(False, text, reply.error or "the run failed", failure, seconds=seconds)
 
 
 def _collect(
-    proc: subprocess.Popen[bytes], limits: Limits, started: float
-) -> tuple[bytes, str | None]:
+    proc: subprocess.Popen[bytes], result_fd: int, limits: Limits, started: float
+) -> tuple[bytes, bytes, LimitName | None]:
+    """Read output and reply together until both end, a limit is hit, or time is up."""
     assert proc.stdout is not None
+    out_fd = proc.stdout.fileno()
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    sel.register(out_fd, selectors.EVENT_READ)
+    sel.register(result_fd, selectors.EVENT_READ)
     chunks: list[bytes] = []
-    size = 0
-    limit: str | None = None
+    reply: list[bytes] = []
+    size = reply_size = 0
+    limit: LimitName | None = None
+    open_fds = {out_fd, result_fd}
     try:
-        while True:
+        while open_fds and limit is None:
             left = limits.wall_s - (time.monotonic() - started)
             if left <= 0:
                 limit = "wall_clock"
                 break
-            if not sel.select(timeout=left):
-                continue
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limits.output_bytes:
-                chunks.append(chunk[: max(0, limits.output_bytes - (size - len(chunk)))])
-                limit = "output"
-                break
-            chunks.append(chunk)
+            for key, _ in sel.select(timeout=left):
+                fd = int(key.fd)
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    sel.unregister(fd)
+                    open_fds.discard(fd)
+                elif fd == result_fd:
+                    reply_size += len(chunk)
+                    if reply_size > protocol.MAX_REPLY_BYTES:
+                        sel.unregister(fd)
+                        open_fds.discard(fd)
+                        reply = []  # too large to be a reply of ours
+                    else:
+                        reply.append(chunk)
+                else:
+                    size += len(chunk)
+                    if size > limits.output_bytes:
+                        chunks.append(chunk[: max(0, limits.output_bytes - (size - len(chunk)))])
+                        limit = "output"
+                        break
+                    chunks.append(chunk)
     finally:
         sel.close()
         if limit is not None:
@@ -199,7 +280,7 @@ def _collect(
             limit = limit or "wall_clock"
         _kill_group(proc)  # anything it left behind
         proc.stdout.close()
-    return b"".join(chunks), limit
+    return b"".join(chunks), b"".join(reply), limit
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -209,19 +290,10 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    try:
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
-
-
-def _import_roots() -> list[str]:
-    """Where the platform's own packages are (an editable install may not be on sys.path)."""
-    import agent
-    import dexorder
-
-    return [str(Path(m.__file__).resolve().parents[1]) for m in (agent, dexorder) if m.__file__]
+def warn_if_unisolated(mode: Isolation) -> None:
+    """Said at every start of an agent whose operator turned the kernel sandbox off."""
+    if mode == "none":
+        log.warning(
+            "agent.sandbox.isolation is 'none': the person's code runs without the kernel "
+            "sandbox and can read what this process can; only for a single-user machine"
+        )
