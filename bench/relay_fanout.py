@@ -3,6 +3,9 @@
 Both proxies run as their own process with the same high-water marks; one
 publisher process and 1 or 10 subscriber processes; the figure is messages
 delivered to all subscribers per second, and the relay's ratio to the raw proxy.
+The relay's publisher proves itself with a platform part's CURVE key, as the real
+publishers do (so its figure includes CURVE's per-message encryption); the raw proxy
+has none.
 """
 
 from __future__ import annotations
@@ -14,10 +17,18 @@ import sys
 import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 import zmq
 
 from bench.common import free_port, row
+from dexorder.config import Settings
+from dexorder.relay_keys import (
+    RelayPublisher,
+    connect_publisher,
+    publisher_keys,
+    server_public_key,
+)
 
 TOPIC = b"BINANCE:BTC/USDT|ohlc:1m"
 PAYLOAD = b"x" * 120  # about one encoded candle
@@ -59,13 +70,19 @@ def _subscriber(xpub: str, ready: mp.Event, results: mp.Queue) -> None:  # type:
     ctx.term()
 
 
-def _start_proxy(kind: str, xsub: str, xpub: str) -> tuple[subprocess.Popen[bytes], str]:
+def _start_proxy(
+    kind: str, xsub: str, xpub: str
+) -> tuple[subprocess.Popen[bytes], str, RelayPublisher | str]:
+    """The proxy process, its health URL, and how a publisher connects to it."""
     if kind == "raw":
-        return subprocess.Popen([sys.executable, "-c", RAW_PROXY, xsub, xpub]), ""
+        return subprocess.Popen([sys.executable, "-c", RAW_PROXY, xsub, xpub]), "", xsub
+    home = Path(tempfile.mkdtemp())
+    cfg = Settings(home=home)  # the relay and this publisher share its key files
+    target = RelayPublisher(xsub, server_public_key(cfg), publisher_keys(cfg, "stream"))
     ports = {k: str(free_port()) for k in ("ROUTER", "WORK", "HEALTH")}
     env = {
         **os.environ,
-        "DEXORDER_HOME": tempfile.mkdtemp(),
+        "DEXORDER_HOME": str(home),
         "DEXORDER_LOG_LEVEL": "warning",
         "DEXORDER_RELAY__XSUB_PORT": xsub.rsplit(":", 1)[1],
         "DEXORDER_RELAY__XPUB_PORT": xpub.rsplit(":", 1)[1],
@@ -76,7 +93,7 @@ def _start_proxy(kind: str, xsub: str, xpub: str) -> tuple[subprocess.Popen[byte
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.relay"], env=env, stderr=subprocess.DEVNULL
     )
-    return proc, f"http://127.0.0.1:{ports['HEALTH']}/healthz"
+    return proc, f"http://127.0.0.1:{ports['HEALTH']}/healthz", target
 
 
 def _wait_http(url: str) -> None:
@@ -93,7 +110,7 @@ def fanout(kind: str, n_subs: int, n_msgs: int) -> tuple[float, float]:
     """Messages per second delivered to ``n_subs`` subscribers through ``kind``,
     and the fraction of the messages sent that were delivered."""
     xsub, xpub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    proxy, health = _start_proxy(kind, xsub, xpub)
+    proxy, health, target = _start_proxy(kind, xsub, xpub)
     try:
         if health:
             _wait_http(health)
@@ -106,7 +123,7 @@ def fanout(kind: str, n_subs: int, n_msgs: int) -> tuple[float, float]:
         ctx = zmq.Context()
         pub = ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.SNDHWM, 0)
-        pub.connect(xsub)
+        connect_publisher(pub, target)
         while not all(r.is_set() for r in readies):
             pub.send_multipart([TOPIC, b"warmup"])
             time.sleep(0.01)

@@ -15,6 +15,7 @@ import zmq.asyncio
 
 from dexorder.config import Settings, load_config
 from dexorder.markets import Ticker, Timeframe
+from dexorder.relay_keys import connect_subscriber
 from dexorder.schemas import (
     BackfillRequest,
     Candle,
@@ -64,7 +65,7 @@ async def subscribe(
     sub = zmq.asyncio.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.SUBSCRIBE, ohlc_topic(str(t), tf.value).encode())
-    sub.connect(f"tcp://{r.host}:{r.xpub_port}")
+    connect_subscriber(sub, cfg)  # with a key where the relay asks for one
     try:
         reply = await request(f"tcp://{r.host}:{r.router_port}", RealtimeRequest(ticker=str(t)))
         if isinstance(reply, ErrorReply):
@@ -107,7 +108,7 @@ async def backfill(
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.SUBSCRIBE, history_ready_topic(request_id).encode())
     sub.setsockopt(zmq.SUBSCRIBE, history_progress_topic(request_id).encode())
-    sub.connect(f"tcp://{r.host}:{r.xpub_port}")
+    connect_subscriber(sub, cfg)  # with a key where the relay asks for one
     try:
         try:
             reply = await request(

@@ -30,6 +30,12 @@ class KafkaConfig(_Section):
     #: ``host:port[,host:port]``; unset means ``dexorder up`` starts the embedded broker.
     bootstrap_servers: str | None = None
     embedded_port: int = Field(9092, ge=1, le=65535)
+    #: Ed25519 PEM keys signing the records that make a platform function act
+    #: (``notifications``, ``backfill.requests``, ``tool.calls``; dexorder/record_signing.py):
+    #: the private key for the parts that produce them, the public key for those that
+    #: deliver or act on them. Unset (one machine): state/kafka_record_ed25519.pem.
+    record_signing_key: str | None = None
+    record_verify_key: str | None = None
 
 
 class RelayConfig(_Section):
@@ -39,6 +45,20 @@ class RelayConfig(_Section):
     xsub_port: int = Field(5557, ge=1, le=65535)
     xpub_port: int = Field(5558, ge=1, le=65535)
     health_port: int = Field(5560, ge=1, le=65535)
+    # CURVE keys (Z85, see dexorder/relay_keys.py). Unset on one machine: made on first
+    # use under state/relay/. In the cluster each part gets only the ones it needs.
+    #: The relay's own secret key (the relay only) and its public key (every part connecting).
+    server_secret_key: str | None = None
+    server_public_key: str | None = None
+    #: This part's own key for publishing into XSUB (stream runner, lake writer, ingestor).
+    publisher_secret_key: str | None = None
+    #: The relay's allowlist of publishers, part name → public key (empty: state/relay/).
+    allowed_publishers: dict[str, str] = {}
+    #: Subscribers on XPUB need a key too (the cluster); off on one machine, where
+    #: `dexorder watch`, the client and agents subscribe on loopback with no key.
+    curve_subscribers: bool = False
+    subscriber_secret_key: str | None = None
+    allowed_subscribers: dict[str, str] = {}
 
 
 class EmulatorConfig(_Section):

@@ -7,6 +7,7 @@ from dexorder.config import load_config
 from dexorder.kafka import ensure_topics
 from dexorder.log import setup_logging
 from dexorder.process import run_part
+from dexorder.relay_keys import publisher as relay_publisher
 from streaming.runner import StreamRunner
 
 
@@ -19,7 +20,7 @@ async def run() -> None:
     s = cfg.stream
     runner = StreamRunner(
         bootstrap=cfg.kafka.bootstrap_servers,
-        relay_xsub=f"tcp://{cfg.relay.host}:{cfg.relay.xsub_port}",
+        relay_xsub=relay_publisher(cfg, "stream"),
         state_dir=cfg.state_dir("stream"),
         group_id=s.group_id,
         allowed_lateness_ms=s.allowed_lateness_ms,

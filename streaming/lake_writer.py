@@ -40,6 +40,7 @@ from pyiceberg.table import Table
 
 from dexorder.lake.query import get_candles, ms_to_iso
 from dexorder.lake.table import OFFSETS_PROPERTY
+from dexorder.relay_keys import RelayPublisher, connect_publisher
 from dexorder.schemas import (
     BackfillDone,
     Candle,
@@ -146,7 +147,7 @@ class LakeWriter:
     """Runs until :meth:`stop`."""
 
     bootstrap: str
-    relay_xsub: str
+    relay_xsub: RelayPublisher | str  # the part's CURVE keys (a bare address: no relay)
     open_table: Callable[[], Table]
     group_id: str = "dexorder-lake-writer"
     batch_rows: int = 100_000
@@ -223,7 +224,7 @@ class LakeWriter:
         await consumer.start()
         pub = zmq.asyncio.Context.instance().socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 1000)
-        pub.connect(self.relay_xsub)
+        connect_publisher(pub, self.relay_xsub)
         pending = PendingBatch()
         try:
             while not self._stop.is_set():
@@ -296,6 +297,7 @@ async def _main() -> None:
     from dexorder.lake.table import ohlc_table, open_catalog
     from dexorder.log import setup_logging
     from dexorder.process import run_part
+    from dexorder.relay_keys import publisher as relay_publisher
 
     cfg = load_config()
     setup_logging("lake-writer", cfg.log_level)
@@ -305,7 +307,7 @@ async def _main() -> None:
     w = cfg.writer
     writer = LakeWriter(
         bootstrap=cfg.kafka.bootstrap_servers,
-        relay_xsub=f"tcp://{cfg.relay.host}:{cfg.relay.xsub_port}",
+        relay_xsub=relay_publisher(cfg, "lake-writer"),
         open_table=lambda: ohlc_table(open_catalog(cfg), cfg.lake.namespace),
         group_id=w.group_id,
         batch_rows=w.batch_rows,

@@ -28,6 +28,7 @@ import zmq.asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter, Gauge
 
+from dexorder.relay_keys import RelayPublisher, connect_publisher
 from dexorder.schemas import Candle, InvalidMessage, decode_candle, encode
 from dexorder.topics import MARKET_CANDLES, MARKET_TICKS, ohlc_topic
 from streaming import checkpoint as ckpt
@@ -51,7 +52,7 @@ class StreamRunner:
     """Runs until :meth:`stop`; ``state_dir`` holds the checkpoint."""
 
     bootstrap: str
-    relay_xsub: str
+    relay_xsub: RelayPublisher | str  # the part's CURVE keys (a bare address: no relay)
     state_dir: Path
     group_id: str = "dexorder-stream"
     allowed_lateness_ms: int = 2_000
@@ -121,7 +122,7 @@ class StreamRunner:
         pub = zmq.asyncio.Context.instance().socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 0)
         pub.setsockopt(zmq.SNDHWM, 100_000)
-        pub.connect(self.relay_xsub)
+        connect_publisher(pub, self.relay_xsub)
         touched: set[str] = set()
         last_live = last_ckpt = _now_ms()
         try:

@@ -12,6 +12,7 @@ import yaml
 from dexorder.config import load_config
 from dexorder.log import setup_logging
 from dexorder.process import main, run_part
+from dexorder.record_signing import record_keys
 from dexorder.tokens import token_keys
 from gateway.platform_calls import platform_token
 from triggers.dispatcher import Dispatcher
@@ -29,6 +30,7 @@ async def run() -> None:
         cfg.kafka.bootstrap_servers,
         load_triggers(),
         lambda t: f"{cfg.gateway.url}/functions/{t.function}/",
+        record_keys=record_keys(cfg),
         auth=lambda: platform_token(keys),
     )
     await run_part(

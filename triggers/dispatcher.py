@@ -6,6 +6,13 @@ body, type ``dev.knative.kafka.event``, id ``partition:P/offset:O``, the key as
 answer) is retried with backoff; one that still fails, or fails with another 4xx, goes to
 the dead-letter topic with Knative's ``knativeerror*`` headers. Offsets are committed
 only once a record is delivered or dead-lettered, so a restart loses nothing.
+
+Only platform parts may make a function act: a record without a valid platform
+signature (``dexorder/record_signing.py``) is never delivered. It goes straight to the
+dead-letter topic with its reason in ``dexorderrefused`` (and ``knativeerrorcode`` 403),
+and is counted in ``forged`` and ``triggers_forged_records_total``. The other record
+headers travel on as ``kafkaheader<name>`` extensions, as KafkaSource sends them, so the
+function can check the signature again (in the cluster it is the only check).
 """
 
 from __future__ import annotations
@@ -19,14 +26,24 @@ from typing import Any
 import aiohttp
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from prometheus_client import Counter
 
 from dexorder.kafka import ensure_topics
+from dexorder.record_signing import ForgedRecord, RecordKeys, verify_record
 from triggers.spec import Trigger
 
 log = structlog.get_logger(part="triggers")
 
 KAFKA_EVENT_TYPE = "dev.knative.kafka.event"
 RETRYABLE = frozenset({404, 408, 409, 429})
+FORGED = Counter(
+    "triggers_forged_records_total", "Records refused for want of a platform signature", ["trigger"]
+)
+
+
+def _extension_name(header: str) -> str:
+    """KafkaSource's extension name for a record header: lower case, letters and digits only."""
+    return "kafkaheader" + "".join(c for c in header.lower() if c.isascii() and c.isalnum())
 
 
 def cloudevent_headers(trigger: Trigger, record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
@@ -46,6 +63,8 @@ def cloudevent_headers(trigger: Trigger, record: ConsumerRecord[bytes, bytes]) -
         lowered = name.lower()
         if lowered == "content-type" or lowered.startswith("ce-"):
             headers[lowered] = value.decode(errors="replace")  # a CloudEvent already
+        else:
+            headers[f"ce-{_extension_name(name)}"] = value.decode(errors="replace")
     return headers
 
 
@@ -68,15 +87,18 @@ class Dispatcher:
         bootstrap: str,
         triggers: list[Trigger],
         url_for: Callable[[Trigger], str],
+        *,
+        record_keys: RecordKeys,
         auth: Callable[[], str] | None = None,
         timeout_s: float = 120.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.triggers = triggers
         self.url_for = url_for
+        self.record_keys = record_keys
         self.auth = auth
         self.timeout_s = timeout_s
-        self.stats = {"delivered": 0, "retries": 0, "dead_lettered": 0, "replies": 0}
+        self.stats = {"delivered": 0, "retries": 0, "dead_lettered": 0, "replies": 0, "forged": 0}
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -138,6 +160,16 @@ class Dispatcher:
             batches = await consumer.getmany(timeout_ms=200, max_records=100)
             for tp, records in batches.items():
                 for record in records:
+                    try:
+                        verify_record(
+                            self.record_keys, trigger.topic, record.value or b"", record.headers
+                        )
+                    except ForgedRecord as exc:
+                        await self._refuse(trigger, record, str(exc), producer)
+                        await consumer.commit(
+                            {TopicPartition(tp.topic, tp.partition): record.offset + 1}
+                        )
+                        continue
                     delivery = await self.deliver(trigger, record, http)
                     if delivery.ok:
                         self.stats["delivered"] += 1
@@ -175,12 +207,27 @@ class Dispatcher:
             self.stats["retries"] += 1
             await asyncio.sleep(trigger.delay(attempt))
 
+    async def _refuse(
+        self,
+        trigger: Trigger,
+        record: ConsumerRecord[bytes, bytes],
+        reason: str,
+        producer: AIOKafkaProducer,
+    ) -> None:
+        """Dead-letter a record no platform part signed, without delivering it."""
+        self.stats["forged"] += 1
+        FORGED.labels(trigger.name).inc()
+        await self._dead_letter(
+            trigger, record, Delivery(403, reason.encode(), {}, 0), producer, refused=reason
+        )
+
     async def _dead_letter(
         self,
         trigger: Trigger,
         record: ConsumerRecord[bytes, bytes],
         delivery: Delivery,
         producer: AIOKafkaProducer,
+        refused: str | None = None,
     ) -> None:
         self.stats["dead_lettered"] += 1
         log.warning(
@@ -189,6 +236,7 @@ class Dispatcher:
             status=delivery.status,
             attempts=delivery.attempts,
             offset=record.offset,
+            refused=refused,
         )
         if trigger.dead_letter_topic is None:
             return
@@ -197,6 +245,8 @@ class Dispatcher:
             ("knativeerrorcode", str(delivery.status or 0).encode()),
             ("knativeerrordata", base64.b64encode(delivery.body[:1024])),
         ]
+        if refused is not None:
+            headers.append(("dexorderrefused", refused.encode()))
         await producer.send_and_wait(
             trigger.dead_letter_topic, record.value, key=record.key, headers=headers
         )

@@ -3,7 +3,8 @@
 A CloudEvents function: each event's data is a backfill request (``ticker``,
 ``timeframe``, ``start``, ``end`` in ms, optional ``request_id``). A request the relay
 refuses, or that is malformed, is answered 400 (not retried); a relay that does not
-answer, 503 (retried, then dead-lettered).
+answer, 503 (retried, then dead-lettered); one no platform part signed
+(``dexorder/record_signing.py``), 403.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from starlette.exceptions import HTTPException
 
 from dexorder.client import RelayError, request
 from dexorder.markets import InvalidTicker, InvalidTimeframe, Ticker, Timeframe
+from dexorder.record_signing import EXTENSION, ForgedRecord, record_keys, verify
 from dexorder.schemas import BackfillRequest, ErrorReply
+from dexorder.topics import BACKFILL_REQUESTS
 from gateway.function_settings import FunctionSettings
 
 config = FunctionSettings()
@@ -50,8 +53,13 @@ def parse_request(raw: Any) -> BackfillRequest:
 
 @ff.cloud_event
 async def dispatch_backfill(event: CloudEvent) -> None:
+    cfg = config.get()
+    try:
+        verify(record_keys(cfg), BACKFILL_REQUESTS, event.get_data(), event.get(EXTENSION))
+    except ForgedRecord as exc:
+        raise HTTPException(403, str(exc)) from None
     backfill = parse_request(event.get_data())
-    r = config.get().relay
+    r = cfg.relay
     try:
         reply = await request(f"tcp://{r.host}:{r.router_port}", backfill)
     except RelayError as exc:

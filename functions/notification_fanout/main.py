@@ -3,7 +3,9 @@
 A CloudEvents function: each event's data is one notification (``event_id``, ``user``,
 ``kind``, ``payload``), handed to the gateway, which delivers it once per event id to
 the person's open chat or Telegram. Undeliverable now → 503, so the trigger retries it
-(and finally dead-letters it); malformed → 400, not retried.
+(and finally dead-letters it); malformed → 400, not retried. A notification no platform
+part signed (``dexorder/record_signing.py``) → 403, never delivered: the gateway would
+otherwise put anyone's text into anyone's chat with platform authority.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import functions_framework.aio as ff
 from cloudevents.http import CloudEvent
 from starlette.exceptions import HTTPException
 
+from dexorder.record_signing import EXTENSION, ForgedRecord, record_keys, verify
 from dexorder.tokens import token_keys
+from dexorder.topics import NOTIFICATIONS
 from gateway.function_settings import FunctionSettings
 from gateway.platform_calls import platform_token
 
@@ -43,8 +47,12 @@ def _data(event: CloudEvent) -> dict[str, Any]:
 
 @ff.cloud_event
 async def notify_people(event: CloudEvent) -> None:
-    data = _data(event)
     cfg = config.get()
+    try:
+        verify(record_keys(cfg), NOTIFICATIONS, event.get_data(), event.get(EXTENSION))
+    except ForgedRecord as exc:
+        raise HTTPException(403, str(exc)) from None
+    data = _data(event)
     headers = {"Authorization": f"Bearer {platform_token(token_keys(cfg))}"}
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,

@@ -19,6 +19,7 @@ import zmq.asyncio
 
 from dexorder.client import RelayError, request
 from dexorder.config import Settings
+from dexorder.relay_keys import connect_subscriber
 from dexorder.schemas import Candle, ErrorReply, InvalidMessage, RealtimeRequest, decode_candle
 from dexorder.topics import ohlc_topic
 
@@ -35,7 +36,7 @@ class PriceFeed:
         self.router = f"tcp://{r.host}:{r.router_port}"
         self.sub = zmq.asyncio.Context.instance().socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.connect(f"tcp://{r.host}:{r.xpub_port}")
+        connect_subscriber(self.sub, cfg)  # a subscriber key only, never a publisher one
         self.handlers = handlers
         self.tickers: set[str] = set()
         self.last: dict[str, Candle] = {}

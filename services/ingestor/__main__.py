@@ -10,6 +10,7 @@ from dexorder.kafka import ensure_topics
 from dexorder.lake.table import ohlc_table, open_catalog
 from dexorder.log import setup_logging
 from dexorder.process import run_part
+from dexorder.relay_keys import publisher as relay_publisher
 from services.ingestor.service import Ingestor
 
 
@@ -25,7 +26,7 @@ async def run(exchange_name: str) -> None:
         ccxt_id=ex.ccxt_id,
         bootstrap=cfg.kafka.bootstrap_servers,
         work_address=f"tcp://{cfg.relay.host}:{cfg.relay.work_port}",
-        relay_xsub=f"tcp://{cfg.relay.host}:{cfg.relay.xsub_port}",
+        relay_xsub=relay_publisher(cfg, "ingestor"),
         symbols=ex.symbols,
         emulator_url=cfg.emulator_url if ex.emulated else None,
         transport=ex.transport,

@@ -27,6 +27,7 @@ from prometheus_client import Counter, Gauge
 from dexorder.exchanges import make_exchange
 from dexorder.lake.query import lake_missing
 from dexorder.markets import InvalidTicker, Ticker
+from dexorder.relay_keys import RelayPublisher, connect_publisher
 from dexorder.schemas import (
     BackfillDone,
     HistoryProgress,
@@ -111,8 +112,9 @@ class Ingestor:
     _backfills: set[asyncio.Task[None]] = field(default_factory=set)
     _lake_table: Any = None
     _progress_pub: Any = None
-    #: Relay XSUB, where backfill progress is published (none: not published).
-    relay_xsub: str | None = None
+    #: Relay XSUB and this part's CURVE keys, where backfill progress is published
+    #: (none: not published).
+    relay_xsub: RelayPublisher | str | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _exchange: Any = None
     _producer: AIOKafkaProducer | None = None
@@ -141,7 +143,7 @@ class Ingestor:
         if self.relay_xsub:
             self._progress_pub = zmq.asyncio.Context.instance().socket(zmq.PUB)
             self._progress_pub.setsockopt(zmq.LINGER, 0)
-            self._progress_pub.connect(self.relay_xsub)
+            connect_publisher(self._progress_pub, self.relay_xsub)
         work = asyncio.create_task(self._take_work())
         try:
             await self._load_markets()

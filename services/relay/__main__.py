@@ -6,6 +6,7 @@ from dexorder import process
 from dexorder.config import load_config
 from dexorder.log import setup_logging
 from dexorder.process import run_part
+from dexorder.relay_keys import relay_server_keys
 from services.relay.server import Relay, RelayAddresses
 
 
@@ -19,8 +20,17 @@ async def run() -> None:
         xsub=f"tcp://{r.host}:{r.xsub_port}",
         xpub=f"tcp://{r.host}:{r.xpub_port}",
     )
-    relay = Relay(addrs, frozenset(e.name.upper() for e in cfg.exchanges))
-    log.info("listening", router=addrs.router, work=addrs.work, xsub=addrs.xsub, xpub=addrs.xpub)
+    keys = relay_server_keys(cfg)
+    relay = Relay(addrs, frozenset(e.name.upper() for e in cfg.exchanges), keys)
+    log.info(
+        "listening",
+        router=addrs.router,
+        work=addrs.work,
+        xsub=addrs.xsub,
+        xpub=addrs.xpub,
+        publishers=sorted(keys.publishers.values()),
+        keyed_subscribers=keys.subscribers is not None,
+    )
     await run_part(
         "relay", r.health_port, lambda: (True, dict(relay.stats)), relay.serve, relay.stop
     )

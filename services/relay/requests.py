@@ -24,6 +24,15 @@ from dexorder.topics import work_topic
 
 #: Largest request the relay reads; anything bigger is refused unread.
 MAX_REQUEST_BYTES = 64 * 1024
+#: No market the platform serves has candles before 2009 (Bitcoin's first block): an
+#: earlier start is a unit mistake (seconds for milliseconds) or a probe, never history.
+EARLIEST_MS = 1_230_768_000_000  # 2009-01-01T00:00:00Z
+#: An end this far past the current time is not a clock skew or a "to tomorrow" but a
+#: mistake; nearer ends are cut to the last closed candle.
+MAX_END_AHEAD_MS = 86_400_000
+#: Most candles one backfill may ask for (about 3.8 years of 1m): a bigger range ties an
+#: ingestor and the exchange's rate limit up for hours; split it into several requests.
+MAX_BACKFILL_ROWS = 2_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +76,34 @@ def handle_request(payload: bytes, exchanges: frozenset[str], now_ms: int) -> Ou
         return _error("bad_timeframe", str(exc), request_id)
     if not msg.request_id:
         return _error("bad_request", "request_id is required", request_id)
+    if msg.start < 0 or msg.end < 0:
+        return _error(
+            "bad_range", "start and end are epoch milliseconds, never negative", request_id
+        )
     if msg.start >= msg.end:
         return _error("bad_range", "start must be before end", request_id)
+    if msg.start < EARLIEST_MS:
+        return _error(
+            "bad_range",
+            f"start {msg.start} is before 2009-01-01 ({EARLIEST_MS} ms): no market has candles "
+            "that old (are these seconds rather than milliseconds?)",
+            request_id,
+        )
     last_closed_end = tf.floor(now_ms)  # the current candle is not final yet
     if msg.start >= last_closed_end:
         return _error("future_range", "the requested range has no closed candle yet", request_id)
+    if msg.end > now_ms + MAX_END_AHEAD_MS:
+        return _error(
+            "bad_range", "end is more than a day in the future; ask up to now", request_id
+        )
+    rows = (min(msg.end, last_closed_end) - tf.floor(msg.start)) // tf.ms
+    if rows > MAX_BACKFILL_ROWS:
+        return _error(
+            "too_many_rows",
+            f"the range holds {rows:,} {tf.value} candles, more than {MAX_BACKFILL_ROWS:,} "
+            "in one request: split it",
+            request_id,
+        )
     item = WorkItem(
         kind="backfill",
         ticker=str(ticker),

@@ -8,6 +8,16 @@
   an inspector reads it (up to a budget per time window) and counts malformed
   frames. Being a PUB, the capture drops what the inspector does not read, so
   it never slows the fanout; under heavy load the count is a sample.
+
+Only platform parts publish: XSUB is a ZeroMQ CURVE server and a ZAP handler (pyzmq's
+authenticator, in its own thread) lets in only the public keys on the allowlist
+(``dexorder/relay_keys.py``). A publisher without an allowed key never completes its
+handshake, so nothing it sends reaches a subscriber. XPUB does the same for subscribers
+when ``relay.curve_subscribers`` is on (the cluster). The ROUTER stays open: a request
+only asks for public market data, each is validated, and the work it makes is what any
+client may ask for; in the cluster the NetworkPolicy limits who reaches it. CURVE costs
+a handshake per connection and encryption per message on that connection only, so the
+fanout's speed to unkeyed local subscribers is unchanged.
 """
 
 from __future__ import annotations
@@ -21,12 +31,22 @@ import structlog
 import zmq
 import zmq.asyncio
 from prometheus_client import Counter
+from zmq.auth.thread import ThreadAuthenticator
 
+from dexorder.relay_keys import (
+    PUBLISHER_DOMAIN,
+    SUBSCRIBER_DOMAIN,
+    RelayServerKeys,
+    serve_curve,
+)
 from dexorder.schemas import ErrorReply, encode
 from services.relay.requests import Outcome, handle_request
 
 REQUESTS = Counter("relay_requests_total", "Client requests by outcome", ["outcome"])
 MALFORMED = Counter("relay_malformed_frames_total", "Malformed frames seen, by socket", ["socket"])
+REFUSED = Counter(
+    "relay_refused_connections_total", "Connections whose CURVE key is not allowed", ["door"]
+)
 
 log = structlog.get_logger(part="relay")
 
@@ -65,27 +85,67 @@ def _valid_fanout(frames: list[bytes]) -> bool:
     return b":" in topic and len(topic) < 256
 
 
+class _Allowlist:
+    """The ZAP credentials check for one door: only the listed public keys get in."""
+
+    def __init__(self, door: str, allowed: dict[bytes, str], stats: dict[str, int]) -> None:
+        self.door, self.allowed, self.stats = door, allowed, stats
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        part = self.allowed.get(key)
+        if part is None:
+            self.stats[f"refused_{self.door}"] += 1
+            REFUSED.labels(self.door).inc()
+            log.warning("connection refused: key not allowed", door=self.door, key=key[:8])
+            return False
+        log.info("connection allowed", door=self.door, part=part)
+        return True
+
+
 @dataclass
 class Relay:
     """Binds the four channels and serves until :meth:`stop`."""
 
     addresses: RelayAddresses
     exchanges: frozenset[str]
+    keys: RelayServerKeys
     ctx: zmq.asyncio.Context = field(default_factory=zmq.asyncio.Context)
     stats: dict[str, int] = field(
-        default_factory=lambda: {"requests": 0, "errors": 0, "malformed_fanout": 0}
+        default_factory=lambda: {
+            "requests": 0,
+            "errors": 0,
+            "malformed_fanout": 0,
+            "refused_publishers": 0,
+            "refused_subscribers": 0,
+        }
     )
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _proxy_thread: threading.Thread | None = None
     _capture_addr: str = ""
     _control_addr: str = ""
     _sync: zmq.Context[zmq.Socket[bytes]] | None = None
+    _auth: ThreadAuthenticator | None = None
+
+    def _start_auth(self, sync: zmq.Context[zmq.Socket[bytes]]) -> None:
+        # The ZAP handler must run before the CURVE sockets bind: with none, libzmq
+        # would let every key in.
+        auth = self._auth = ThreadAuthenticator(sync)
+        auth.start()
+        doors = {PUBLISHER_DOMAIN: ("publishers", self.keys.publishers)}
+        if self.keys.subscribers is not None:
+            doors[SUBSCRIBER_DOMAIN] = ("subscribers", self.keys.subscribers)
+        for domain, (door, allowed) in doors.items():
+            auth.configure_curve_callback(domain, _Allowlist(door, dict(allowed), self.stats))
 
     def _start_proxy(self) -> None:
         # inproc needs one libzmq context: the proxy thread shares the asyncio one's
         sync = self._sync = zmq.Context.shadow(self.ctx.underlying)
+        self._start_auth(sync)
         xsub = sync.socket(zmq.XSUB)
         xpub = sync.socket(zmq.XPUB)
+        serve_curve(xsub, self.keys.server, PUBLISHER_DOMAIN)
+        if self.keys.subscribers is not None:
+            serve_curve(xpub, self.keys.server, SUBSCRIBER_DOMAIN)
         capture = sync.socket(zmq.PUB)
         control = sync.socket(zmq.PAIR)
         for s in (xsub, xpub):
@@ -173,6 +233,8 @@ class Relay:
             ctl.close()
             if self._proxy_thread:
                 self._proxy_thread.join(timeout=5)
+            if self._auth is not None:
+                self._auth.stop()
 
     async def _handle(
         self, router: zmq.asyncio.Socket, work: zmq.asyncio.Socket, frames: list[bytes]

@@ -19,6 +19,7 @@ from cloudevents.http import CloudEvent, from_http
 from dexorder.kafka import ensure_topics
 from dexorder.lake.query import lake_missing
 from dexorder.lake.table import ohlc_table, open_catalog
+from dexorder.record_signing import RecordKeys, record_keys, signed_record
 from dexorder.tokens import mint_token
 from gateway.platform_calls import platform_token
 from launcher.ephemeral import RunningPlatform
@@ -43,6 +44,7 @@ async def dispatching(s: Served, bootstrap: str, **over: Any) -> AsyncIterator[D
         bootstrap,
         triggers(**over),
         lambda t: f"{s.url}/functions/{t.function}/",
+        record_keys=record_keys(s.gw.cfg),
         auth=lambda: platform_token(keys),
     )
     task = asyncio.create_task(d.run())
@@ -59,12 +61,20 @@ async def dispatching(s: Served, bootstrap: str, **over: Any) -> AsyncIterator[D
 
 
 async def produce(
-    bootstrap: str, topic: str, value: Any, key: str = "k", headers: Any = None
+    bootstrap: str,
+    topic: str,
+    value: Any,
+    key: str = "k",
+    headers: Any = None,
+    *,
+    signer: RecordKeys,
 ) -> None:
+    """Produce as a platform part does: signed with the platform's record key."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
         body = value if isinstance(value, bytes) else json.dumps(value).encode()
+        headers = [*(headers or []), *signed_record(signer, topic, body)]
         await producer.send_and_wait(topic, body, key=key.encode(), headers=headers)
     finally:
         await producer.stop()
@@ -105,18 +115,19 @@ async def test_notifications_reach_the_person_once_and_failures_are_dead_lettere
     alice = await served.sign_up("alice@example.com")
     bob = await served.sign_up("bob@example.com")  # has no channel open
     a_id, b_id = alice["account"]["id"], bob["account"]["id"]
+    signer = record_keys(served.gw.cfg)
     await ensure_topics(kafka, {"notifications": 3})
     async with served.socket(alice["access_token"]) as ws, dispatching(served, kafka) as d:
         alert = note(
             a_id, "n-1", ticker="BINANCE:BTC/USDT", condition="above", price=1, triggered_price=2
         )
-        await produce(kafka, "notifications", alert, key=a_id)
+        await produce(kafka, "notifications", alert, key=a_id, signer=signer)
         frame = await ws.until("event")
         assert frame["event_id"] == "n-1" and "went above 1" in frame["text"]
 
-        await produce(kafka, "notifications", alert, key=a_id)  # the same event again
-        await produce(kafka, "notifications", b"not json", key=a_id)
-        await produce(kafka, "notifications", note(b_id, "n-2"), key=b_id)
+        await produce(kafka, "notifications", alert, key=a_id, signer=signer)  # the same again
+        await produce(kafka, "notifications", b"not json", key=a_id, signer=signer)
+        await produce(kafka, "notifications", note(b_id, "n-2"), key=b_id, signer=signer)
         dead = await read(kafka, "notifications.dlq", 2)
         codes = sorted(dict(r.headers)["knativeerrorcode"].decode() for r in dead)
         assert codes == ["400", "503"]  # malformed: at once; no channel: after the retries
@@ -187,7 +198,11 @@ async def test_the_tool_proxy_answers_a_cloudevent_with_a_cloudevent(
     await ensure_topics(kafka, {"tool.calls": 3})
     async with dispatching(served, kafka):
         await produce(
-            kafka, "tool.calls", None or body, headers=[(k, v.encode()) for k, v in headers.items()]
+            kafka,
+            "tool.calls",
+            body,
+            headers=[(k, v.encode()) for k, v in headers.items()],
+            signer=record_keys(served.gw.cfg),
         )
         (result_record,) = await read(kafka, "tool.results", 1)
     reply_headers = {k: v.decode() for k, v in result_record.headers}
@@ -204,11 +219,13 @@ async def test_backfill_requests_from_kafka_reach_the_lake(platform: RunningPlat
             bootstrap,
             "backfill.requests",
             {"ticker": "BINANCE:BTC/USDT", "timeframe": "1h", "start": start, "end": end},
+            signer=record_keys(cfg),
         )
         await produce(
             bootstrap,
             "backfill.requests",
             {"ticker": "NOPE", "timeframe": "1h", "start": 1, "end": 2},
+            signer=record_keys(cfg),
         )
         (dead,) = await read(bootstrap, "backfill.requests.dlq", 1)
         assert dict(dead.headers)["knativeerrorcode"] == b"400"
@@ -227,13 +244,15 @@ async def test_a_restarted_dispatcher_resumes_after_what_it_delivered(
 ) -> None:
     alice = await served.sign_up("alice@example.com")
     a_id = alice["account"]["id"]
+    signer = record_keys(served.gw.cfg)
     await ensure_topics(kafka, {"notifications": 3})
     async with served.socket(alice["access_token"]) as ws:
-        await produce(kafka, "notifications", note(a_id, "r-1"), key=a_id)  # while none runs
+        # while no dispatcher runs
+        await produce(kafka, "notifications", note(a_id, "r-1"), key=a_id, signer=signer)
         async with dispatching(served, kafka) as d:
             assert (await ws.until("event"))["event_id"] == "r-1"
         assert d.stats["delivered"] == 1
-        await produce(kafka, "notifications", note(a_id, "r-2"), key=a_id)
+        await produce(kafka, "notifications", note(a_id, "r-2"), key=a_id, signer=signer)
         async with dispatching(served, kafka) as d:
             assert (await ws.until("event"))["event_id"] == "r-2"
         assert d.stats["delivered"] == 1  # r-1 was not sent again

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from dexorder.record_signing import record_keys, signed_record
 from launcher.ephemeral import RunningPlatform, ephemeral_env, in_environment, start_platform
 from tests.gateway.served import run_cli
 
@@ -55,7 +56,9 @@ async def test_chat_and_notifications_through_the_platform_dexorder_up_starts(
                     "kind": "alert",
                     "payload": {"ticker": "BINANCE:ETH/USDT", "condition": "below", "price": 3000},
                 }
-                await producer.send_and_wait("notifications", json.dumps(note).encode())
+                body = json.dumps(note).encode()  # as a platform part produces it: signed
+                signature = signed_record(record_keys(up.cfg), "notifications", body)
+                await producer.send_and_wait("notifications", body, headers=signature)
             finally:
                 await producer.stop()
             frame = json.loads((await ws.receive(timeout=60)).data)

@@ -16,6 +16,7 @@ import zmq
 import zmq.asyncio
 
 from dexorder.client import request
+from dexorder.relay_keys import connect_publisher, publisher
 from dexorder.schemas import (
     Ack,
     BackfillRequest,
@@ -152,7 +153,7 @@ async def test_garbage_on_every_socket_is_survived_and_reported(relay: RunningPl
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(addr(relay, r.xpub_port))
     pub = ctx.socket(zmq.PUB)
-    pub.connect(addr(relay, r.xsub_port))
+    connect_publisher(pub, publisher(relay.cfg, "stream"))  # a platform part, garbage and all
     # XPUB: a peer sending junk upstream
     junk = ctx.socket(zmq.XSUB)
     junk.connect(addr(relay, r.xpub_port))
