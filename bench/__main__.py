@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from bench import agent, gateway, history, latency, relay_fanout, stream_throughput
+from bench import agent, gateway, history, latency, relay_fanout, sandbox, stream_throughput
 
 BENCHES = {
     "stream": stream_throughput.main,
@@ -14,6 +14,7 @@ BENCHES = {
     "history": history.main,
     "agent": agent.main,
     "gateway": gateway.main,
+    "sandbox": sandbox.main,
 }
 
 
@@ -60,6 +61,9 @@ def main(argv: list[str]) -> int:
         g = results["gateway"]
         checks.append(("(f) gateway overhead p50 < 30 ms", g["overhead_p50_ms"] < 30))
         checks.append(("(f) cold first answer < 3 s", g["cold_first_answer_s"] < 3))
+    if results.get("sandbox"):
+        added = results["sandbox"]["added_ms"]
+        checks.append(("(g) sandbox isolation adds < 300 ms to start-up", added < 300))
     for label, ok in checks:
         print(f"  {'met ' if ok else 'MISSED'}  {label}")
     return 0

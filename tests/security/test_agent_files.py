@@ -22,8 +22,10 @@ from agent.sandbox import isolation
 from dexorder.config import Settings
 from tests.agent.conftest import Agent, fill_lake, serve_agent
 
+# skipped on a machine without the sandbox, never in CI (.ci/run installs bubblewrap)
 pytestmark = pytest.mark.skipif(
-    not isolation.status().available, reason=f"no kernel sandbox: {isolation.status().reason}"
+    not isolation.status().available and not os.environ.get("CI"),
+    reason=f"no kernel sandbox here: {isolation.status().reason}",
 )
 
 BACKTEST = {

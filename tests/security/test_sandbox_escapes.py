@@ -29,8 +29,10 @@ TAMPER = (
     "    _rules.clear()\n"
 )
 
+# skipped on a machine without the sandbox, never in CI (.ci/run installs bubblewrap)
 pytestmark = pytest.mark.skipif(
-    not isolation.status().available, reason=f"no kernel sandbox: {isolation.status().reason}"
+    not isolation.status().available and not os.environ.get("CI"),
+    reason=f"no kernel sandbox here: {isolation.status().reason}",
 )
 
 

@@ -17,7 +17,6 @@ large reply cannot block the run while the parent waits on its output.
 
 from __future__ import annotations
 
-import logging
 import os
 import resource
 import selectors
@@ -32,10 +31,11 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
+import structlog
 
 from agent.sandbox import isolation, protocol
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(part="agent")
 
 Isolation = Literal["kernel", "none"]
 #: the limit a run breached
@@ -295,5 +295,6 @@ def warn_if_unisolated(mode: Isolation) -> None:
     if mode == "none":
         log.warning(
             "agent.sandbox.isolation is 'none': the person's code runs without the kernel "
-            "sandbox and can read what this process can; only for a single-user machine"
+            "sandbox and can read and reach whatever this agent can; only for a single-user "
+            "machine"
         )
