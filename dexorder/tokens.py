@@ -31,6 +31,10 @@ from dexorder.config import ConfigError, Settings
 from dexorder.secret_files import secret_file
 
 AUDIENCE = "dexorder-agent"
+#: The audience of the platform's tokens for the embedding service: the embedder takes
+#: only these (kind ``service``), and nothing else takes them. A person's own tokens
+#: (personal access tokens, their agent's service tokens) never reach the embedder.
+EMBEDDER_AUDIENCE = "dexorder-embedder"
 ALGORITHM = "EdDSA"
 TokenKind = Literal["service", "pat"]
 _USER = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -93,9 +97,14 @@ def keys_from_private(private_pem: str) -> TokenKeys:
 
 
 def mint_token(
-    keys: TokenKeys, user: str, kind: TokenKind = "service", ttl_s: int | None = 3600
+    keys: TokenKeys,
+    user: str,
+    kind: TokenKind = "service",
+    ttl_s: int | None = 3600,
+    audience: str = AUDIENCE,
 ) -> str:
-    """A token for ``user``'s agent; ``ttl_s`` None makes one that never expires."""
+    """A token for ``user``'s agent (or for ``audience``); ``ttl_s`` None makes one that
+    never expires (the gateway accepts none such: ``gateway.max_token_ttl_days``)."""
     if keys.private_pem is None:
         raise InvalidToken("this process holds only the public key; it cannot make tokens")
     now = int(time.time())
@@ -104,21 +113,27 @@ def mint_token(
         "kind": kind,
         "jti": uuid.uuid4().hex,
         "iat": now,
-        "aud": AUDIENCE,
+        "aud": audience,
     }
     if ttl_s is not None:
         claims["exp"] = now + ttl_s
     return jwt.encode(claims, keys.private_pem, algorithm=ALGORITHM)
 
 
-def verify_token(keys: TokenKeys, token: str, revoked: frozenset[str] = frozenset()) -> TokenClaims:
-    """The claims of ``token``; raise :class:`InvalidToken` saying why not."""
+def verify_token(
+    keys: TokenKeys,
+    token: str,
+    revoked: frozenset[str] = frozenset(),
+    audience: str = AUDIENCE,
+) -> TokenClaims:
+    """The claims of ``token`` (made for ``audience``); raise :class:`InvalidToken` saying
+    why not."""
     try:
         claims = jwt.decode(
             token,
             keys.public_pem,
             algorithms=[ALGORITHM],
-            audience=AUDIENCE,
+            audience=audience,
             options={"require": ["sub", "jti", "iat", "aud"]},
         )
     except jwt.ExpiredSignatureError:
@@ -131,6 +146,11 @@ def verify_token(keys: TokenKeys, token: str, revoked: frozenset[str] = frozense
     if claims["jti"] in revoked:
         raise InvalidToken("token revoked")
     return TokenClaims(claims["sub"], kind, claims["jti"], claims.get("exp"))
+
+
+def embedder_token(keys: TokenKeys, principal: str, ttl_s: int = 300) -> str:
+    """A platform token for the embedding service, naming who calls (for its logs)."""
+    return mint_token(keys, principal, "service", ttl_s, audience=EMBEDDER_AUDIENCE)
 
 
 def token_keys(cfg: Settings) -> TokenKeys:

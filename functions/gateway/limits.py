@@ -47,6 +47,12 @@ class Counter(Protocol):
 
     async def get(self, key: str) -> int: ...
 
+    async def put(self, key: str, value: int, ttl_s: int) -> None:
+        """Set ``key`` to ``value`` for ``ttl_s`` seconds (a new expiry)."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
 
 class MemoryCounter:
     """Counts in this process (one gateway process on one machine)."""
@@ -70,6 +76,12 @@ class MemoryCounter:
         value, expires = self._values.get(key, (0, 0.0))
         return value if expires > self.clock() else 0
 
+    async def put(self, key: str, value: int, ttl_s: int) -> None:
+        self._values[key] = (value, self.clock() + ttl_s)
+
+    async def delete(self, key: str) -> None:
+        self._values.pop(key, None)
+
 
 class RedisCounter:
     """Counts in Redis: INCRBY then EXPIRE in one transaction."""
@@ -90,6 +102,12 @@ class RedisCounter:
     async def get(self, key: str) -> int:
         raw = await self.redis.get(self.prefix + key)
         return int(raw) if raw is not None else 0
+
+    async def put(self, key: str, value: int, ttl_s: int) -> None:
+        await self.redis.set(self.prefix + key, value, ex=ttl_s)
+
+    async def delete(self, key: str) -> None:
+        await self.redis.delete(self.prefix + key)
 
     async def close(self) -> None:
         await self.redis.aclose()

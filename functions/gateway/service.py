@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import structlog
 from dexorder.config import Settings
 from dexorder.embeddings import EmbeddingClient, EmbeddingUnavailable
 from dexorder.secret_files import secret_file
-from dexorder.tokens import InvalidToken, TokenKeys, mint_token, token_keys, verify_token
+from dexorder.tokens import InvalidToken, TokenKeys, embedder_token, token_keys, verify_token
 from gateway.accounts.db import engine_for, migrate
 from gateway.accounts.sessions import SessionClaims, Sessions
 from gateway.accounts.store import AccountError, Accounts, AccountView
@@ -31,11 +32,14 @@ from gateway.harness.turn import Harness, TurnResult
 from gateway.limits import Limits, MemoryCounter, RedisCounter
 from gateway.provisioning import LocalProvisioner, Provisioner, ProvisioningError
 from gateway.telegram import BotApi, SeenUpdates
+from gateway.throttle import AuthPolicies, Throttle
 
 log = structlog.get_logger(part="gateway")
 
 #: The account id the gateway's own calls to platform services are made as.
 GATEWAY_PRINCIPAL = "gateway"
+#: Leeway for the clocks of whoever minted a token (its expiry vs the maximum).
+_CLOCK_SKEW_S = 300
 
 
 class Refused(Exception):
@@ -96,6 +100,8 @@ class Gateway:
             hub.deliver,
             sender=self._event_sender,
         )
+        #: sign-up, login and Telegram /link guesses, counted where the rate limits are
+        self.throttle = Throttle(limits.counter, AuthPolicies.from_config(cfg.gateway.auth_limits))
         self._turn_locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -118,7 +124,7 @@ class Gateway:
         knowledge = None
         if cfg.embedder.enabled:
             embedder = EmbeddingClient(
-                cfg.embedder.url, lambda: mint_token(keys, GATEWAY_PRINCIPAL, "service", 300)
+                cfg.embedder.url, lambda: embedder_token(keys, GATEWAY_PRINCIPAL)
             )
             knowledge = KnowledgeBase(
                 embedder, path=Path(cfg.home) / "state" / "gateway" / "qdrant", url=g.qdrant_url
@@ -204,9 +210,31 @@ class Gateway:
             # which error to show: the one of the kind of token it claims to be
             message = str(exc) if "expired" in str(exc) else session_error
             raise Refused(401, message or "invalid token") from None
+        max_ttl_s = self.cfg.gateway.max_token_ttl_days * 86_400
+        if (
+            agent_claims.expires_at is None
+            or agent_claims.expires_at - time.time() > max_ttl_s + _CLOCK_SKEW_S
+        ):
+            # made before the maximum applied (or outside the gateway): never accepted
+            raise Refused(
+                401,
+                "this token never expires or outlives the platform's maximum of "
+                f"{self.cfg.gateway.max_token_ttl_days} days; make a new one",
+            )
         if agent_claims.token_id in self.accounts.revoked_pat_ids(agent_claims.user):
             raise Refused(401, "token revoked")
         return Caller(self._account(agent_claims.user), "token")
+
+    @staticmethod
+    def require_session(caller: Caller, what: str) -> None:
+        """Refuse (403) what only a login session may do: a token (a personal access token,
+        say, stolen from a client's config) cannot make more tokens or delete the account."""
+        if caller.via != "session":
+            raise Refused(
+                403,
+                f"only a login session can {what}; a personal access token cannot. "
+                "Log in (POST /api/auth/login) and use its access token",
+            )
 
     def _account(self, account_id: str) -> AccountView:
         try:

@@ -17,7 +17,7 @@ from agent.workspace import Workspace
 from dexorder.config import Settings
 from dexorder.embeddings import EmbeddingClient
 from dexorder.schemas import Candle
-from dexorder.tokens import TokenKeys, check_user_id, mint_token, token_keys
+from dexorder.tokens import TokenKeys, check_user_id, embedder_token, mint_token, token_keys
 
 
 @dataclass
@@ -51,7 +51,7 @@ class PersonAgent:
         self.broker = PaperBroker(self.state_dir / "paper.json")
         self.keys: TokenKeys = token_keys(cfg)
         self.memory = ConversationMemory(
-            self.state_dir / "memory", EmbeddingClient(cfg.embedder.url, self.service_token)
+            self.state_dir / "memory", EmbeddingClient(cfg.embedder.url, self.embedder_token)
         )
         self.events: EventPublisher | None = None
         self.feed: PriceFeed | None = None
@@ -108,6 +108,12 @@ class PersonAgent:
         if self.cfg.agent.service_token:
             return self.cfg.agent.service_token
         return mint_token(self.keys, self.user, "service", ttl_s=300)
+
+    def embedder_token(self) -> str:
+        """A token for the embedding service (it takes only its own audience's tokens)."""
+        if self.cfg.agent.embedder_token:
+            return self.cfg.agent.embedder_token
+        return embedder_token(self.keys, self.user)
 
     def revoked_tokens(self) -> frozenset[str]:
         """Ids of the person's revoked personal access tokens (the gateway writes them)."""

@@ -1,7 +1,10 @@
 """``POST /embed {"texts": [...]}`` → ``{"vectors": [[...384 floats], ...], "model": ...}``.
 
 Vectors are L2-normalised (cosine similarity is a dot product). Requests
-need a platform bearer token (checked with the public key). The model
+need a platform token made for this service (audience ``dexorder-embedder``,
+kind ``service``, checked with the public key): a person's personal access
+token or their agent's service token is refused, so nobody outside the
+platform spends its CPU or probes its cache of recent texts. The model
 loads in the background (seconds); until then ``/healthz`` says ``ready:
 false`` and ``/embed`` answers 503, which clients retry.
 """
@@ -18,7 +21,8 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from dexorder.embeddings import DIMENSIONS, MAX_TEXT_CHARS, MAX_TEXTS, MODEL_NAME
-from dexorder.tokens import InvalidToken, TokenKeys, verify_token
+from dexorder.json_input import UnsafeInput, decode_json
+from dexorder.tokens import EMBEDDER_AUDIENCE, InvalidToken, TokenKeys, verify_token
 
 EMBEDDED = Counter("embedder_texts_total", "Texts embedded")
 SECONDS = Histogram("embedder_request_seconds", "Time to embed one request")
@@ -80,19 +84,22 @@ class Embedder:
         if scheme.lower() != "bearer":
             return False
         try:
-            verify_token(self.keys, token.strip())
+            claims = verify_token(self.keys, token.strip(), audience=EMBEDDER_AUDIENCE)
         except InvalidToken:
             return False
-        return True
+        return claims.kind == "service"
 
     async def embed(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             self.stats["refused"] += 1
-            return web.json_response({"error": "missing or invalid bearer token"}, status=401)
+            return web.json_response(
+                {"error": "missing or invalid bearer token (a platform token is required)"},
+                status=401,
+            )
         try:
-            body = await request.json()
-        except ValueError:
-            return web.json_response({"error": "the body must be JSON"}, status=400)
+            body = decode_json(await request.read())
+        except UnsafeInput as exc:
+            return web.json_response({"error": str(exc)}, status=400)
         texts = body.get("texts") if isinstance(body, dict) else None
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             return web.json_response({"error": '"texts" must be a list of strings'}, status=400)

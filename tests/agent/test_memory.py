@@ -9,7 +9,7 @@ import pytest
 
 from agent.person import PersonAgent
 from dexorder.config import Settings
-from dexorder.tokens import mint_token, token_keys
+from dexorder.tokens import embedder_token, token_keys
 from launcher.ephemeral import free_port
 from tests.agent.conftest import serve_agent
 from tests.agent.test_mcp_server import data, error
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 async def test_the_service_embeds_and_refuses_bad_requests(embedder: tuple[str, Path]) -> None:
     url, home = embedder
-    token = mint_token(token_keys(Settings(home=home)), "alice")
+    token = embedder_token(token_keys(Settings(home=home)), "alice")
     async with httpx2.AsyncClient(base_url=url, timeout=30) as http:
         assert (await http.post("/embed", json={"texts": ["x"]})).status_code == 401
         auth = {"Authorization": f"Bearer {token}"}

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from dexorder.config import Settings
 from dexorder.embeddings import EmbeddingClient
-from dexorder.tokens import mint_token, token_keys
+from dexorder.tokens import embedder_token, token_keys
 from gateway.accounts.models import DeliveredEvent
 from gateway.harness.knowledge import GLOBAL, KnowledgeBase, chunks
 from tests.gateway.served import Served, alert_event, gateway_settings, serve_gateway
@@ -26,7 +26,7 @@ async def knowledge(embedder: tuple[str, Path], tmp_path: Path) -> AsyncIterator
     url, home = embedder
     keys = token_keys(Settings(home=home))
     kb = KnowledgeBase(
-        EmbeddingClient(url, lambda: mint_token(keys, "gateway")), path=tmp_path / "qdrant"
+        EmbeddingClient(url, lambda: embedder_token(keys, "gateway")), path=tmp_path / "qdrant"
     )
     yield kb
     await kb.close()
@@ -111,7 +111,7 @@ async def test_what_alice_asks_to_remember_reaches_her_prompts_and_never_bobs(
             gateway={"anthropic_base_url": api_url},
         )
         kb = KnowledgeBase(
-            EmbeddingClient(url, lambda: mint_token(token_keys(cfg), "gateway")),
+            EmbeddingClient(url, lambda: embedder_token(token_keys(cfg), "gateway")),
             path=tmp_path / "kb",
         )
         await kb.load_folder()

@@ -4,7 +4,9 @@ An access token (HS256, audience ``dexorder-gateway``, 15 minutes by default)
 names the account and its tier; logout revokes its id until it would have
 expired. A refresh token is an opaque random string stored only as its hash;
 each use returns a new pair and retires the old token, and using a retired
-token again (a sign it was stolen) revokes every token of that login.
+token again (a sign it was stolen) revokes every token of that login: its
+refresh tokens and, through the login's id (``fam``) in every access token and
+checked at each use, its access tokens too, before they would expire.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class SessionClaims:
     tier: str
     jti: str
     expires_at: int
+    #: the login this session belongs to (all rotations of one refresh token)
+    family: str | None = None
 
 
 class Sessions:
@@ -65,11 +69,13 @@ class Sessions:
 
     def issue(self, account: AccountView, family: str | None = None) -> TokenPair:
         now = self._now()
+        family = family or uuid.uuid4().hex
         access = jwt.encode(
             {
                 "sub": account.id,
                 "tier": account.tier,
                 "jti": uuid.uuid4().hex,
+                "fam": family,
                 "iat": now,
                 "exp": now + self.access_ttl_s,
                 "aud": AUDIENCE,
@@ -83,7 +89,7 @@ class Sessions:
                 RefreshToken(
                     id=hashlib.sha256(refresh.encode()).hexdigest(),
                     account_id=account.id,
-                    family=family or uuid.uuid4().hex,
+                    family=family,
                     expires_at=now + self.refresh_ttl_s,
                 )
             )
@@ -108,11 +114,24 @@ class Sessions:
             raise AccountError("invalid session token", 401) from None
         if not isinstance(claims["exp"], int) or claims["exp"] <= self._now():
             raise AccountError("session expired; refresh or log in again", 401)
+        family = claims.get("fam")
         with Session(self.engine) as s:
             if s.get(RevokedSession, claims["jti"]) is not None:
                 raise AccountError("session ended (logged out)", 401)
+            # a login whose refresh tokens were revoked (reuse of a retired one, logout
+            # with the refresh token, every session ended) ends its access tokens too
+            if isinstance(family, str) and s.scalar(
+                select(RefreshToken.id)
+                .where(RefreshToken.family == family, RefreshToken.revoked_at.is_not(None))
+                .limit(1)
+            ):
+                raise AccountError("session ended (its login was revoked)", 401)
         return SessionClaims(
-            claims["sub"], claims.get("tier", "free"), claims["jti"], claims["exp"]
+            claims["sub"],
+            claims.get("tier", "free"),
+            claims["jti"],
+            claims["exp"],
+            family if isinstance(family, str) else None,
         )
 
     def refresh(self, refresh_token: str) -> TokenPair:

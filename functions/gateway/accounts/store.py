@@ -151,15 +151,17 @@ class Accounts:
     # --- personal access tokens ------------------------------------------------------
 
     def create_pat(
-        self, account_id: str, name: str, keys: TokenKeys, ttl_days: int | None = 90
+        self, account_id: str, name: str, keys: TokenKeys, ttl_days: int = 90
     ) -> tuple[str, PersonalAccessToken]:
-        """A new token for ``account_id``'s agent; the token is shown once and not kept."""
+        """A new token for ``account_id``'s agent; the token is shown once and not kept.
+        Every token expires (the caller keeps ``ttl_days`` within the platform's maximum)."""
         name = name.strip()
         if not 1 <= len(name) <= 100:
             raise AccountError("a token needs a name of 1 to 100 characters")
+        if not ttl_days or ttl_days < 1:
+            raise AccountError("a token needs a life of at least one day (every token expires)")
         self.get(account_id)
-        ttl = ttl_days * 86_400 if ttl_days else None
-        token = mint_token(keys, account_id, "pat", ttl)
+        token = mint_token(keys, account_id, "pat", ttl_days * 86_400)
         claims = verify_token(keys, token)
         pat = PersonalAccessToken(
             id=claims.token_id,

@@ -11,35 +11,79 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.accounts.sessions import TokenPair
-from gateway.accounts.store import AccountView
+from gateway.accounts.store import AccountError, AccountView
 from gateway.api.common import answers_refusals, body, caller, error, gateway_of, text_field
+from gateway.limits import Verdict
 from gateway.service import Refused
 from gateway.telegram import check_login_widget
+from gateway.throttle import account_key, address_key
+
+#: A personal access token's life when none is asked for (days).
+DEFAULT_PAT_DAYS = 90
 
 
 def _session(account: AccountView, pair: TokenPair, status: int = 200) -> JSONResponse:
     return JSONResponse({"account": asdict(account), **asdict(pair)}, status_code=status)
 
 
+def _too_many(verdict: Verdict) -> Refused:
+    # the same words whatever was throttled (address, account, lockout or backoff): a 429
+    # says nothing about whether the account exists
+    return Refused(
+        429,
+        f"too many attempts; try again in {verdict.retry_after_s} s",
+        verdict.retry_after_s,
+    )
+
+
 @answers_refusals
 async def signup(request: Request) -> Response:
     data = await body(request)
     gw = gateway_of(request)
-    account = await asyncio.to_thread(
-        gw.accounts.sign_up, text_field(data, "email", 320), text_field(data, "password", 1024)
-    )
+    email, password = text_field(data, "email", 320), text_field(data, "password", 1024)
+    address = address_key(request.client.host if request.client else None)
+    policies = gw.throttle.policies
+    verdict = await gw.throttle.attempt((address, policies.address))
+    if verdict.allowed:
+        verdict = await gw.throttle.count(f"signup:{address}", policies.signups_per_hour, 3600)
+        if not verdict.allowed:
+            await gw.throttle.succeeded(uncount=(address,))
+    if not verdict.allowed:
+        raise _too_many(verdict)
+    try:
+        account = await asyncio.to_thread(gw.accounts.sign_up, email, password)
+    except AccountError as exc:
+        if exc.status == 409:  # probing which emails have accounts: a failed guess
+            await gw.throttle.failed((address, policies.address))
+        else:
+            await gw.throttle.succeeded(uncount=(address,))
+        raise
+    await gw.throttle.succeeded(uncount=(address,))
     return _session(account, await asyncio.to_thread(gw.sessions.issue, account), 201)
 
 
 @answers_refusals
 async def login(request: Request) -> Response:
+    """A session for the right email and password. Wrong password, no such account and a
+    passwordless account are one answer (401); too many attempts from the address or on
+    the email (existing or not) are one other (429 with Retry-After)."""
     data = await body(request)
     gw = gateway_of(request)
-    account = await asyncio.to_thread(
-        gw.accounts.authenticate,
-        text_field(data, "email", 320),
-        text_field(data, "password", 1024),
+    email, password = text_field(data, "email", 320), text_field(data, "password", 1024)
+    policies = gw.throttle.policies
+    keyed = (
+        (address_key(request.client.host if request.client else None), policies.address),
+        (account_key(email), policies.account),
     )
+    verdict = await gw.throttle.attempt(*keyed)
+    if not verdict.allowed:
+        raise _too_many(verdict)
+    try:
+        account = await asyncio.to_thread(gw.accounts.authenticate, email, password)
+    except AccountError:
+        await gw.throttle.failed(*keyed)
+        raise
+    await gw.throttle.succeeded(forget=(keyed[1][0],), uncount=(keyed[0][0],))
     return _session(account, await asyncio.to_thread(gw.sessions.issue, account))
 
 
@@ -96,6 +140,7 @@ async def me(request: Request) -> Response:
     who = caller(request)
     gw = gateway_of(request)
     if request.method == "DELETE":
+        gw.require_session(who, "delete the account")
         return JSONResponse(await gw.delete_account(who))
     used = await gw.limits.used(who.id)
     tier = gw.limits.tiers[who.account.tier]
@@ -127,10 +172,18 @@ async def tokens(request: Request) -> Response:
     gw = gateway_of(request)
     if request.method == "GET":
         return JSONResponse({"tokens": [_pat(p) for p in gw.accounts.list_pats(who.id)]})
+    gw.require_session(who, "create tokens")
     data = await body(request)
-    days = data.get("ttl_days", 90)
-    if days is not None and (not isinstance(days, int) or not 1 <= days <= 3650):
-        raise Refused(400, "'ttl_days' must be a whole number of days from 1 to 3650, or null")
+    # every token expires, within the platform's maximum: a longer one (or null, "never")
+    # is refused rather than cut short, so nobody holds a token that ends sooner than asked
+    longest = gw.cfg.gateway.max_token_ttl_days
+    days = data.get("ttl_days", min(DEFAULT_PAT_DAYS, longest))
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= longest:
+        raise Refused(
+            400,
+            f"'ttl_days' must be a whole number of days from 1 to {longest} "
+            "(every token expires; gateway.max_token_ttl_days)",
+        )
     token, pat = await asyncio.to_thread(
         gw.accounts.create_pat, who.id, text_field(data, "name", 100), gw.keys, days
     )
@@ -148,6 +201,7 @@ async def revoke_token(request: Request) -> Response:
 async def link_code(request: Request) -> Response:
     who = caller(request)
     gw = gateway_of(request)
+    gw.require_session(who, "make Telegram link codes")
     if gw.bot is None:
         return error(404, "Telegram is not configured on this platform")
     code = await asyncio.to_thread(gw.accounts.telegram_link_code, who.id)

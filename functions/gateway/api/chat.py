@@ -23,7 +23,16 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.accounts.store import AccountError
-from gateway.api.common import answers_refusals, bearer, body, caller, gateway_of, text_field
+from gateway.api.common import (
+    MAX_BODY,
+    answers_refusals,
+    bearer,
+    body,
+    caller,
+    gateway_of,
+    json_object,
+    text_field,
+)
 from gateway.service import Refused
 
 log = structlog.get_logger(part="gateway")
@@ -32,6 +41,8 @@ log = structlog.get_logger(part="gateway")
 AUTH_TIMEOUT_S = 10.0
 #: The most frames a client may have waiting (messages sent while a turn runs).
 MAX_QUEUED = 8
+#: The largest frame read (characters), as for an HTTP body.
+MAX_FRAME_CHARS = MAX_BODY
 
 
 @answers_refusals
@@ -70,23 +81,30 @@ class _Socket:
             await self.ws.send_text(json.dumps(message))
 
 
+async def _frame(ws: WebSocket) -> dict[str, Any]:
+    """The next frame's JSON object; :class:`Refused` (400) for a binary frame or one that
+    is not an acceptable JSON object (the same rules as HTTP bodies), and
+    :class:`WebSocketDisconnect` when the client has gone."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    text = message.get("text")
+    if text is None:
+        raise Refused(400, "frames must be JSON text, not binary")
+    if len(text) > MAX_FRAME_CHARS:
+        raise Refused(413, f"frame too large (at most {MAX_FRAME_CHARS // 1024} KB)")
+    return json_object(text, "the frame")
+
+
 async def _token(ws: WebSocket) -> str:
     """The bearer token of the header, or of the first frame."""
     if ws.headers.get("authorization"):
         return bearer(ws)
     try:
-        first = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT_S)
+        msg = await asyncio.wait_for(_frame(ws), AUTH_TIMEOUT_S)
     except TimeoutError:
         raise Refused(401, "no auth message within 10s") from None
-    try:
-        msg = json.loads(first)
-    except ValueError:
-        raise Refused(400, "frames must be JSON") from None
-    if (
-        not isinstance(msg, dict)
-        or msg.get("type") != "auth"
-        or not isinstance(msg.get("token"), str)
-    ):
+    if msg.get("type") != "auth" or not isinstance(msg.get("token"), str):
         raise Refused(401, 'the first frame must be {"type": "auth", "token": "…"}')
     return str(msg["token"])
 
@@ -111,22 +129,13 @@ async def chat_ws(ws: WebSocket) -> None:
     try:
         await sock.send({"type": "ready", "account": asdict(who.account)})
         while True:
-            frame = await ws.receive_text()
             try:
-                msg = json.loads(frame)
-                if not isinstance(msg, dict) or msg.get("type") != "message":
-                    raise ValueError
-                text = msg["text"]
-                if not isinstance(text, str):
-                    raise ValueError
-            except (ValueError, KeyError):
-                await sock.send(
-                    {
-                        "type": "error",
-                        "status": 400,
-                        "text": 'expected {"type": "message", "text": "…"}',
-                    }
-                )
+                msg = await _frame(ws)
+                text = msg.get("text")
+                if msg.get("type") != "message" or not isinstance(text, str):
+                    raise Refused(400, 'expected {"type": "message", "text": "…"}')
+            except Refused as exc:  # the socket stays open: the next frame may be right
+                await sock.send({"type": "error", "status": exc.status, "text": exc.message})
                 continue
             try:
                 queue.put_nowait(text)

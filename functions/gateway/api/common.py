@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
+from dexorder.json_input import UnsafeInput, decode_json
 from gateway.accounts.store import AccountError
 from gateway.service import Caller, Gateway, Refused
 
@@ -63,8 +63,24 @@ def caller(conn: HTTPConnection) -> Caller:
     return gateway_of(conn).authenticate(bearer(conn))
 
 
-async def body(request: Request) -> dict[str, Any]:
-    """The request's JSON object; :class:`Refused` (413/400) when too big or not an object."""
+def json_object(
+    raw: bytes | str, what: str = "the body", check_text: bool = True
+) -> dict[str, Any]:
+    """The JSON object of ``raw`` (an HTTP body or a WebSocket frame); :class:`Refused`
+    (400) when it is not one, or holds what no platform part accepts
+    (:mod:`dexorder.json_input`: deep nesting, NUL, lone surrogates, bidi controls)."""
+    try:
+        data = decode_json(raw or b"{}", check_text=check_text)
+    except UnsafeInput as exc:
+        raise Refused(400, f"{what} is refused: {exc}") from None
+    if not isinstance(data, dict):
+        raise Refused(400, f"{what} must be a JSON object")
+    return data
+
+
+async def body(request: Request, check_text: bool = True) -> dict[str, Any]:
+    """The request's JSON object; :class:`Refused` (413/400) when too big or not an
+    acceptable object (:func:`json_object`)."""
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > MAX_BODY:
         raise Refused(413, f"request body too large (at most {MAX_BODY // 1024} KB)")
@@ -73,13 +89,7 @@ async def body(request: Request) -> dict[str, Any]:
         raw += chunk
         if len(raw) > MAX_BODY:
             raise Refused(413, f"request body too large (at most {MAX_BODY // 1024} KB)")
-    try:
-        data = json.loads(raw or b"{}")
-    except ValueError:
-        raise Refused(400, "the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise Refused(400, "the body must be a JSON object")
-    return data
+    return json_object(raw, check_text=check_text)
 
 
 def text_field(data: dict[str, Any], name: str, max_len: int = 10_000) -> str:

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dexorder.json_input import text_problem
 from gateway.accounts.store import AccountError
 from gateway.api.common import answers_refusals, body, gateway_of
 from gateway.service import Caller, Gateway, Refused
@@ -36,7 +37,10 @@ async def webhook(request: Request) -> Response:
     given = request.headers.get("x-telegram-bot-api-secret-token", "")
     if not hmac.compare_digest(given.encode(), secret.encode()):
         raise Refused(401, "wrong or missing X-Telegram-Bot-Api-Secret-Token")
-    msg = parse_update(await body(request))
+    # a Telegram update carries what its sender typed in their name, too: its strings
+    # are not refused wholesale (a 400 makes Telegram re-send the update, holding up the
+    # bot's later ones); the message text, the only one used, is checked in ``_handle``
+    msg = parse_update(await body(request, check_text=False))
     if msg is not None and gw.telegram_updates.first_time(msg.update_id):
         gw.spawn(handle(gw, msg))
     return JSONResponse({"ok": True})
@@ -58,17 +62,15 @@ async def _handle(gw: Gateway, msg: IncomingMessage) -> None:
     if msg.chat_id != msg.user_id:
         await gw.bot.send_text(msg.chat_id, "Talk to me in a private chat, please.")
         return
+    problem = text_problem(text)
+    if problem:
+        await gw.bot.send_text(msg.chat_id, f"Message refused: {problem}.")
+        return
     if text.startswith("/start"):
         await gw.bot.send_text(msg.chat_id, GREETING)
         return
     if text.startswith("/link"):
-        code = text.removeprefix("/link").strip()
-        try:
-            account = gw.accounts.redeem_link_code(code, msg.user_id)
-        except AccountError as exc:
-            await gw.bot.send_text(msg.chat_id, f"Linking failed: {exc}.")
-            return
-        await gw.bot.send_text(msg.chat_id, f"Linked to {account.email}. Ask me anything.")
+        await _link(gw, msg, text.removeprefix("/link").strip())
         return
     linked = gw.accounts.account_for_telegram(msg.user_id)
     if linked is None:
@@ -88,6 +90,28 @@ async def _handle(gw: Gateway, msg: IncomingMessage) -> None:
     await gw.bot.send_text(msg.chat_id, result.reply or "(no answer)")
     if result.attachments:
         await gw.hub.send_attachments(msg.chat_id, result.attachments)
+
+
+async def _link(gw: Gateway, msg: IncomingMessage, code: str) -> None:
+    """Redeem a link code, with wrong codes throttled per chat (a code is 32 bits and
+    lives ten minutes: unthrottled, a script could try them all)."""
+    assert gw.bot is not None
+    keyed = (f"link:{msg.chat_id}", gw.throttle.policies.link)
+    verdict = await gw.throttle.attempt(keyed)
+    if not verdict.allowed:
+        minutes = max(1, round(verdict.retry_after_s / 60))
+        await gw.bot.send_text(
+            msg.chat_id, f"Too many link attempts from this chat; try again in {minutes} min."
+        )
+        return
+    try:
+        account = gw.accounts.redeem_link_code(code, msg.user_id)
+    except AccountError as exc:
+        await gw.throttle.failed(keyed)
+        await gw.bot.send_text(msg.chat_id, f"Linking failed: {exc}.")
+        return
+    await gw.throttle.succeeded(forget=(keyed[0],))
+    await gw.bot.send_text(msg.chat_id, f"Linked to {account.email}. Ask me anything.")
 
 
 routes = [Route("/telegram/webhook", webhook, methods=["POST"])]
