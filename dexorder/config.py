@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -146,6 +146,30 @@ class SandboxConfig(_Section):
     output_kb: int = Field(256, ge=1)
 
 
+class AuthLimitsConfig(_Section):
+    """Throttling of sign-up, login and Telegram ``/link``: per client address, per account
+    (by email, whether it exists or not) and per chat. Every refusal is a 429 with
+    Retry-After that says nothing about the account."""
+
+    #: Failures allowed before backoff; then the n-th further failure makes the next
+    #: attempt wait backoff_base_s * 2**(n-1) seconds, at most backoff_max_s.
+    free_failures: int = Field(3, ge=0)
+    backoff_base_s: float = Field(1.0, gt=0)
+    backoff_max_s: int = Field(300, ge=1)
+    #: Failed logins of one account before it is locked for lockout_s.
+    account_lockout_failures: int = Field(10, ge=1)
+    #: Failed logins and refused sign-ups from one client address before it is locked
+    #: (higher: one address may be a whole office behind NAT).
+    address_lockout_failures: int = Field(50, ge=1)
+    #: Wrong ``/link`` codes sent from one Telegram chat before it is locked.
+    link_lockout_failures: int = Field(5, ge=1)
+    lockout_s: int = Field(900, ge=1)
+    #: How long a failure is remembered (counted from the first of a series).
+    failure_window_s: int = Field(3600, ge=60)
+    #: Sign-ups from one client address per hour.
+    signups_per_hour: int = Field(10, ge=1)
+
+
 class GatewayConfig(_Section):
     """The gateway: accounts, sessions, limits, chat channels, the model."""
 
@@ -157,8 +181,12 @@ class GatewayConfig(_Section):
     redis_url: str | None = None
     #: Signs login sessions (keep it in secrets.yaml); made under ``state/`` when unset.
     session_secret: str | None = None
-    access_ttl_s: int = Field(900, ge=60)
+    access_ttl_s: int = Field(900, ge=60, le=86_400)
     refresh_ttl_days: int = Field(30, ge=1)
+    #: The longest life of any token the gateway makes or accepts (personal access
+    #: tokens included: asking for a longer one, or one that never expires, is refused).
+    max_token_ttl_days: int = Field(365, ge=1, le=3650)
+    auth_limits: AuthLimitsConfig = AuthLimitsConfig()
     host: str = "127.0.0.1"
     #: HTTP + WebSocket chat, the web page, auth and the Telegram webhook.
     port: int = Field(8700, ge=0, le=65535)
@@ -197,6 +225,15 @@ class GatewayConfig(_Section):
     #: Qdrant server URL for the knowledge base; unset: embedded under ``state/``.
     qdrant_url: str | None = None
 
+    @model_validator(mode="after")
+    def _tokens_within_the_maximum(self) -> GatewayConfig:
+        if self.refresh_ttl_days > self.max_token_ttl_days:
+            raise ValueError(
+                f"refresh_ttl_days ({self.refresh_ttl_days}) exceeds max_token_ttl_days "
+                f"({self.max_token_ttl_days})"
+            )
+        return self
+
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
@@ -226,9 +263,12 @@ class AgentConfig(_Section):
     token_private_key: str | None = None
     #: The matching public key: all an agent in the cluster needs to check tokens.
     token_public_key: str | None = None
-    #: A service token for the agent's own calls (the embedder), given by the provisioner
-    #: where the agent holds only the public key.
+    #: A service token for the agent's own calls (critical events to the gateway), given
+    #: by the provisioner where the agent holds only the public key.
     service_token: str | None = None
+    #: The agent's token for the embedding service (audience ``dexorder-embedder``: the
+    #: embedder takes no other), given by the provisioner where the agent cannot make one.
+    embedder_token: str | None = None
     tier: Literal["free", "pro", "enterprise"] = "free"
     #: Idle time (s) after which the agent exits with code 42, per tier; null: never.
     idle_timeout_s: dict[str, int | None] = {"free": 900, "pro": 3600, "enterprise": None}
