@@ -275,6 +275,15 @@ class AgentConfig(_Section):
     #: The gateway's ROUTER for critical events (fills, alerts); unset: kept on disk.
     gateway_events: str | None = None
     sandbox: SandboxConfig = SandboxConfig()
+    #: One machine: "namespace" runs each person's agent in its own mount, PID and IPC
+    #: namespaces (bubblewrap) seeing only its person's folder, the lake (read-only) and
+    #: the code; where that cannot be set up, agents are refused. "none" runs agents as
+    #: plain processes that can read every file the gateway can (a single-user machine
+    #: only; warned at every start).
+    process_isolation: Literal["namespace", "none"] = "namespace"
+    #: A JSON file the provisioner keeps the agent's tokens in (``service``, ``embedder``),
+    #: renewed while the agent runs; read on every use.
+    tokens_file: str | None = None
 
 
 def default_home() -> Path:

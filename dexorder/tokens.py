@@ -16,6 +16,7 @@ from ``state/agent_token_ed25519.pem``, made on first use.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
@@ -26,6 +27,7 @@ from typing import Literal
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dexorder.config import ConfigError, Settings
 from dexorder.secret_files import secret_file
@@ -178,3 +180,36 @@ def load_or_create_keys(path: Path) -> TokenKeys:
         return pem
 
     return keys_from_private(secret_file(path, private_pem))
+
+
+def public_keys(keys: TokenKeys) -> TokenKeys:
+    """``keys`` without the private half: all a person's agent may hold."""
+    return TokenKeys(keys.public_pem)
+
+
+class AgentTokens(BaseModel):
+    """The tokens the gateway hands a person's agent (which cannot make any): the service
+    token it signs its critical events with, and its token for the embedding service."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str
+    embedder: str
+
+
+def write_agent_tokens(path: Path, tokens: AgentTokens) -> None:
+    """Write ``tokens`` to ``path`` (mode 0600) so that a reader sees the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(tokens.model_dump_json())
+    os.replace(tmp, path)
+
+
+def read_agent_tokens(path: Path) -> AgentTokens:
+    """The tokens in ``path``; :class:`InvalidToken` when there are none to read."""
+    try:
+        return AgentTokens.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError) as exc:
+        raise InvalidToken(f"no agent tokens in {path}: {exc}") from None

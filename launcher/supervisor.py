@@ -10,21 +10,19 @@ and ``dexorder down`` what is running.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dexorder.config import Settings
+from dexorder.process import die_with_parent
 from launcher.parts import Part, probe
 
-_PR_SET_PDEATHSIG = 1
 _START_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 10.0
 _MAX_RESTARTS = 5
@@ -35,9 +33,7 @@ class PartFailed(RuntimeError):
 
 
 def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    die_with_parent(signal.SIGTERM)
 
 
 def state_file(home: Path) -> Path:

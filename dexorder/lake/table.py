@@ -19,6 +19,8 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import (
     CommitFailedException,
     NamespaceAlreadyExistsError,
+    NoSuchNamespaceError,
+    NoSuchTableError,
     TableAlreadyExistsError,
 )
 from pyiceberg.partitioning import PartitionField, PartitionSpec
@@ -107,6 +109,13 @@ def open_catalog(cfg: Settings) -> Catalog:
 
 def ohlc_table(catalog: Catalog, namespace: str = "market") -> Table:
     """The ``market.ohlc`` table, created on first use."""
+    try:  # first, as a reader may see the lake read-only (a person's agent does)
+        existing = catalog.load_table(f"{namespace}.{TABLE}")
+    except (NoSuchTableError, NoSuchNamespaceError):
+        pass
+    else:
+        if all(existing.properties.get(k) == v for k, v in TABLE_PROPERTIES.items()):
+            return existing
     try:
         catalog.create_namespace(namespace)
     except NamespaceAlreadyExistsError:
