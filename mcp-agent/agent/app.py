@@ -31,20 +31,37 @@ def http_app(person: PersonAgent) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await person.start()
+        noting = asyncio.create_task(_note_work(person))
         try:
             async with mcp_app.router.lifespan_context(mcp_app):
                 yield
         finally:
+            noting.cancel()
             await person.close()
 
     app = Starlette(routes=[Route("/healthz", healthz), Mount("/", app=mcp_app)], lifespan=lifespan)
+
+    async def noted(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await app(scope, receive, send)
+        finally:
+            if scope["type"] == "http":
+                person.note_work()  # an order placed: the supervisor knows before any crash
+
     return BearerAuth(
-        app,
+        noted,
         person.user,
         person.keys,
         revoked=person.revoked_tokens,
         on_request=person.activity.touch,
     )
+
+
+async def _note_work(person: PersonAgent, every_s: float = 1.0) -> None:
+    """Keep the supervisor's view of this agent's work current (fills end orders too)."""
+    while True:
+        person.note_work()
+        await asyncio.sleep(every_s)
 
 
 async def start_http(person: PersonAgent, host: str, port: int) -> HttpServer:

@@ -14,9 +14,20 @@ import typer
 
 from agent.lifecycle import IDLE_EXIT_CODE
 from agent.person import PersonAgent
-from dexorder.config import ConfigError, load_config
+from dexorder.config import ConfigError, Settings, load_config
 from dexorder.log import setup_logging
-from dexorder.tokens import InvalidToken, InvalidUserId, mint_token
+from dexorder.process import AGENT_LOCKED_EXIT_CODE, AlreadyLocked, agent_lock_file, hold_lock
+from dexorder.tokens import (
+    InvalidToken,
+    InvalidUserId,
+    check_user_id,
+    embedder_token,
+    mint_token,
+    token_keys,
+)
+
+#: Tokens an agent run by hand makes for itself last this long (it runs for a session).
+_OWN_TTL_S = 7 * 86_400
 
 app = typer.Typer(add_completion=False)
 
@@ -33,10 +44,24 @@ def agent(
     """Run one person's agent (MCP over streamable HTTP, or stdio)."""
     try:
         cfg = load_config()
-        person = PersonAgent(cfg, user)
+        check_user_id(user)
     except (ConfigError, InvalidUserId) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
+    try:
+        # held until this process ends (the kernel lets go however it ends); taken before
+        # anything is read, so a new agent sees all the old one wrote before it let go
+        hold_lock(agent_lock_file(cfg.agent_dir(user)))
+    except AlreadyLocked as exc:
+        pids = f" (pid {', '.join(map(str, exc.holders))})" if exc.holders else ""
+        print(
+            f"error: another agent of {user} is already running{pids}; "
+            "stop it first (one agent per person keeps their orders consistent)",
+            file=sys.stderr,
+        )
+        raise typer.Exit(AGENT_LOCKED_EXIT_CODE) from None
+    cfg = _with_own_tokens(cfg, user)
+    person = PersonAgent(cfg, user)
     setup_logging("agent", cfg.log_level)
     if stdio:
         asyncio.run(_stdio(person))
@@ -46,7 +71,7 @@ def agent(
     host, the_port = cfg.agent.host, port if port is not None else cfg.agent.port
     ttl = int(token_ttl_h * 3600) or None
     try:
-        token = mint_token(person.keys, person.user, "pat", ttl)
+        token = mint_token(token_keys(cfg), person.user, "pat", ttl)
     except InvalidToken:
         token = "(this agent holds only the public key: make a token in the gateway)"
 
@@ -61,6 +86,23 @@ def agent(
     if code == IDLE_EXIT_CODE:
         print(f"agent of {person.user} was idle; exiting with code {code}", flush=True)
     raise typer.Exit(code)
+
+
+def _with_own_tokens(cfg: Settings, user: str) -> Settings:
+    """Run by hand (``dexorder agent``, not by the gateway), this process is the operator's:
+    it makes the agent's tokens here, so the agent itself still holds only the public key."""
+    a = cfg.agent
+    if a.tokens_file or (a.service_token and a.embedder_token):
+        return cfg
+    try:
+        keys = token_keys(cfg)
+        tokens = {
+            "service_token": a.service_token or mint_token(keys, user, "service", _OWN_TTL_S),
+            "embedder_token": a.embedder_token or embedder_token(keys, user, _OWN_TTL_S),
+        }
+    except InvalidToken:
+        return cfg  # only the public key here: the agent gets its tokens from the gateway
+    return cfg.model_copy(update={"agent": a.model_copy(update=tokens)})
 
 
 async def _stdio(person: PersonAgent) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from agent.alerts import AlertBook
 from agent.broker.live import LiveTrading
@@ -16,8 +17,17 @@ from agent.sandbox import Limits
 from agent.workspace import Workspace
 from dexorder.config import Settings
 from dexorder.embeddings import EmbeddingClient
+from dexorder.process import write_active_triggers
 from dexorder.schemas import Candle
-from dexorder.tokens import TokenKeys, check_user_id, embedder_token, mint_token, token_keys
+from dexorder.tokens import (
+    TokenKeys,
+    check_user_id,
+    embedder_token,
+    mint_token,
+    public_keys,
+    read_agent_tokens,
+    token_keys,
+)
 
 
 @dataclass
@@ -48,8 +58,11 @@ class PersonAgent:
         self.documents = Documents(self.workspace)
         self.alerts = AlertBook(self.state_dir / "alerts.json")
         self.activity = Activity()
+        self._noted_work = -1
         self.broker = PaperBroker(self.state_dir / "paper.json")
-        self.keys: TokenKeys = token_keys(cfg)
+        # the agent checks tokens, it never makes any: the gateway hands it its own
+        # (agent.tokens_file); the private key stays with the gateway
+        self.keys: TokenKeys = public_keys(token_keys(cfg))
         self.memory = ConversationMemory(
             self.state_dir / "memory", EmbeddingClient(cfg.embedder.url, self.embedder_token)
         )
@@ -102,18 +115,36 @@ class PersonAgent:
     def flush(self) -> None:
         """Persist what is only in memory (the events' outbox is always on disk)."""
         self.broker.save()
+        self.note_work()
 
     def service_token(self) -> str:
         """A token for the agent's own calls to platform services, on this person's behalf."""
+        if self.cfg.agent.tokens_file:
+            return read_agent_tokens(Path(self.cfg.agent.tokens_file)).service
         if self.cfg.agent.service_token:
             return self.cfg.agent.service_token
-        return mint_token(self.keys, self.user, "service", ttl_s=300)
+        return mint_token(self._signing_keys(), self.user, "service", ttl_s=300)
 
     def embedder_token(self) -> str:
         """A token for the embedding service (it takes only its own audience's tokens)."""
+        if self.cfg.agent.tokens_file:
+            return read_agent_tokens(Path(self.cfg.agent.tokens_file)).embedder
         if self.cfg.agent.embedder_token:
             return self.cfg.agent.embedder_token
-        return embedder_token(self.keys, self.user)
+        return embedder_token(self._signing_keys(), self.user)
+
+    def _signing_keys(self) -> TokenKeys:
+        """An agent run with no tokens handed to it (in-process, with a private key in its
+        configuration) makes its own; one the provisioner started never gets here."""
+        return token_keys(self.cfg)
+
+    def note_work(self) -> None:
+        """Tell the supervisor whether this agent watches anything (see ``active_triggers``):
+        a crashed agent that does is started again at once."""
+        count = self.active_triggers()
+        if count != self._noted_work:
+            write_active_triggers(self.root, count)
+            self._noted_work = count
 
     def revoked_tokens(self) -> frozenset[str]:
         """Ids of the person's revoked personal access tokens (the gateway writes them)."""
