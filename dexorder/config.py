@@ -105,6 +105,18 @@ class StreamConfig(_Section):
     health_port: int = Field(5562, ge=1, le=65535)
 
 
+class MarketDataConfig(_Section):
+    """What every reader of ticks and candles accepts (``dexorder/market_validation.py``)."""
+
+    #: A tick or candle stamped further than this beyond the reader's wall clock is
+    #: counted and dropped (exchange clocks differ from ours by milliseconds under NTP).
+    max_clock_skew_ms: int = Field(5_000, ge=0, le=600_000)
+    #: ``dexorder status`` calls a ticker stale (and the platform unhealthy) when its
+    #: ingestor kept handing over trades for this long after the stream runner last
+    #: took a tick of it.
+    stale_after_s: float = Field(60.0, gt=0)
+
+
 class LakeConfig(_Section):
     """The Iceberg lake of market history."""
 
@@ -311,6 +323,7 @@ class Settings(BaseSettings):
     embedder: EmbedderConfig = EmbedderConfig()
     gateway: GatewayConfig = GatewayConfig()
 
+    market_data: MarketDataConfig = MarketDataConfig()
     @classmethod
     def settings_customise_sources(
         cls,

@@ -1,12 +1,19 @@
 """A part's HTTP health and metrics endpoint (``/healthz`` and ``/metrics``).
 
 ``dexorder status`` reads ``/healthz``; Prometheus scrapes ``/metrics``.
+
+Liveness is not enough for market data: a stream runner can be up and ready
+while no tick of a ticker reaches it (a hung broker, a consumer waiting for
+offsets a recreated topic will never reach). So the ingestors and the stream
+runner also report, under ``feed`` in their ``/healthz``, when market data last
+went through them, and :func:`stale_tickers` compares the two.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -34,3 +41,41 @@ async def serve_health(host: str, port: int, part: str, check: HealthCheck) -> w
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+class IngestorFeed(msgspec.Struct):
+    """An ingestor's side of market data flow (``feed`` in its ``/healthz``)."""
+
+    #: ticker → wall-clock ms of the last two batches of exchange trades it handed
+    #: to Kafka, (previous, last). Trades arriving prove the exchange is up.
+    trades_ms: dict[str, tuple[int, int]] = {}
+
+
+class StreamFeed(msgspec.Struct):
+    """The stream runner's side of market data flow (``feed`` in its ``/healthz``)."""
+
+    #: when this runner started (ms): it is not blamed for trades from before
+    started_ms: int = 0
+    #: ticker → wall-clock ms it last folded a tick of it (dropped ticks do not count)
+    last_tick_ms: dict[str, int] = {}
+
+
+def stale_tickers(
+    ingestors: Iterable[IngestorFeed], stream: StreamFeed, stale_after_ms: int
+) -> dict[str, int]:
+    """Tickers the stream runner has missed ticks of: ticker → how long (ms).
+
+    A ticker is stale when an ingestor handed over at least two batches of its
+    trades after the runner last took one of its ticks, the last of them more
+    than ``stale_after_ms`` later. Two batches, so that a single batch in
+    flight after a quiet spell is not mistaken for a stall; a quiet market (no
+    trades at the exchange) is never stale, nor is an exchange that is down.
+    """
+    out: dict[str, int] = {}
+    for feed in ingestors:
+        for ticker, (previous, last) in feed.trades_ms.items():
+            took = max(stream.last_tick_ms.get(ticker, 0), stream.started_ms)
+            behind = last - took
+            if previous > took and behind > stale_after_ms:
+                out[ticker] = max(out.get(ticker, 0), behind)
+    return out

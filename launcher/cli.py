@@ -26,6 +26,7 @@ from rich.table import Table
 
 from dexorder.config import Settings
 from dexorder.markets import InvalidTicker, InvalidTimeframe, Ticker, Timeframe
+from launcher import freshness
 from launcher.console import config_or_exit, console, err
 from launcher.lake import app as lake_app
 from launcher.parts import plan, probe
@@ -172,6 +173,15 @@ def _print_status(cfg: Settings, state: dict[str, object] | None) -> bool:
             part["address"],
             f"[green]healthy[/green] {detail}" if ok else f"[red]down[/red] {detail}",
         )
+    fresh = freshness.check(parts, cfg.market_data.stale_after_s)  # type: ignore[arg-type]
+    if fresh is not None:
+        ok, detail = fresh
+        healthy &= ok
+        table.add_row(
+            "market data",
+            freshness.ADDRESS,
+            f"[green]fresh[/green] {detail}" if ok else f"[red]stale[/red] {detail}",
+        )
     console.print(table)
     return healthy
 
@@ -191,13 +201,25 @@ def status(
             out.append(
                 {"name": part["name"], "address": part["address"], "healthy": ok, "detail": detail}
             )
+        # not a part: whether ticks get through them (None: nothing to compare yet)
+        fresh = freshness.check(parts, cfg.market_data.stale_after_s)  # type: ignore[arg-type]
+        market_data = None if fresh is None else {"healthy": fresh[0], "detail": fresh[1]}
         print(
             json.dumps(
-                {"running": bool(state), "ready": bool(state and state.get("ready")), "parts": out},
+                {
+                    "running": bool(state),
+                    "ready": bool(state and state.get("ready")),
+                    "parts": out,
+                    "market_data": market_data,
+                },
                 indent=2,
             )
         )
-        healthy = bool(state and state.get("ready")) and all(p["healthy"] for p in out)
+        healthy = (
+            bool(state and state.get("ready"))
+            and all(p["healthy"] for p in out)
+            and (fresh is None or fresh[0])
+        )
     else:
         if not state:
             console.print("no platform is running (start it with `dexorder up`)")

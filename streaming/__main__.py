@@ -27,10 +27,11 @@ async def run() -> None:
         live_update_interval_ms=s.live_update_interval_ms,
         checkpoint_interval_ms=s.checkpoint_interval_ms,
         fetch_max_wait_ms=s.fetch_max_wait_ms,
+        max_skew_ms=cfg.market_data.max_clock_skew_ms,
     )
     log.info("starting", group=s.group_id, lateness_ms=s.allowed_lateness_ms)
     await run_part(
-        "stream", s.health_port, lambda: (runner.ready, dict(runner.stats)), runner.run, runner.stop
+        "stream", s.health_port, lambda: (runner.ready, runner.health()), runner.run, runner.stop
     )
 
 

@@ -255,6 +255,39 @@ class CandleBook:
         if open_time > book.emitted.get(timeframe, -1):
             book.emitted[timeframe] = open_time
 
+    def forget_future(self, now_ms: int, max_skew_ms: int) -> list[str]:
+        """Drop what lies beyond ``now_ms + max_skew_ms``; return the tickers mended.
+
+        Ticks are validated before they reach the book, but a checkpoint written
+        before that was so can hold a forged far-future tick: its bucket, and a
+        watermark in the future that counts every real tick after it as late.
+        Restoring such a book as is would keep the ticker frozen across
+        restarts, so the future state is dropped and the watermark goes back to
+        no later than ``now_ms`` (candles it closed early stay emitted: they are
+        already out, and the minutes folded into them are gone).
+        """
+        limit = now_ms + max_skew_ms
+        mended: list[str] = []
+        for key, book in self.tickers.items():
+            if book.max_ts <= limit and book.watermark <= limit:
+                continue
+            book.minutes = {m: b for m, b in book.minutes.items() if b.last[0] <= limit}
+            book.rollups = {
+                tf: {s: r for s, r in rollups.items() if r.last_minute <= limit}
+                for tf, rollups in book.rollups.items()
+            }
+            newest = max((b.last[0] for b in book.minutes.values()), default=now_ms)
+            book.max_ts = min(newest, now_ms)
+            book.watermark = min(book.watermark, book.max_ts - self.allowed_lateness_ms)
+            next_close = min(book.minutes, default=_NEVER - MINUTE_MS) + MINUTE_MS
+            for tf, tf_ms in _HIGHER:
+                rollups = book.rollups.get(tf)
+                if rollups:
+                    next_close = min(next_close, min(rollups) + tf_ms)
+            book.next_close = next_close
+            mended.append(key)
+        return mended
+
     # -- checkpoints -------------------------------------------------------
 
     def snapshot(self, tickers: Iterable[str] | None = None) -> bytes:

@@ -81,3 +81,18 @@ def drop_keys(rows: pa.Table, existing: set[Key]) -> pa.Table:
     tfs = rows["timeframe"].to_pylist()
     keep = [(tickers[i], tfs[i], int(ms[i])) not in existing for i in range(rows.num_rows)]
     return rows.filter(pa.array(keep))
+
+
+_VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+def drop_non_finite(rows: pa.Table) -> tuple[pa.Table, int]:
+    """``rows`` without any whose prices or volume are NaN or infinite; and how many went."""
+    if rows.num_rows == 0:
+        return rows, 0
+    keep = pc.is_finite(rows[_VALUE_COLUMNS[0]])
+    for c in _VALUE_COLUMNS[1:]:
+        keep = pc.and_(keep, pc.is_finite(rows[c]))
+    keep = pc.fill_null(keep, False)
+    kept = rows.filter(keep)
+    return kept, rows.num_rows - kept.num_rows

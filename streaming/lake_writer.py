@@ -14,6 +14,14 @@ Batches are bounded by rows (``writer.batch_rows``) and by time
 Every ``lake.maintenance_interval_s`` the writer also compacts small files and
 expires old snapshots (:mod:`streaming.lake_maintenance`), taking turns with
 its own commits.
+
+Kafka is outside input: every candle and backfill row is validated
+(:mod:`dexorder.market_validation`) before it joins a batch, and a batch is
+cleared of non-finite values once more just before it is appended, so no lake
+row ever holds NaN or infinity. Dropped rows are counted by reason
+(``lake_invalid_rows_total``, ``invalid`` in ``/healthz``). A partition whose
+offset in the lake lies beyond its log end belongs to a topic created again
+(the embedded broker restarted): it is read from its beginning.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
@@ -40,6 +49,7 @@ from pyiceberg.table import Table
 
 from dexorder.lake.query import get_candles, ms_to_iso
 from dexorder.lake.table import OFFSETS_PROPERTY
+from dexorder.market_validation import DEFAULT_MAX_SKEW_MS, candle_problem, ohlc_row_problem
 from dexorder.relay_keys import RelayPublisher, connect_publisher
 from dexorder.schemas import (
     BackfillDone,
@@ -52,11 +62,22 @@ from dexorder.schemas import (
 )
 from dexorder.topics import MARKET_CANDLES, MARKET_OHLC_BACKFILL, history_ready_topic
 from streaming.lake_maintenance import MaintenancePolicy, maintain
-from streaming.lake_rows import Key, PendingBatch, drop_keys
+from streaming.lake_rows import Key, PendingBatch, drop_keys, drop_non_finite
+from streaming.offsets import rewind_recreated
 
 ROWS = Counter("lake_rows_written_total", "Rows appended to market.ohlc")
 SKIPPED = Counter("lake_rows_already_present_total", "Rows not written: already in the lake")
 MALFORMED = Counter("lake_malformed_records_total", "Kafka records that did not decode")
+INVALID = Counter(
+    "lake_invalid_rows_total",
+    "Candles and backfill rows not written: failed validation",
+    ["source", "reason"],
+)
+RESETS = Counter(
+    "lake_offset_resets_total",
+    "Partitions read again from the beginning: the topic was created again",
+    ["topic"],
+)
 
 log = structlog.get_logger(part="lake-writer")
 
@@ -108,7 +129,10 @@ def commit_batch(table: Table, batch: PendingBatch) -> int:
     """Append the batch's new rows and its offsets atomically; return rows written."""
     for attempt in range(5):
         table.refresh()
-        rows = batch.to_arrow()
+        rows, non_finite = drop_non_finite(batch.to_arrow())
+        if non_finite:  # validated when read; this is the last line of defence
+            INVALID.labels("batch", "not_finite").inc(non_finite)
+            log.error("non-finite rows reached a batch; not written", rows=non_finite)
         fresh = drop_keys(rows, _existing(table, rows)) if rows.num_rows else rows
         offsets = {**committed_offsets(table), **batch.offsets}
         try:
@@ -154,16 +178,22 @@ class LakeWriter:
     batch_ms: int = 1_000
     #: scheduled compaction and snapshot expiry; None: never
     maintenance: MaintenancePolicy | None = None
+    #: how far beyond the wall clock a candle's open time may be
+    max_skew_ms: int = DEFAULT_MAX_SKEW_MS
     stats: dict[str, int] = field(
         default_factory=lambda: {
             "records": 0,
             "rows_written": 0,
             "commits": 0,
             "malformed": 0,
+            "invalid": 0,
             "history_ready": 0,
             "maintenance_runs": 0,
+            "offset_resets": 0,
         }
     )
+    #: rows dropped by the validation rules, by "source:reason"
+    invalid_reasons: dict[str, int] = field(default_factory=dict)
     ready: bool = False
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     #: held by commits and by each maintenance step, so they never conflict in-process
@@ -235,6 +265,17 @@ class LakeWriter:
                     self.stats["records"] += len(records)
                     if not pending.first_at:
                         pending.first_at = time.monotonic()
+                for r in await rewind_recreated(consumer):
+                    log.warning(
+                        "offset beyond the log end: topic created again; reading it from the start",
+                        topic=r.tp.topic,
+                        partition=r.tp.partition,
+                        offset=r.was,
+                        log_end=r.log_end,
+                    )
+                    pending.offsets[f"{r.tp.topic}:{r.tp.partition}"] = r.start
+                    self.stats["offset_resets"] += 1
+                    RESETS.labels(r.tp.topic).inc()
                 due = pending.first_at and (
                     len(pending) >= self.batch_rows
                     or pending.done
@@ -257,12 +298,37 @@ class LakeWriter:
             self.stats["malformed"] += 1
             MALFORMED.inc()
             return
+        now = int(time.time() * 1000)
         if isinstance(msg, Candle) and msg.closed:
-            pending.add_candle(msg)
+            problem = candle_problem(msg, now, self.max_skew_ms)
+            if problem is None:
+                pending.add_candle(msg)
+            else:
+                self._invalid("live", problem, 1, msg.ticker)
         elif isinstance(msg, OhlcBatch):
+            good = []
+            for row in msg.rows:
+                problem = ohlc_row_problem(row, now, self.max_skew_ms)
+                if problem is None:
+                    good.append(row)
+                else:
+                    self._invalid("backfill", problem, 1, msg.ticker)
+            if len(good) < len(msg.rows):
+                msg = msgspec.structs.replace(msg, rows=good)
             pending.add_ohlc(msg)
         elif isinstance(msg, BackfillDone):
             pending.done.append(msg)
+
+    def _invalid(self, source: str, reason: str, n: int, ticker: str) -> None:
+        self.stats["invalid"] += n
+        key = f"{source}:{reason}"
+        self.invalid_reasons[key] = self.invalid_reasons.get(key, 0) + n
+        INVALID.labels(source, reason).inc(n)
+        log.warning("invalid row not written", source=source, reason=reason, ticker=ticker)
+
+    def health(self) -> dict[str, object]:
+        """``/healthz`` details: the counters and the rows dropped by reason."""
+        return {**self.stats, "invalid_reasons": dict(self.invalid_reasons)}
 
     def _locked_commit(self, table: Table, pending: PendingBatch) -> int:
         with self._table_lock:
@@ -312,6 +378,7 @@ async def _main() -> None:
         group_id=w.group_id,
         batch_rows=w.batch_rows,
         batch_ms=w.batch_ms,
+        max_skew_ms=cfg.market_data.max_clock_skew_ms,
         maintenance=MaintenancePolicy(
             interval_s=cfg.lake.maintenance_interval_s,
             compact_min_files=cfg.lake.compact_min_files,
@@ -322,7 +389,7 @@ async def _main() -> None:
     await run_part(
         "lake-writer",
         w.health_port,
-        lambda: (writer.ready, dict(writer.stats)),
+        lambda: (writer.ready, writer.health()),
         writer.run,
         writer.stop,
     )

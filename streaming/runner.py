@@ -10,6 +10,14 @@
   On start it restores the checkpoint, seeks to its offsets, and marks the
   closed candles found in ``market.candles`` after the checkpoint as already
   emitted, so a crash at any point loses none and repeats none.
+* Every tick is validated before it is folded, every candle before it goes
+  out (:mod:`dexorder.market_validation`); bad ones are counted by reason
+  (``stream_invalid_ticks_total``, ``stream_invalid_candles_total``, and
+  ``invalid`` in ``/healthz``) and dropped.
+* A partition whose next offset lies beyond its log end belongs to a topic that
+  was created again (the embedded broker keeps topics in memory, so a restart
+  empties them): it is read again from its beginning instead of waiting for
+  offsets that will never come.
 
 The local runner is meant to run as one instance per checkpoint folder; in the
 cluster the Flink job takes its place.
@@ -22,16 +30,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import structlog
 import zmq
 import zmq.asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter, Gauge
 
+from dexorder.health import StreamFeed
+from dexorder.market_validation import DEFAULT_MAX_SKEW_MS, candle_problem
 from dexorder.relay_keys import RelayPublisher, connect_publisher
 from dexorder.schemas import Candle, InvalidMessage, decode_candle, encode
 from dexorder.topics import MARKET_CANDLES, MARKET_TICKS, ohlc_topic
 from streaming import checkpoint as ckpt
+from streaming.offsets import rewind_recreated
 from streaming.pipeline import TickPipeline
 
 TICKS = Counter("stream_ticks_total", "Tick records read")
@@ -39,6 +51,15 @@ LATE = Gauge("stream_late_ticks", "Ticks dropped as later than the allowed laten
 DUPLICATES = Gauge("stream_duplicate_ticks", "Ticks dropped as duplicates (same trade id)")
 MALFORMED = Counter("stream_malformed_ticks_total", "Tick records that did not decode")
 CLOSED = Counter("stream_closed_candles_total", "Closed candles emitted", ["timeframe"])
+INVALID = Counter("stream_invalid_ticks_total", "Ticks dropped by the validation rules", ["reason"])
+INVALID_CANDLES = Counter(
+    "stream_invalid_candles_total", "Candles not published: failed validation", ["reason"]
+)
+RESETS = Counter(
+    "stream_offset_resets_total",
+    "Partitions read again from the beginning: the topic was created again",
+    ["topic"],
+)
 
 log = structlog.get_logger(part="stream")
 
@@ -59,6 +80,8 @@ class StreamRunner:
     live_update_interval_ms: int = 0
     checkpoint_interval_ms: int = 1_000
     fetch_max_wait_ms: int = 5
+    #: how far beyond the wall clock a tick's or candle's time may be
+    max_skew_ms: int = DEFAULT_MAX_SKEW_MS
     stats: dict[str, int] = field(
         default_factory=lambda: {
             "ticks": 0,
@@ -66,26 +89,48 @@ class StreamRunner:
             "late": 0,
             "duplicates": 0,
             "malformed": 0,
+            "invalid": 0,
+            "invalid_candles": 0,
+            "offset_resets": 0,
         }
     )
     ready: bool = False
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _pipeline: TickPipeline | None = None
+    _started_ms: int = 0
 
     def stop(self) -> None:
         self._stop.set()
+
+    def health(self) -> dict[str, object]:
+        """``/healthz`` details: the counters, drops by reason, and the feed (see
+        :class:`dexorder.health.StreamFeed`)."""
+        pipeline = self._pipeline
+        feed = StreamFeed(started_ms=self._started_ms)
+        invalid: dict[str, int] = {}
+        if pipeline is not None:
+            invalid = dict(pipeline.invalid)
+            feed.last_tick_ms = {
+                k: b.seen_at for k, b in list(pipeline.book.tickers.items()) if b.seen_at
+            }
+        return {**self.stats, "invalid_reasons": invalid, "feed": msgspec.to_builtins(feed)}
 
     @property
     def checkpoint_path(self) -> Path:
         return self.state_dir / "checkpoint.msgpack"
 
     async def run(self) -> None:
-        pipeline = TickPipeline(self.allowed_lateness_ms)
+        pipeline = self._pipeline = TickPipeline(self.allowed_lateness_ms, self.max_skew_ms)
+        self._started_ms = _now_ms()
         saved = ckpt.load(self.checkpoint_path)
         candle_offsets: dict[int, int] = {}
         if saved is not None:
             pipeline.book.restore(saved.book)
             candle_offsets = dict(saved.candle_offsets)
             log.info("restored checkpoint", partitions=saved.tick_offsets)
+            mended = pipeline.book.forget_future(_now_ms(), self.max_skew_ms)
+            if mended:
+                log.warning("dropped future-dated state from the checkpoint", tickers=mended)
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, linger_ms=5, acks="all", enable_idempotence=False
         )
@@ -112,8 +157,12 @@ class StreamRunner:
 
             async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
                 for tp in assigned:
-                    if saved is not None and tp.partition in saved.tick_offsets:
-                        consumer.seek(tp, saved.tick_offsets[tp.partition])
+                    # where this runner got to; on its first assignment, the checkpoint
+                    off = offsets.get(tp.partition)
+                    if off is None and saved is not None:
+                        off = saved.tick_offsets.get(tp.partition)
+                    if off is not None:
+                        consumer.seek(tp, off)
                 runner.ready = True
                 log.info("assigned", partitions=sorted(tp.partition for tp in assigned))
 
@@ -140,8 +189,14 @@ class StreamRunner:
                     if result.malformed:
                         MALFORMED.inc(result.malformed)
                         log.warning("malformed tick records", count=result.malformed)
+                    if result.invalid:
+                        for reason, n in result.invalid.items():
+                            INVALID.labels(reason).inc(n)
+                        log.warning("invalid ticks dropped", reasons=result.invalid)
+                await self._restart_recreated(consumer, offsets)
                 if await self._caught_up(consumer):
                     closed.extend(pipeline.idle(now))
+                closed = self._valid_candles(closed, now)
                 for candle in closed:
                     key = candle.ticker.encode()
                     data = encode(candle)
@@ -153,7 +208,7 @@ class StreamRunner:
                 self.stats["closed"] += len(closed)
                 if touched and now - last_live >= self.live_update_interval_ms:
                     for ticker in touched:
-                        for candle in pipeline.book.open_candles(ticker):
+                        for candle in self._valid_candles(pipeline.book.open_candles(ticker), now):
                             await pub.send_multipart(
                                 [ohlc_topic(ticker, candle.timeframe).encode(), encode(candle)]
                             )
@@ -181,8 +236,36 @@ class StreamRunner:
         book = pipeline.book
         self.stats["late"], self.stats["duplicates"] = book.late, book.duplicates
         self.stats["malformed"] = pipeline.malformed
+        self.stats["invalid"] = sum(pipeline.invalid.values())
         LATE.set(book.late)
         DUPLICATES.set(book.duplicates)
+
+    def _valid_candles(self, candles: list[Candle], now: int) -> list[Candle]:
+        """``candles`` without those failing validation (a huge volume can still sum to inf)."""
+        out = []
+        for candle in candles:
+            problem = candle_problem(candle, now, self.max_skew_ms)
+            if problem is None:
+                out.append(candle)
+            else:
+                self.stats["invalid_candles"] += 1
+                INVALID_CANDLES.labels(problem).inc()
+                log.warning("invalid candle not published", ticker=candle.ticker, reason=problem)
+        return out
+
+    async def _restart_recreated(self, consumer: AIOKafkaConsumer, offsets: dict[int, int]) -> None:
+        """Read partitions of a topic created again from their beginning (:mod:`.offsets`)."""
+        for r in await rewind_recreated(consumer):
+            log.warning(
+                "offset beyond the log end: topic created again; reading it from the start",
+                topic=r.tp.topic,
+                partition=r.tp.partition,
+                offset=r.was,
+                log_end=r.log_end,
+            )
+            offsets[r.tp.partition] = r.start
+            self.stats["offset_resets"] += 1
+            RESETS.labels(r.tp.topic).inc()
 
     @staticmethod
     async def _caught_up(consumer: AIOKafkaConsumer) -> bool:
@@ -206,9 +289,12 @@ class StreamRunner:
         pending: list[asyncio.Future[object]],
     ) -> None:
         # 1. every closed candle the state no longer holds is safely in Kafka
+        acked: dict[int, int] = {}
         for meta in await asyncio.gather(*pending):
             p, o = meta.partition, meta.offset  # type: ignore[attr-defined]
-            candle_offsets[p] = max(candle_offsets.get(p, 0), o + 1)
+            acked[p] = max(acked.get(p, 0), o + 1)
+        # replaced, not maxed with the old end: a topic created again starts from 0
+        candle_offsets.update(acked)
         pending.clear()
         # 2. state and offsets together, atomically
         ckpt.save(
@@ -242,6 +328,11 @@ class StreamRunner:
                 return
             reader.assign(tps)
             ends = await reader.end_offsets(tps)
+            for tp in tps:
+                if candle_offsets.get(tp.partition, 0) > ends[tp]:
+                    # beyond the log end: the topic was created again since the checkpoint
+                    log.warning("market.candles created again; reading it from the start")
+                    candle_offsets[tp.partition] = 0
             remaining = {tp for tp in tps if candle_offsets.get(tp.partition, 0) < ends[tp]}
             for tp in tps:
                 reader.seek(tp, candle_offsets.get(tp.partition, 0))

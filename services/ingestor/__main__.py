@@ -34,6 +34,7 @@ async def run(exchange_name: str) -> None:
         poll_interval_s=ex.poll_interval_ms / 1000,
         shard_index=ex.shard_index,
         shard_count=ex.shard_count,
+        max_skew_ms=cfg.market_data.max_clock_skew_ms,
     )
     log.info(
         "starting",
@@ -44,7 +45,10 @@ async def run(exchange_name: str) -> None:
     await run_part(
         f"ingestor-{ex.name.lower()}",
         ex.health_port,
-        lambda: (ingestor.ready, {**ingestor.stats, "streams": ingestor.streaming}),
+        lambda: (
+            ingestor.ready,
+            {**ingestor.stats, "streams": ingestor.streaming, "feed": ingestor.feed()},
+        ),
         ingestor.run,
         ingestor.stop,
     )

@@ -4,12 +4,15 @@ Only the ranges the lake lacks are fetched (a complete range is answered
 without touching the exchange). Pages follow the exchange's page size and
 CCXT's rate limiter; each page becomes an :class:`OhlcBatch`, and a final
 :class:`BackfillDone` says how it went — including every failure, so the
-requester is never left without an answer.
+requester is never left without an answer. Rows that break the candle rules
+(:func:`dexorder.market_validation.ohlc_row_problem`: non-finite, non-positive,
+inconsistent, in the future) are not sent; their times count as gaps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +20,7 @@ import ccxt
 import structlog
 
 from dexorder.lake.ranges import missing_ranges
+from dexorder.market_validation import DEFAULT_MAX_SKEW_MS, ohlc_row_problem
 from dexorder.markets import Ticker, Timeframe
 from dexorder.schemas import BackfillDone, OhlcBatch, OhlcRow, WorkItem
 
@@ -60,6 +64,7 @@ async def run_backfill(
     send: SendFn,
     progress: ProgressFn,
     timeout_s: float,
+    max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
 ) -> BackfillDone:
     """Fetch what the lake lacks of ``item``'s range, send it, and report."""
     assert item.request_id and item.timeframe and item.start is not None and item.end is not None
@@ -71,7 +76,9 @@ async def run_backfill(
         end=item.end,
     )
     try:
-        await asyncio.wait_for(_fetch_all(exchange, item, done, missing, send, progress), timeout_s)
+        await asyncio.wait_for(
+            _fetch_all(exchange, item, done, missing, send, progress, max_skew_ms), timeout_s
+        )
     except TimeoutError:
         done.error = f"timed out after {timeout_s:.0f}s"
     except ccxt.BadSymbol:
@@ -94,6 +101,7 @@ async def _fetch_all(
     missing: MissingFn,
     send: SendFn,
     progress: ProgressFn,
+    max_skew_ms: int,
 ) -> None:
     assert item.timeframe and item.start is not None and item.end is not None
     ticker, tf = Ticker.parse(item.ticker), Timeframe.parse(item.timeframe)
@@ -104,7 +112,7 @@ async def _fetch_all(
     total = sum((b - a) // tf.ms for a, b in ranges)
     await progress(done.request_id, 0, total)
     for a, b in ranges:
-        since, got = a, []
+        since, got = a, list[int]()
         while since < b:
             page = [
                 r
@@ -114,13 +122,25 @@ async def _fetch_all(
             if not page:
                 break
             rows = [_row(r) for r in page]
-            await send(
-                OhlcBatch(
-                    request_id=done.request_id, ticker=str(ticker), timeframe=tf.value, rows=rows
+            now = int(time.time() * 1000)
+            good = [row for row in rows if ohlc_row_problem(row, now, max_skew_ms) is None]
+            if len(good) < len(rows):
+                log.warning(
+                    "exchange sent invalid candles; not stored",
+                    request_id=done.request_id,
+                    dropped=len(rows) - len(good),
                 )
-            )
-            done.fetched += len(rows)
-            got.extend(r[0] for r in rows)
+            if good:
+                await send(
+                    OhlcBatch(
+                        request_id=done.request_id,
+                        ticker=str(ticker),
+                        timeframe=tf.value,
+                        rows=good,
+                    )
+                )
+            done.fetched += len(good)
+            got.extend(r[0] for r in good)
             await progress(done.request_id, done.fetched, total)
             since = rows[-1][0] + tf.ms
         done.gaps.extend(missing_ranges(got, a, b, tf.ms))

@@ -5,7 +5,11 @@ One ingestor serves one exchange. It streams the configured tickers it owns
 relay's work queue (topic ``EXCHANGE:``). Trades come from the exchange's
 WebSocket where CCXT has one, from REST polling otherwise; after a reconnect
 the gap is filled from REST (duplicates are removed downstream by trade id).
-A malformed payload is logged and counted, never fatal.
+A malformed payload is logged and counted, never fatal; so is a trade that
+breaks the rules every consumer applies (:mod:`dexorder.market_validation`:
+non-finite or non-positive price or amount, a time beyond the wall clock).
+``/healthz`` reports, under ``feed``, when trades of each ticker last arrived
+(:class:`dexorder.health.IngestorFeed`), for ``dexorder status``'s freshness check.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ccxt
+import msgspec
 import structlog
 import zmq
 import zmq.asyncio
@@ -25,7 +30,9 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge
 
 from dexorder.exchanges import make_exchange
+from dexorder.health import IngestorFeed
 from dexorder.lake.query import lake_missing
+from dexorder.market_validation import DEFAULT_MAX_SKEW_MS
 from dexorder.markets import InvalidTicker, Ticker
 from dexorder.relay_keys import RelayPublisher, connect_publisher
 from dexorder.schemas import (
@@ -97,6 +104,10 @@ class Ingestor:
     lake: Callable[[], Any] | None = None
     backfill_timeout_s: float = 600.0
     poll_interval_s: float = 1.0
+    #: how far beyond the wall clock a trade's time may be
+    max_skew_ms: int = DEFAULT_MAX_SKEW_MS
+    #: ticker → wall-clock ms of the previous and the last batch of trades sent
+    _trades_ms: dict[str, tuple[int, int]] = field(default_factory=dict)
     stats: dict[str, int] = field(
         default_factory=lambda: {
             "ticks": 0,
@@ -276,10 +287,17 @@ class Ingestor:
         ticks = []
         for trade in trades:
             try:
-                ticks.append(tick_from_ccxt(self.exchange_name, trade))
+                ticks.append(
+                    tick_from_ccxt(self.exchange_name, trade, max_skew_ms=self.max_skew_ms)
+                )
             except MalformedTrade as exc:
                 self._malformed(trade.get("info", trade) if isinstance(trade, dict) else trade, exc)
-        for tick in cursor.fresh(ticks):
+        fresh = cursor.fresh(ticks)
+        if fresh:
+            now = int(time.time() * 1000)
+            ticker = key.decode()
+            self._trades_ms[ticker] = (self._trades_ms.get(ticker, (0, 0))[1], now)
+        for tick in fresh:
             await self._producer.send(MARKET_TICKS, encode(tick), key=key)
             self.stats["ticks"] += 1
             TICKS.labels(self.exchange_name).inc()
@@ -300,6 +318,7 @@ class Ingestor:
             self._send_backfill,
             self._progress,
             self.backfill_timeout_s,
+            self.max_skew_ms,
         )
         self.stats["backfills"] += 1
         log.info(
@@ -334,6 +353,11 @@ class Ingestor:
         await self._producer.send(MARKET_OHLC_BACKFILL, encode(msg), key=msg.ticker.encode())
         if isinstance(msg, BackfillDone):
             await self._producer.flush()
+
+    def feed(self) -> dict[str, object]:
+        """The ``feed`` of ``/healthz``: :class:`dexorder.health.IngestorFeed` as JSON."""
+        feed: dict[str, object] = msgspec.to_builtins(IngestorFeed(dict(self._trades_ms)))
+        return feed
 
     @property
     def streaming(self) -> list[str]:

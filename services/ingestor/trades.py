@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
+import time
 import zlib
 from typing import Any
 
+from dexorder.market_validation import DEFAULT_MAX_SKEW_MS, tick_problem
 from dexorder.schemas import Tick
 
 
@@ -13,8 +14,19 @@ class MalformedTrade(ValueError):
     """An exchange trade missing a field or carrying an impossible value."""
 
 
-def tick_from_ccxt(exchange: str, trade: dict[str, Any]) -> Tick:
-    """Validate one CCXT unified trade and convert it; raise :class:`MalformedTrade`."""
+def tick_from_ccxt(
+    exchange: str,
+    trade: dict[str, Any],
+    now_ms: int | None = None,
+    max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
+) -> Tick:
+    """Validate one CCXT unified trade and convert it; raise :class:`MalformedTrade`.
+
+    The exchange is outside input: besides the shape, the tick must pass the
+    rules every consumer applies (:func:`dexorder.market_validation.tick_problem`,
+    at wall-clock ``now_ms``, default now). A future-dated trade sent on would
+    also move the ticker's :class:`TradeCursor` past every real trade after it.
+    """
     try:
         trade_id, symbol = trade["id"], trade["symbol"]
         price, amount, ts = trade["price"], trade["amount"], trade["timestamp"]
@@ -22,14 +34,13 @@ def tick_from_ccxt(exchange: str, trade: dict[str, Any]) -> Tick:
         raise MalformedTrade(f"missing field in trade {trade!r:.200}") from None
     if not trade_id or not isinstance(symbol, str) or "/" not in symbol:
         raise MalformedTrade(f"trade without id or symbol: {trade!r:.200}")
-    if not isinstance(price, int | float) or not math.isfinite(price) or price <= 0:
-        raise MalformedTrade(f"bad price {price!r} in trade {trade_id}")
-    if not isinstance(amount, int | float) or not math.isfinite(amount) or amount <= 0:
-        raise MalformedTrade(f"bad amount {amount!r} in trade {trade_id}")
-    if not isinstance(ts, int) or ts <= 0:
+    for name, value in (("price", price), ("amount", amount)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise MalformedTrade(f"bad {name} {value!r} in trade {trade_id}")
+    if isinstance(ts, bool) or not isinstance(ts, int):
         raise MalformedTrade(f"bad timestamp {ts!r} in trade {trade_id}")
     side = trade.get("side")
-    return Tick(
+    tick = Tick(
         exchange=exchange,
         symbol=symbol,
         trade_id=str(trade_id),
@@ -38,6 +49,11 @@ def tick_from_ccxt(exchange: str, trade: dict[str, Any]) -> Tick:
         ts=ts,
         side=side if side in ("buy", "sell") else None,
     )
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    problem = tick_problem(tick, now, max_skew_ms)
+    if problem is not None:
+        raise MalformedTrade(f"{problem} in trade {trade_id}: {trade!r:.200}")
+    return tick
 
 
 def owns(ticker: str, shard_index: int, shard_count: int) -> bool:
