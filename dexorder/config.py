@@ -156,6 +156,12 @@ class SandboxConfig(_Section):
     memory_mb: int = Field(1024, ge=128)
     wall_s: float = Field(30.0, gt=0)
     output_kb: int = Field(256, ge=1)
+    #: size of the fresh in-memory scratch folder each run gets
+    scratch_mb: int = Field(64, ge=1, le=4096)
+    #: "kernel": every run in its own namespaces under bubblewrap with a seccomp filter;
+    #: where that cannot be set up, the person's code is refused. "none" runs it as a
+    #: plain limited process: for a single-user machine only (warned at every start).
+    isolation: Literal["kernel", "none"] = "kernel"
 
 
 class AuthLimitsConfig(_Section):
@@ -317,13 +323,13 @@ class Settings(BaseSettings):
     #: One entry per exchange; ``dexorder up`` runs one ingestor for each.
     exchanges: list[ExchangeConfig] = [ExchangeConfig()]
     stream: StreamConfig = StreamConfig()
+    market_data: MarketDataConfig = MarketDataConfig()
     lake: LakeConfig = LakeConfig()
     writer: WriterConfig = WriterConfig()
     agent: AgentConfig = AgentConfig()
     embedder: EmbedderConfig = EmbedderConfig()
     gateway: GatewayConfig = GatewayConfig()
 
-    market_data: MarketDataConfig = MarketDataConfig()
     @classmethod
     def settings_customise_sources(
         cls,

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -26,7 +27,7 @@ from rich.table import Table
 
 from dexorder.config import Settings
 from dexorder.markets import InvalidTicker, InvalidTimeframe, Ticker, Timeframe
-from launcher import freshness
+from launcher import freshness, sandbox_check
 from launcher.console import config_or_exit, console, err
 from launcher.lake import app as lake_app
 from launcher.parts import plan, probe
@@ -161,6 +162,38 @@ def _probe_part(part: dict[str, object], state: dict[str, object] | None) -> tup
     return probe(str(part["probe"]))
 
 
+@dataclass(frozen=True)
+class PlatformCheck:
+    """A row of ``dexorder status`` that is no part: a property of the platform as a whole."""
+
+    key: str  #: its key in ``--json``
+    label: str
+    address: str
+    ok: bool
+    detail: str
+    good: str  #: the word for ok in the table
+    bad: str
+
+
+#: The ``--json`` keys of the platform checks (null when there is nothing to check yet).
+CHECK_KEYS = ("market_data", "sandbox")
+
+
+def _platform_checks(cfg: Settings, parts: list[dict[str, object]]) -> list[PlatformCheck]:
+    checks = []
+    # whether ticks get through the parts (None: nothing to compare yet)
+    fresh = freshness.check(parts, cfg.market_data.stale_after_s)  # type: ignore[arg-type]
+    if fresh is not None:
+        checks.append(
+            PlatformCheck("market_data", "market data", freshness.ADDRESS, *fresh, "fresh", "stale")
+        )
+    ok, detail = sandbox_check.check(cfg)
+    checks.append(
+        PlatformCheck("sandbox", "sandbox", sandbox_check.ADDRESS, ok, detail, "ready", "refusing")
+    )
+    return checks
+
+
 def _print_status(cfg: Settings, state: dict[str, object] | None) -> bool:
     table = Table("part", "address", "health", title=f"DexOrder at {cfg.home}")
     healthy = True
@@ -173,14 +206,14 @@ def _print_status(cfg: Settings, state: dict[str, object] | None) -> bool:
             part["address"],
             f"[green]healthy[/green] {detail}" if ok else f"[red]down[/red] {detail}",
         )
-    fresh = freshness.check(parts, cfg.market_data.stale_after_s)  # type: ignore[arg-type]
-    if fresh is not None:
-        ok, detail = fresh
-        healthy &= ok
+    for check in _platform_checks(cfg, parts):  # type: ignore[arg-type]
+        healthy &= check.ok
         table.add_row(
-            "market data",
-            freshness.ADDRESS,
-            f"[green]fresh[/green] {detail}" if ok else f"[red]stale[/red] {detail}",
+            check.label,
+            check.address,
+            f"[green]{check.good}[/green] {check.detail}"
+            if check.ok
+            else f"[red]{check.bad}[/red] {check.detail}",
         )
     console.print(table)
     return healthy
@@ -190,7 +223,8 @@ def _print_status(cfg: Settings, state: dict[str, object] | None) -> bool:
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Show each part, its address and whether it is healthy (exit 1 if any is not)."""
+    """Show each part, its address and whether it is healthy (exit 1 if any is not); also
+    whether market data is fresh and whether people's code can run (the sandbox)."""
     cfg = config_or_exit()
     state = _read_state(cfg)
     if as_json:
@@ -201,16 +235,15 @@ def status(
             out.append(
                 {"name": part["name"], "address": part["address"], "healthy": ok, "detail": detail}
             )
-        # not a part: whether ticks get through them (None: nothing to compare yet)
-        fresh = freshness.check(parts, cfg.market_data.stale_after_s)  # type: ignore[arg-type]
-        market_data = None if fresh is None else {"healthy": fresh[0], "detail": fresh[1]}
+        checks = _platform_checks(cfg, parts)  # type: ignore[arg-type]
+        found = {c.key: {"healthy": c.ok, "detail": c.detail} for c in checks}
         print(
             json.dumps(
                 {
                     "running": bool(state),
                     "ready": bool(state and state.get("ready")),
                     "parts": out,
-                    "market_data": market_data,
+                    **{key: found.get(key) for key in CHECK_KEYS},
                 },
                 indent=2,
             )
@@ -218,7 +251,7 @@ def status(
         healthy = (
             bool(state and state.get("ready"))
             and all(p["healthy"] for p in out)
-            and (fresh is None or fresh[0])
+            and all(c.ok for c in checks)
         )
     else:
         if not state:

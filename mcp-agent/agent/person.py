@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from agent.documents import Documents
 from agent.events import EventPublisher
 from agent.feed import PriceFeed
 from agent.memory import ConversationMemory
-from agent.sandbox import Limits
+from agent.sandbox import Limits, warn_if_unisolated
 from agent.workspace import Workspace
 from dexorder.config import Settings
 from dexorder.embeddings import EmbeddingClient
@@ -50,10 +51,13 @@ class PersonAgent:
         self.user = check_user_id(user)
         self.root = cfg.agent_dir(user)
         self.state_dir = self.root / "state"
-        self.scratch = self.root / "scratch"
         self.backtests = self.root / "backtests"
-        for d in (self.state_dir, self.scratch, self.backtests):
+        #: where the agent writes a run's input files (a fresh folder each run)
+        self.run_inputs = self.root / "run-inputs"
+        for d in (self.state_dir, self.backtests, self.run_inputs):
             d.mkdir(parents=True, exist_ok=True)
+        # a scratch folder the sandbox once wrote on disk may hold links it planted
+        shutil.rmtree(self.root / "scratch", ignore_errors=True)  # never follows links
         self.workspace = Workspace(self.root / "workspace")
         self.documents = Documents(self.workspace)
         self.alerts = AlertBook(self.state_dir / "alerts.json")
@@ -71,8 +75,14 @@ class PersonAgent:
         self.live = LiveTrading(cfg, self.state_dir, self._live_price, lambda: self.events)
         s = cfg.agent.sandbox
         self.limits = Limits(
-            cpu_s=s.cpu_s, memory_mb=s.memory_mb, wall_s=s.wall_s, output_bytes=s.output_kb * 1024
+            cpu_s=s.cpu_s,
+            memory_mb=s.memory_mb,
+            wall_s=s.wall_s,
+            output_bytes=s.output_kb * 1024,
+            scratch_mb=s.scratch_mb,
         )
+        self.sandbox_mode = s.isolation
+        warn_if_unisolated(self.sandbox_mode)
 
     async def start(self) -> None:
         """Start the event channels and the live price feed (inside the event loop)."""

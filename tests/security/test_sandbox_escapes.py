@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -276,3 +278,20 @@ def test_without_bubblewrap_user_code_is_refused_with_a_clear_error(
         assert opted_out.ok, opted_out.error
     finally:
         isolation.status.cache_clear()
+
+
+def test_status_says_why_people_s_code_is_refused(
+    isolated_env: dict[str, str], tmp_path: Path
+) -> None:
+    """An operator learns from ``dexorder status`` that the sandbox cannot be set up, not
+    from a person's failed tool call."""
+    status = [sys.executable, "-m", "launcher", "status", "--json"]
+    no_bwrap = {**os.environ, **isolated_env, "PATH": str(tmp_path)}
+    said = subprocess.run(status, env=no_bwrap, capture_output=True, text=True, timeout=60)
+    assert said.returncode == 1
+    sandbox = json.loads(said.stdout)["sandbox"]
+    assert sandbox["healthy"] is False and "bubblewrap" in sandbox["detail"]
+    opted_out = {**no_bwrap, "DEXORDER_AGENT__SANDBOX__ISOLATION": "none"}
+    said = subprocess.run(status, env=opted_out, capture_output=True, text=True, timeout=60)
+    sandbox = json.loads(said.stdout)["sandbox"]
+    assert sandbox["healthy"] is True and "single-user" in sandbox["detail"]
