@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from dexorder.config import ConfigError, Settings
 from dexorder.secret_files import secret_file
+from dexorder.tokens import new_private_pem
 
 #: The Kafka header holding the signature (letters only: KafkaSource keeps it as is).
 HEADER = "dexordersig"
@@ -82,19 +83,7 @@ def record_keys(cfg: Settings) -> RecordKeys:
             raise ConfigError("kafka.record_verify_key: not an Ed25519 key")
         return RecordKeys(public)
     path = Path(cfg.home) / "state" / "kafka_record_ed25519.pem"
-
-    def make() -> str:
-        return (
-            Ed25519PrivateKey.generate()
-            .private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            .decode()
-        )
-
-    return _from_private_pem(secret_file(path, make), str(path))
+    return _from_private_pem(secret_file(path, new_private_pem), str(path))
 
 
 def _signed_bytes(topic: str, data: object) -> bytes:

@@ -66,7 +66,7 @@ class TokenClaims:
     user: str
     kind: TokenKind
     token_id: str
-    expires_at: int | None
+    expires_at: int
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,9 @@ class TokenKeys:
     private_pem: str | None = None
 
 
-def new_keys() -> TokenKeys:
-    """A fresh Ed25519 key pair."""
-    return keys_from_private(
+def new_private_pem() -> str:
+    """A fresh Ed25519 private key, PEM (PKCS#8)."""
+    return (
         Ed25519PrivateKey.generate()
         .private_bytes(
             serialization.Encoding.PEM,
@@ -88,6 +88,11 @@ def new_keys() -> TokenKeys:
         )
         .decode()
     )
+
+
+def new_keys() -> TokenKeys:
+    """A fresh Ed25519 key pair."""
+    return keys_from_private(new_private_pem())
 
 
 def keys_from_private(private_pem: str) -> TokenKeys:
@@ -102,11 +107,11 @@ def mint_token(
     keys: TokenKeys,
     user: str,
     kind: TokenKind = "service",
-    ttl_s: int | None = 3600,
+    ttl_s: int = 3600,
     audience: str = AUDIENCE,
 ) -> str:
-    """A token for ``user``'s agent (or for ``audience``); ``ttl_s`` None makes one that
-    never expires (the gateway accepts none such: ``gateway.max_token_ttl_days``)."""
+    """A token for ``user``'s agent (or for ``audience``), valid ``ttl_s`` seconds: every
+    token expires (and the gateway accepts none longer than ``gateway.max_token_ttl_days``)."""
     if keys.private_pem is None:
         raise InvalidToken("this process holds only the public key; it cannot make tokens")
     now = int(time.time())
@@ -116,9 +121,8 @@ def mint_token(
         "jti": uuid.uuid4().hex,
         "iat": now,
         "aud": audience,
+        "exp": now + ttl_s,
     }
-    if ttl_s is not None:
-        claims["exp"] = now + ttl_s
     return jwt.encode(claims, keys.private_pem, algorithm=ALGORITHM)
 
 
@@ -136,7 +140,7 @@ def verify_token(
             keys.public_pem,
             algorithms=[ALGORITHM],
             audience=audience,
-            options={"require": ["sub", "jti", "iat", "aud"]},
+            options={"require": ["sub", "jti", "iat", "aud", "exp"]},
         )
     except jwt.ExpiredSignatureError:
         raise InvalidToken("token expired") from None
@@ -147,7 +151,7 @@ def verify_token(
         raise InvalidToken("invalid token: unknown kind")
     if claims["jti"] in revoked:
         raise InvalidToken("token revoked")
-    return TokenClaims(claims["sub"], kind, claims["jti"], claims.get("exp"))
+    return TokenClaims(claims["sub"], kind, claims["jti"], claims["exp"])
 
 
 def embedder_token(keys: TokenKeys, principal: str, ttl_s: int = 300) -> str:
@@ -173,13 +177,7 @@ def token_keys(cfg: Settings) -> TokenKeys:
 
 def load_or_create_keys(path: Path) -> TokenKeys:
     """The key pair whose private key is kept in ``path`` (mode 0600), made on first use."""
-
-    def private_pem() -> str:
-        pem = new_keys().private_pem
-        assert pem is not None
-        return pem
-
-    return keys_from_private(secret_file(path, private_pem))
+    return keys_from_private(secret_file(path, new_private_pem))
 
 
 def public_keys(keys: TokenKeys) -> TokenKeys:

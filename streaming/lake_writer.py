@@ -265,17 +265,9 @@ class LakeWriter:
                     self.stats["records"] += len(records)
                     if not pending.first_at:
                         pending.first_at = time.monotonic()
-                for r in await rewind_recreated(consumer):
-                    log.warning(
-                        "offset beyond the log end: topic created again; reading it from the start",
-                        topic=r.tp.topic,
-                        partition=r.tp.partition,
-                        offset=r.was,
-                        log_end=r.log_end,
-                    )
+                for r in await rewind_recreated(consumer, log, RESETS):
                     pending.offsets[f"{r.tp.topic}:{r.tp.partition}"] = r.start
                     self.stats["offset_resets"] += 1
-                    RESETS.labels(r.tp.topic).inc()
                 due = pending.first_at and (
                     len(pending) >= self.batch_rows
                     or pending.done

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import Counter
+from structlog.typing import FilteringBoundLogger
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,11 @@ class Rewound:
     start: int
 
 
-async def rewind_recreated(consumer: AIOKafkaConsumer) -> list[Rewound]:
-    """Seek every assigned partition whose position is beyond its log end to its beginning.
+async def rewind_recreated(
+    consumer: AIOKafkaConsumer, log: FilteringBoundLogger, resets: Counter
+) -> list[Rewound]:
+    """Seek every assigned partition whose position is beyond its log end to its beginning,
+    saying so in ``log`` and counting it in ``resets`` (labelled by topic).
 
     Uses the log end of the latest fetch response (no extra request when all is well).
     """
@@ -44,5 +49,13 @@ async def rewind_recreated(consumer: AIOKafkaConsumer) -> list[Rewound]:
             continue
         start = (await consumer.beginning_offsets([tp]))[tp]
         consumer.seek(tp, start)
+        log.warning(
+            "offset beyond the log end: topic created again; reading it from the start",
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=position,
+            log_end=high,
+        )
+        resets.labels(tp.topic).inc()
         out.append(Rewound(tp, position, high, start))
     return out

@@ -255,17 +255,9 @@ class StreamRunner:
 
     async def _restart_recreated(self, consumer: AIOKafkaConsumer, offsets: dict[int, int]) -> None:
         """Read partitions of a topic created again from their beginning (:mod:`.offsets`)."""
-        for r in await rewind_recreated(consumer):
-            log.warning(
-                "offset beyond the log end: topic created again; reading it from the start",
-                topic=r.tp.topic,
-                partition=r.tp.partition,
-                offset=r.was,
-                log_end=r.log_end,
-            )
+        for r in await rewind_recreated(consumer, log, RESETS):
             offsets[r.tp.partition] = r.start
             self.stats["offset_resets"] += 1
-            RESETS.labels(r.tp.topic).inc()
 
     @staticmethod
     async def _caught_up(consumer: AIOKafkaConsumer) -> bool:

@@ -26,7 +26,6 @@ User namespaces stay usable inside (no ``--disable-userns``): the nested sandbox
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -38,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from dexorder import namespaces
 from dexorder.config import Settings
 
 #: The agent's uid inside its user namespace when the gateway runs as root.
@@ -88,33 +88,11 @@ class AgentView:
 
 def code_roots() -> list[str]:
     """Python and the packages an agent imports, as folders to bind read-only."""
-    roots = [sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix]
-    roots.append(str(Path(sys.executable).resolve().parent.parent))
-    for name in ("agent", "dexorder"):
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.submodule_search_locations:
-            roots.extend(spec.submodule_search_locations)
-    kept: list[str] = []
-    for root in sorted({os.path.realpath(r) for r in roots}, key=len):
-        if root in ("/", "/usr") or root.startswith("/usr/"):
-            continue  # /usr is bound whole
-        if any(root == k or root.startswith(k + os.sep) for k in kept):
-            continue
-        kept.append(root)
-    for raw in (sys.prefix, sys.base_prefix):  # as Python spells them, if through a link
-        if raw != os.path.realpath(raw) and raw not in kept:
-            kept.append(raw)
-    return kept
+    return namespaces.code_roots(("agent", "dexorder"))
 
 
 def _system() -> list[str]:
-    args = ["--ro-bind", "/usr", "/usr"]
-    for name in ("bin", "lib", "lib64", "lib32", "sbin"):
-        top = Path("/") / name
-        if top.is_symlink():
-            args += ["--symlink", os.readlink(top), str(top)]
-        elif top.is_dir():
-            args += ["--ro-bind", str(top), str(top)]
+    args = namespaces.system_binds()
     for name in _ETC:
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     return args

@@ -38,7 +38,10 @@ def agent(
     port: Annotated[int | None, typer.Option(help="HTTP port (default agent.port)")] = None,
     stdio: Annotated[bool, typer.Option("--stdio", help="Speak MCP on stdin/stdout")] = False,
     token_ttl_h: Annotated[
-        float, typer.Option(help="Hours the printed token is valid (0: never expires)")
+        float,
+        typer.Option(
+            min=0.01, max=24 * 365, help="Hours the printed token is valid (every token expires)"
+        ),
     ] = 24,
 ) -> None:
     """Run one person's agent (MCP over streamable HTTP, or stdio)."""
@@ -69,7 +72,7 @@ def agent(
     from agent.app import serve_http
 
     host, the_port = cfg.agent.host, port if port is not None else cfg.agent.port
-    ttl = int(token_ttl_h * 3600) or None
+    ttl = int(token_ttl_h * 3600)
     try:
         token = mint_token(token_keys(cfg), person.user, "pat", ttl)
     except InvalidToken:

@@ -15,11 +15,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
+import jwt
 import pytest
 from mcp.shared.exceptions import MCPError
 
 from agent.sandbox import isolation
 from dexorder.config import Settings
+from dexorder.tokens import token_keys
 from tests.agent.conftest import Agent, fill_lake, serve_agent
 
 # skipped on a machine without the sandbox, never in CI (.ci/run installs bubblewrap)
@@ -145,3 +148,13 @@ async def test_a_link_in_an_old_backtest_folder_is_not_followed(agent: Agent) ->
             with pytest.raises(MCPError) as refused:
                 await c.read_resource(f"backtest://{run_id}/chart.png")
             assert "PRIVATE KEY" not in str(refused.value)
+
+
+async def test_the_agent_refuses_a_token_that_never_expires(agent: Agent) -> None:
+    """A personal token without an expiry (``dexorder agent`` once printed such) was
+    accepted by the agent for ever, even after the gateway stopped accepting it."""
+    claims = {"sub": "alice", "kind": "pat", "jti": "x", "iat": 0, "aud": "dexorder-agent"}
+    forever = jwt.encode(claims, token_keys(agent.cfg).private_pem, algorithm="EdDSA")
+    async with httpx2.AsyncClient() as http:
+        r = await http.post(agent.url, json={}, headers={"Authorization": f"Bearer {forever}"})
+    assert r.status_code == 401 and "exp" in r.json()["error"]

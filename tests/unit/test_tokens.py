@@ -27,7 +27,14 @@ from dexorder.tokens import (
 )
 
 KEYS = new_keys()
-CLAIMS = {"sub": "alice", "kind": "pat", "jti": "x", "iat": 0, "aud": "dexorder-agent"}
+CLAIMS = {
+    "sub": "alice",
+    "kind": "pat",
+    "jti": "x",
+    "iat": 0,
+    "aud": "dexorder-agent",
+    "exp": int(time.time()) + 3600,
+}
 
 
 def _b64(data: bytes) -> str:
@@ -46,8 +53,11 @@ def test_a_token_names_its_person_and_kind() -> None:
     claims = verify_token(KEYS, mint_token(KEYS, "alice", "pat", ttl_s=60))
     assert (claims.user, claims.kind) == ("alice", "pat")
     assert claims.expires_at is not None and claims.expires_at > time.time()
-    forever = verify_token(KEYS, mint_token(KEYS, "alice", "pat", ttl_s=None))
-    assert forever.expires_at is None
+    forever = jwt.encode(
+        {k: v for k, v in CLAIMS.items() if k != "exp"}, KEYS.private_pem, algorithm="EdDSA"
+    )
+    with pytest.raises(InvalidToken, match="exp"):
+        verify_token(KEYS, forever)  # every token expires
 
 
 def test_holding_only_the_public_key_checks_tokens_but_cannot_make_them() -> None:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.sandbox.protocol import INPUTS, SCRATCH, WORKSPACE
+from dexorder import namespaces
 
 #: The uid and gid the person's code runs as inside its user namespace.
 SANDBOX_UID = 65534
@@ -141,50 +142,12 @@ def seccomp_program() -> bytes:
     return b"".join(chunks)
 
 
-def _system_mounts() -> list[str]:
-    args = ["--ro-bind", "/usr", "/usr"]
-    for name in ("bin", "lib", "lib64", "lib32", "sbin"):
-        top = Path("/") / name
-        if top.is_symlink():
-            args += ["--symlink", os.readlink(top), str(top)]
-        elif top.is_dir():
-            args += ["--ro-bind", str(top), str(top)]
-    return args
-
-
 def import_roots() -> list[str]:
     """Folders holding the platform's own packages (an editable install is not in site-packages)."""
     import agent
     import dexorder
 
     return [str(Path(m.__file__).resolve().parents[1]) for m in (agent, dexorder) if m.__file__]
-
-
-def _readable_code() -> list[str]:
-    """Python and the packages the sandboxed process imports, each bound read-only."""
-    import agent
-    import dexorder
-
-    roots = [
-        sys.base_prefix,
-        sys.base_exec_prefix,
-        sys.prefix,
-        sys.exec_prefix,
-        str(Path(sys.executable).resolve().parent.parent),
-        *(str(Path(m.__file__).resolve().parent) for m in (agent, dexorder) if m.__file__),
-    ]
-    kept: list[str] = []
-    for root in sorted({os.path.realpath(r) for r in roots}, key=len):
-        if root == "/usr" or any(root == k or root.startswith(k + os.sep) for k in kept):
-            continue
-        if root.startswith("/usr/"):
-            continue  # already there with /usr
-        kept.append(root)
-    # the unresolved spellings too, so sys.prefix paths work as Python knows them
-    for raw in (sys.prefix, sys.base_prefix):
-        if raw != os.path.realpath(raw) and raw not in kept:
-            kept.append(raw)
-    return kept
 
 
 def bwrap_command(
@@ -219,7 +182,7 @@ def bwrap_command(
         "--new-session",
         "--cap-drop",
         "ALL",
-        *_system_mounts(),
+        *namespaces.system_binds(),
         "--proc",
         "/proc",
         "--dev",
@@ -237,7 +200,7 @@ def bwrap_command(
         str(workspace),
         WORKSPACE,
     ]
-    for root in _readable_code():
+    for root in namespaces.code_roots(("agent", "dexorder")):
         args += ["--ro-bind", root, root]
     if inputs is not None:
         args += ["--ro-bind", str(inputs), INPUTS]
