@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -14,6 +15,7 @@ import zmq
 import zmq.asyncio
 
 from dexorder.config import Settings, load_config
+from dexorder.market_validation import candle_problem
 from dexorder.markets import Ticker, Timeframe
 from dexorder.relay_keys import connect_subscriber
 from dexorder.schemas import (
@@ -75,9 +77,11 @@ async def subscribe(
             if len(frames) != 2:
                 continue
             try:
-                yield decode_candle(frames[1])
+                candle = decode_candle(frames[1])
             except InvalidMessage:
                 continue  # a malformed publisher must not end the subscription
+            if candle_problem(candle, int(time.time() * 1000)) is None:
+                yield candle
     finally:
         sub.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 import structlog
@@ -19,6 +20,7 @@ import zmq.asyncio
 
 from dexorder.client import RelayError, request
 from dexorder.config import Settings
+from dexorder.market_validation import candle_problem
 from dexorder.relay_keys import connect_subscriber
 from dexorder.schemas import Candle, ErrorReply, InvalidMessage, RealtimeRequest, decode_candle
 from dexorder.topics import ohlc_topic
@@ -95,6 +97,10 @@ class PriceFeed:
             try:
                 candle = decode_candle(frames[1])
             except InvalidMessage:
+                continue
+            # only platform parts publish, and they validate; a bad price would still fill
+            # the person's orders or fire their alerts, so it is checked once more here
+            if candle_problem(candle, int(time.time() * 1000)) is not None:
                 continue
             self.last[candle.ticker] = candle
             for handle in self.handlers:
