@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from multiprocessing import synchronize
 from pathlib import Path
 
 import zmq
@@ -45,7 +46,9 @@ zmq.proxy(xsub, xpub)
 """
 
 
-def _subscriber(xpub: str, ready: mp.Event, results: mp.Queue) -> None:  # type: ignore[type-arg]
+def _subscriber(
+    xpub: str, ready: synchronize.Event, results: mp.Queue[tuple[int, float, float]]
+) -> None:
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, HWM)

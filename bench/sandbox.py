@@ -45,10 +45,11 @@ def main() -> dict[str, float]:
     whole: dict[Isolation, list[float]] = {"none": [], "kernel": []}
     with tempfile.TemporaryDirectory() as tmp:
         workspace = Path(tmp)
-        for mode in ("none", "kernel"):  # warm the page cache for both
+        modes: tuple[Isolation, ...] = ("none", "kernel")
+        for mode in modes:  # warm the page cache for both
             _first_line_s(workspace, mode)
         for _ in range(RUNS):
-            for mode in ("none", "kernel"):
+            for mode in modes:
                 first, total = _first_line_s(workspace, mode)
                 times[mode].append(first)
                 whole[mode].append(total)

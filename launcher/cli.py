@@ -182,7 +182,7 @@ CHECK_KEYS = ("market_data", "sandbox")
 def _platform_checks(cfg: Settings, parts: list[dict[str, object]]) -> list[PlatformCheck]:
     checks = []
     # whether ticks get through the parts (None: nothing to compare yet)
-    fresh = freshness.check(parts, cfg.market_data.stale_after_s)  # type: ignore[arg-type]
+    fresh = freshness.check(parts, cfg.market_data.stale_after_s)
     if fresh is not None:
         checks.append(
             PlatformCheck("market_data", "market data", freshness.ADDRESS, *fresh, "fresh", "stale")

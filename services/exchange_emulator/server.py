@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from aiohttp import WSMsgType, web
 
 from services.exchange_emulator.account import Accounts, add_account_routes
@@ -404,7 +405,7 @@ def build_app(state: EmulatorState) -> web.Application:
         else:
             lo = start + (-start) % step  # first open time >= startTime
             hi = min(hi, lo + (limit - 1) * step)
-        rows = state.sim.klines(spec, step, lo, hi + 1) if hi >= lo else []
+        rows = state.sim.klines(spec, step, lo, hi + 1) if hi >= lo else np.empty((0, 7))
         body = [
             [
                 int(r[0]),
