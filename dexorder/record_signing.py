@@ -100,7 +100,9 @@ def as_seen_by_functions(value: bytes) -> object:
         return None  # an empty body is no data at all
     try:
         return json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting too deep to parse (functions-framework refuses it with a
+        # 400); checked as its bytes, so an unsigned one is refused, not a crashed consumer
         return value
 
 

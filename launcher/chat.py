@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
 import aiohttp
 
 from dexorder.config import Settings
+from dexorder.contracts.chat import (
+    CandlesFrame,
+    ErrorFrame,
+    EventFrame,
+    ImageFrame,
+    InvalidFrame,
+    MessageFrame,
+    ReadyFrame,
+    ReplyFrame,
+    ServerFrame,
+    StatusFrame,
+    TokenFrame,
+    ToolFrame,
+    decode_server_frame,
+    encode,
+)
 from dexorder.tokens import mint_token, token_keys
 from launcher.console import console, err
 
@@ -17,41 +31,47 @@ class ChatFailed(RuntimeError):
     """The gateway could not be reached or refused the message."""
 
 
-def _show(frame: dict[str, Any], streamed: list[bool]) -> None:
-    kind = frame["type"]
-    if kind == "token":
-        console.print(frame["text"], end="", markup=False, highlight=False)
+def _show(frame: ServerFrame, streamed: list[bool]) -> None:
+    if isinstance(frame, TokenFrame):
+        console.print(frame.text, end="", markup=False, highlight=False)
         streamed[0] = True
-    elif kind == "status":
-        err.print(f"[dim]{frame['text']}[/dim]")
-    elif kind == "tool" and frame["state"] in ("start", "progress", "error"):
-        detail = frame.get("text") or frame.get("error") or ""
-        err.print(f"[dim]⚙ {frame['name']} {frame['state']}{': ' + detail if detail else ''}[/dim]")
-    elif kind == "candles":
-        rows = frame["candles"]
-        err.print(f"[dim]chart: {frame['ticker']} {frame['timeframe']}, {len(rows)} candles[/dim]")
-    elif kind == "image":
-        err.print(f"[dim]chart: {frame.get('caption', 'image')} (shown on the web page)[/dim]")
-    elif kind == "event":
-        err.print(f"[yellow]🔔 {frame['text']}[/yellow]")
+    elif isinstance(frame, StatusFrame):
+        err.print(f"[dim]{frame.text}[/dim]")
+    elif isinstance(frame, ToolFrame) and frame.state in ("start", "progress", "error"):
+        detail = frame.text or frame.error or ""
+        err.print(f"[dim]⚙ {frame.name} {frame.state}{': ' + detail if detail else ''}[/dim]")
+    elif isinstance(frame, CandlesFrame):
+        rows = frame.candles
+        err.print(f"[dim]chart: {frame.ticker} {frame.timeframe}, {len(rows)} candles[/dim]")
+    elif isinstance(frame, ImageFrame):
+        err.print(f"[dim]chart: {frame.caption or 'image'} (shown on the web page)[/dim]")
+    elif isinstance(frame, EventFrame):
+        err.print(f"[yellow]🔔 {frame.text}[/yellow]")
+
+
+async def _next_frame(ws: aiohttp.ClientWebSocketResponse) -> ServerFrame:
+    msg = await ws.receive()
+    if msg.type != aiohttp.WSMsgType.TEXT:
+        raise ChatFailed("the gateway closed the connection")
+    try:
+        return decode_server_frame(msg.data)
+    except InvalidFrame as exc:
+        raise ChatFailed(f"the gateway sent a frame this client does not know: {exc}") from None
 
 
 async def _turn(ws: aiohttp.ClientWebSocketResponse, text: str) -> None:
-    await ws.send_str(json.dumps({"type": "message", "text": text}))
+    await ws.send_str(encode(MessageFrame(text=text)))
     streamed = [False]
     while True:
-        msg = await ws.receive()
-        if msg.type != aiohttp.WSMsgType.TEXT:
-            raise ChatFailed("the gateway closed the connection")
-        frame = json.loads(msg.data)
-        if frame["type"] == "reply":
+        frame = await _next_frame(ws)
+        if isinstance(frame, ReplyFrame):
             if not streamed[0]:
-                console.print(frame["text"], markup=False, highlight=False)
+                console.print(frame.text, markup=False, highlight=False)
             else:
                 console.print()
             return
-        if frame["type"] == "error":
-            raise ChatFailed(frame["text"])
+        if isinstance(frame, ErrorFrame):
+            raise ChatFailed(frame.text)
         _show(frame, streamed)
 
 
@@ -64,9 +84,10 @@ async def chat(cfg: Settings, message: str | None) -> None:
             aiohttp.ClientSession() as http,
             http.ws_connect(url, headers={"Authorization": f"Bearer {token}"}, heartbeat=30) as ws,
         ):
-            ready = json.loads((await ws.receive()).data)
-            if ready.get("type") != "ready":
-                raise ChatFailed(ready.get("text", "the gateway refused the connection"))
+            ready = await _next_frame(ws)
+            if not isinstance(ready, ReadyFrame):
+                refused = ready.text if isinstance(ready, ErrorFrame) else ""
+                raise ChatFailed(refused or "the gateway refused the connection")
             if message is not None:
                 await _turn(ws, message)
                 return

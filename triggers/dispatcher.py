@@ -13,6 +13,11 @@ dead-letter topic with its reason in ``dexorderrefused`` (and ``knativeerrorcode
 and is counted in ``forged`` and ``triggers_forged_records_total``. The other record
 headers travel on as ``kafkaheader<name>`` extensions, as KafkaSource sends them, so the
 function can check the signature again (in the cluster it is the only check).
+
+A signed record whose data is not its topic's event type
+(:mod:`dexorder.contracts.events`, the decode the function itself uses) is not delivered
+either: it goes to the dead-letter topic with ``knativeerrorcode`` 400 and the reason in
+``knativeerrordata``, as if the function had answered it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter
 
+from dexorder.contracts.events import BadEvent, check_record
 from dexorder.kafka import ensure_topics
 from dexorder.record_signing import ForgedRecord, RecordKeys, verify_record
 from triggers.spec import Trigger
@@ -170,7 +176,12 @@ class Dispatcher:
                             {TopicPartition(tp.topic, tp.partition): record.offset + 1}
                         )
                         continue
-                    delivery = await self.deliver(trigger, record, http)
+                    try:
+                        check_record(trigger.topic, record.value or b"")
+                    except BadEvent as exc:  # the function would answer 400: not sent
+                        delivery = Delivery(exc.status, str(exc).encode(), {}, 0)
+                    else:
+                        delivery = await self.deliver(trigger, record, http)
                     if delivery.ok:
                         self.stats["delivered"] += 1
                         if trigger.reply_topic and delivery.headers.get("ce-id"):

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 
+from dexorder.contracts.chat import Attachment, CandlesFrame, EventFrame, FrameSink
 from dexorder.schemas import UserEvent
 from gateway.accounts.store import Accounts
 from gateway.charts import candles_png
@@ -20,7 +19,7 @@ from gateway.telegram import BotApi, TelegramError
 
 log = structlog.get_logger(part="gateway")
 
-Outbox = Callable[[dict[str, Any]], Awaitable[None]]
+Outbox = FrameSink
 
 
 def event_text(event: UserEvent) -> str:
@@ -45,14 +44,10 @@ def event_text(event: UserEvent) -> str:
     return f"{event.kind}: {summary}"
 
 
-def event_message(event: UserEvent) -> dict[str, Any]:
-    return {
-        "type": "event",
-        "kind": event.kind,
-        "event_id": event.event_id,
-        "text": event_text(event),
-        "payload": event.payload,
-    }
+def event_message(event: UserEvent) -> EventFrame:
+    return EventFrame(
+        kind=event.kind, event_id=event.event_id, text=event_text(event), payload=event.payload
+    )
 
 
 class ChannelHub:
@@ -97,14 +92,14 @@ class ChannelHub:
             return False
         return True
 
-    async def send_attachments(self, chat_id: int, attachments: list[dict[str, Any]]) -> None:
+    async def send_attachments(self, chat_id: int, attachments: list[Attachment]) -> None:
         """Charts of a turn as Telegram photos."""
         assert self.bot is not None
         for item in attachments:
-            if item["type"] == "image":
-                png = base64.b64decode(item["data"])
-                await self.bot.send_photo(chat_id, png, item.get("caption", ""))
-            elif item["type"] == "candles" and item["candles"]:
-                title = f"{item['ticker']} {item['timeframe']}"
-                png = await asyncio.to_thread(candles_png, item["candles"], title)
-                await self.bot.send_photo(chat_id, png, title)
+            if isinstance(item, CandlesFrame):
+                if item.candles:
+                    title = f"{item.ticker} {item.timeframe}"
+                    png = await asyncio.to_thread(candles_png, item.candles, title)
+                    await self.bot.send_photo(chat_id, png, title)
+            else:
+                await self.bot.send_photo(chat_id, base64.b64decode(item.data), item.caption)

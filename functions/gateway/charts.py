@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import Any
 
+from dexorder.contracts.chat import CandleRow
 
-def candles_png(rows: list[list[float]], title: str) -> bytes:
+
+def candles_png(rows: Sequence[CandleRow], title: str) -> bytes:
     """A candlestick chart of ``rows`` ([open_time_ms, open, high, low, close], oldest first)."""
     import matplotlib
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import structlog
 
 from dexorder.config import Settings
+from dexorder.contracts.chat import StatusFrame
 from dexorder.embeddings import EmbeddingClient, EmbeddingUnavailable
 from dexorder.secret_files import secret_file
 from dexorder.tokens import InvalidToken, TokenKeys, embedder_token, token_keys, verify_token
@@ -272,7 +273,7 @@ class Gateway:
         async with lock:  # one conversation per person: turns from all channels in order
 
             async def starting() -> None:
-                await send({"type": "status", "text": "Starting your agent…"})
+                await send(StatusFrame(text="Starting your agent…"))
 
             try:
                 endpoint = await self.provisioner.ensure(user, tier, on_starting=starting)

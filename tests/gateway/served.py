@@ -16,6 +16,7 @@ import uvicorn
 from aiohttp import web
 
 from dexorder.config import Settings
+from dexorder.contracts.chat import decode_server_frame, encode
 from dexorder.process import free_port
 from dexorder.schemas import UserEvent
 from dexorder.tokens import mint_token
@@ -123,7 +124,10 @@ class ChatSocket:
     async def next(self, timeout: float = 60) -> dict[str, Any]:
         msg = await self.ws.receive(timeout=timeout)
         assert msg.type == aiohttp.WSMsgType.TEXT, msg
-        return dict(json.loads(msg.data))
+        data = dict(json.loads(msg.data))
+        # every frame the gateway sends is one of the protocol's, and says nothing more
+        assert json.loads(encode(decode_server_frame(msg.data))) == data, data
+        return data
 
     async def ask(self, text: str, timeout: float = 120) -> list[dict[str, Any]]:
         """Everything the gateway sends for one message, up to its reply or error."""

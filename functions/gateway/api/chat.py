@@ -1,27 +1,38 @@
 """Chat over HTTP (one request, one reply) and over a WebSocket (streamed tokens, live
 tool progress, and the person's alerts and fills arriving as they happen).
 
-WebSocket protocol (JSON text frames):
-  → ``{"type": "auth", "token": "…"}`` first (or an ``Authorization`` header), then
-    ``{"type": "message", "text": "…"}`` for each message.
-  ← ``ready``, then per turn: ``status``, ``token``, ``tool``, ``confirm``, ``candles``,
-    ``image``, and ``reply`` (the whole answer) or ``error``; ``event`` at any time.
+The frames and the HTTP answer are the types of :mod:`dexorder.contracts.chat` (its
+docstring has the table; ``python -m dexorder.contracts.chat`` prints the JSON Schema).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from dataclasses import asdict
 from typing import Any
 
 import structlog
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from dexorder.contracts.chat import (
+    Account,
+    AuthFrame,
+    ChatAnswer,
+    ClientFrame,
+    ErrorFrame,
+    InvalidFrame,
+    MessageFrame,
+    Progress,
+    ReadyFrame,
+    ReplyFrame,
+    ServerFrame,
+    client_frame,
+    encode,
+)
 from gateway.accounts.store import AccountError
 from gateway.api.common import (
     MAX_BODY,
@@ -51,22 +62,21 @@ async def chat_http(request: Request) -> Response:
     gw = gateway_of(request)
     data = await body(request)
     text = text_field(data, "message", gw.cfg.gateway.max_message_chars)
-    progress: list[dict[str, Any]] = []
+    progress: list[Progress] = []
 
-    async def collect(event: dict[str, Any]) -> None:
-        if event["type"] in ("status", "tool", "confirm"):
-            progress.append(event)
+    async def collect(frame: ServerFrame) -> None:
+        if isinstance(frame, Progress):
+            progress.append(frame)
 
     result = await gw.chat(who, text, "http", collect)
-    return JSONResponse(
-        {
-            "reply": result.reply,
-            "model": result.model,
-            "tokens": result.tokens,
-            "attachments": result.attachments,
-            "progress": progress,
-        }
+    answer = ChatAnswer(
+        reply=result.reply,
+        model=result.model,
+        tokens=result.tokens,
+        attachments=result.attachments,
+        progress=progress,
     )
+    return Response(encode(answer), media_type="application/json")
 
 
 class _Socket:
@@ -76,15 +86,15 @@ class _Socket:
         self.ws = ws
         self._lock = asyncio.Lock()
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, frame: ServerFrame) -> None:
         async with self._lock:
-            await self.ws.send_text(json.dumps(message))
+            await self.ws.send_text(encode(frame))
 
 
-async def _frame(ws: WebSocket) -> dict[str, Any]:
-    """The next frame's JSON object; :class:`Refused` (400) for a binary frame or one that
-    is not an acceptable JSON object (the same rules as HTTP bodies), and
-    :class:`WebSocketDisconnect` when the client has gone."""
+async def _frame(ws: WebSocket) -> ClientFrame | None:
+    """The next client frame, None for a JSON object that is none of them; :class:`Refused`
+    (400) for a binary frame or one that is not an acceptable JSON object (the same rules
+    as HTTP bodies), and :class:`WebSocketDisconnect` when the client has gone."""
     message = await ws.receive()
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
@@ -93,7 +103,10 @@ async def _frame(ws: WebSocket) -> dict[str, Any]:
         raise Refused(400, "frames must be JSON text, not binary")
     if len(text) > MAX_FRAME_CHARS:
         raise Refused(413, f"frame too large (at most {MAX_FRAME_CHARS // 1024} KB)")
-    return json_object(text, "the frame")
+    try:
+        return client_frame(json_object(text, "the frame"))
+    except InvalidFrame:
+        return None  # the caller says what it expected
 
 
 async def _token(ws: WebSocket) -> str:
@@ -104,9 +117,9 @@ async def _token(ws: WebSocket) -> str:
         msg = await asyncio.wait_for(_frame(ws), AUTH_TIMEOUT_S)
     except TimeoutError:
         raise Refused(401, "no auth message within 10s") from None
-    if msg.get("type") != "auth" or not isinstance(msg.get("token"), str):
+    if not isinstance(msg, AuthFrame):
         raise Refused(401, 'the first frame must be {"type": "auth", "token": "…"}')
-    return str(msg["token"])
+    return msg.token
 
 
 async def chat_ws(ws: WebSocket) -> None:
@@ -118,7 +131,7 @@ async def chat_ws(ws: WebSocket) -> None:
         who = gw.authenticate(token)
     except (Refused, AccountError) as exc:
         message = exc.message if isinstance(exc, Refused) else str(exc)
-        await sock.send({"type": "error", "status": exc.status, "text": message})
+        await sock.send(ErrorFrame(status=exc.status, text=message))
         await ws.close(code=4401 if exc.status == 401 else 4400)
         return
     except WebSocketDisconnect:
@@ -127,22 +140,19 @@ async def chat_ws(ws: WebSocket) -> None:
     queue: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED)
     worker = asyncio.create_task(_turns(gw, token, sock, queue))
     try:
-        await sock.send({"type": "ready", "account": asdict(who.account)})
+        await sock.send(ReadyFrame(account=Account(**asdict(who.account))))
         while True:
             try:
                 msg = await _frame(ws)
-                text = msg.get("text")
-                if msg.get("type") != "message" or not isinstance(text, str):
+                if not isinstance(msg, MessageFrame):
                     raise Refused(400, 'expected {"type": "message", "text": "…"}')
             except Refused as exc:  # the socket stays open: the next frame may be right
-                await sock.send({"type": "error", "status": exc.status, "text": exc.message})
+                await sock.send(ErrorFrame(status=exc.status, text=exc.message))
                 continue
             try:
-                queue.put_nowait(text)
+                queue.put_nowait(msg.text)
             except asyncio.QueueFull:
-                await sock.send(
-                    {"type": "error", "status": 429, "text": "too many messages waiting"}
-                )
+                await sock.send(ErrorFrame(status=429, text="too many messages waiting"))
     except WebSocketDisconnect:
         pass
     finally:
@@ -161,23 +171,17 @@ async def _turns(gw: Any, token: str, sock: _Socket, queue: asyncio.Queue[str]) 
             who = gw.authenticate(token)
             result = await gw.chat(who, text, "web", sock.send)
             await sock.send(
-                {
-                    "type": "reply",
-                    "text": result.reply,
-                    "model": result.model,
-                    "tokens": result.tokens,
+                ReplyFrame(
+                    text=result.reply,
+                    model=result.model,
+                    tokens=result.tokens,
                     # where the turn's time went (ms): context, rag, model, tools, save…
-                    "timings": {k: round(v, 2) for k, v in result.timings.items()},
-                }
+                    timings={k: round(v, 2) for k, v in result.timings.items()},
+                )
             )
         except Refused as exc:
             await sock.send(
-                {
-                    "type": "error",
-                    "status": exc.status,
-                    "text": exc.message,
-                    "retry_after": exc.retry_after,
-                }
+                ErrorFrame(status=exc.status, text=exc.message, retry_after=exc.retry_after)
             )
         except (WebSocketDisconnect, RuntimeError) as exc:
             if isinstance(exc, RuntimeError) and "websocket" not in str(exc).lower():
@@ -187,11 +191,7 @@ async def _turns(gw: Any, token: str, sock: _Socket, queue: asyncio.Queue[str]) 
             log.exception("chat turn failed")
             with contextlib.suppress(Exception):
                 await sock.send(
-                    {
-                        "type": "error",
-                        "status": 500,
-                        "text": "something went wrong in this turn; try again",
-                    }
+                    ErrorFrame(status=500, text="something went wrong in this turn; try again")
                 )
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dexorder.contracts.events import BadEvent, decode_notification
 from dexorder.schemas import UserEvent
 from gateway.api.common import answers_refusals, bearer, body, gateway_of, text_field
 from gateway.platform_calls import is_platform_token
@@ -27,11 +27,18 @@ async def notify(request: Request) -> Response:
     now (the caller retries), 4xx for bad calls.
     """
     _platform_only(request, "send notifications")
-    data = await body(request)
     try:
-        event = msgspec.convert({**data, "critical": True}, UserEvent)
-    except msgspec.ValidationError as exc:
-        raise Refused(400, f"not a notification: {exc}") from None
+        note = decode_notification(await body(request))
+    except BadEvent as exc:
+        raise Refused(exc.status, str(exc)) from None
+    event = UserEvent(
+        event_id=note.event_id,
+        user=note.user,
+        kind=note.kind,
+        payload=note.payload,
+        created_at=note.created_at,
+        critical=True,
+    )
     if not await gateway_of(request).events.receive(event):
         raise Refused(503, f"{event.user} has no reachable channel right now")
     return JSONResponse({"delivered": event.event_id})

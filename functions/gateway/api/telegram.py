@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dexorder.contracts.chat import ServerFrame, StatusFrame
 from dexorder.json_input import text_problem
 from gateway.accounts.store import AccountError
 from gateway.api.common import answers_refusals, body, gateway_of
@@ -78,9 +79,9 @@ async def _handle(gw: Gateway, msg: IncomingMessage) -> None:
         return
     await gw.bot.typing(msg.chat_id)
 
-    async def progress(event: dict[str, object]) -> None:
-        if event["type"] == "status":
-            await gw.bot.send_text(msg.chat_id, str(event["text"]))  # type: ignore[union-attr]
+    async def progress(frame: ServerFrame) -> None:
+        if isinstance(frame, StatusFrame):  # the rest Telegram cannot stream
+            await gw.bot.send_text(msg.chat_id, frame.text)  # type: ignore[union-attr]
 
     try:
         result = await gw.chat(Caller(linked, "token"), text, "telegram", progress)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -21,6 +20,15 @@ import structlog
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
+from dexorder.contracts.chat import (
+    Attachment,
+    CandlesFrame,
+    ConfirmFrame,
+    FrameSink,
+    ImageFrame,
+    TokenFrame,
+    ToolFrame,
+)
 from dexorder.embeddings import EmbeddingUnavailable
 from gateway.harness.agent_link import AgentLink, ContextCache, ToolOutcome
 from gateway.harness.confirmations import (
@@ -36,7 +44,7 @@ from gateway.harness.platform_tools import REMEMBER, PlatformTools
 
 log = structlog.get_logger(part="gateway")
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Send = FrameSink
 
 #: Tools whose use changes what the context resources say.
 CHANGES_CONTEXT = frozenset(
@@ -73,7 +81,7 @@ class TurnDeps:
     send: Send
     max_rounds: int = 8
     timings: dict[str, float] = field(default_factory=dict)
-    attachments: list[dict[str, Any]] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
 
 
 class TurnState(TypedDict, total=False):
@@ -196,7 +204,7 @@ async def call_model(state: TurnState, config: RunnableConfig) -> TurnState:
     deps = _deps(config)
 
     async def on_text(text: str) -> None:
-        await deps.send({"type": "token", "text": text})
+        await deps.send(TokenFrame(text=text))
 
     t0 = time.perf_counter()
     reply = await deps.model.reply(state["system"], state["messages"], deps.tools, on_text)
@@ -228,7 +236,7 @@ async def run_tools(state: TurnState, config: RunnableConfig) -> TurnState:
         if call.name in NEEDS_CONFIRMATION:
             deps.confirmations.hold(deps.user, call.arguments)
             order = describe_order(call.arguments)
-            await deps.send({"type": "confirm", "order": call.arguments, "text": order})
+            await deps.send(ConfirmFrame(order=call.arguments, text=order))
             text = (
                 f"{last.text}\n\n" if last.text else ""
             ) + f"Please confirm: {order}. Reply “yes” to place it; anything else cancels it."
@@ -260,7 +268,7 @@ async def place_confirmed(state: TurnState, config: RunnableConfig) -> TurnState
         else (f"The order was not placed: {outcome.as_text()}")
     )
     text = labelled(deps.model, text)
-    await deps.send({"type": "token", "text": text})
+    await deps.send(TokenFrame(text=text))
     return {"reply": text, "model": deps.model.name, "tokens": 0}
 
 
@@ -282,12 +290,10 @@ async def save(state: TurnState, config: RunnableConfig) -> TurnState:
 
 
 async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
-    await deps.send(
-        {"type": "tool", "name": call.name, "state": "start", "arguments": call.arguments}
-    )
+    await deps.send(ToolFrame(name=call.name, state="start", arguments=call.arguments))
 
     async def progress(text: str) -> None:
-        await deps.send({"type": "tool", "name": call.name, "state": "progress", "text": text})
+        await deps.send(ToolFrame(name=call.name, state="progress", text=text))
 
     with _timed(deps, "tools_ms"):
         if call.name == REMEMBER.name:
@@ -305,12 +311,9 @@ async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
             deps.context.forget(deps.user)
         outcome = await _attachments(deps, call, outcome)
     await deps.send(
-        {
-            "type": "tool",
-            "name": call.name,
-            "state": "error" if outcome.is_error else "done",
-            **({"error": outcome.as_text()[:500]} if outcome.is_error else {}),
-        }
+        ToolFrame(name=call.name, state="error", error=outcome.as_text()[:500])
+        if outcome.is_error
+        else ToolFrame(name=call.name, state="done")
     )
     return outcome
 
@@ -335,12 +338,9 @@ async def _attachments(deps: TurnDeps, call: ToolCall, outcome: ToolOutcome) -> 
         return outcome
     if call.name == "get_candles" and "candles" in value:
         value = dict(value)
-        item = {
-            "type": "candles",
-            "ticker": value["ticker"],
-            "timeframe": value["timeframe"],
-            "candles": value.pop("candles"),
-        }
+        item: Attachment = CandlesFrame(
+            ticker=value["ticker"], timeframe=value["timeframe"], candles=value.pop("candles")
+        )
         deps.attachments.append(item)
         await deps.send(item)
         return ToolOutcome(value)
@@ -357,12 +357,11 @@ async def _attachments(deps: TurnDeps, call: ToolCall, outcome: ToolOutcome) -> 
         except Exception as exc:
             log.warning("backtest chart unreadable", error=str(exc))
             return outcome
-        item = {
-            "type": "image",
-            "mime": "image/png",
-            "caption": f"Backtest of {value.get('strategy')} on {value.get('ticker')}",
-            "data": base64.b64encode(png).decode(),
-        }
+        item = ImageFrame(
+            mime="image/png",
+            caption=f"Backtest of {value.get('strategy')} on {value.get('ticker')}",
+            data=base64.b64encode(png).decode(),
+        )
         deps.attachments.append(item)
         await deps.send(item)
     return outcome

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
 from dexorder.config import Settings
+from dexorder.contracts.chat import Attachment, TokenFrame
 from dexorder.tokens import TokenKeys, mint_token
 from gateway.harness.agent_link import AgentLink, AgentLinks, ContextCache
 from gateway.harness.confirmations import (
@@ -36,7 +36,7 @@ class TurnResult:
     reply: str
     model: str
     tokens: int
-    attachments: list[dict[str, Any]] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -85,7 +85,7 @@ class Harness:
         model = self.router.choose(tier, text)
         if cancelled is not None and is_refusal(text):
             reply = labelled(model, f"Cancelled: {describe_order(cancelled)} was not placed.")
-            await send({"type": "token", "text": reply})
+            await send(TokenFrame(text=reply))
             return TurnResult(reply, model.name, 0)
         t0 = time.perf_counter()
         link, tools = await self._connect(user, mcp_url)
@@ -110,7 +110,7 @@ class Harness:
             )
         except ModelError as exc:
             reply = f"Sorry, I could not answer: {exc}"
-            await send({"type": "token", "text": reply})
+            await send(TokenFrame(text=reply))
             return TurnResult(reply, model.name, 0, deps.attachments, deps.timings)
         except Exception:
             await self.links.drop(user)  # the next turn starts a fresh session
@@ -121,7 +121,7 @@ class Harness:
                 f"\n\n(The order waiting for your confirmation, {describe_order(cancelled)}, "
                 "was cancelled.)"
             )
-            await send({"type": "token", "text": note})
+            await send(TokenFrame(text=note))
             reply += note
         deps.timings["turn_ms"] = (time.perf_counter() - t0) * 1000
         return TurnResult(
