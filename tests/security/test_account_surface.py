@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 import pytest_asyncio
 from aiohttp import web
 
 from dexorder.config import AuthLimitsConfig, ConfigError, GatewayConfig, Settings
-from dexorder.tokens import embedder_token, mint_token, new_keys
+from dexorder.tokens import AUDIENCE, embedder_token, mint_token, new_keys
 from gateway.limits import MemoryCounter
 from gateway.throttle import AuthPolicies, Throttle
 from services.embedder.server import Embedder
@@ -299,10 +300,13 @@ async def test_every_token_expires_within_the_configured_maximum(site: Site) -> 
 
     keys = site.s.gw.keys
     user = alice["account"]["id"]
-    for ttl in (None, 3650 * 86_400):
-        forever = mint_token(keys, user, "pat", ttl)
-        status, body, _ = await site.call("GET", "/api/me", token=forever)
-        assert status == 401 and "maximum of 30 days" in body["error"]
+    claims = {"sub": user, "kind": "pat", "jti": "x", "iat": int(time.time()), "aud": AUDIENCE}
+    no_expiry = jwt.encode(claims, keys.private_pem, algorithm="EdDSA")
+    status, body, _ = await site.call("GET", "/api/me", token=no_expiry)
+    assert status == 401  # no expiry: not a token of ours at all
+    ten_years = mint_token(keys, user, "pat", 3650 * 86_400)
+    status, body, _ = await site.call("GET", "/api/me", token=ten_years)
+    assert status == 401 and "maximum of 30 days" in body["error"]
     assert (await site.call("GET", "/api/me", token=mint_token(keys, user, "pat", 86_400)))[
         0
     ] == 200
