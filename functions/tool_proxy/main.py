@@ -90,7 +90,9 @@ async def proxy_tool(request: Request) -> Response:
             "subject": event.get("subject") or call.tool,
             "dexordercallid": event["id"],
         },
-        encode_event(ToolResult(tool=call.tool, is_error=outcome.is_error, result=outcome.value)),
+        encode_event(
+            ToolResult(tool=call.tool, is_error=outcome.is_error, result=outcome.as_json())
+        ),
     )
     reply["datacontenttype"] = "application/json"
     headers, body = to_binary(reply)

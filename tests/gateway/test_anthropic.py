@@ -3,6 +3,7 @@ turn (context resources, the tool loop with a tool proxied to the agent, streami
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from dexorder.config import Settings
+from dexorder.contracts.chat import ServerFrame, encode
 from dexorder.tokens import token_keys
 from gateway.harness.router import ModelRouter
 from gateway.harness.turn import Harness
@@ -40,8 +42,8 @@ async def run(
 ) -> tuple[Any, list[dict[str, Any]]]:
     sent: list[dict[str, Any]] = []
 
-    async def send(frame: dict[str, Any]) -> None:
-        sent.append(frame)
+    async def send(frame: ServerFrame) -> None:
+        sent.append(json.loads(encode(frame)))  # what a client of the chat would read
 
     result = await harness.turn(
         user=agent.person.user, tier=tier, channel="web", text=text, mcp_url=agent.url, send=send

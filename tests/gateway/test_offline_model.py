@@ -145,7 +145,11 @@ async def test_a_tool_round_trip_ends_in_a_labelled_description() -> None:
 def test_descriptions_of_results() -> None:
     assert "no strategies" in describe("list_strategies", {"strategies": []})
     sweep = {
+        "id": "abc123",
         "strategy": "sma_cross",
+        "ticker": "BINANCE:BTC/USDT",
+        "timeframe": "1h",
+        "candles": 700,
         "sweep": [{"params": {"fast": 5}, "sharpe": 1.5, "total_return": 0.2}],
         "rank_by": "sharpe",
         "combinations": 3,

@@ -16,6 +16,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import BlobResourceContents, TextResourceContents
 
+from dexorder.contracts.agent_tools import AGENT_TOOLS, ToolResult, ToolTraits
 from gateway.harness.model import ToolSpec
 
 #: The four context resources every turn starts from.
@@ -33,13 +34,23 @@ class AgentCallError(RuntimeError):
 
 @dataclass(frozen=True)
 class ToolOutcome:
-    """What a tool returned: its JSON (or text), and whether it failed."""
+    """What a tool returned: an agent tool's typed result, a platform tool's JSON, or the
+    text of an error; and whether it failed."""
 
-    value: dict[str, Any] | str
+    value: ToolResult | dict[str, Any] | str
     is_error: bool = False
 
     def as_text(self) -> str:
+        """What the model reads of it."""
+        if isinstance(self.value, ToolResult):
+            return self.value.for_model()
         return self.value if isinstance(self.value, str) else json.dumps(self.value)
+
+    def as_json(self) -> Any:
+        """The whole result as JSON values (for callers other than the model)."""
+        if isinstance(self.value, ToolResult):
+            return self.value.model_dump(mode="json", by_alias=True)
+        return self.value
 
 
 class AgentLink:
@@ -64,18 +75,26 @@ class AgentLink:
         if self._tools is None:
             listed = await self.client.list_tools()
             self._tools = [
-                ToolSpec(t.name, t.description or "", dict(t.input_schema)) for t in listed.tools
+                ToolSpec(
+                    t.name,
+                    t.description or "",
+                    dict(t.input_schema),
+                    ToolTraits.from_meta(t.meta),
+                )
+                for t in listed.tools
             ]
         return self._tools
 
     async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome:
+        """Call a tool; its structured result is validated into its contract's type (a result
+        of another shape raises :class:`~dexorder.contracts.agent_tools.ToolResultMismatch`)."""
         result = await self.client.call_tool(name, arguments)
-        text = "".join(getattr(c, "text", "") for c in result.content)
-        try:
-            value: dict[str, Any] | str = json.loads(text)
-        except ValueError:
-            value = text
-        return ToolOutcome(value, bool(result.is_error))
+        if result.is_error:
+            return ToolOutcome("".join(getattr(c, "text", "") for c in result.content), True)
+        contract = AGENT_TOOLS.get(name)
+        if contract is None:
+            raise AgentCallError(f"the agent has no tool {name} in its contract")
+        return ToolOutcome(contract.parse(result.structured_content))
 
     async def read_text(self, uri: str) -> str:
         result = await self.client.read_resource(uri)

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 import structlog
-from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 
+from dexorder.contracts import agent_tools as contract
 from dexorder.contracts.chat import (
     Attachment,
     CandlesFrame,
@@ -31,12 +32,7 @@ from dexorder.contracts.chat import (
 )
 from dexorder.embeddings import EmbeddingUnavailable
 from gateway.harness.agent_link import AgentLink, ContextCache, ToolOutcome
-from gateway.harness.confirmations import (
-    NEEDS_CONFIRMATION,
-    Confirmations,
-    describe_order,
-    is_confirmation,
-)
+from gateway.harness.confirmations import Confirmations, describe_order, is_confirmation
 from gateway.harness.knowledge import KnowledgeBase
 from gateway.harness.model import ChatModel, Message, ModelReply, ToolCall, ToolSpec
 from gateway.harness.offline import describe, labelled
@@ -46,27 +42,9 @@ log = structlog.get_logger(part="gateway")
 
 Send = FrameSink
 
-#: Tools whose use changes what the context resources say.
-CHANGES_CONTEXT = frozenset(
-    {
-        "write_strategy",
-        "write_indicator",
-        "revert_file",
-        "set_watchlist",
-        "set_alert",
-        "delete_alert",
-        "execute_trade",
-        "confirm_trade",
-        "cancel_order",
-    }
-)
-#: The harness saves messages itself; the model need not.
-HIDDEN_AGENT_TOOLS = frozenset({"save_message"})
-
-
 @dataclass
 class TurnDeps:
-    """What one turn works with (passed in the graph's config, not its state)."""
+    """What one turn works with: the graph's context (``context_schema``), not its state."""
 
     user: str
     tier: str
@@ -74,6 +52,8 @@ class TurnDeps:
     link: AgentLink
     model: ChatModel
     tools: list[ToolSpec]
+    #: what each of the agent's tools declares (hidden ones too: ``tools`` lacks those)
+    traits: dict[str, contract.ToolTraits]
     platform: PlatformTools
     knowledge: KnowledgeBase | None
     context: ContextCache
@@ -98,9 +78,7 @@ class TurnState(TypedDict, total=False):
     reply: str
 
 
-def _deps(config: RunnableConfig) -> TurnDeps:
-    deps: TurnDeps = config["configurable"]["deps"]
-    return deps
+Turn = Runtime[TurnDeps]
 
 
 class _timed:
@@ -118,22 +96,22 @@ class _timed:
 # --- nodes --------------------------------------------------------------------------
 
 
-def route_start(state: TurnState, config: RunnableConfig) -> list[str] | str:
-    deps = _deps(config)
+def route_start(state: TurnState, runtime: Turn) -> list[str] | str:
+    deps = runtime.context
     if deps.confirmations.peek(deps.user) is not None and is_confirmation(state["text"]):
         return "place_confirmed"
     return ["fetch_context", "retrieve"]
 
 
-async def fetch_context(state: TurnState, config: RunnableConfig) -> TurnState:
-    deps = _deps(config)
+async def fetch_context(state: TurnState, runtime: Turn) -> TurnState:
+    deps = runtime.context
     with _timed(deps, "context_ms"):
         return {"context": await deps.context.get(deps.user, deps.link)}
 
 
-async def retrieve(state: TurnState, config: RunnableConfig) -> TurnState:
+async def retrieve(state: TurnState, runtime: Turn) -> TurnState:
     """Platform docs and the person's notes (Qdrant), and related earlier messages."""
-    deps = _deps(config)
+    deps = runtime.context
 
     async def knowledge() -> list[str]:
         if deps.knowledge is None:
@@ -152,13 +130,9 @@ async def retrieve(state: TurnState, config: RunnableConfig) -> TurnState:
             )
         except Exception as exc:  # earlier messages help; the turn goes on without them
             outcome = ToolOutcome(str(exc), is_error=True)
-        if outcome.is_error or not isinstance(outcome.value, dict):
+        if not isinstance(outcome.value, contract.ConversationMatches):
             return []
-        return [
-            f"{m.get('role')}: {m.get('text', '')[:500]}"
-            for m in outcome.value.get("matches", [])
-            if m.get("score", 0) > 0.3
-        ]
+        return [f"{m.role}: {m.text[:500]}" for m in outcome.value.matches if m.score > 0.3]
 
     with _timed(deps, "rag_ms"):
         # both embed the same text: the embedding service computes it once
@@ -166,8 +140,8 @@ async def retrieve(state: TurnState, config: RunnableConfig) -> TurnState:
     return {"snippets": snippets, "memories": memories}
 
 
-def build_prompt(state: TurnState, config: RunnableConfig) -> TurnState:
-    deps = _deps(config)
+def build_prompt(state: TurnState, runtime: Turn) -> TurnState:
+    deps = runtime.context
     with _timed(deps, "prompt_ms"):
         ctx = state.get("context", {})
         parts = [
@@ -200,8 +174,8 @@ def build_prompt(state: TurnState, config: RunnableConfig) -> TurnState:
         }
 
 
-async def call_model(state: TurnState, config: RunnableConfig) -> TurnState:
-    deps = _deps(config)
+async def call_model(state: TurnState, runtime: Turn) -> TurnState:
+    deps = runtime.context
 
     async def on_text(text: str) -> None:
         await deps.send(TokenFrame(text=text))
@@ -220,20 +194,20 @@ async def call_model(state: TurnState, config: RunnableConfig) -> TurnState:
     }
 
 
-def after_model(state: TurnState, config: RunnableConfig) -> str:
+def after_model(state: TurnState, runtime: Turn) -> str:
     last = state.get("last")
-    if last is not None and last.tool_calls and state.get("rounds", 0) < _deps(config).max_rounds:
+    if last is not None and last.tool_calls and state.get("rounds", 0) < runtime.context.max_rounds:
         return "run_tools"
     return "save"
 
 
-async def run_tools(state: TurnState, config: RunnableConfig) -> TurnState:
-    deps = _deps(config)
+async def run_tools(state: TurnState, runtime: Turn) -> TurnState:
+    deps = runtime.context
     last = state["last"]
     assert last is not None
     results: list[dict[str, Any]] = []
     for call in last.tool_calls:
-        if call.name in NEEDS_CONFIRMATION:
+        if _traits(deps, call.name).needs_confirmation:
             deps.confirmations.hold(deps.user, call.arguments)
             order = describe_order(call.arguments)
             await deps.send(ConfirmFrame(order=call.arguments, text=order))
@@ -257,13 +231,13 @@ def after_tools(state: TurnState) -> str:
     return "save" if state.get("last") is None else "call_model"
 
 
-async def place_confirmed(state: TurnState, config: RunnableConfig) -> TurnState:
-    deps = _deps(config)
+async def place_confirmed(state: TurnState, runtime: Turn) -> TurnState:
+    deps = runtime.context
     order = deps.confirmations.take(deps.user)
     assert order is not None
-    outcome = await _run_tool(deps, ToolCall("confirmed", "execute_trade", order))
+    outcome = await _run_tool(deps, ToolCall("confirmed", contract.EXECUTE_TRADE.name, order))
     text = (
-        describe("execute_trade", outcome.value)
+        describe(contract.EXECUTE_TRADE.name, outcome.value)
         if not outcome.is_error
         else (f"The order was not placed: {outcome.as_text()}")
     )
@@ -272,8 +246,8 @@ async def place_confirmed(state: TurnState, config: RunnableConfig) -> TurnState
     return {"reply": text, "model": deps.model.name, "tokens": 0}
 
 
-async def save(state: TurnState, config: RunnableConfig) -> TurnState:
-    deps = _deps(config)
+async def save(state: TurnState, runtime: Turn) -> TurnState:
+    deps = runtime.context
     with _timed(deps, "save_ms"):
         for role, text in (("user", state["text"]), ("assistant", state.get("reply", ""))):
             if not text.strip():
@@ -300,14 +274,14 @@ async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
             outcome = await _remember(deps, call.arguments)
         elif call.name in PlatformTools.names:
             outcome = await deps.platform.call(call.name, call.arguments, progress)
-        elif call.name in HIDDEN_AGENT_TOOLS:
+        elif _traits(deps, call.name).hidden:
             outcome = ToolOutcome(f"{call.name} is done by the platform itself", is_error=True)
         else:
             try:
                 outcome = await deps.link.call(call.name, call.arguments)
             except Exception as exc:  # the agent went away mid-turn: tell the model
                 outcome = ToolOutcome(f"your agent could not run {call.name}: {exc}", True)
-        if call.name in CHANGES_CONTEXT and not outcome.is_error:
+        if _traits(deps, call.name).changes_context and not outcome.is_error:
             deps.context.forget(deps.user)
         outcome = await _attachments(deps, call, outcome)
     await deps.send(
@@ -316,6 +290,10 @@ async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
         else ToolFrame(name=call.name, state="done")
     )
     return outcome
+
+
+def _traits(deps: TurnDeps, tool: str) -> contract.ToolTraits:
+    return deps.traits.get(tool) or contract.ToolTraits()
 
 
 async def _remember(deps: TurnDeps, args: dict[str, Any]) -> ToolOutcome:
@@ -332,9 +310,15 @@ async def _remember(deps: TurnDeps, args: dict[str, Any]) -> ToolOutcome:
 
 
 async def _attachments(deps: TurnDeps, call: ToolCall, outcome: ToolOutcome) -> ToolOutcome:
-    """Charts go to the person, not to the model."""
+    """Charts go to the person, not to the model (which reads ``ToolResult.for_model``)."""
     value = outcome.value
-    if outcome.is_error or not isinstance(value, dict):
+    if outcome.is_error:
+        return outcome
+    if isinstance(value, contract.ToolResult):
+        if _traits(deps, call.name).attachment:
+            await _attach(deps, value.attachment())
+        return outcome
+    if not isinstance(value, dict):
         return outcome
     if call.name == "get_candles" and "candles" in value:
         value = dict(value)
@@ -344,32 +328,28 @@ async def _attachments(deps: TurnDeps, call: ToolCall, outcome: ToolOutcome) -> 
         deps.attachments.append(item)
         await deps.send(item)
         return ToolOutcome(value)
-    if call.name == "run_backtest":
-        # the model needs the figures, not every trade and point of the curve
-        value = {k: v for k, v in value.items() if k != "equity_curve"}
-        if isinstance(value.get("trades"), list) and len(value["trades"]) > 20:
-            value["trades_shown"] = 20
-            value["trades"] = value["trades"][:20]
-        outcome = ToolOutcome(value)
-    if call.name == "run_backtest" and isinstance(value.get("chart"), str):
-        try:
-            png = await deps.link.read_bytes(value["chart"])
-        except Exception as exc:
-            log.warning("backtest chart unreadable", error=str(exc))
-            return outcome
-        item = ImageFrame(
-            mime="image/png",
-            caption=f"Backtest of {value.get('strategy')} on {value.get('ticker')}",
-            data=base64.b64encode(png).decode(),
-        )
-        deps.attachments.append(item)
-        await deps.send(item)
     return outcome
 
 
+async def _attach(deps: TurnDeps, attachment: contract.Attachment | None) -> None:
+    """Fetch an agent's attachment (an image resource) and send it to the person."""
+    if attachment is None:
+        return
+    try:
+        data = await deps.link.read_bytes(attachment.uri)
+    except Exception as exc:  # the answer goes on without its picture
+        log.warning("attachment unreadable", uri=attachment.uri, error=str(exc))
+        return
+    item = ImageFrame(
+        mime=attachment.mime, caption=attachment.caption, data=base64.b64encode(data).decode()
+    )
+    deps.attachments.append(item)
+    await deps.send(item)
+
+
 def build_graph() -> Any:
-    """The compiled turn graph (compiled once; each turn passes its own deps)."""
-    g = StateGraph(TurnState)
+    """The compiled turn graph (compiled once; each turn passes its own deps as its context)."""
+    g = StateGraph(TurnState, context_schema=TurnDeps)
     g.add_node("fetch_context", fetch_context)
     g.add_node("retrieve", retrieve)
     g.add_node("build_prompt", build_prompt)

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dexorder.contracts.agent_tools import ToolTraits
+
 Message = dict[str, Any]
 OnText = Callable[[str], Awaitable[None]]
 
@@ -26,6 +28,8 @@ class ToolSpec:
     name: str
     description: str
     input_schema: dict[str, Any]
+    #: what the harness must know of it (an agent tool's ``_meta``; none for the platform's)
+    traits: ToolTraits = field(default_factory=ToolTraits)
 
     def to_api(self) -> dict[str, Any]:
         return {

@@ -16,6 +16,24 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from dexorder.contracts.agent_tools import (
+    AGENT_TOOLS,
+    Account,
+    Alert,
+    AlertList,
+    BacktestRun,
+    Figure,
+    FileSummary,
+    IndicatorList,
+    LiveTrade,
+    LiveTradeRequest,
+    PaperTrade,
+    SourceFile,
+    StrategyList,
+    SweepRun,
+    ToolResult,
+    Watchlist,
+)
 from gateway.harness.model import ChatModel, Message, ModelReply, OnText, ToolCall, ToolSpec
 
 LABEL = "[offline model]"
@@ -254,92 +272,109 @@ def _money(x: Any) -> str:
     return f"{float(x):,.2f}" if isinstance(x, int | float) else str(x)
 
 
-def describe(tool: str, result: dict[str, Any] | str) -> str:
-    """One result in a sentence or a short list."""
+def describe(tool: str, result: ToolResult | dict[str, Any] | str) -> str:
+    """One result in a sentence or a short list: an agent tool's read as its contract's type
+    (a result of another shape raises ``ToolResultMismatch``), the platform's own as JSON."""
     if isinstance(result, str):
         return result
+    if isinstance(result, ToolResult):
+        return _describe_result(result)
+    contract = AGENT_TOOLS.get(tool)
+    if contract is not None:
+        return _describe_result(contract.validate(result))
+    return _describe_platform(tool, result)
+
+
+def _describe_platform(tool: str, result: dict[str, Any]) -> str:
+    """A result of the gateway's own tools (JSON: it crosses no process)."""
     if tool == "get_price":
         return f"{result['ticker']} last traded at {_money(result['last'])}."
-    if tool in ("list_strategies", "list_indicators"):
-        items: list[dict[str, Any]] = next(iter(result.values()), [])
-        kind = tool.removeprefix("list_")
-        if not items:
-            return f"You have no {kind} yet."
-        lines = [f"- {i['name']}: {i.get('summary', '')}".rstrip(": ") for i in items]
-        return f"Your {kind}:\n" + "\n".join(lines)
-    if tool == "run_backtest":
-        if result.get("sweep"):
-            best = result["sweep"][0]
-            head = (
-                f"Swept {result.get('combinations')} combinations of {result.get('strategy')}; "
-                f"best by {result.get('rank_by')}: {best.get('params')}"
-            )
-        else:
-            best = result.get("figures", {})
-            head = (
-                f"Backtest of {result.get('strategy')} on {result.get('ticker')} "
-                f"{result.get('timeframe')} over {result.get('candles')} candles"
-            )
-        shown = ("total_return", "sharpe", "max_drawdown", "win_rate", "trades", "final_equity")
-        figures = [
-            f"{k.replace('_', ' ')} {v:.4g}"
-            if isinstance(v, float)
-            else f"{k.replace('_', ' ')} {v}"
-            for k, v in best.items()
-            if k in shown
-        ]
-        return f"{head}: {', '.join(figures)}."
-    if tool == "set_alert":
-        return (
-            f"Alert set: {result['ticker']} {result['condition']} {_money(result['price'])} "
-            f"(id {result['id']})."
-        )
-    if tool == "list_alerts":
-        alerts = result.get("alerts", [])
-        if not alerts:
-            return "You have no alerts."
-        return "Your alerts:\n" + "\n".join(
-            f"- {a['ticker']} {a['condition']} {_money(a['price'])} ({a.get('status', 'active')})"
-            for a in alerts
-        )
-    if tool == "execute_trade" and result.get("status") == "awaiting_confirmation":
-        return (
-            f"Live order {result.get('summary')}: a six-digit code was sent to your channel; "
-            "send “confirm CODE” to place it."
-        )
-    if tool == "confirm_trade":
-        order = result.get("order", {})
-        return (
-            f"Live order placed: {order.get('side')} {order.get('quantity')} "
-            f"{order.get('ticker')} at {order.get('price')} ({order.get('status')})."
-        )
-    if tool == "execute_trade":
-        return (
-            "Order placed: "
-            + ", ".join(
-                f"{k} {v}"
-                for k, v in result.items()
-                if k in ("side", "quantity", "ticker", "status", "price", "fill_price", "id")
-            )
-            + "."
-        )
-    if tool == "get_positions":
-        pos = result.get("positions", [])
-        head = f"Cash {_money(result.get('cash', 0))}, equity {_money(result.get('equity', 0))}."
-        return head + "".join(
-            f"\n- {p.get('ticker')}: {p.get('quantity')} (PnL {_money(p.get('unrealized_pnl', 0))})"
-            for p in pos
-        )
-    if tool == "get_watchlist":
-        return "Watchlist: " + (", ".join(result.get("watchlist", [])) or "empty") + "."
     if tool in ("get_candles", "request_backfill"):
         summary = {k: v for k, v in result.items() if k != "candles"}
         return ", ".join(f"{k} {v}" for k, v in summary.items()) + "."
     if tool == "remember":
         return f"I will remember: {result.get('remembered')}"
-    if tool in ("read_strategy", "read_indicator"):
-        return f"```python\n{result.get('code', '')}\n```"
     return json.dumps(result)[:2000]
+
+
+_SHOWN_FIGURES = ("total_return", "sharpe", "max_drawdown", "win_rate", "trades", "final_equity")
+
+
+def _figures(figures: dict[str, Figure]) -> str:
+    return ", ".join(
+        f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+        for k, v in figures.items()
+        if k in _SHOWN_FIGURES
+    )
+
+
+def _files(kind: str, items: list[FileSummary]) -> str:
+    if not items:
+        return f"You have no {kind} yet."
+    lines = [f"- {i.name}: {i.description}".rstrip(": ") for i in items]
+    return f"Your {kind}:\n" + "\n".join(lines)
+
+
+def _describe_result(result: ToolResult) -> str:
+    """An agent tool's typed result in words (mypy holds this to the contract's types)."""
+    match result:
+        case StrategyList(strategies=items):
+            return _files("strategies", items)
+        case IndicatorList(indicators=items):
+            return _files("indicators", items)
+        case SweepRun():
+            best = result.sweep[0] if result.sweep else None
+            head = (
+                f"Swept {result.combinations} combinations of {result.strategy}; "
+                f"best by {result.rank_by}: {best.params if best else {}}"
+            )
+            return f"{head}: {_figures(best.figures() if best else {})}."
+        case BacktestRun():
+            head = (
+                f"Backtest of {result.strategy} on {result.ticker} {result.timeframe} "
+                f"over {result.candles} candles"
+            )
+            return f"{head}: {_figures(result.figures)}."
+        case Alert():
+            return (
+                f"Alert set: {result.ticker} {result.condition} {_money(result.price)} "
+                f"(id {result.id})."
+            )
+        case AlertList(alerts=alerts):
+            if not alerts:
+                return "You have no alerts."
+            return "Your alerts:\n" + "\n".join(
+                f"- {a.ticker} {a.condition} {_money(a.price)} "
+                f"({'active' if a.triggered_at is None else 'triggered'})"
+                for a in alerts
+            )
+        case LiveTradeRequest():
+            return (
+                f"Live order {result.summary}: a six-digit code was sent to your channel; "
+                "send “confirm CODE” to place it."
+            )
+        case LiveTrade(order=order):
+            return (
+                f"Live order placed: {order.side} {order.quantity} {order.ticker} at "
+                f"{order.price} ({order.status})."
+            )
+        case PaperTrade(order=order, fill=fill):
+            price = f", filled at {_money(fill.price)}" if fill is not None else ""
+            return (
+                f"Order placed: {order.side} {order.quantity} {order.ticker} {order.type}, "
+                f"{order.status}{price} (id {order.id})."
+            )
+        case Account():
+            head = f"Cash {_money(result.cash)}, equity {_money(result.equity)}."
+            return head + "".join(
+                f"\n- {p.ticker}: {p.quantity} (PnL {_money(p.unrealised_pnl)})"
+                for p in result.positions
+            )
+        case Watchlist(watchlist=tickers):
+            return "Watchlist: " + (", ".join(tickers) or "empty") + "."
+        case SourceFile(code=code):
+            return f"```python\n{code}\n```"
+    return result.for_model()[:2000]
 
 
 class OfflineModel:

@@ -17,7 +17,7 @@ from gateway.harness.confirmations import (
     is_confirmation,
     is_refusal,
 )
-from gateway.harness.graph import HIDDEN_AGENT_TOOLS, Send, TurnDeps, build_graph
+from gateway.harness.graph import Send, TurnDeps, build_graph
 from gateway.harness.knowledge import KnowledgeBase
 from gateway.harness.model import ModelError, ToolSpec
 from gateway.harness.offline import labelled
@@ -66,7 +66,7 @@ class Harness:
         return mint_token(self.keys, user, "service", _TOKEN_TTL_S)
 
     async def _tools(self, link: AgentLink) -> list[ToolSpec]:
-        agent_tools = [t for t in await link.tools() if t.name not in HIDDEN_AGENT_TOOLS]
+        agent_tools = [t for t in await link.tools() if not t.traits.hidden]
         mine = [REMEMBER] if self.knowledge is not None else []
         return [*SPECS, *mine, *agent_tools]
 
@@ -96,6 +96,7 @@ class Harness:
             link=link,
             model=model,
             tools=tools,
+            traits={t.name: t.traits for t in await link.tools()},  # asked once a session
             platform=self.platform,
             knowledge=self.knowledge,
             context=self.context,
@@ -106,7 +107,7 @@ class Harness:
         deps.timings["connect_ms"] = (time.perf_counter() - t0) * 1000
         try:
             state = await self.graph.ainvoke(
-                {"text": text}, config={"configurable": {"deps": deps}}
+                {"text": text}, context=deps
             )
         except ModelError as exc:
             reply = f"Sorry, I could not answer: {exc}"

@@ -17,8 +17,9 @@ import time
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
+from dexorder.contracts.agent_tools import Fill, Order
 from dexorder.markets import InvalidTicker, Ticker
 
 Side = Literal["buy", "sell"]
@@ -27,31 +28,6 @@ OrderType = Literal["market", "limit"]
 
 class OrderError(ValueError):
     """An order the broker refuses; the message says why."""
-
-
-class Order(BaseModel):
-    id: str
-    ticker: str
-    side: Side
-    type: OrderType
-    quantity: float = Field(gt=0)
-    limit_price: float | None = None
-    status: Literal["open", "filled", "cancelled"] = "open"
-    created_at: int
-    filled_at: int | None = None
-    fill_price: float | None = None
-    fee: float = 0.0
-
-
-class Fill(BaseModel):
-    order_id: str
-    ticker: str
-    side: Side
-    quantity: float
-    price: float
-    fee: float
-    time: int
-    realised_pnl: float
 
 
 class Position(BaseModel):

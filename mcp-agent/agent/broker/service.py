@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agent.broker.paper import Fill, PaperBook
+from agent.broker.paper import PaperBook
 from agent.events import EventPublisher
 from agent.feed import PriceFeed
+from dexorder.contracts.agent_tools import Fill
 from dexorder.markets import InvalidTicker, Ticker
 from dexorder.schemas import Candle
 

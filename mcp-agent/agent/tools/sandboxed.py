@@ -1,0 +1,41 @@
+"""Running a job in the person's code sandbox, and the folder of one run's input files."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from mcp.server.mcpserver.exceptions import ToolError
+
+from agent.person import PersonAgent
+from agent.sandbox import SandboxResult, SandboxUnavailable, run_sandboxed
+from agent.sandbox.protocol import Job
+
+
+@contextlib.contextmanager
+def run_inputs(person: PersonAgent) -> Iterator[Path]:
+    """A fresh folder for one run's input files: the sandbox sees it read-only, and it is
+    gone when the run is."""
+    path = Path(tempfile.mkdtemp(dir=person.run_inputs))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def _sandbox(person: PersonAgent, job: Job, inputs: Path | None = None) -> SandboxResult:
+    try:
+        return await asyncio.to_thread(
+            run_sandboxed,
+            job,
+            workspace=person.workspace.root,
+            inputs=inputs,
+            limits=person.limits,
+            mode=person.sandbox_mode,
+        )
+    except SandboxUnavailable as exc:
+        raise ToolError(str(exc)) from None
