@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench.common import broker, free_port, pct, row, topics
 from dexorder.client import backfill
-from dexorder.config import Settings, load_config
+from dexorder.config import Settings, load_config, tcp_address
 from dexorder.exchanges import make_exchange
 from dexorder.lake.query import get_candles
 from dexorder.lake.table import ARROW_SCHEMA, ohlc_table, open_catalog
@@ -118,7 +118,7 @@ async def _writer_rate_on(cfg: Settings, bootstrap: str) -> tuple[float, float, 
     await producer.stop()
     writer = LakeWriter(
         bootstrap=bootstrap,
-        relay_xsub=f"tcp://127.0.0.1:{free_port()}",  # nobody listens: no backfill ends here
+        relay_xsub=tcp_address("127.0.0.1", free_port()),  # nobody listens: no backfill ends here
         open_table=lambda: ohlc_table(open_catalog(cfg)),
         group_id="bench-writer",
     )
@@ -126,7 +126,7 @@ async def _writer_rate_on(cfg: Settings, bootstrap: str) -> tuple[float, float, 
     while not writer.ready:  # joining the consumer group is start-up, not throughput
         await asyncio.sleep(0.001)
     t0 = time.perf_counter()
-    while writer.stats["rows_written"] < n:
+    while writer.counters["rows_written"] < n:
         await asyncio.sleep(0.01)
     writer_s = time.perf_counter() - t0
     writer.stop()

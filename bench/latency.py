@@ -23,6 +23,7 @@ import zmq.asyncio
 
 from bench.common import pct, row
 from dexorder.client import request
+from dexorder.config import tcp_address
 from dexorder.schemas import RealtimeRequest, decode_candle
 from dexorder.topics import ohlc_topic
 from launcher.ephemeral import RunningPlatform, ephemeral_env, free_port, start_platform
@@ -36,9 +37,9 @@ async def _measure(p: RunningPlatform, rate: int, seconds: float, seq0: int) -> 
     ctx = zmq.asyncio.Context.instance()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, ohlc_topic("BINANCE:BTC/USDT", "1m").encode())
-    sub.connect(f"tcp://127.0.0.1:{p.cfg.relay.xpub_port}")
+    sub.connect(p.cfg.relay.xpub_address)
     await request(
-        f"tcp://127.0.0.1:{p.cfg.relay.router_port}", RealtimeRequest(ticker="BINANCE:BTC/USDT")
+        p.cfg.relay.router_address, RealtimeRequest(ticker="BINANCE:BTC/USDT")
     )
     sent: dict[int, float] = {}
     latencies: list[float] = []
@@ -95,7 +96,7 @@ async def _measure(p: RunningPlatform, rate: int, seconds: float, seq0: int) -> 
 
 async def _zmq_hop(n: int = 2_000) -> list[float]:
     ctx = zmq.asyncio.Context.instance()
-    addr = f"tcp://127.0.0.1:{free_port()}"
+    addr = tcp_address("127.0.0.1", free_port())
     pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
     pub.bind(addr)
     sub.setsockopt(zmq.SUBSCRIBE, b"")

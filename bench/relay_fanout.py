@@ -23,7 +23,7 @@ from pathlib import Path
 import zmq
 
 from bench.common import free_port, row
-from dexorder.config import Settings
+from dexorder.config import Settings, tcp_address
 from dexorder.relay_keys import (
     RelayPublisher,
     connect_publisher,
@@ -112,7 +112,7 @@ def _wait_http(url: str) -> None:
 def fanout(kind: str, n_subs: int, n_msgs: int) -> tuple[float, float]:
     """Messages per second delivered to ``n_subs`` subscribers through ``kind``,
     and the fraction of the messages sent that were delivered."""
-    xsub, xpub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    xsub, xpub = tcp_address("127.0.0.1", free_port()), tcp_address("127.0.0.1", free_port())
     proxy, health, target = _start_proxy(kind, xsub, xpub)
     try:
         if health:

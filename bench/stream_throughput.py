@@ -16,6 +16,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.common import broker, free_port, row, topics
+from dexorder.config import tcp_address
 from dexorder.schemas import Tick, decode_tick, encode
 from dexorder.topics import MARKET_TICKS
 from streaming.pipeline import TickPipeline
@@ -86,7 +87,7 @@ async def through_kafka(ticks: list[bytes]) -> tuple[float, float]:
         with tempfile.TemporaryDirectory() as tmp:
             runner = StreamRunner(
                 bootstrap=bootstrap,
-                relay_xsub=f"tcp://127.0.0.1:{free_port()}",
+                relay_xsub=tcp_address("127.0.0.1", free_port()),
                 state_dir=Path(tmp),
                 checkpoint_interval_ms=1_000,
             )
@@ -94,7 +95,7 @@ async def through_kafka(ticks: list[bytes]) -> tuple[float, float]:
             while not runner.ready:
                 await asyncio.sleep(0.005)
             t = time.perf_counter()
-            while runner.stats["ticks"] < len(ticks):
+            while runner.counters["ticks"] < len(ticks):
                 await asyncio.sleep(0.005)
             rate = len(ticks) / (time.perf_counter() - t)
             runner.stop()

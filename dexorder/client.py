@@ -69,7 +69,7 @@ async def subscribe(
     sub.setsockopt(zmq.SUBSCRIBE, ohlc_topic(str(t), tf.value).encode())
     connect_subscriber(sub, cfg)  # with a key where the relay asks for one
     try:
-        reply = await request(f"tcp://{r.host}:{r.router_port}", RealtimeRequest(ticker=str(t)))
+        reply = await request(r.router_address, RealtimeRequest(ticker=str(t)))
         if isinstance(reply, ErrorReply):
             raise RelayError(f"{reply.code}: {reply.message}")
         while True:
@@ -116,7 +116,7 @@ async def backfill(
     try:
         try:
             reply = await request(
-                f"tcp://{r.host}:{r.router_port}",
+                r.router_address,
                 BackfillRequest(
                     request_id=request_id, ticker=t, timeframe=tf.value, start=start, end=end
                 ),

@@ -38,7 +38,15 @@ class KafkaConfig(_Section):
     record_verify_key: str | None = None
 
 
+def tcp_address(host: str, port: int) -> str:
+    """A ZeroMQ TCP endpoint."""
+    return f"tcp://{host}:{port}"
+
+
 class RelayConfig(_Section):
+    """The relay's four ZeroMQ channels (DESIGN.md) and its keys; parts connect to the
+    ``*_address`` properties, the one place the endpoints are built."""
+
     host: str = "127.0.0.1"
     router_port: int = Field(5559, ge=1, le=65535)
     work_port: int = Field(5555, ge=1, le=65535)
@@ -59,6 +67,26 @@ class RelayConfig(_Section):
     curve_subscribers: bool = False
     subscriber_secret_key: str | None = None
     allowed_subscribers: dict[str, str] = {}
+
+    @property
+    def router_address(self) -> str:
+        """ROUTER: client requests (backfill, realtime)."""
+        return tcp_address(self.host, self.router_port)
+
+    @property
+    def work_address(self) -> str:
+        """PUB: the ingestors' work queue, topic = exchange prefix."""
+        return tcp_address(self.host, self.work_port)
+
+    @property
+    def xsub_address(self) -> str:
+        """XSUB: publishers in (CURVE, allowlisted keys)."""
+        return tcp_address(self.host, self.xsub_port)
+
+    @property
+    def xpub_address(self) -> str:
+        """XPUB: subscribers out."""
+        return tcp_address(self.host, self.xpub_port)
 
 
 class EmulatorConfig(_Section):

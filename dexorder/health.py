@@ -11,14 +11,15 @@ went through them, and :func:`stale_tickers` compares the two.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 import msgspec
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 #: Returns ``(healthy, details)``; details are shown by ``dexorder status``.
-HealthCheck = Callable[[], tuple[bool, dict[str, object]]]
+HealthCheck = Callable[[], tuple[bool, Mapping[str, object]]]
 
 
 async def serve_health(host: str, port: int, part: str, check: HealthCheck) -> web.AppRunner:
@@ -41,6 +42,57 @@ async def serve_health(host: str, port: int, part: str, check: HealthCheck) -> w
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+def counter_total(counter: Counter, **labels: str) -> int:
+    """``counter``'s value summed over its label sets (those matching ``labels``)."""
+    return int(
+        sum(
+            sample.value
+            for metric in counter.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+            and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+    )
+
+
+@dataclass(frozen=True)
+class CounterReading:
+    """One figure of a part's ``/healthz``: a counter, optionally one label set of it."""
+
+    counter: Counter
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class PartCounters(Mapping[str, int]):
+    """A part's figures for ``/healthz`` by name, read from its Prometheus counters.
+
+    The counters are process-global. The platform runs each part in a process of
+    its own, but tests and the benchmarks start several, one after another, in one
+    process: so each figure counts from when this object was made (the part
+    started), not from the start of the process.
+    """
+
+    def __init__(self, readings: Mapping[str, Counter | CounterReading]) -> None:
+        self._readings = {
+            name: r if isinstance(r, CounterReading) else CounterReading(r)
+            for name, r in readings.items()
+        }
+        self._start = {name: self._total(r) for name, r in self._readings.items()}
+
+    @staticmethod
+    def _total(reading: CounterReading) -> int:
+        return counter_total(reading.counter, **reading.labels)
+
+    def __getitem__(self, name: str) -> int:
+        return self._total(self._readings[name]) - self._start[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._readings)
+
+    def __len__(self) -> int:
+        return len(self._readings)
 
 
 class IngestorFeed(msgspec.Struct):

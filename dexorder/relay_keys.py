@@ -125,7 +125,7 @@ def publisher_keys(cfg: Settings, part: str) -> CurveKeypair:
 def publisher(cfg: Settings, part: str) -> RelayPublisher:
     """Everything part ``part`` needs to publish into the relay's XSUB."""
     return RelayPublisher(
-        f"tcp://{cfg.relay.host}:{cfg.relay.xsub_port}",
+        cfg.relay.xsub_address,
         server_public_key(cfg),
         publisher_keys(cfg, part),
     )
@@ -180,7 +180,7 @@ def connect_subscriber(sock: zmq.Socket[Any], cfg: Settings) -> None:
         else:
             keys = _stored_keypair(cfg, SUBSCRIBER)
         _as_client(sock, server_public_key(cfg), keys)
-    sock.connect(f"tcp://{r.host}:{r.xpub_port}")
+    sock.connect(r.xpub_address)
 
 
 def serve_curve(sock: zmq.Socket[Any], server: CurveKeypair, domain: str) -> None:

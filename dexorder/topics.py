@@ -1,4 +1,5 @@
-"""Names of Kafka topics and relay channels, and the relay topic format.
+"""Names of Kafka topics and the relay topic format (the relay's addresses:
+:class:`dexorder.config.RelayConfig`).
 
 Relay topics are ``{EXCHANGE}:{BASE}/{QUOTE}|{kind}``, e.g.
 ``BINANCE:BTC/USDT|tick`` and ``BINANCE:BTC/USDT|ohlc:1m``; the ingestor work
@@ -6,8 +7,6 @@ queue uses the bare exchange prefix ``BINANCE:``.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 MARKET_TICKS = "market.ticks"
 MARKET_CANDLES = "market.candles"
@@ -31,16 +30,6 @@ KAFKA_TOPICS: dict[str, int] = {
     TOOL_CALLS: 3,
     TOOL_RESULTS: 3,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class RelayPorts:
-    """The relay's four ZeroMQ channels (see DESIGN.md)."""
-
-    router: int = 5559  # client requests
-    work: int = 5555  # PUB: ingestor work queue, topic = exchange prefix
-    xsub: int = 5557  # publishers in
-    xpub: int = 5558  # subscribers out
 
 
 def tick_topic(ticker: str) -> str:

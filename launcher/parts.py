@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 
-from dexorder.config import Settings
+from dexorder.config import Settings, tcp_address
 from launcher.broker import broker_command
 
 
@@ -47,7 +47,7 @@ def plan(cfg: Settings) -> list[Part]:
                 "kafka",
                 broker_command(port),
                 f"127.0.0.1:{port} (Tansu, in memory)",
-                f"tcp://127.0.0.1:{port}",
+                tcp_address("127.0.0.1", port),
                 loses_data_on_restart=True,
             )
         )
@@ -66,8 +66,8 @@ def plan(cfg: Settings) -> list[Part]:
         Part(
             "relay",
             _py("services.relay"),
-            f"router tcp://{r.host}:{r.router_port}, work tcp://{r.host}:{r.work_port}, "
-            f"xsub tcp://{r.host}:{r.xsub_port}, xpub tcp://{r.host}:{r.xpub_port}",
+            f"router {r.router_address}, work {r.work_address}, "
+            f"xsub {r.xsub_address}, xpub {r.xpub_address}",
             f"http://127.0.0.1:{r.health_port}/healthz",
         )
     )
@@ -116,7 +116,8 @@ def plan(cfg: Settings) -> list[Part]:
             Part(
                 "gateway",
                 _py("gateway"),
-                f"{g.url} (web chat, API, Telegram webhook), agent events tcp://{g.host}:{g.events_port}",
+                f"{g.url} (web chat, API, Telegram webhook), "
+                f"agent events {tcp_address(g.host, g.events_port)}",
                 f"{g.url}/healthz",
             )
         )

@@ -47,6 +47,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, In, LessThanOrEqual
 from pyiceberg.table import Table
 
+from dexorder.health import PartCounters
 from dexorder.lake.query import get_candles, ms_to_iso
 from dexorder.lake.table import OFFSETS_PROPERTY
 from dexorder.market_validation import DEFAULT_MAX_SKEW_MS, candle_problem, ohlc_row_problem
@@ -65,7 +66,11 @@ from streaming.lake_maintenance import MaintenancePolicy, maintain
 from streaming.lake_rows import Key, PendingBatch, drop_keys, drop_non_finite
 from streaming.offsets import rewind_recreated
 
+RECORDS = Counter("lake_records_total", "Kafka records read")
 ROWS = Counter("lake_rows_written_total", "Rows appended to market.ohlc")
+COMMITS = Counter("lake_commits_total", "Batches committed to market.ohlc")
+HISTORY_READY = Counter("lake_history_ready_total", "HISTORY_READY notices published")
+MAINTENANCE_RUNS = Counter("lake_maintenance_runs_total", "Scheduled maintenance rounds done")
 SKIPPED = Counter("lake_rows_already_present_total", "Rows not written: already in the lake")
 MALFORMED = Counter("lake_malformed_records_total", "Kafka records that did not decode")
 INVALID = Counter(
@@ -180,17 +185,20 @@ class LakeWriter:
     maintenance: MaintenancePolicy | None = None
     #: how far beyond the wall clock a candle's open time may be
     max_skew_ms: int = DEFAULT_MAX_SKEW_MS
-    stats: dict[str, int] = field(
-        default_factory=lambda: {
-            "records": 0,
-            "rows_written": 0,
-            "commits": 0,
-            "malformed": 0,
-            "invalid": 0,
-            "history_ready": 0,
-            "maintenance_runs": 0,
-            "offset_resets": 0,
-        }
+    #: figures for ``/healthz``, counted from construction
+    counters: PartCounters = field(
+        default_factory=lambda: PartCounters(
+            {
+                "records": RECORDS,
+                "rows_written": ROWS,
+                "commits": COMMITS,
+                "malformed": MALFORMED,
+                "invalid": INVALID,
+                "history_ready": HISTORY_READY,
+                "maintenance_runs": MAINTENANCE_RUNS,
+                "offset_resets": RESETS,
+            }
+        )
     )
     #: rows dropped by the validation rules, by "source:reason"
     invalid_reasons: dict[str, int] = field(default_factory=dict)
@@ -223,7 +231,7 @@ class LakeWriter:
                 return
             try:
                 await asyncio.to_thread(maintain, table, policy, lambda: self._table_lock)
-                self.stats["maintenance_runs"] += 1
+                MAINTENANCE_RUNS.inc()
             except Exception:  # maintenance must never stop the writer; next round retries
                 log.exception("lake maintenance failed")
 
@@ -262,12 +270,11 @@ class LakeWriter:
                     for r in records:
                         self._take(pending, r.value or b"")
                     pending.offsets[f"{tp.topic}:{tp.partition}"] = records[-1].offset + 1
-                    self.stats["records"] += len(records)
+                    RECORDS.inc(len(records))
                     if not pending.first_at:
                         pending.first_at = time.monotonic()
                 for r in await rewind_recreated(consumer, log, RESETS):
                     pending.offsets[f"{r.tp.topic}:{r.tp.partition}"] = r.start
-                    self.stats["offset_resets"] += 1
                 due = pending.first_at and (
                     len(pending) >= self.batch_rows
                     or pending.done
@@ -287,7 +294,6 @@ class LakeWriter:
         try:
             msg = decode(value)
         except InvalidMessage:
-            self.stats["malformed"] += 1
             MALFORMED.inc()
             return
         now = int(time.time() * 1000)
@@ -312,7 +318,6 @@ class LakeWriter:
             pending.done.append(msg)
 
     def _invalid(self, source: str, reason: str, n: int, ticker: str) -> None:
-        self.stats["invalid"] += n
         key = f"{source}:{reason}"
         self.invalid_reasons[key] = self.invalid_reasons.get(key, 0) + n
         INVALID.labels(source, reason).inc(n)
@@ -320,7 +325,7 @@ class LakeWriter:
 
     def health(self) -> dict[str, object]:
         """``/healthz`` details: the counters and the rows dropped by reason."""
-        return {**self.stats, "invalid_reasons": dict(self.invalid_reasons)}
+        return {**self.counters, "invalid_reasons": dict(self.invalid_reasons)}
 
     def _locked_commit(self, table: Table, pending: PendingBatch) -> int:
         with self._table_lock:
@@ -329,13 +334,12 @@ class LakeWriter:
     async def _commit(
         self, table: Table, pending: PendingBatch, consumer: AIOKafkaConsumer, pub: Any
     ) -> None:
-        written = await asyncio.to_thread(self._locked_commit, table, pending)
-        self.stats["rows_written"] += written
-        self.stats["commits"] += 1
+        await asyncio.to_thread(self._locked_commit, table, pending)
+        COMMITS.inc()
         for done in pending.done:
             ready = await asyncio.to_thread(history_ready, table, done)
             await pub.send_multipart([history_ready_topic(done.request_id).encode(), encode(ready)])
-            self.stats["history_ready"] += 1
+            HISTORY_READY.inc()
             log.info(
                 "history ready", request_id=done.request_id, rows=ready.rows, error=ready.error
             )

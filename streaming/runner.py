@@ -5,8 +5,9 @@
 * Publishes open-candle updates (coalesced, at most every
   ``live_update_interval_ms``) and every closed candle to the relay fanout on
   ``{ticker}|ohlc:{tf}``; closed candles also go to Kafka ``market.candles``.
-* Every ``checkpoint_interval_ms``: waits until Kafka acknowledged the closed
-  candles, writes the checkpoint (state + offsets), then commits the offsets.
+* Every ``checkpoint_interval_ms`` (:class:`streaming.checkpoint.Checkpointer`):
+  waits until Kafka acknowledged the closed candles, writes the checkpoint
+  (state + offsets), then commits the offsets.
   On start it restores the checkpoint, seeks to its offsets, and marks the
   closed candles found in ``market.candles`` after the checkpoint as already
   emitted, so a crash at any point loses none and repeats none.
@@ -37,7 +38,7 @@ import zmq.asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter, Gauge
 
-from dexorder.health import StreamFeed
+from dexorder.health import CounterReading, PartCounters, StreamFeed
 from dexorder.market_validation import DEFAULT_MAX_SKEW_MS, candle_problem
 from dexorder.relay_keys import RelayPublisher, connect_publisher
 from dexorder.schemas import Candle, InvalidMessage, decode_candle, encode
@@ -82,17 +83,16 @@ class StreamRunner:
     fetch_max_wait_ms: int = 5
     #: how far beyond the wall clock a tick's or candle's time may be
     max_skew_ms: int = DEFAULT_MAX_SKEW_MS
-    stats: dict[str, int] = field(
-        default_factory=lambda: {
-            "ticks": 0,
-            "closed": 0,
-            "late": 0,
-            "duplicates": 0,
-            "malformed": 0,
-            "invalid": 0,
-            "invalid_candles": 0,
-            "offset_resets": 0,
-        }
+    #: figures for ``/healthz`` (ticks read, closed candles, …), counted from construction
+    counters: PartCounters = field(
+        default_factory=lambda: PartCounters(
+            {
+                "ticks": TICKS,
+                "closed": CLOSED,
+                "invalid_candles": INVALID_CANDLES,
+                "offset_resets": CounterReading(RESETS, {"topic": MARKET_TICKS}),
+            }
+        )
     )
     ready: bool = False
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -105,15 +105,23 @@ class StreamRunner:
     def health(self) -> dict[str, object]:
         """``/healthz`` details: the counters, drops by reason, and the feed (see
         :class:`dexorder.health.StreamFeed`)."""
-        pipeline = self._pipeline
-        feed = StreamFeed(started_ms=self._started_ms)
-        invalid: dict[str, int] = {}
-        if pipeline is not None:
-            invalid = dict(pipeline.invalid)
-            feed.last_tick_ms = {
+        pipeline = self._pipeline or TickPipeline(self.allowed_lateness_ms, self.max_skew_ms)
+        feed = StreamFeed(
+            started_ms=self._started_ms,
+            last_tick_ms={
                 k: b.seen_at for k, b in list(pipeline.book.tickers.items()) if b.seen_at
-            }
-        return {**self.stats, "invalid_reasons": invalid, "feed": msgspec.to_builtins(feed)}
+            },
+        )
+        return {
+            **self.counters,
+            # the folding state's own counts (one pipeline per runner)
+            "late": pipeline.book.late,
+            "duplicates": pipeline.book.duplicates,
+            "malformed": pipeline.malformed,
+            "invalid": sum(pipeline.invalid.values()),
+            "invalid_reasons": dict(pipeline.invalid),
+            "feed": msgspec.to_builtins(feed),
+        }
 
     @property
     def checkpoint_path(self) -> Path:
@@ -123,10 +131,15 @@ class StreamRunner:
         pipeline = self._pipeline = TickPipeline(self.allowed_lateness_ms, self.max_skew_ms)
         self._started_ms = _now_ms()
         saved = ckpt.load(self.checkpoint_path)
-        candle_offsets: dict[int, int] = {}
+        checkpoints = ckpt.Checkpointer(
+            self.checkpoint_path,
+            pipeline.book.snapshot,
+            self.checkpoint_interval_ms,
+            last_ms=self._started_ms,
+        )
         if saved is not None:
             pipeline.book.restore(saved.book)
-            candle_offsets = dict(saved.candle_offsets)
+            checkpoints.candle_offsets = dict(saved.candle_offsets)
             log.info("restored checkpoint", partitions=saved.tick_offsets)
             mended = pipeline.book.forget_future(_now_ms(), self.max_skew_ms)
             if mended:
@@ -135,7 +148,7 @@ class StreamRunner:
             bootstrap_servers=self.bootstrap, linger_ms=5, acks="all", enable_idempotence=False
         )
         await producer.start()
-        await self._recover_emitted(pipeline, candle_offsets)
+        await self._recover_emitted(pipeline, checkpoints.candle_offsets)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
@@ -144,21 +157,17 @@ class StreamRunner:
             max_poll_records=5000,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
-        offsets: dict[int, int] = {}
-        pending: list[asyncio.Future[object]] = []
         runner = self
 
         class Seek(ConsumerRebalanceListener):  # type: ignore[misc]
             async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-                if revoked and offsets:
-                    await runner._checkpoint(
-                        pipeline, producer, consumer, offsets, candle_offsets, pending
-                    )
+                if revoked:
+                    await checkpoints.take(consumer)
 
             async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
                 for tp in assigned:
                     # where this runner got to; on its first assignment, the checkpoint
-                    off = offsets.get(tp.partition)
+                    off = checkpoints.tick_offsets.get(tp.partition)
                     if off is None and saved is not None:
                         off = saved.tick_offsets.get(tp.partition)
                     if off is not None:
@@ -173,7 +182,7 @@ class StreamRunner:
         pub.setsockopt(zmq.SNDHWM, 100_000)
         connect_publisher(pub, self.relay_xsub)
         touched: set[str] = set()
-        last_live = last_ckpt = _now_ms()
+        last_live = _now_ms()
         try:
             while not self._stop.is_set():
                 batch = await consumer.getmany(timeout_ms=100)
@@ -181,10 +190,9 @@ class StreamRunner:
                 closed: list[Candle] = []
                 for tp, records in batch.items():
                     result = pipeline.feed((r.value for r in records if r.value is not None), now)
-                    offsets[tp.partition] = records[-1].offset + 1
+                    checkpoints.read_to(tp.partition, records[-1].offset + 1)
                     closed.extend(result.closed)
                     touched |= result.touched
-                    self.stats["ticks"] += len(records)
                     TICKS.inc(len(records))
                     if result.malformed:
                         MALFORMED.inc(result.malformed)
@@ -193,19 +201,19 @@ class StreamRunner:
                         for reason, n in result.invalid.items():
                             INVALID.labels(reason).inc(n)
                         log.warning("invalid ticks dropped", reasons=result.invalid)
-                await self._restart_recreated(consumer, offsets)
+                for r in await rewind_recreated(consumer, log, RESETS):
+                    checkpoints.read_to(r.tp.partition, r.start)
                 if await self._caught_up(consumer):
                     closed.extend(pipeline.idle(now))
-                closed = self._valid_candles(closed, now)
-                for candle in closed:
-                    key = candle.ticker.encode()
+                for candle in self._valid_candles(closed, now):
                     data = encode(candle)
-                    pending.append(await producer.send(MARKET_CANDLES, data, key=key))
+                    checkpoints.sent(
+                        await producer.send(MARKET_CANDLES, data, key=candle.ticker.encode())
+                    )
                     await pub.send_multipart(
                         [ohlc_topic(candle.ticker, candle.timeframe).encode(), data]
                     )
                     CLOSED.labels(candle.timeframe).inc()
-                self.stats["closed"] += len(closed)
                 if touched and now - last_live >= self.live_update_interval_ms:
                     for ticker in touched:
                         for candle in self._valid_candles(pipeline.book.open_candles(ticker), now):
@@ -214,31 +222,17 @@ class StreamRunner:
                             )
                     touched.clear()
                     last_live = now
-                self._update_counters(pipeline)
-                if now - last_ckpt >= self.checkpoint_interval_ms and offsets:
-                    await self._checkpoint(
-                        pipeline, producer, consumer, offsets, candle_offsets, pending
-                    )
-                    last_ckpt = now
+                LATE.set(pipeline.book.late)
+                DUPLICATES.set(pipeline.book.duplicates)
+                await checkpoints.maybe_take(consumer, now)
         finally:
             self.ready = False
             try:
-                if offsets:
-                    await self._checkpoint(
-                        pipeline, producer, consumer, offsets, candle_offsets, pending
-                    )
+                await checkpoints.take(consumer)
             finally:
                 pub.close()
                 await consumer.stop()
                 await producer.stop()
-
-    def _update_counters(self, pipeline: TickPipeline) -> None:
-        book = pipeline.book
-        self.stats["late"], self.stats["duplicates"] = book.late, book.duplicates
-        self.stats["malformed"] = pipeline.malformed
-        self.stats["invalid"] = sum(pipeline.invalid.values())
-        LATE.set(book.late)
-        DUPLICATES.set(book.duplicates)
 
     def _valid_candles(self, candles: list[Candle], now: int) -> list[Candle]:
         """``candles`` without those failing validation (a huge volume can still sum to inf)."""
@@ -248,16 +242,9 @@ class StreamRunner:
             if problem is None:
                 out.append(candle)
             else:
-                self.stats["invalid_candles"] += 1
                 INVALID_CANDLES.labels(problem).inc()
                 log.warning("invalid candle not published", ticker=candle.ticker, reason=problem)
         return out
-
-    async def _restart_recreated(self, consumer: AIOKafkaConsumer, offsets: dict[int, int]) -> None:
-        """Read partitions of a topic created again from their beginning (:mod:`.offsets`)."""
-        for r in await rewind_recreated(consumer, log, RESETS):
-            offsets[r.tp.partition] = r.start
-            self.stats["offset_resets"] += 1
 
     @staticmethod
     async def _caught_up(consumer: AIOKafkaConsumer) -> bool:
@@ -270,40 +257,6 @@ class StreamRunner:
             if high is None or await consumer.position(tp) < high:
                 return False
         return True
-
-    async def _checkpoint(
-        self,
-        pipeline: TickPipeline,
-        producer: AIOKafkaProducer,
-        consumer: AIOKafkaConsumer,
-        offsets: dict[int, int],
-        candle_offsets: dict[int, int],
-        pending: list[asyncio.Future[object]],
-    ) -> None:
-        # 1. every closed candle the state no longer holds is safely in Kafka
-        acked: dict[int, int] = {}
-        for meta in await asyncio.gather(*pending):
-            p, o = meta.partition, meta.offset  # type: ignore[attr-defined]
-            acked[p] = max(acked.get(p, 0), o + 1)
-        # replaced, not maxed with the old end: a topic created again starts from 0
-        candle_offsets.update(acked)
-        pending.clear()
-        # 2. state and offsets together, atomically
-        ckpt.save(
-            self.checkpoint_path,
-            ckpt.Checkpoint(
-                tick_offsets=dict(offsets),
-                candle_offsets=dict(candle_offsets),
-                book=pipeline.book.snapshot(),
-            ),
-        )
-        # 3. the group's committed offsets follow (for lag monitoring and for
-        #    a runner started without its checkpoint folder)
-        commit = {TopicPartition(MARKET_TICKS, p): o for p, o in offsets.items()}
-        try:
-            await consumer.commit(commit)
-        except Exception as exc:  # a rebalance in progress; the checkpoint already holds them
-            log.info("offset commit deferred", error=str(exc)[:200])
 
     async def _recover_emitted(
         self, pipeline: TickPipeline, candle_offsets: dict[int, int]

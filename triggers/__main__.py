@@ -36,7 +36,7 @@ async def run() -> None:
     await run_part(
         "triggers",
         cfg.gateway.triggers_health_port,
-        lambda: (dispatcher.ready.is_set(), dict(dispatcher.stats)),
+        lambda: (dispatcher.ready.is_set(), dict(dispatcher.counters)),
         dispatcher.run,
         dispatcher.stop,
     )

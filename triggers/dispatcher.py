@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from prometheus_client import Counter
 
 from dexorder.contracts.events import BadEvent, check_record
+from dexorder.health import PartCounters
 from dexorder.kafka import ensure_topics
 from dexorder.record_signing import ForgedRecord, RecordKeys, verify_record
 from triggers.spec import Trigger
@@ -45,6 +46,10 @@ RETRYABLE = frozenset({404, 408, 409, 429})
 FORGED = Counter(
     "triggers_forged_records_total", "Records refused for want of a platform signature", ["trigger"]
 )
+DELIVERED = Counter("triggers_delivered_total", "Events the function accepted", ["trigger"])
+RETRIES = Counter("triggers_retries_total", "Deliveries tried again", ["trigger"])
+DEAD_LETTERED = Counter("triggers_dead_lettered_total", "Records sent to the DLQ", ["trigger"])
+REPLIES = Counter("triggers_replies_total", "Function replies produced to Kafka", ["trigger"])
 
 
 def _extension_name(header: str) -> str:
@@ -104,7 +109,16 @@ class Dispatcher:
         self.record_keys = record_keys
         self.auth = auth
         self.timeout_s = timeout_s
-        self.stats = {"delivered": 0, "retries": 0, "dead_lettered": 0, "replies": 0, "forged": 0}
+        #: figures for ``/healthz`` (all triggers), counted from construction
+        self.counters = PartCounters(
+            {
+                "delivered": DELIVERED,
+                "retries": RETRIES,
+                "dead_lettered": DEAD_LETTERED,
+                "replies": REPLIES,
+                "forged": FORGED,
+            }
+        )
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -183,7 +197,7 @@ class Dispatcher:
                     else:
                         delivery = await self.deliver(trigger, record, http)
                     if delivery.ok:
-                        self.stats["delivered"] += 1
+                        DELIVERED.labels(trigger.name).inc()
                         if trigger.reply_topic and delivery.headers.get("ce-id"):
                             await self._reply(trigger, record, delivery, producer)
                     else:
@@ -215,7 +229,7 @@ class Dispatcher:
             retryable = status is None or status >= 500 or status in RETRYABLE
             if not retryable or attempt > trigger.retries:
                 return Delivery(status, body, reply_headers, attempt)
-            self.stats["retries"] += 1
+            RETRIES.labels(trigger.name).inc()
             await asyncio.sleep(trigger.delay(attempt))
 
     async def _refuse(
@@ -226,7 +240,6 @@ class Dispatcher:
         producer: AIOKafkaProducer,
     ) -> None:
         """Dead-letter a record no platform part signed, without delivering it."""
-        self.stats["forged"] += 1
         FORGED.labels(trigger.name).inc()
         await self._dead_letter(
             trigger, record, Delivery(403, reason.encode(), {}, 0), producer, refused=reason
@@ -240,7 +253,7 @@ class Dispatcher:
         producer: AIOKafkaProducer,
         refused: str | None = None,
     ) -> None:
-        self.stats["dead_lettered"] += 1
+        DEAD_LETTERED.labels(trigger.name).inc()
         log.warning(
             "record dead-lettered",
             trigger=trigger.name,
@@ -278,4 +291,4 @@ class Dispatcher:
         await producer.send_and_wait(
             trigger.reply_topic, delivery.body, key=record.key, headers=headers
         )
-        self.stats["replies"] += 1
+        REPLIES.labels(trigger.name).inc()

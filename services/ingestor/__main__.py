@@ -25,7 +25,7 @@ async def run(exchange_name: str) -> None:
         exchange_name=ex.name.upper(),
         ccxt_id=ex.ccxt_id,
         bootstrap=cfg.kafka.bootstrap_servers,
-        work_address=f"tcp://{cfg.relay.host}:{cfg.relay.work_port}",
+        work_address=cfg.relay.work_address,
         relay_xsub=relay_publisher(cfg, "ingestor"),
         symbols=ex.symbols,
         emulator_url=cfg.emulator_url if ex.emulated else None,
@@ -47,7 +47,7 @@ async def run(exchange_name: str) -> None:
         ex.health_port,
         lambda: (
             ingestor.ready,
-            {**ingestor.stats, "streams": ingestor.streaming, "feed": ingestor.feed()},
+            {**ingestor.counters, "streams": ingestor.streaming, "feed": ingestor.feed()},
         ),
         ingestor.run,
         ingestor.stop,

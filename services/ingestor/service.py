@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge
 
 from dexorder.exchanges import make_exchange
-from dexorder.health import IngestorFeed
+from dexorder.health import CounterReading, IngestorFeed, PartCounters
 from dexorder.lake.query import lake_missing
 from dexorder.market_validation import DEFAULT_MAX_SKEW_MS
 from dexorder.markets import InvalidTicker, Ticker
@@ -58,6 +58,9 @@ MALFORMED = Counter(
     "ingestor_malformed_payloads_total", "Malformed exchange payloads", ["exchange"]
 )
 RECONNECTS = Counter("ingestor_reconnects_total", "Trade stream reconnects", ["exchange"])
+ERRORS = Counter("ingestor_stream_errors_total", "Trade streams failed unexpectedly", ["exchange"])
+WORK_ITEMS = Counter("ingestor_work_items_total", "Work items taken from the relay", ["exchange"])
+BACKFILLS = Counter("ingestor_backfills_total", "Backfills sent to Kafka", ["exchange"])
 STREAMS = Gauge("ingestor_streams", "Tickers being streamed", ["exchange"])
 
 log = structlog.get_logger(part="ingestor")
@@ -108,16 +111,8 @@ class Ingestor:
     max_skew_ms: int = DEFAULT_MAX_SKEW_MS
     #: ticker → wall-clock ms of the previous and the last batch of trades sent
     _trades_ms: dict[str, tuple[int, int]] = field(default_factory=dict)
-    stats: dict[str, int] = field(
-        default_factory=lambda: {
-            "ticks": 0,
-            "malformed": 0,
-            "reconnects": 0,
-            "errors": 0,
-            "work_items": 0,
-            "backfills": 0,
-        }
-    )
+    #: figures for ``/healthz`` (this exchange's counters), counted from construction
+    counters: PartCounters = field(init=False)
     ready: bool = False
     _streams: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _backfills: set[asyncio.Task[None]] = field(default_factory=set)
@@ -130,8 +125,23 @@ class Ingestor:
     _exchange: Any = None
     _producer: AIOKafkaProducer | None = None
 
+    def __post_init__(self) -> None:
+        mine = {"exchange": self.exchange_name}
+        self.counters = PartCounters(
+            {
+                name: CounterReading(counter, mine)
+                for name, counter in (
+                    ("ticks", TICKS),
+                    ("malformed", MALFORMED),
+                    ("reconnects", RECONNECTS),
+                    ("errors", ERRORS),
+                    ("work_items", WORK_ITEMS),
+                    ("backfills", BACKFILLS),
+                )
+            }
+        )
+
     def _malformed(self, payload: Any, exc: BaseException | None) -> None:
-        self.stats["malformed"] += 1
         MALFORMED.labels(self.exchange_name).inc()
         log.warning(
             "malformed exchange payload",
@@ -219,7 +229,7 @@ class Ingestor:
                 except (InvalidMessage, InvalidTicker) as exc:
                     log.warning("bad work item", error=str(exc))
                     continue
-                self.stats["work_items"] += 1
+                WORK_ITEMS.labels(self.exchange_name).inc()
                 if item.kind == "realtime":
                     self.want(ticker)
                 elif self.owns(ticker):
@@ -263,7 +273,6 @@ class Ingestor:
                 self._streams.pop(str(ticker), None)
                 return
             except (*_NETWORK_ERRORS, ccxt.ExchangeError) as exc:
-                self.stats["reconnects"] += 1
                 RECONNECTS.labels(self.exchange_name).inc()
                 delay = backoff.next_delay()
                 log.warning(
@@ -277,7 +286,7 @@ class Ingestor:
                 if cursor.last_ts is None:
                     cursor.last_ts = int(time.time() * 1000)
             except Exception:  # never let one ticker's stream end silently
-                self.stats["errors"] += 1
+                ERRORS.labels(self.exchange_name).inc()
                 log.exception("trade stream failed; retrying", ticker=str(ticker))
                 await asyncio.sleep(backoff.next_delay())
                 gap = True
@@ -299,7 +308,6 @@ class Ingestor:
             self._trades_ms[ticker] = (self._trades_ms.get(ticker, (0, 0))[1], now)
         for tick in fresh:
             await self._producer.send(MARKET_TICKS, encode(tick), key=key)
-            self.stats["ticks"] += 1
             TICKS.labels(self.exchange_name).inc()
 
     async def _backfill(self, item: WorkItem) -> None:
@@ -320,7 +328,7 @@ class Ingestor:
             self.backfill_timeout_s,
             self.max_skew_ms,
         )
-        self.stats["backfills"] += 1
+        BACKFILLS.labels(self.exchange_name).inc()
         log.info(
             "backfill sent",
             request_id=done.request_id,

@@ -15,10 +15,7 @@ async def run() -> None:
     log = setup_logging("relay", cfg.log_level)
     r = cfg.relay
     addrs = RelayAddresses(
-        router=f"tcp://{r.host}:{r.router_port}",
-        work=f"tcp://{r.host}:{r.work_port}",
-        xsub=f"tcp://{r.host}:{r.xsub_port}",
-        xpub=f"tcp://{r.host}:{r.xpub_port}",
+        router=r.router_address, work=r.work_address, xsub=r.xsub_address, xpub=r.xpub_address
     )
     keys = relay_server_keys(cfg)
     relay = Relay(addrs, frozenset(e.name.upper() for e in cfg.exchanges), keys)
@@ -32,7 +29,7 @@ async def run() -> None:
         keyed_subscribers=keys.subscribers is not None,
     )
     await run_part(
-        "relay", r.health_port, lambda: (True, dict(relay.stats)), relay.serve, relay.stop
+        "relay", r.health_port, lambda: (True, dict(relay.counters)), relay.serve, relay.stop
     )
 
 

@@ -33,6 +33,7 @@ import zmq.asyncio
 from prometheus_client import Counter
 from zmq.auth.thread import ThreadAuthenticator
 
+from dexorder.health import CounterReading, PartCounters
 from dexorder.relay_keys import (
     PUBLISHER_DOMAIN,
     SUBSCRIBER_DOMAIN,
@@ -88,13 +89,12 @@ def _valid_fanout(frames: list[bytes]) -> bool:
 class _Allowlist:
     """The ZAP credentials check for one door: only the listed public keys get in."""
 
-    def __init__(self, door: str, allowed: dict[bytes, str], stats: dict[str, int]) -> None:
-        self.door, self.allowed, self.stats = door, allowed, stats
+    def __init__(self, door: str, allowed: dict[bytes, str]) -> None:
+        self.door, self.allowed = door, allowed
 
     def callback(self, domain: str, key: bytes) -> bool:
         part = self.allowed.get(key)
         if part is None:
-            self.stats[f"refused_{self.door}"] += 1
             REFUSED.labels(self.door).inc()
             log.warning("connection refused: key not allowed", door=self.door, key=key[:8])
             return False
@@ -110,14 +110,17 @@ class Relay:
     exchanges: frozenset[str]
     keys: RelayServerKeys
     ctx: zmq.asyncio.Context = field(default_factory=zmq.asyncio.Context)
-    stats: dict[str, int] = field(
-        default_factory=lambda: {
-            "requests": 0,
-            "errors": 0,
-            "malformed_fanout": 0,
-            "refused_publishers": 0,
-            "refused_subscribers": 0,
-        }
+    #: figures for ``/healthz``, counted from construction
+    counters: PartCounters = field(
+        default_factory=lambda: PartCounters(
+            {
+                "requests": REQUESTS,
+                "errors": CounterReading(REQUESTS, {"outcome": "refused"}),
+                "malformed_fanout": CounterReading(MALFORMED, {"socket": "fanout"}),
+                "refused_publishers": CounterReading(REFUSED, {"door": "publishers"}),
+                "refused_subscribers": CounterReading(REFUSED, {"door": "subscribers"}),
+            }
+        )
     )
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _proxy_thread: threading.Thread | None = None
@@ -135,7 +138,7 @@ class Relay:
         if self.keys.subscribers is not None:
             doors[SUBSCRIBER_DOMAIN] = ("subscribers", self.keys.subscribers)
         for domain, (door, allowed) in doors.items():
-            auth.configure_curve_callback(domain, _Allowlist(door, dict(allowed), self.stats))
+            auth.configure_curve_callback(domain, _Allowlist(door, dict(allowed)))
 
     def _start_proxy(self) -> None:
         # inproc needs one libzmq context: the proxy thread shares the asyncio one's
@@ -189,9 +192,8 @@ class Relay:
                 if time.monotonic() >= window_end:
                     window_end, seen = time.monotonic() + _INSPECT_WINDOW_S, 0
                 if not _valid_fanout(frames):
-                    self.stats["malformed_fanout"] += 1
                     MALFORMED.labels("fanout").inc()
-                    if self.stats["malformed_fanout"] % 1000 == 1:
+                    if self.counters["malformed_fanout"] % 1000 == 1:
                         log.warning(
                             "malformed fanout frame",
                             frames=len(frames),
@@ -239,7 +241,6 @@ class Relay:
     async def _handle(
         self, router: zmq.asyncio.Socket, work: zmq.asyncio.Socket, frames: list[bytes]
     ) -> None:
-        self.stats["requests"] += 1
         envelope, payload = _split_envelope(frames)
         if payload is None:
             MALFORMED.labels("router").inc()
@@ -255,7 +256,6 @@ class Relay:
             await work.send_multipart([topic.encode(), encode(item)])
             REQUESTS.labels("accepted").inc()
         else:
-            self.stats["errors"] += 1
             REQUESTS.labels("refused").inc()
             log.info("request refused", reply=outcome.reply)
         await router.send_multipart([*envelope, encode(outcome.reply)])

@@ -124,7 +124,7 @@ async def test_a_forged_notification_reaches_nobody_and_a_signed_one_does(
         with pytest.raises(TimeoutError):
             await ws.until("event", timeout=0.5)
         dead = await read(kafka, "notifications.dlq", len(forged))
-        assert d.stats["forged"] == len(forged) and d.stats["delivered"] == 1
+        assert d.counters["forged"] == len(forged) and d.counters["delivered"] == 1
     reasons = sorted(dict(r.headers)["dexorderrefused"].decode() for r in dead)
     assert all("notifications" in r for r in reasons), reasons
     assert sum("unsigned" in r for r in reasons) == 1
