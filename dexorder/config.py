@@ -284,6 +284,11 @@ class GatewayConfig(_Section):
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def events_address(self) -> str:
+        """The ROUTER agents send their critical events to."""
+        return tcp_address(self.host, self.events_port)
+
 
 class EmbedderConfig(_Section):
     """The shared embedding service (all-MiniLM-L6-v2)."""
@@ -296,7 +301,6 @@ class EmbedderConfig(_Section):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
 
 class AgentConfig(_Section):
     """The person's agent (one process per person)."""

@@ -35,9 +35,8 @@ async def dispatch_backfill(event: CloudEvent) -> None:
         backfill = decode_backfill(event.get_data())
     except BadEvent as exc:
         raise HTTPException(exc.status, str(exc)) from None
-    r = cfg.relay
     try:
-        reply = await request(f"tcp://{r.host}:{r.router_port}", backfill)
+        reply = await request(cfg.relay.router_address, backfill)
     except RelayError as exc:
         raise HTTPException(503, str(exc)) from None
     if isinstance(reply, ErrorReply):

@@ -96,7 +96,7 @@ class Gateway:
         self.keys = keys
         self.bot = bot
         self.events = EventRouter(
-            f"tcp://{cfg.gateway.host}:{cfg.gateway.events_port}",
+            cfg.gateway.events_address,
             DeliveredEvents(accounts.engine),
             hub.deliver,
             sender=self._event_sender,
@@ -137,7 +137,7 @@ class Gateway:
             provisioner = LocalProvisioner(
                 cfg,
                 env={
-                    "DEXORDER_AGENT__GATEWAY_EVENTS": f"tcp://{g.host}:{g.events_port}",
+                    "DEXORDER_AGENT__GATEWAY_EVENTS": g.events_address,
                 },
             )
         hub = ChannelHub(accounts, bot)

@@ -34,8 +34,7 @@ class PriceFeed:
     """Candle updates from the relay for a changing set of tickers."""
 
     def __init__(self, cfg: Settings, handlers: list[CandleHandler]) -> None:
-        r = cfg.relay
-        self.router = f"tcp://{r.host}:{r.router_port}"
+        self.router = cfg.relay.router_address
         self.sub = zmq.asyncio.Context.instance().socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         connect_subscriber(self.sub, cfg)  # a subscriber key only, never a publisher one
