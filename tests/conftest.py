@@ -46,6 +46,16 @@ def platform(isolated_env: dict[str, str]) -> Iterator[RunningPlatform]:
         p.stop()
 
 
+@pytest.fixture
+def relay(isolated_env: dict[str, str]) -> Iterator[RunningPlatform]:
+    """The relay alone, as `dexorder up` runs it."""
+    p = start_platform(isolated_env, only={"relay"})
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
 @pytest.fixture(scope="module")
 def shared_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
     """One platform for a whole test module (tests must not disturb each other's data)."""

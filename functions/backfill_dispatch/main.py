@@ -15,10 +15,10 @@ from cloudevents.http import CloudEvent
 from starlette.exceptions import HTTPException
 
 from dexorder.client import RelayError, request
-from dexorder.contracts.events import BadEvent, decode_backfill
-from dexorder.record_signing import EXTENSION, ForgedRecord, record_keys, verify
+from dexorder.contracts.events import decode_backfill
 from dexorder.schemas import ErrorReply
 from dexorder.topics import BACKFILL_REQUESTS
+from gateway.function_events import signed_payload
 from gateway.function_settings import FunctionSettings
 
 config = FunctionSettings()
@@ -27,14 +27,7 @@ config = FunctionSettings()
 @ff.cloud_event
 async def dispatch_backfill(event: CloudEvent) -> None:
     cfg = config.get()
-    try:
-        verify(record_keys(cfg), BACKFILL_REQUESTS, event.get_data(), event.get(EXTENSION))
-    except ForgedRecord as exc:
-        raise HTTPException(403, str(exc)) from None
-    try:
-        backfill = decode_backfill(event.get_data())
-    except BadEvent as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+    backfill = signed_payload(cfg, BACKFILL_REQUESTS, event, decode_backfill)
     try:
         reply = await request(cfg.relay.router_address, backfill)
     except RelayError as exc:

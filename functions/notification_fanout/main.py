@@ -16,10 +16,10 @@ import functions_framework.aio as ff
 from cloudevents.http import CloudEvent
 from starlette.exceptions import HTTPException
 
-from dexorder.contracts.events import BadEvent, decode_notification, encode_event
-from dexorder.record_signing import EXTENSION, ForgedRecord, record_keys, verify
+from dexorder.contracts.events import decode_notification, encode_event
 from dexorder.tokens import token_keys
 from dexorder.topics import NOTIFICATIONS
+from gateway.function_events import signed_payload
 from gateway.function_settings import FunctionSettings
 from gateway.platform_calls import platform_token
 
@@ -29,14 +29,7 @@ config = FunctionSettings()
 @ff.cloud_event
 async def notify_people(event: CloudEvent) -> None:
     cfg = config.get()
-    try:
-        verify(record_keys(cfg), NOTIFICATIONS, event.get_data(), event.get(EXTENSION))
-    except ForgedRecord as exc:
-        raise HTTPException(403, str(exc)) from None
-    try:
-        notification = decode_notification(event.get_data())
-    except BadEvent as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+    notification = signed_payload(cfg, NOTIFICATIONS, event, decode_notification)
     headers = {
         "Authorization": f"Bearer {platform_token(token_keys(cfg))}",
         "Content-Type": "application/json",

@@ -8,7 +8,6 @@ import os
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
 
 import msgspec
 import pytest
@@ -26,18 +25,9 @@ from dexorder.schemas import (
     WorkItem,
     decode,
 )
-from launcher.ephemeral import RunningPlatform, start_platform
+from launcher.ephemeral import RunningPlatform
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def relay(isolated_env: dict[str, str]) -> Iterator[RunningPlatform]:
-    p = start_platform(isolated_env, only={"relay"})
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 def addr(p: RunningPlatform, port: int) -> str:

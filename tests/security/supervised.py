@@ -17,6 +17,7 @@ import aiohttp
 
 from launcher.ephemeral import RunningPlatform, ephemeral_env, in_environment, start_platform
 from launcher.supervisor import PartFailed
+from tests.integration.test_realtime_path import trade
 
 
 @contextlib.contextmanager
@@ -89,12 +90,5 @@ async def exchange_trade(
     ts: int | None = None,
     trade_id: int | None = None,
 ) -> None:
-    """Make one trade at the exchange emulator (``market`` e.g. ``BTCUSDT``)."""
-    body: dict[str, object] = {"symbol": market, "price": price, "qty": 1.0}
-    if ts is not None:
-        body["time"] = ts
-    if trade_id is not None:
-        body["id"] = trade_id
-    async with aiohttp.ClientSession() as s:
-        r = await s.post(f"{p.cfg.emulator_url}/emulator/trades", json=body)
-        assert r.status == 200, await r.text()
+    """Make one trade of 1 unit at the exchange emulator (``market`` e.g. ``BTCUSDT``)."""
+    await trade(p, market, price, 1.0, ts, trade_id)

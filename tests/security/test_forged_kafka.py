@@ -9,9 +9,7 @@ the functions check again (in the cluster KafkaSource calls them directly).
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,9 +33,7 @@ from dexorder.record_signing import (
 )
 from gateway.platform_calls import platform_token
 from tests.gateway.served import Served, gateway_settings, serve_gateway
-from tests.gateway.test_functions_and_triggers import read
-from triggers.dispatcher import Dispatcher
-from triggers.spec import load_triggers
+from tests.gateway.test_functions_and_triggers import dispatching, read
 
 pytestmark = pytest.mark.integration
 
@@ -46,31 +42,6 @@ pytestmark = pytest.mark.integration
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
     async with serve_gateway(gateway_settings(tmp_path / "home")) as s:
         yield s
-
-
-@contextlib.asynccontextmanager
-async def dispatching(s: Served, bootstrap: str) -> AsyncIterator[Dispatcher]:
-    triggers = [
-        t.model_copy(update={"retries": 1, "backoff_delay_s": 0.01}) for t in load_triggers()
-    ]
-    d = Dispatcher(
-        bootstrap,
-        triggers,
-        lambda t: f"{s.url}/functions/{t.function}/",
-        record_keys=record_keys(s.gw.cfg),
-        auth=lambda: platform_token(s.gw.keys),
-    )
-    task = asyncio.create_task(d.run())
-    try:
-        async with asyncio.timeout(60):
-            while not d.ready.is_set():
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        yield d
-    finally:
-        d.stop()
-        await task
 
 
 def note(user: str, event_id: str, text: str) -> dict[str, Any]:
@@ -102,7 +73,10 @@ async def test_a_forged_notification_reaches_nobody_and_a_signed_one_does(
     ]
     real = json.dumps(note(a_id, "real-1", "hello from the platform")).encode()
     await ensure_topics(kafka, {"notifications": 3})
-    async with served.socket(alice["access_token"]) as ws, dispatching(served, kafka) as d:
+    async with (
+        served.socket(alice["access_token"]) as ws,
+        dispatching(served, kafka, retries=1) as d,
+    ):
         producer = AIOKafkaProducer(bootstrap_servers=kafka)
         await producer.start()
         try:

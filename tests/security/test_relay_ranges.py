@@ -8,13 +8,11 @@ an exception deeper down. Each is refused at once with an ``ErrorReply`` saying 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from dexorder.client import request
 from dexorder.schemas import BackfillRequest, ErrorReply, encode
-from launcher.ephemeral import RunningPlatform, start_platform
+from launcher.ephemeral import RunningPlatform
 from services.relay.requests import EARLIEST_MS, MAX_BACKFILL_ROWS, handle_request
 
 EXCHANGES = frozenset({"BINANCE"})
@@ -64,15 +62,6 @@ def test_sensible_ranges_still_become_work() -> None:
     assert handle_request(encode(backfill(most, NOW)), EXCHANGES, NOW).work is not None
     one_more = handle_request(encode(backfill(most - 60_000, NOW)), EXCHANGES, NOW)
     assert isinstance(one_more.reply, ErrorReply) and one_more.reply.code == "too_many_rows"
-
-
-@pytest.fixture
-def relay(isolated_env: dict[str, str]) -> Iterator[RunningPlatform]:
-    p = start_platform(isolated_env, only={"relay"})
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 @pytest.mark.integration
