@@ -17,6 +17,7 @@ from typing import Any, Literal
 import structlog
 
 from dexorder.config import Settings
+from dexorder.contracts.accounts import AccountDeleted
 from dexorder.contracts.chat import StatusFrame
 from dexorder.embeddings import EmbeddingClient, EmbeddingUnavailable
 from dexorder.secret_files import secret_file
@@ -298,7 +299,7 @@ class Gateway:
         revoked = await asyncio.to_thread(self.accounts.revoked_pat_ids, caller.id)
         await self.provisioner.revoke_tokens(caller.id, revoked)
 
-    async def delete_account(self, caller: Caller) -> dict[str, Any]:
+    async def delete_account(self, caller: Caller) -> AccountDeleted:
         """Delete my data: the account, the agent's workspace and events, the person's vectors."""
         user = caller.id
         await self.harness.forget(user)
@@ -309,4 +310,4 @@ class Gateway:
         await asyncio.to_thread(self.accounts.delete, user)
         await asyncio.to_thread(self.events.delivered.forget_account, user)
         log.info("account deleted", user=user)
-        return {"deleted": user, "knowledge_vectors": vectors}
+        return AccountDeleted(deleted=user, knowledge_vectors=vectors)

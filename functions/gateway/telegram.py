@@ -11,11 +11,15 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import msgspec
 import structlog
+
+from dexorder.contracts.accounts import TelegramLogin, request, telegram_update
 
 log = structlog.get_logger(part="gateway")
 
@@ -44,27 +48,30 @@ def split_message(text: str, limit: int = MAX_MESSAGE) -> list[str]:
     return pieces
 
 
-def check_login_widget(payload: dict[str, Any], bot_token: str, now: float | None = None) -> int:
+def check_login_widget(
+    payload: TelegramLogin | Mapping[str, object], bot_token: str, now: float | None = None
+) -> int:
     """The Telegram user id of a Login Widget payload, if Telegram signed it.
 
-    Raises :class:`ValueError` saying why not (missing hash, bad signature, too old).
+    Raises :class:`ValueError` saying why not (a field of the wrong type, missing hash,
+    bad signature, too old).
     """
-    received = str(payload.get("hash", ""))
-    if not received:
+    login = payload if isinstance(payload, TelegramLogin) else request(payload, TelegramLogin)
+    if not login.hash:
         raise ValueError("the payload carries no hash")
-    fields = {k: v for k, v in payload.items() if k != "hash" and v is not None}
+    fields = {
+        k: v for k, v in msgspec.structs.asdict(login).items() if k != "hash" and v is not None
+    }
     data_check = "\n".join(f"{k}={fields[k]}" for k in sorted(fields))
     secret = hashlib.sha256(bot_token.encode()).digest()
     expected = hmac.new(secret, data_check.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, received):
+    if not hmac.compare_digest(expected, login.hash):
         raise ValueError("the payload is not signed by Telegram")
-    try:
-        auth_date, user_id = int(fields["auth_date"]), int(fields["id"])
-    except (KeyError, TypeError, ValueError):
-        raise ValueError("the payload lacks id or auth_date") from None
-    if (now or time.time()) - auth_date > LOGIN_MAX_AGE_S:
+    if login.auth_date is None or login.id is None:
+        raise ValueError("the payload lacks id or auth_date")
+    if (now or time.time()) - login.auth_date > LOGIN_MAX_AGE_S:
         raise ValueError("the login is too old; log in again")
-    return user_id
+    return login.id
 
 
 @dataclass(frozen=True)
@@ -77,18 +84,16 @@ class IncomingMessage:
     text: str
 
 
-def parse_update(update: dict[str, Any]) -> IncomingMessage | None:
-    """The text message in an Update; None for the kinds the bot ignores (edits, stickers…)."""
-    message = update.get("message")
-    if not isinstance(message, dict):
+def parse_update(update: object) -> IncomingMessage | None:
+    """The text message in an Update (decoded JSON); None for the kinds the bot ignores
+    (edits, stickers, channel posts…) and for what is no Update at all."""
+    parsed = telegram_update(update)
+    if parsed is None or parsed.message is None:
         return None
-    text, chat, sender = message.get("text"), message.get("chat"), message.get("from")
-    if not isinstance(text, str) or not isinstance(chat, dict) or not isinstance(sender, dict):
+    message = parsed.message
+    if message.text is None or message.sender is None:
         return None
-    try:
-        return IncomingMessage(int(update["update_id"]), int(chat["id"]), int(sender["id"]), text)
-    except (KeyError, TypeError, ValueError):
-        return None
+    return IncomingMessage(parsed.update_id, message.chat.id, message.sender.id, message.text)
 
 
 class SeenUpdates:

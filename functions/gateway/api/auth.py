@@ -4,15 +4,42 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from typing import Any
 
+import msgspec
+from msgspec import UnsetType
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
+from dexorder.contracts.accounts import (
+    Account,
+    BadRequest,
+    Credentials,
+    LinkCode,
+    LogoutRequest,
+    MeAnswer,
+    RefreshRequest,
+    SessionAnswer,
+    TelegramLogin,
+    TokenCreated,
+    TokenInfo,
+    TokenList,
+    TokenRequest,
+)
+from dexorder.contracts.accounts import request as typed
+from gateway.accounts.models import PersonalAccessToken
 from gateway.accounts.sessions import TokenPair
 from gateway.accounts.store import AccountError, AccountView
-from gateway.api.common import answers_refusals, body, caller, error, gateway_of, text_field
+from gateway.api.common import (
+    answer,
+    answers_refusals,
+    body,
+    bounded,
+    caller,
+    error,
+    gateway_of,
+    typed_body,
+)
 from gateway.limits import Verdict
 from gateway.service import Refused
 from gateway.telegram import check_login_widget
@@ -22,8 +49,12 @@ from gateway.throttle import account_key, address_key
 DEFAULT_PAT_DAYS = 90
 
 
-def _session(account: AccountView, pair: TokenPair, status: int = 200) -> JSONResponse:
-    return JSONResponse({"account": asdict(account), **asdict(pair)}, status_code=status)
+def _session(account: AccountView, pair: TokenPair, status: int = 200) -> Response:
+    return answer(SessionAnswer(account=Account(**asdict(account)), **asdict(pair)), status)
+
+
+def _credentials(given: Credentials) -> tuple[str, str]:
+    return bounded(given.email, "email", 320), bounded(given.password, "password", 1024)
 
 
 def _too_many(verdict: Verdict) -> Refused:
@@ -38,9 +69,8 @@ def _too_many(verdict: Verdict) -> Refused:
 
 @answers_refusals
 async def signup(request: Request) -> Response:
-    data = await body(request)
+    email, password = _credentials(await typed_body(request, Credentials))
     gw = gateway_of(request)
-    email, password = text_field(data, "email", 320), text_field(data, "password", 1024)
     address = address_key(request.client.host if request.client else None)
     policies = gw.throttle.policies
     verdict = await gw.throttle.attempt((address, policies.address))
@@ -67,9 +97,8 @@ async def login(request: Request) -> Response:
     """A session for the right email and password. Wrong password, no such account and a
     passwordless account are one answer (401); too many attempts from the address or on
     the email (existing or not) are one other (429 with Retry-After)."""
-    data = await body(request)
+    email, password = _credentials(await typed_body(request, Credentials))
     gw = gateway_of(request)
-    email, password = text_field(data, "email", 320), text_field(data, "password", 1024)
     policies = gw.throttle.policies
     keyed = (
         (address_key(request.client.host if request.client else None), policies.address),
@@ -89,9 +118,10 @@ async def login(request: Request) -> Response:
 
 @answers_refusals
 async def refresh(request: Request) -> Response:
-    data = await body(request)
+    given = await typed_body(request, RefreshRequest)
     gw = gateway_of(request)
-    pair = await asyncio.to_thread(gw.sessions.refresh, text_field(data, "refresh_token", 200))
+    token = bounded(given.refresh_token, "refresh_token", 200)
+    pair = await asyncio.to_thread(gw.sessions.refresh, token)
     claims = gw.sessions.verify(pair.access_token)
     return _session(gw.accounts.get(claims.account_id), pair)
 
@@ -99,17 +129,12 @@ async def refresh(request: Request) -> Response:
 @answers_refusals
 async def logout(request: Request) -> Response:
     who = caller(request)
-    data = await body(request)
+    given = await typed_body(request, LogoutRequest)
     if who.session is None:
         raise Refused(
             400, "logout ends a login session; revoke a token with DELETE /api/tokens/{id}"
         )
-    token = data.get("refresh_token")
-    await asyncio.to_thread(
-        gateway_of(request).sessions.logout,
-        who.session,
-        token if isinstance(token, str) else None,
-    )
+    await asyncio.to_thread(gateway_of(request).sessions.logout, who.session, given.refresh_token)
     return Response(status_code=204)
 
 
@@ -117,12 +142,12 @@ async def logout(request: Request) -> Response:
 async def telegram_login(request: Request) -> Response:
     """Log in with the Telegram Login Widget's signed payload (of a linked account)."""
     gw = gateway_of(request)
-    data = await body(request)
+    payload = await typed_body(request, TelegramLogin)
     bot_token = gw.cfg.gateway.telegram_bot_token
     if not bot_token:
         raise Refused(404, "Telegram is not configured on this platform")
     try:
-        telegram_user = check_login_widget(data, bot_token)
+        telegram_user = check_login_widget(payload, bot_token)
     except ValueError as exc:
         raise Refused(401, f"Telegram login refused: {exc}") from None
     account = await asyncio.to_thread(gw.accounts.account_for_telegram, telegram_user)
@@ -141,29 +166,37 @@ async def me(request: Request) -> Response:
     gw = gateway_of(request)
     if request.method == "DELETE":
         gw.require_session(who, "delete the account")
-        return JSONResponse(await gw.delete_account(who))
+        return answer(await gw.delete_account(who))
     used = await gw.limits.used(who.id)
     tier = gw.limits.tiers[who.account.tier]
-    return JSONResponse(
-        {
-            "account": asdict(who.account),
-            "llm_tokens_this_month": used,
-            "llm_token_budget": tier.monthly_llm_tokens,
-            "requests_per_minute": tier.requests_per_minute,
-            "agent": gw.provisioner.state(who.id),
-            "telegram_linked": gw.accounts.telegram_chat(who.id) is not None,
-        }
+    return answer(
+        MeAnswer(
+            account=Account(**asdict(who.account)),
+            llm_tokens_this_month=used,
+            llm_token_budget=tier.monthly_llm_tokens,
+            requests_per_minute=tier.requests_per_minute,
+            agent=gw.provisioner.state(who.id),
+            telegram_linked=gw.accounts.telegram_chat(who.id) is not None,
+        )
     )
 
 
-def _pat(p: Any) -> dict[str, Any]:
-    return {
-        "id": p.id,
-        "name": p.name,
-        "created_at": p.created_at,
-        "expires_at": p.expires_at,
-        "revoked": p.revoked_at is not None,
-    }
+def _pat(p: PersonalAccessToken) -> TokenInfo:
+    return TokenInfo(
+        id=p.id,
+        name=p.name,
+        created_at=p.created_at,
+        expires_at=p.expires_at,
+        revoked=p.revoked_at is not None,
+    )
+
+
+def _bad_ttl(longest: int) -> Refused:
+    return Refused(
+        400,
+        f"'ttl_days' must be a whole number of days from 1 to {longest} "
+        "(every token expires; gateway.max_token_ttl_days)",
+    )
 
 
 @answers_refusals
@@ -171,23 +204,24 @@ async def tokens(request: Request) -> Response:
     who = caller(request)
     gw = gateway_of(request)
     if request.method == "GET":
-        return JSONResponse({"tokens": [_pat(p) for p in gw.accounts.list_pats(who.id)]})
+        return answer(TokenList(tokens=[_pat(p) for p in gw.accounts.list_pats(who.id)]))
     gw.require_session(who, "create tokens")
-    data = await body(request)
     # every token expires, within the platform's maximum: a longer one (or null, "never")
     # is refused rather than cut short, so nobody holds a token that ends sooner than asked
     longest = gw.cfg.gateway.max_token_ttl_days
-    days = data.get("ttl_days", min(DEFAULT_PAT_DAYS, longest))
-    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= longest:
-        raise Refused(
-            400,
-            f"'ttl_days' must be a whole number of days from 1 to {longest} "
-            "(every token expires; gateway.max_token_ttl_days)",
-        )
-    token, pat = await asyncio.to_thread(
-        gw.accounts.create_pat, who.id, text_field(data, "name", 100), gw.keys, days
-    )
-    return JSONResponse({"token": token, **_pat(pat)}, status_code=201)
+    try:
+        asked = typed(await body(request), TokenRequest)
+    except BadRequest as exc:  # a wrong-typed ttl_days (true, "30") says what is taken
+        raise _bad_ttl(longest) if exc.field == "ttl_days" else Refused(400, str(exc)) from None
+    days = asked.ttl_days
+    if isinstance(days, UnsetType):
+        days = min(DEFAULT_PAT_DAYS, longest)
+    if days is None or not 1 <= days <= longest:
+        raise _bad_ttl(longest)
+    name = bounded(asked.name, "name", 100)
+    token, pat = await asyncio.to_thread(gw.accounts.create_pat, who.id, name, gw.keys, days)
+    made = TokenCreated(token=token, **msgspec.structs.asdict(_pat(pat)))
+    return answer(made, 201)
 
 
 @answers_refusals
@@ -205,7 +239,7 @@ async def link_code(request: Request) -> Response:
     if gw.bot is None:
         return error(404, "Telegram is not configured on this platform")
     code = await asyncio.to_thread(gw.accounts.telegram_link_code, who.id)
-    return JSONResponse({"code": code, "send_to_bot": f"/link {code}", "expires_in": 600})
+    return answer(LinkCode(code=code, send_to_bot=f"/link {code}", expires_in=600))
 
 
 routes = [

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
+from dexorder.contracts.accounts import BadRequest, Body, encode
+from dexorder.contracts.accounts import request as typed
 from dexorder.json_input import UnsafeInput, decode_json
 from gateway.accounts.store import AccountError
 from gateway.service import Caller, Gateway, Refused
@@ -99,3 +102,30 @@ def text_field(data: dict[str, Any], name: str, max_len: int = 10_000) -> str:
     if len(value) > max_len:
         raise Refused(413, f"'{name}' is too long (at most {max_len:,} characters)")
     return value
+
+
+B = TypeVar("B", bound=msgspec.Struct)
+
+
+async def typed_body(request: Request, kind: type[B]) -> B:
+    """The request's body as a ``kind`` (:mod:`dexorder.contracts.accounts`):
+    :class:`Refused` 413/400 as :func:`body`, and 400 naming a field missing or of the
+    wrong type."""
+    data = await body(request)
+    try:
+        return typed(data, kind)
+    except BadRequest as exc:
+        raise Refused(400, str(exc)) from None
+
+
+def bounded(value: str, name: str, max_len: int) -> str:
+    """``value`` of field ``name`` if at most ``max_len`` characters; a 413 otherwise
+    (the type says "a string", not how long a one the store takes)."""
+    if len(value) > max_len:
+        raise Refused(413, f"'{name}' is too long (at most {max_len:,} characters)")
+    return value
+
+
+def answer(value: Body, status: int = 200) -> Response:
+    """A typed response body as JSON."""
+    return Response(encode(value), status_code=status, media_type="application/json")

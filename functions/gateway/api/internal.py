@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
+from dexorder.contracts.accounts import AgentAddress, AgentRequest, Delivered
 from dexorder.contracts.events import BadEvent, decode_notification
 from dexorder.schemas import UserEvent
-from gateway.api.common import answers_refusals, bearer, body, gateway_of, text_field
+from gateway.api.common import (
+    answer,
+    answers_refusals,
+    bearer,
+    body,
+    bounded,
+    gateway_of,
+    typed_body,
+)
 from gateway.platform_calls import is_platform_token
 from gateway.provisioning import ProvisioningError
 from gateway.service import Refused
@@ -41,7 +50,7 @@ async def notify(request: Request) -> Response:
     )
     if not await gateway_of(request).events.receive(event):
         raise Refused(503, f"{event.user} has no reachable channel right now")
-    return JSONResponse({"delivered": event.event_id})
+    return answer(Delivered(delivered=event.event_id))
 
 
 @answers_refusals
@@ -49,12 +58,13 @@ async def agent(request: Request) -> Response:
     """The MCP address of a person's agent, started if need be (for the tool proxy)."""
     _platform_only(request, "ask for an agent")
     gw = gateway_of(request)
-    account = gw.accounts.get(text_field(await body(request), "user", 63))
+    asked = await typed_body(request, AgentRequest)
+    account = gw.accounts.get(bounded(asked.user, "user", 63))
     try:
         endpoint = await gw.provisioner.ensure(account.id, account.tier)
     except ProvisioningError as exc:
         raise Refused(503, str(exc)) from None
-    return JSONResponse({"user": account.id, "mcp_url": endpoint.mcp_url})
+    return answer(AgentAddress(user=account.id, mcp_url=endpoint.mcp_url))
 
 
 routes = [
