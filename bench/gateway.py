@@ -69,6 +69,8 @@ def _platform(home: Path) -> Iterator[dict[str, str]]:
         **os.environ,
         "DEXORDER_HOME": str(home),
         "DEXORDER_LOG_LEVEL": "warning",
+        # every bench person signs up from 127.0.0.1: more than a real address may
+        "DEXORDER_GATEWAY__AUTH_LIMITS__SIGNUPS_PER_HOUR": "1000",
         "DEXORDER_GATEWAY__PORT": str(free_port()),
         "DEXORDER_GATEWAY__EVENTS_PORT": str(free_port()),
         "DEXORDER_EMBEDDER__PORT": str(free_port()),
