@@ -191,6 +191,12 @@ Progress = StatusFrame | ToolFrame | ConfirmFrame
 FrameSink = Callable[[ServerFrame], Awaitable[None]]
 
 
+class ChatRequest(msgspec.Struct, kw_only=True):
+    """The HTTP chat question (``POST /api/chat``)."""
+
+    message: str
+
+
 class ChatAnswer(msgspec.Struct, kw_only=True):
     """The HTTP chat answer (``POST /api/chat``): the reply and what the turn showed."""
 

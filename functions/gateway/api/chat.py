@@ -22,6 +22,7 @@ from dexorder.contracts.chat import (
     Account,
     AuthFrame,
     ChatAnswer,
+    ChatRequest,
     ClientFrame,
     ErrorFrame,
     InvalidFrame,
@@ -38,11 +39,11 @@ from gateway.api.common import (
     MAX_BODY,
     answers_refusals,
     bearer,
-    body,
+    bounded,
     caller,
     gateway_of,
     json_object,
-    text_field,
+    typed_body,
 )
 from gateway.service import Refused
 
@@ -60,8 +61,8 @@ MAX_FRAME_CHARS = MAX_BODY
 async def chat_http(request: Request) -> Response:
     who = caller(request)
     gw = gateway_of(request)
-    data = await body(request)
-    text = text_field(data, "message", gw.cfg.gateway.max_message_chars)
+    asked = await typed_body(request, ChatRequest)
+    text = bounded(asked.message, "message", gw.cfg.gateway.max_message_chars)
     progress: list[Progress] = []
 
     async def collect(frame: ServerFrame) -> None:

@@ -95,15 +95,6 @@ async def body(request: Request, check_text: bool = True) -> dict[str, Any]:
     return json_object(raw, check_text=check_text)
 
 
-def text_field(data: dict[str, Any], name: str, max_len: int = 10_000) -> str:
-    value = data.get(name)
-    if not isinstance(value, str):
-        raise Refused(400, f"'{name}' is required (a string)")
-    if len(value) > max_len:
-        raise Refused(413, f"'{name}' is too long (at most {max_len:,} characters)")
-    return value
-
-
 B = TypeVar("B", bound=msgspec.Struct)
 
 
