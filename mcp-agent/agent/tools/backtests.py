@@ -99,19 +99,26 @@ def register(box: ToolBox, person: PersonAgent) -> None:
             return c.SweepRun.model_validate(
                 {"sweep": rows, "rank_by": outcome.rank_by, "combinations": len(rows), **about}
             )
-        value: dict[str, Any] = {
-            **msgspec.to_builtins(msgspec.structs.replace(outcome, chart_png=None)),
-            **about,
-        }
-        del value["chart_png"]
         # a folder only the agent writes: the sandbox never sees backtests/
         out = person.backtests / run_id
         out.mkdir(parents=True)
+        chart = None
         if outcome.chart_png is not None:
             (out / "chart.png").write_bytes(outcome.chart_png)
-            value["chart"] = f"backtest://{run_id}/chart.png"
-        (out / "result.json").write_text(json.dumps(value))
-        return c.BacktestRun.model_validate(value)
+            chart = f"backtest://{run_id}/chart.png"
+        run = c.BacktestRun.model_validate(
+            {
+                **about,
+                "params": outcome.params,
+                "mode": outcome.mode,
+                "figures": outcome.figures,
+                "trades": msgspec.to_builtins(outcome.trades),
+                "equity_curve": outcome.equity_curve,
+                "chart": chart,
+            }
+        )
+        (out / "result.json").write_text(run.model_dump_json())
+        return run
 
     @box.resource(
         "backtest://{run_id}/chart.png",
