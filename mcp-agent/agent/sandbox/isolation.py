@@ -113,8 +113,10 @@ class IsolationStatus:
     reason: str = ""
 
 
+@functools.cache
 def seccomp_program() -> bytes:
-    """The compiled BPF filter bwrap installs right before it starts Python."""
+    """The compiled BPF filter bwrap installs right before it starts Python (compiled once
+    per process)."""
     import pyseccomp as sc  # loads libseccomp.so.2 with ctypes
 
     filt = sc.SyscallFilter(defaction=sc.ALLOW)
@@ -211,16 +213,6 @@ def bwrap_command(
     return args
 
 
-@functools.cache
-def _cached_program() -> bytes:
-    return seccomp_program()
-
-
-def program() -> bytes:
-    """The seccomp program, compiled once per process."""
-    return _cached_program()
-
-
 #: The probe run: its fork must be refused (the filter is on) as uid 65534 in a PID namespace.
 _PROBE = (
     "import os\n"
@@ -234,7 +226,7 @@ _PROBE = (
 def status() -> IsolationStatus:
     """Whether a sandbox can be set up here: one real (tiny) run, once per process."""
     try:
-        bpf = program()
+        bpf = seccomp_program()
     except (ImportError, OSError, RuntimeError) as exc:
         return IsolationStatus(False, f"the seccomp library (libseccomp) is unavailable: {exc}")
     read_end, write_end = os.pipe()

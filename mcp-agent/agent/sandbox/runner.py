@@ -134,19 +134,22 @@ def run_sandboxed(
     own_scratch = Path(tempfile.mkdtemp(prefix="dexorder-run-")) if mode == "none" else None
     result_r, result_w = os.pipe()
     fds = [result_w]
+    child = [sys.executable, "-P", "-s", "-m", "agent.sandbox.child"]
+    # under bwrap this is the environment it sets up inside (it starts from a clear one)
+    env = _environment(result_w, str(own_scratch or protocol.SCRATCH))
     try:
         if mode == "kernel":
             spec = protocol.SandboxSpec(job=job, memory_mb=limits.memory_mb)
             seccomp_r, seccomp_w = os.pipe()
-            os.write(seccomp_w, isolation.program())
+            os.write(seccomp_w, isolation.seccomp_program())
             os.close(seccomp_w)
             fds.append(seccomp_r)
             argv = isolation.bwrap_command(
-                [sys.executable, "-P", "-s", "-m", "agent.sandbox.child"],
+                child,
                 workspace=workspace,
                 inputs=inputs,
                 scratch_mb=limits.scratch_mb,
-                env=_environment(result_w, protocol.SCRATCH),
+                env=env,
                 seccomp_fd=seccomp_r,
             )
             cwd = None
@@ -160,9 +163,8 @@ def run_sandboxed(
                 scratch=str(own_scratch),
                 guard_files=True,
             )
-            argv = [sys.executable, "-P", "-s", "-m", "agent.sandbox.child"]
+            argv = child
             cwd = own_scratch
-        env = _environment(result_w, str(own_scratch or protocol.SCRATCH))
         started = time.monotonic()
         proc = subprocess.Popen(
             argv,
