@@ -16,6 +16,12 @@ MARKET_OHLC_BACKFILL = "market.ohlc.backfill"
 NOTIFICATIONS = "notifications"
 #: Backfill requests for the relay (JSON ``{ticker, timeframe, start, end}``).
 BACKFILL_REQUESTS = "backfill.requests"
+#: People's market rules (alerts, resting paper orders): compacted, keyed by rule id, values
+#: :class:`~dexorder.contracts.rules.RuleRecord` JSON, tombstones on delete.
+MARKET_RULES = "market.rules"
+#: Fired order rules (:class:`~dexorder.contracts.rules.RuleFired` JSON), keyed by person:
+#: the rule-delivery function applies them in the person's agent.
+RULES_FIRED = "rules.fired"
 #: Tool calls for people's agents, and their results (CloudEvents in binary mode).
 TOOL_CALLS = "tool.calls"
 TOOL_RESULTS = "tool.results"
@@ -26,6 +32,8 @@ KAFKA_TOPICS: dict[str, int] = {
     MARKET_CANDLES: 6,
     MARKET_OHLC_BACKFILL: 6,
     NOTIFICATIONS: 3,
+    MARKET_RULES: 3,
+    RULES_FIRED: 3,
     BACKFILL_REQUESTS: 3,
     TOOL_CALLS: 3,
     TOOL_RESULTS: 3,
@@ -50,6 +58,15 @@ def history_ready_topic(request_id: str) -> str:
 
 def history_progress_topic(request_id: str) -> str:
     return f"HISTORY_PROGRESS:{request_id}"
+
+
+#: Topics kept compacted (latest value per key) rather than by time.
+COMPACTED_TOPICS = frozenset({MARKET_RULES})
+
+
+def rule_fired_topic(user: str) -> str:
+    """A person's fired rules on the relay fanout (live, informational), e.g. ``RULE:alice``."""
+    return f"RULE:{user}"
 
 
 def user_event_topic(user: str, kind: str) -> str:
