@@ -130,6 +130,7 @@ def test_the_agent_runs_locked_down_and_sees_only_its_own_things() -> None:
     ]
     secrets = [v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v]
     assert claims == [m.pvc_name("alice")]
+    assert container["args"] == ["--user", "alice", "--port", str(m.AGENT_PORT)]
     assert secrets == [m.tokens_secret_name("alice")]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["DEXORDER_SECRETS"] == "/dev/null"
@@ -154,7 +155,6 @@ def test_the_pod_environment_loads_as_the_agents_configuration(
     monkeypatch.setenv("DEXORDER_CONFIG", str(tmp_path / "config.yaml"))
     cfg = load_config(Path(m.DATA_MOUNT))
     assert cfg.agent.tier == "pro"
-    assert cfg.agent.port == m.AGENT_PORT
     assert cfg.agent.idle_timeout_s == {"free": None, "pro": None, "enterprise": None}
     assert cfg.agent.tokens_file == f"{m.TOKENS_MOUNT}/{m.TOKENS_KEY}"
 

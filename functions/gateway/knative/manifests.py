@@ -13,18 +13,18 @@ What every agent object carries (the sweeper deletes nothing without all of it):
 the labels :data:`PLATFORM_LABELS`, ``dexorder.io/person`` (a hash of the person's id, which
 may not be a valid label value) and the annotation ``dexorder.io/user`` (the id itself).
 
-The agent image's ENTRYPOINT runs ``python -m agent``; the Service passes ``--user <id>`` and
-the environment below. In the pod the agent sees:
+The agent image's ENTRYPOINT runs ``python -m agent`` as uid 10001; the Service passes
+``--user <id> --port 8080`` and the environment below. In the pod the agent sees:
 
-* ``/data`` (``DEXORDER_HOME``): the person's PVC, read-write (their folder is
-  ``/data/agents/<id>``);
-* ``/etc/dexorder/config.yaml``: the ConfigMap :data:`AGENT_CONFIG_MAP` (key ``config.yaml``),
-  the agents' configuration without any secret: relay, embedder and gateway addresses, the
-  token *public* key (``agent.token_public_key``);
+* ``/var/lib/dexorder`` (``DEXORDER_HOME``): the person's PVC, read-write (their folder is
+  ``/var/lib/dexorder/agents/<id>``);
+* ``/etc/dexorder/config/config.yaml``: the ConfigMap :data:`AGENT_CONFIG_MAP` (key
+  ``config.yaml``), the agents' configuration without any secret: relay, embedder and
+  gateway addresses, the token *public* key (``agent.token_public_key``);
 * ``/var/run/dexorder/tokens/tokens.json``: its own tokens (service + embedder, the
   :class:`dexorder.tokens.AgentTokens` JSON), from its Secret, renewed by the gateway and
   re-read on every use;
-* ``/tmp``: an in-memory scratch folder (the root filesystem is read-only).
+* ``/tmp``: a scratch folder on the node's disk (the root filesystem is read-only).
 
 Idleness is Knative's: the tier's idle time (``agent.idle_timeout_s``) becomes
 ``autoscaling.knative.dev/scale-to-zero-pod-retention-period`` (at most 1 h, Knative's
@@ -60,27 +60,29 @@ AGENT_PORT = 8080
 #: The person the kustomize tier template is written for.
 EXAMPLE_PERSON = "example"
 #: The agent's uid and gid in its image (not root).
-AGENT_UID = 1000
+AGENT_UID = 10001
 
-DATA_MOUNT = "/data"
-CONFIG_MOUNT = "/etc/dexorder"
+DATA_MOUNT = "/var/lib/dexorder"
+CONFIG_MOUNT = "/etc/dexorder/config"
 TOKENS_MOUNT = "/var/run/dexorder/tokens"
 TOKENS_KEY = "tokens.json"
-SCRATCH_SIZE = "512Mi"
-#: Longest a request to an agent may run (Knative's default cap is 600 s): a backtest.
-REQUEST_TIMEOUT_S = 600
+SCRATCH_SIZE = "256Mi"
+#: Longest a request to an agent may run or wait for its first byte: a backtest sweep (the
+#: sandbox's wall limit is 30 s a run); within Knative's 600 s cap.
+REQUEST_TIMEOUT_S = 300
+#: Requests one agent serves at once: a turn's tool calls come one after another, but the
+#: web page, Telegram and an external MCP client may call together.
+CONTAINER_CONCURRENCY = 10
 
 LABEL_PART_OF = "app.kubernetes.io/part-of"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_ROLE = "dexorder.io/role"
 LABEL_PERSON = "dexorder.io/person"
 LABEL_TIER = "dexorder.io/tier"
 ANNOTATION_USER = "dexorder.io/user"
 #: The labels every agent object carries; :data:`AGENT_SELECTOR` selects by them.
 PLATFORM_LABELS = {
     LABEL_PART_OF: "dexorder",
-    LABEL_COMPONENT: "agent",
-    LABEL_MANAGED_BY: "dexorder-gateway",
+    LABEL_ROLE: "agent",
 }
 AGENT_SELECTOR = ",".join(f"{k}={v}" for k, v in PLATFORM_LABELS.items())
 
@@ -212,10 +214,12 @@ class ContainerPort(_K8s):
 
 class HttpGet(_K8s):
     path: str
+    port: int
 
 
 class Probe(_K8s):
     http_get: HttpGet
+    period_seconds: int
 
 
 class Resources(_K8s):
@@ -244,8 +248,11 @@ class ContainerSecurityContext(_K8s):
 class PodSecurityContext(_K8s):
     """Needs ``kubernetes.podspec-securitycontext``: ``fsGroup`` makes the PVC writable."""
 
-    fs_group: int = AGENT_UID
     run_as_non_root: bool = True
+    run_as_user: int = AGENT_UID
+    run_as_group: int = AGENT_UID
+    fs_group: int = AGENT_UID
+    seccomp_profile: SeccompProfile = SeccompProfile()
 
 
 class VolumeMount(_K8s):
@@ -271,23 +278,17 @@ class PvcSource(_K8s):
     read_only: bool = False
 
 
-class KeyPath(_K8s):
-    key: str
-    path: str
-
-
 class SecretSource(_K8s):
     secret_name: str
-    items: list[KeyPath]
 
 
 class ConfigMapSource(_K8s):
     name: str
-    items: list[KeyPath]
 
 
 class EmptyDirSource(_K8s):
-    medium: Literal["", "Memory"] = "Memory"
+    """On the node's disk: an in-memory one would count against the tier's memory."""
+
     size_limit: str
 
 
@@ -303,8 +304,9 @@ class RevisionSpec(_K8s):
     service_account_name: str
     automount_service_account_token: bool = False
     enable_service_links: bool = False
-    container_concurrency: int = 0
+    container_concurrency: int = CONTAINER_CONCURRENCY
     timeout_seconds: int = REQUEST_TIMEOUT_S
+    response_start_timeout_seconds: int = REQUEST_TIMEOUT_S
     security_context: PodSecurityContext = PodSecurityContext()
     containers: list[Container]
     volumes: list[Volume]
@@ -378,7 +380,6 @@ def agent_env(tier: Tier) -> list[EnvVar]:
         EnvVar(name="DEXORDER_CONFIG", value=f"{CONFIG_MOUNT}/config.yaml"),
         EnvVar(name="DEXORDER_SECRETS", value="/dev/null"),
         EnvVar(name="DEXORDER_AGENT__HOST", value="0.0.0.0"),
-        EnvVar(name="DEXORDER_AGENT__PORT", value=str(AGENT_PORT)),
         EnvVar(name="DEXORDER_AGENT__TIER", value=tier.name),
         EnvVar(name="DEXORDER_AGENT__TOKENS_FILE", value=f"{TOKENS_MOUNT}/{TOKENS_KEY}"),
         EnvVar(name="DEXORDER_AGENT__IDLE_TIMEOUT_S", value=never_idle),
@@ -402,38 +403,27 @@ def agent_service_model(
     container = Container(
         name="agent",
         image=image,
-        args=["--user", user],
+        args=["--user", user, "--port", str(AGENT_PORT)],
         ports=[ContainerPort(container_port=AGENT_PORT)],
         env=agent_env(tier),
         resources=Resources(
             requests={"cpu": tier.cpu_request, "memory": tier.memory},
             limits={"cpu": tier.cpu, "memory": tier.memory},
         ),
-        readiness_probe=Probe(http_get=HttpGet(path="/healthz")),
+        readiness_probe=Probe(http_get=HttpGet(path="/healthz", port=AGENT_PORT), period_seconds=1),
         security_context=ContainerSecurityContext(),
         volume_mounts=[
             VolumeMount(name="workspace", mount_path=DATA_MOUNT),
             VolumeMount(name="config", mount_path=CONFIG_MOUNT, read_only=True),
             VolumeMount(name="tokens", mount_path=TOKENS_MOUNT, read_only=True),
-            VolumeMount(name="scratch", mount_path="/tmp"),
+            VolumeMount(name="tmp", mount_path="/tmp"),
         ],
     )
     volumes = [
         Volume(name="workspace", persistent_volume_claim=PvcSource(claim_name=pvc_name(user))),
-        Volume(
-            name="config",
-            config_map=ConfigMapSource(
-                name=config_map, items=[KeyPath(key="config.yaml", path="config.yaml")]
-            ),
-        ),
-        Volume(
-            name="tokens",
-            secret=SecretSource(
-                secret_name=tokens_secret_name(user),
-                items=[KeyPath(key=TOKENS_KEY, path=TOKENS_KEY)],
-            ),
-        ),
-        Volume(name="scratch", empty_dir=EmptyDirSource(size_limit=SCRATCH_SIZE)),
+        Volume(name="config", config_map=ConfigMapSource(name=config_map)),
+        Volume(name="tokens", secret=SecretSource(secret_name=tokens_secret_name(user))),
+        Volume(name="tmp", empty_dir=EmptyDirSource(size_limit=SCRATCH_SIZE)),
     ]
     return KnativeService(
         metadata=meta.model_copy(update={"labels": service_labels}),
