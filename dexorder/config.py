@@ -270,6 +270,9 @@ class GatewayConfig(_Section):
     knowledge_dir: str | None = None
     #: Qdrant server URL for the knowledge base; unset: embedded under ``state/``.
     qdrant_url: str | None = None
+    #: Who runs people's agents: "local" (a subprocess each, this machine) or "knative"
+    #: (a Knative Service each in the cluster, scaled to zero when idle; see ``knative``).
+    provisioner: Literal["local", "knative"] = "local"
 
     @model_validator(mode="after")
     def _tokens_within_the_maximum(self) -> GatewayConfig:
@@ -336,6 +339,51 @@ class AgentConfig(_Section):
     tokens_file: str | None = None
 
 
+class KnativeTierConfig(_Section):
+    """A tier's agent pod: memory and CPU limits, CPU request, workspace size (Kubernetes
+    quantities). Its idle time is ``agent.idle_timeout_s``."""
+
+    memory: str
+    cpu: str
+    cpu_request: str
+    storage: str
+
+
+class KnativeConfig(_Section):
+    """People's agents as Knative Services (``gateway.provisioner: knative``), and the
+    lifecycle sweeper that removes those of deleted accounts."""
+
+    #: The API server's URL; unset: in the cluster (``KUBERNETES_SERVICE_HOST``/``_PORT``).
+    api_server: str | None = None
+    #: The ServiceAccount token (re-read as it rotates) and the API server's CA.
+    token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    ca_file: str | None = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    #: Where agents live, and what their pods run and read.
+    namespace: str = "dexorder-agents"
+    agent_image: str = "ghcr.io/dexorder/agent:0.1.0"
+    agent_config_map: str = "dexorder-agent-config"
+    agent_service_account: str = "dexorder-agent"
+    #: The workspaces' StorageClass; unset: the cluster's default.
+    storage_class: str | None = None
+    #: How long a person's first message waits for their agent's Service to be Ready.
+    ready_timeout_s: float = Field(120.0, gt=0, le=600)
+    #: A person's MCP session with their agent is closed this long after their last turn:
+    #: an open stream is an open request, and an open request keeps a pod from scaling
+    #: to zero.
+    session_linger_s: float = Field(30.0, ge=0, le=300)
+    tiers: dict[str, KnativeTierConfig] = {
+        "free": KnativeTierConfig(memory="512Mi", cpu="500m", cpu_request="100m", storage="1Gi"),
+        "pro": KnativeTierConfig(memory="2Gi", cpu="2000m", cpu_request="250m", storage="10Gi"),
+        "enterprise": KnativeTierConfig(
+            memory="4Gi", cpu="4000m", cpu_request="500m", storage="50Gi"
+        ),
+    }
+    #: How often the lifecycle sweeper looks for agents to remove.
+    sweep_interval_s: float = Field(300.0, ge=1)
+    #: Anonymous people's agents are removed after this long without a message.
+    anonymous_retention_days: float = Field(7.0, gt=0)
+
+
 def default_home() -> Path:
     return Path(os.environ.get("DEXORDER_HOME") or Path.home() / ".dexorder")
 
@@ -361,6 +409,7 @@ class Settings(BaseSettings):
     agent: AgentConfig = AgentConfig()
     embedder: EmbedderConfig = EmbedderConfig()
     gateway: GatewayConfig = GatewayConfig()
+    knative: KnativeConfig = KnativeConfig()
 
     @classmethod
     def settings_customise_sources(

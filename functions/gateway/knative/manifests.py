@@ -47,6 +47,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from dexorder.config import AgentConfig, KnativeConfig
 from dexorder.tokens import check_user_id
 
 #: Where every agent lives.
@@ -118,24 +119,25 @@ class Tier(BaseModel):
         return value
 
 
-#: DESIGN's tiers: free 512Mi/500m/1Gi/15 min, pro 2Gi/2000m/10Gi/60 min,
-#: enterprise 4Gi/4000m/50Gi/never idle.
-DEFAULT_TIERS: dict[str, Tier] = {
-    "free": Tier(
-        name="free", memory="512Mi", cpu="500m", cpu_request="100m", storage="1Gi", idle_s=900
-    ),
-    "pro": Tier(
-        name="pro", memory="2Gi", cpu="2000m", cpu_request="250m", storage="10Gi", idle_s=3600
-    ),
-    "enterprise": Tier(
-        name="enterprise",
-        memory="4Gi",
-        cpu="4000m",
-        cpu_request="500m",
-        storage="50Gi",
-        idle_s=None,
-    ),
-}
+def tiers_from(knative: KnativeConfig, idle_timeout_s: dict[str, int | None]) -> dict[str, Tier]:
+    """The tiers as configured: resources from ``knative.tiers``, idle time from
+    ``agent.idle_timeout_s`` (one setting for both provisioners)."""
+    return {
+        name: Tier(
+            name=name,  # checked by the model: free, pro or enterprise
+            memory=t.memory,
+            cpu=t.cpu,
+            cpu_request=t.cpu_request,
+            storage=t.storage,
+            idle_s=idle_timeout_s.get(name),
+        )
+        for name, t in knative.tiers.items()
+    }
+
+
+#: DESIGN's tiers (the configuration's defaults): free 512Mi/500m/1Gi/15 min,
+#: pro 2Gi/2000m/10Gi/60 min, enterprise 4Gi/4000m/50Gi/never idle.
+DEFAULT_TIERS: dict[str, Tier] = tiers_from(KnativeConfig(), AgentConfig().idle_timeout_s)
 
 
 # --- names ------------------------------------------------------------------------------
