@@ -305,6 +305,7 @@ class EmbedderConfig(_Section):
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+
 class AgentConfig(_Section):
     """The person's agent (one process per person)."""
 
@@ -327,6 +328,10 @@ class AgentConfig(_Section):
     idle_timeout_s: dict[str, int | None] = {"free": 900, "pro": 3600, "enterprise": None}
     #: The gateway's ROUTER for critical events (fills, alerts); unset: kept on disk.
     gateway_events: str | None = None
+    #: The gateway's HTTP address, where the agent registers its person's market rules
+    #: (alerts, resting paper orders) for the stream engine to watch; unset (an agent on
+    #: its own, or a gateway without Kafka): the agent watches them itself, awake.
+    gateway_url: str | None = None
     sandbox: SandboxConfig = SandboxConfig()
     #: One machine: "namespace" runs each person's agent in its own mount, PID and IPC
     #: namespaces (bubblewrap) seeing only its person's folder, the lake (read-only) and

@@ -135,6 +135,18 @@ class RuleRecord(msgspec.Struct, kw_only=True):
     fired: RuleFired | None = None
 
 
+class RuleList(msgspec.Struct, kw_only=True):
+    """``GET /internal/rules``: a person's rules, each with its fired state."""
+
+    rules: list[RuleRecord]
+
+
+class RuleDeleted(msgspec.Struct, kw_only=True):
+    """``DELETE /internal/rules/{id}``: the rule removed, as it was."""
+
+    deleted: RuleRecord
+
+
 class BadRule(ValueError):
     """A rule that is not one; the message is for the person (a 400, a tool error)."""
 
@@ -187,6 +199,39 @@ def decode_record(data: bytes) -> RuleRecord:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise BadRule(f"not a rule record: {exc}") from None
     return msgspec.structs.replace(record, rule=check_rule(record.rule))
+
+
+def convert_rule(value: object) -> Rule:
+    """A rule from JSON already decoded (a request body); :class:`BadRule` with the reason."""
+    try:
+        rule = msgspec.convert(value, Rule)
+    except msgspec.ValidationError as exc:
+        raise BadRule(f"not a rule: {exc}") from None
+    return check_rule(rule)
+
+
+_list = msgspec.json.Decoder(RuleList)
+_deleted = msgspec.json.Decoder(RuleDeleted)
+
+
+def encode_answer(answer: RuleRecord | RuleList | RuleDeleted) -> bytes:
+    """The JSON of a gateway rules endpoint's answer."""
+    return _json.encode(answer)
+
+
+def decode_list(data: bytes) -> RuleList:
+    """``GET /internal/rules``'s answer; :class:`BadRule` if it is not one."""
+    try:
+        return _list.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise BadRule(f"not a rule list: {exc}") from None
+
+
+def decode_deleted(data: bytes) -> RuleDeleted:
+    try:
+        return _deleted.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise BadRule(f"not a deleted rule: {exc}") from None
 
 
 def encode_fired(fired: RuleFired) -> bytes:

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 
+import msgspec
 import structlog
 
 from dexorder.contracts.chat import Attachment, CandlesFrame, EventFrame, FrameSink
+from dexorder.contracts.rules import (
+    BadRule,
+    PercentMove,
+    PriceCross,
+    RuleFired,
+    VolumeSpike,
+    decode_fired,
+)
 from dexorder.schemas import UserEvent
 from gateway.accounts.store import Accounts
 from gateway.charts import candles_png
@@ -22,9 +32,36 @@ log = structlog.get_logger(part="gateway")
 Outbox = FrameSink
 
 
+def fired_text(fired: RuleFired) -> str:
+    """A line a person can read about a market rule of theirs that fired."""
+    rule, c = fired.rule, fired.rule.condition
+    at = f"{fired.price:g}"
+    if isinstance(c, PriceCross):
+        return f"Alert: {rule.ticker} went {c.direction} {c.level:g} (at {at})"
+    if isinstance(c, PercentMove):
+        return (
+            f"Alert: {rule.ticker} moved {c.percent:g}% {c.direction} within "
+            f"{c.window_ms // 1000}s (at {at})"
+        )
+    if isinstance(c, VolumeSpike):
+        return (
+            f"Alert: {rule.ticker} {c.timeframe} volume {fired.volume or 0:g} is over "
+            f"{c.multiple:g}x its average {fired.average or 0:g}"
+        )
+    fill = fired.fill_price if fired.fill_price is not None else fired.price
+    kind = c.order_type.replace("_", "-")
+    return (
+        f"Order triggered: {kind} {c.side} {c.quantity:g} {rule.ticker} at {c.level:g} "
+        f"(fills at {fill:g}; your paper account shows it when you next look)"
+    )
+
+
 def event_text(event: UserEvent) -> str:
     """A line a person can read about ``event``."""
     p = event.payload
+    if event.kind in ("alert", "order_triggered") and "rule" in p:
+        with contextlib.suppress(BadRule):  # a rule that fired: the platform watched it
+            return fired_text(decode_fired(msgspec.json.encode(p)))
     if event.kind == "fill":
         return (
             f"Filled: {p.get('side')} {p.get('quantity')} {p.get('ticker')} at {p.get('price')}"

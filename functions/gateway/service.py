@@ -20,6 +20,7 @@ from dexorder.config import Settings
 from dexorder.contracts.accounts import AccountDeleted
 from dexorder.contracts.chat import StatusFrame
 from dexorder.embeddings import EmbeddingClient, EmbeddingUnavailable
+from dexorder.record_signing import record_keys
 from dexorder.secret_files import secret_file
 from dexorder.tokens import InvalidToken, TokenKeys, embedder_token, token_keys, verify_token
 from gateway.accounts.db import engine_for, migrate
@@ -33,6 +34,7 @@ from gateway.harness.router import ModelRouter
 from gateway.harness.turn import Harness, TurnResult
 from gateway.limits import Limits, MemoryCounter, RedisCounter
 from gateway.provisioning import LocalProvisioner, Provisioner, ProvisioningError
+from gateway.rules import RuleRefused, RuleStore
 from gateway.telegram import BotApi, SeenUpdates
 from gateway.throttle import AuthPolicies, Throttle
 
@@ -86,6 +88,7 @@ class Gateway:
         hub: ChannelHub,
         keys: TokenKeys,
         bot: BotApi | None,
+        rules: RuleStore | None = None,
     ) -> None:
         self.cfg = cfg
         self.accounts = accounts
@@ -96,6 +99,12 @@ class Gateway:
         self.hub = hub
         self.keys = keys
         self.bot = bot
+        #: people's market rules (alerts, resting orders); None without Kafka
+        self.rules = rules
+        if rules is not None and isinstance(provisioner, LocalProvisioner):
+            # agents register their rules here only where the platform watches them;
+            # without it an agent watches its own alerts and orders
+            provisioner.env.setdefault("DEXORDER_AGENT__GATEWAY_URL", cfg.gateway.url)
         self.events = EventRouter(
             cfg.gateway.events_address,
             DeliveredEvents(accounts.engine),
@@ -142,7 +151,12 @@ class Gateway:
                 },
             )
         hub = ChannelHub(accounts, bot)
-        return cls(cfg, accounts, sessions, Limits(counter), provisioner, harness, hub, keys, bot)
+        rules = None
+        if cfg.kafka.bootstrap_servers:
+            rules = RuleStore(cfg.kafka.bootstrap_servers, record_keys(cfg))
+        return cls(
+            cfg, accounts, sessions, Limits(counter), provisioner, harness, hub, keys, bot, rules
+        )
 
     # --- life ---------------------------------------------------------------------------
 
@@ -154,6 +168,8 @@ class Gateway:
         )
         if self.harness.knowledge is not None:
             self._tasks.append(asyncio.create_task(self._load_knowledge()))
+        if self.rules is not None:
+            self.rules.start()
         if events:
             self._tasks.append(asyncio.create_task(self.events.run()))
             await self.events.ready.wait()
@@ -184,6 +200,8 @@ class Gateway:
         for task in [*self._tasks, *self._background]:
             with contextlib.suppress(BaseException):
                 await task
+        if self.rules is not None:
+            await self.rules.close()
         await self.harness.close()
         await self.provisioner.close()
         if self.bot is not None:
@@ -307,6 +325,13 @@ class Gateway:
         if self.harness.knowledge is not None:
             vectors = await self.harness.knowledge.forget_person(user)
         await self.provisioner.delete(user)
+        if self.rules is not None:  # stopped agent first: it can add none meanwhile
+            try:
+                await self.rules.forget(user)
+            except RuleRefused as exc:
+                raise Refused(
+                    exc.status, f"your rules could not be removed: {exc.message}"
+                ) from None
         await asyncio.to_thread(self.accounts.delete, user)
         await asyncio.to_thread(self.events.delivered.forget_account, user)
         log.info("account deleted", user=user)
