@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dexorder.config import ConfigError
 
@@ -25,7 +25,22 @@ class Trigger(BaseModel):
     backoff: Literal["exponential", "linear"] = "exponential"
     backoff_delay_s: float = Field(0.5, ge=0)
     dead_letter_topic: str | None = None
+    #: Where the function's reply CloudEvent goes. A KafkaSource drops replies, so in the
+    #: cluster such a trigger runs through a Kafka Broker (triggers/knative.py): the
+    #: KafkaSource feeds the Broker, a Trigger filtered on ``event_type`` calls the
+    #: function, its reply goes back into the Broker and a second Trigger filtered on
+    #: ``reply_type`` writes it to ``reply_topic`` through a KafkaSink. The local
+    #: dispatcher does the same: only ``event_type`` events are delivered, only
+    #: ``reply_type`` replies are written.
     reply_topic: str | None = None
+    event_type: str | None = None
+    reply_type: str | None = None
+
+    @model_validator(mode="after")
+    def _a_reply_needs_its_types(self) -> Trigger:
+        if self.reply_topic and not (self.event_type and self.reply_type):
+            raise ValueError("a trigger with reply_topic needs event_type and reply_type")
+        return self
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry ``attempt`` (1-based), as Knative computes it."""
