@@ -1,0 +1,534 @@
+"""People's market rules, evaluated: pure, no I/O (the local runner and the Flink job).
+
+The contract is :mod:`dexorder.contracts.rules`; this module says how a rule meets the
+market. Everything is per ticker (:class:`TickerRules`), so the Flink job keeps one per
+key; :class:`RuleBook` is the local runner's map of them.
+
+Feed it the ticks the candle book *accepted* (:meth:`streaming.candles.CandleBook.add`
+returned True), in arrival order, and the closed candles; each call returns the rules
+that fired, ordered by rule id. A fired rule leaves the book: it fires once.
+
+Semantics, exactly (the naive reference in the tests says the same in a loop):
+
+* A tick at event time ``ts`` can fire a rule only when ``ts >= rule.created_at``; a
+  closed candle only when its end (open time + timeframe) is ``>= created_at``.
+* Price levels: ``price_cross`` ``above`` fires at ``price >= level``, ``below`` at
+  ``price <= level``. Order triggers: a limit or take-profit buy fires at
+  ``price <= level`` and fills at ``min(level, price)``, a sell at ``price >= level``
+  filling at ``max(level, price)``; a stop-loss sell fires at ``price <= level``, a buy
+  at ``price >= level``, both filling at the tick's price.
+* ``percent_move`` over a window of ``window_ms``: each accepted tick is stamped with
+  the ticker's clock, its newest trade time so far (the tick's own time when ticks come
+  in order), and the window holds the ticks stamped within ``window_ms`` of the newest
+  stamp, the tick included. ``up`` fires at ``price >= low * (1 + percent / 100)``,
+  ``down`` at ``price <= high * (1 - percent / 100)``, ``either`` at either. A window
+  exists from the moment the first rule using its length is put, and its history starts
+  then (a checkpoint keeps it).
+* ``volume_spike``: on a closed candle of its timeframe, fires when the candle's volume
+  is ``> multiple * mean`` of the volumes of the ``lookback`` closed candles of that
+  ticker and timeframe before it (kept for every ticker that has closed candles,
+  whether or not a rule watches it); never with fewer than ``lookback`` of them.
+
+Fast: price-level rules sit in two sorted lists per ticker (those that fire at or above
+their level, those at or below), percent moves in lists sorted by percent per window, so
+a tick costs O(log n + fired), not O(rules). Rules whose ``created_at`` lies beyond the
+ticker's clock wait in a heap outside the index until the clock gets there.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Callable, Iterable
+from functools import partial
+from itertools import islice
+
+import msgspec
+
+from dexorder.contracts.rules import (
+    MAX_LOOKBACK,
+    OrderTrigger,
+    PercentMove,
+    PriceCross,
+    Rule,
+    RuleFired,
+    RuleRecord,
+    VolumeSpike,
+)
+from dexorder.markets import Timeframe
+from dexorder.schemas import Candle, Tick
+
+_NEVER_SEEN = -(2**62)
+_Entry = tuple[float, str]  # (level / percent / multiple, rule id), sorted
+_Holds = Callable[[float], bool]  # a condition on an entry's sort value
+
+
+def fires_at_or_above(rule: Rule) -> bool | None:
+    """Whether a price-level rule fires at ``price >= level`` (True) or ``<= level``
+    (False); None for the rules that are not about one price level."""
+    cond = rule.condition
+    if isinstance(cond, PriceCross):
+        return cond.direction == "above"
+    if isinstance(cond, OrderTrigger):
+        if cond.order_type == "stop_loss":
+            return cond.side == "buy"
+        return cond.side == "sell"
+    return None
+
+
+def fill_price(cond: OrderTrigger, price: float) -> float:
+    """The price an order fills at when a tick at ``price`` triggers it."""
+    if cond.order_type == "stop_loss":
+        return price
+    return min(cond.level, price) if cond.side == "buy" else max(cond.level, price)
+
+
+def tick_fired(rule: Rule, tick: Tick) -> RuleFired:
+    """The firing of a tick-driven rule at ``tick``."""
+    cond = rule.condition
+    fill = fill_price(cond, tick.price) if isinstance(cond, OrderTrigger) else None
+    return RuleFired(rule=rule, fired_at=tick.ts, price=tick.price, fill_price=fill)
+
+
+def percent_up(low: float, price: float, percent: float) -> bool:
+    return price >= low * (1.0 + percent / 100.0)
+
+
+def percent_down(high: float, price: float, percent: float) -> bool:
+    return price <= high * (1.0 - percent / 100.0)
+
+
+def volume_spikes(volume: float, mean: float, multiple: float) -> bool:
+    return volume > multiple * mean
+
+
+def mean_last(volumes: Iterable[float], size: int, n: int) -> float:
+    """The mean of the last ``n`` of ``volumes`` (``size`` of them), summed oldest first."""
+    return sum(islice(volumes, size - n, None)) / n
+
+
+def candle_end(candle: Candle) -> int:
+    return candle.open_time + Timeframe(candle.timeframe).ms
+
+
+class WindowState(msgspec.Struct, array_like=True):
+    """A percent-move window's monotonic deques, as checkpointed: (stamp, price) pairs."""
+
+    lows: list[tuple[int, float]]
+    highs: list[tuple[int, float]]
+
+
+class TickerState(msgspec.Struct):
+    """What a :class:`TickerRules` checkpoints (its indexes are rebuilt from the rules)."""
+
+    ticker: str
+    max_ts: int = _NEVER_SEEN
+    rules: list[Rule] = []
+    windows: dict[int, WindowState] = {}
+    volumes: dict[str, list[float]] = {}
+
+
+class _Window:
+    """Min and max of the prices stamped within ``ms`` of the newest stamp, and the
+    percent-move rules watching them (sorted by percent, per direction)."""
+
+    __slots__ = ("down", "highs", "lows", "ms", "up", "users")
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+        self.lows: deque[tuple[int, float]] = deque()  # prices increasing
+        self.highs: deque[tuple[int, float]] = deque()  # prices decreasing
+        self.up: list[_Entry] = []
+        self.down: list[_Entry] = []
+        self.users = 0  # rules (indexed or pending) on this window
+
+    def push(self, stamp: int, price: float) -> None:
+        lows, highs = self.lows, self.highs
+        while lows and lows[-1][1] >= price:
+            lows.pop()
+        lows.append((stamp, price))
+        while highs and highs[-1][1] <= price:
+            highs.pop()
+        highs.append((stamp, price))
+        cutoff = stamp - self.ms
+        while lows[0][0] < cutoff:
+            lows.popleft()
+        while highs[0][0] < cutoff:
+            highs.popleft()
+
+
+def _remove_entry(entries: list[_Entry], entry: _Entry) -> None:
+    i = bisect_left(entries, entry)
+    if i < len(entries) and entries[i] == entry:
+        del entries[i]
+
+
+class TickerRules:
+    """One ticker's active rules, their indexes, percent-move windows and recent volumes."""
+
+    __slots__ = (
+        "above",
+        "below",
+        "max_ts",
+        "pending",
+        "rules",
+        "spikes",
+        "ticker",
+        "volumes",
+        "waiting",
+        "windows",
+    )
+
+    def __init__(self, ticker: str) -> None:
+        self.ticker = ticker
+        #: the ticker's clock: the newest accepted trade time
+        self.max_ts = _NEVER_SEEN
+        #: every active rule (indexed or pending), by id
+        self.rules: dict[str, Rule] = {}
+        #: (created_at, id) of rules not in the indexes yet (created after the clock), a heap
+        self.pending: list[tuple[int, str]] = []
+        #: their ids
+        self.waiting: set[str] = set()
+        #: price-level rules firing at price >= level / <= level, sorted by level
+        self.above: list[_Entry] = []
+        self.below: list[_Entry] = []
+        self.windows: dict[int, _Window] = {}
+        #: closed candles' volumes per timeframe, oldest first (at most MAX_LOOKBACK)
+        self.volumes: dict[str, deque[float]] = {}
+        #: volume-spike rules by (timeframe, lookback), sorted by multiple
+        self.spikes: dict[tuple[str, int], list[_Entry]] = {}
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    # -- rules in and out --------------------------------------------------
+
+    def put(self, rule: Rule) -> None:
+        """Add ``rule`` (replacing one with its id; the same rule again changes nothing)."""
+        old = self.rules.get(rule.id)
+        if old is not None:
+            if old == rule:
+                return
+            self.remove(rule.id)
+        self.rules[rule.id] = rule
+        cond = rule.condition
+        if isinstance(cond, PercentMove):
+            window = self.windows.get(cond.window_ms)
+            if window is None:
+                window = self.windows[cond.window_ms] = _Window(cond.window_ms)
+            window.users += 1
+        if rule.created_at <= self.max_ts:
+            self._index(rule)
+        else:
+            heapq.heappush(self.pending, (rule.created_at, rule.id))
+            self.waiting.add(rule.id)
+
+    def remove(self, rule_id: str) -> Rule | None:
+        """Take the rule with ``rule_id`` out; return it (None when there was none)."""
+        rule = self.rules.pop(rule_id, None)
+        if rule is None:
+            return None
+        if rule_id in self.waiting:
+            # dropped from the heap too, so the heap holds only waiting rules
+            self.waiting.discard(rule_id)
+            self.pending = [p for p in self.pending if p[1] != rule_id]
+            heapq.heapify(self.pending)
+        else:
+            self._unindex(rule)
+        cond = rule.condition
+        if isinstance(cond, PercentMove):
+            window = self.windows[cond.window_ms]
+            window.users -= 1
+            if not window.users:
+                del self.windows[cond.window_ms]
+        return rule
+
+    def _activate(self, until: int) -> None:
+        """Index the waiting rules created at or before ``until``. (An indexed rule may
+        still be newer than an out-of-order tick: the scans check ``created_at``.)"""
+        pending = self.pending
+        while pending and pending[0][0] <= until:
+            rule_id = heapq.heappop(pending)[1]
+            self.waiting.discard(rule_id)
+            self._index(self.rules[rule_id])
+
+    def _index(self, rule: Rule) -> None:
+        cond = rule.condition
+        if isinstance(cond, PriceCross | OrderTrigger):
+            insort(self.above if fires_at_or_above(rule) else self.below, (cond.level, rule.id))
+        elif isinstance(cond, PercentMove):
+            window = self.windows[cond.window_ms]
+            if cond.direction != "down":
+                insort(window.up, (cond.percent, rule.id))
+            if cond.direction != "up":
+                insort(window.down, (cond.percent, rule.id))
+        elif isinstance(cond, VolumeSpike):
+            group = self.spikes.setdefault((cond.timeframe, cond.lookback), [])
+            insort(group, (cond.multiple, rule.id))
+
+    def _unindex(self, rule: Rule) -> None:
+        cond = rule.condition
+        if isinstance(cond, PriceCross | OrderTrigger):
+            entries = self.above if fires_at_or_above(rule) else self.below
+            _remove_entry(entries, (cond.level, rule.id))
+        elif isinstance(cond, PercentMove):
+            window = self.windows[cond.window_ms]
+            _remove_entry(window.up, (cond.percent, rule.id))
+            _remove_entry(window.down, (cond.percent, rule.id))
+        elif isinstance(cond, VolumeSpike):
+            key = (cond.timeframe, cond.lookback)
+            group = self.spikes[key]
+            _remove_entry(group, (cond.multiple, rule.id))
+            if not group:
+                del self.spikes[key]
+
+    # -- evaluation --------------------------------------------------------
+
+    def on_tick(self, tick: Tick) -> list[RuleFired]:
+        """Evaluate an accepted tick of this ticker; the fired rules leave the book."""
+        ts, price = tick.ts, tick.price
+        if ts > self.max_ts:
+            self.max_ts = ts
+            if self.pending and self.pending[0][0] <= ts:
+                self._activate(ts)
+        fired: list[str] = []
+        above = self.above
+        if above and above[0][0] <= price:
+            fired += self._scan_prefix(above, ts, lambda level: level <= price)
+        below = self.below
+        if below and below[-1][0] >= price:
+            fired += self._scan_suffix(below, ts, price)
+        if self.windows:
+            stamp = self.max_ts
+            for window in self.windows.values():
+                window.push(stamp, price)
+                low, high = window.lows[0][1], window.highs[0][1]
+                moved: list[str] = []
+                if window.up and percent_up(low, price, window.up[0][0]):
+                    moved += self._scan_prefix(window.up, ts, partial(percent_up, low, price))
+                if window.down and percent_down(high, price, window.down[0][0]):
+                    moved += self._scan_prefix(window.down, ts, partial(percent_down, high, price))
+                fired += moved
+        if not fired:
+            return []
+        out = []
+        for rule_id in sorted(set(fired)):
+            rule = self.rules[rule_id]
+            if isinstance(rule.condition, PercentMove):
+                self._unindex(rule)  # an "either" rule sits in both lists
+            self._drop(rule)
+            out.append(tick_fired(rule, tick))
+        return out
+
+    def _scan_prefix(self, entries: list[_Entry], ts: int, holds: _Holds) -> list[str]:
+        """Take the rules of the prefix of ``entries`` where ``holds`` and the rule is
+        not newer than ``ts``; return their ids."""
+        rules = self.rules
+        i, n = 0, len(entries)
+        fired: list[str] = []
+        kept: list[_Entry] = []
+        while i < n and holds(entries[i][0]):
+            entry = entries[i]
+            if rules[entry[1]].created_at <= ts:
+                fired.append(entry[1])
+            else:
+                kept.append(entry)
+            i += 1
+        entries[:i] = kept
+        return fired
+
+    def _scan_suffix(self, entries: list[_Entry], ts: int, price: float) -> list[str]:
+        """Take the rules of the suffix of ``entries`` at levels ``>= price`` that are not
+        newer than ``ts``; return their ids."""
+        rules = self.rules
+        i = len(entries)
+        while i and entries[i - 1][0] >= price:
+            i -= 1
+        fired: list[str] = []
+        kept: list[_Entry] = []
+        for entry in entries[i:]:
+            if rules[entry[1]].created_at <= ts:
+                fired.append(entry[1])
+            else:
+                kept.append(entry)
+        entries[i:] = kept
+        return fired
+
+    def _drop(self, rule: Rule) -> None:
+        """Forget a fired rule already out of its index."""
+        del self.rules[rule.id]
+        cond = rule.condition
+        if isinstance(cond, PercentMove):
+            window = self.windows[cond.window_ms]
+            window.users -= 1
+            if not window.users:
+                del self.windows[cond.window_ms]
+
+    def on_candle(self, candle: Candle) -> list[RuleFired]:
+        """Evaluate a closed candle of this ticker, then remember its volume."""
+        tf = candle.timeframe
+        history = self.volumes.get(tf)
+        if history is None:
+            history = self.volumes[tf] = deque(maxlen=MAX_LOOKBACK)
+        out: list[RuleFired] = []
+        end = candle_end(candle)
+        if self.pending and self.pending[0][0] <= end:
+            self._activate(end)  # a quiet ticker's candle closes without a tick
+        if self.spikes:
+            size = len(history)
+            volume = candle.volume
+            fired: list[tuple[str, float]] = []
+            for (group_tf, lookback), entries in list(self.spikes.items()):
+                if group_tf != tf or size < lookback:
+                    continue
+                mean = mean_last(history, size, lookback)
+                taken = self._scan_prefix(entries, end, partial(volume_spikes, volume, mean))
+                fired += [(rule_id, mean) for rule_id in taken]
+                if not entries:
+                    del self.spikes[(group_tf, lookback)]
+            for rule_id, mean in sorted(fired):
+                rule = self.rules[rule_id]
+                self._drop(rule)
+                out.append(
+                    RuleFired(
+                        rule=rule,
+                        fired_at=end,
+                        price=candle.close,
+                        volume=candle.volume,
+                        average=mean,
+                    )
+                )
+        history.append(candle.volume)
+        return out
+
+    # -- checkpoints -------------------------------------------------------
+
+    def state(self) -> TickerState:
+        return TickerState(
+            ticker=self.ticker,
+            max_ts=self.max_ts,
+            rules=list(self.rules.values()),
+            windows={
+                ms: WindowState(list(w.lows), list(w.highs)) for ms, w in self.windows.items()
+            },
+            volumes={tf: list(v) for tf, v in self.volumes.items()},
+        )
+
+    @classmethod
+    def from_state(cls, state: TickerState) -> TickerRules:
+        book = cls(state.ticker)
+        book.max_ts = state.max_ts
+        for tf, volumes in state.volumes.items():
+            book.volumes[tf] = deque(volumes, maxlen=MAX_LOOKBACK)
+        for rule in state.rules:
+            book.put(rule)
+        for ms, saved in state.windows.items():
+            window = book.windows.get(ms)
+            if window is not None:
+                window.lows.extend(saved.lows)
+                window.highs.extend(saved.highs)
+        return book
+
+    def snapshot(self) -> bytes:
+        """This ticker's state as msgpack (Flink keeps it per key)."""
+        return msgspec.msgpack.encode(self.state())
+
+    @classmethod
+    def restore(cls, data: bytes) -> TickerRules:
+        return cls.from_state(msgspec.msgpack.decode(data, type=TickerState))
+
+
+class RuleBook:
+    """Every ticker's :class:`TickerRules`, and which ticker each rule id is on."""
+
+    def __init__(self) -> None:
+        self.tickers: dict[str, TickerRules] = {}
+        self._where: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        """How many rules are active."""
+        return len(self._where)
+
+    def __contains__(self, rule_id: object) -> bool:
+        return rule_id in self._where
+
+    def get(self, rule_id: str) -> Rule | None:
+        ticker = self._where.get(rule_id)
+        return None if ticker is None else self.tickers[ticker].rules.get(rule_id)
+
+    def rule_ids(self) -> set[str]:
+        return set(self._where)
+
+    def put(self, record: RuleRecord) -> None:
+        """Apply a ``market.rules`` record: an active rule is added (or replaces the one
+        with its id), a fired one is removed."""
+        rule = record.rule
+        if record.fired is not None:
+            self.remove(rule.id)
+            return
+        ticker = self._where.get(rule.id)
+        if ticker is not None and ticker != rule.ticker:
+            self.remove(rule.id)
+        self._ticker(rule.ticker).put(rule)
+        self._where[rule.id] = rule.ticker
+
+    def remove(self, rule_id: str) -> Rule | None:
+        """Delete a rule (a tombstone); return it (None when there was none)."""
+        ticker = self._where.pop(rule_id, None)
+        if ticker is None:
+            return None
+        return self.tickers[ticker].remove(rule_id)
+
+    def retain(self, rule_ids: set[str]) -> list[str]:
+        """Remove every rule not in ``rule_ids``; return the ids removed."""
+        gone = [rule_id for rule_id in self._where if rule_id not in rule_ids]
+        for rule_id in gone:
+            self.remove(rule_id)
+        return gone
+
+    def _ticker(self, ticker: str) -> TickerRules:
+        book = self.tickers.get(ticker)
+        if book is None:
+            book = self.tickers[ticker] = TickerRules(ticker)
+        return book
+
+    def on_tick(self, tick: Tick) -> list[RuleFired]:
+        """Evaluate an accepted tick; return the rules it fired (they are gone now)."""
+        key = f"{tick.exchange}:{tick.symbol}"
+        book = self.tickers.get(key)
+        if book is None:
+            # kept for a ticker no rule watches yet: its clock stamps later windows
+            book = self.tickers[key] = TickerRules(key)
+        fired = book.on_tick(tick)
+        for f in fired:
+            del self._where[f.rule.id]
+        return fired
+
+    def on_candle(self, candle: Candle) -> list[RuleFired]:
+        """Evaluate a closed candle; return the rules it fired (they are gone now)."""
+        fired = self._ticker(f"{candle.exchange}:{candle.symbol}").on_candle(candle)
+        for f in fired:
+            del self._where[f.rule.id]
+        return fired
+
+    def snapshot(self, tickers: Iterable[str] | None = None) -> bytes:
+        """Serialize the state of ``tickers`` (all by default) as msgpack."""
+        keys = self.tickers.keys() if tickers is None else tickers
+        state = {k: self.tickers[k].state() for k in keys if k in self.tickers}
+        return msgspec.msgpack.encode(state)
+
+    def restore(self, data: bytes) -> None:
+        """Load tickers' state from :meth:`snapshot` output (replacing those tickers)."""
+        for key, state in msgspec.msgpack.decode(data, type=dict[str, TickerState]).items():
+            old = self.tickers.get(key)
+            if old is not None:
+                for rule_id in old.rules:
+                    self._where.pop(rule_id, None)
+            book = self.tickers[key] = TickerRules.from_state(state)
+            for rule_id in book.rules:
+                # a rule id lives on one ticker: a stale copy elsewhere goes
+                other = self._where.get(rule_id)
+                if other is not None and other != key:
+                    self.tickers[other].remove(rule_id)
+                self._where[rule_id] = key
