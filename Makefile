@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 
-.PHONY: up install test unit lint bench clean
+.PHONY: up install test unit lint bench clean flink-venv flink-job
 
 up: install
 	$(VENV)/bin/dexorder up
@@ -29,5 +29,22 @@ lint: install
 bench: install
 	$(PY) -m bench
 
+# The PyFlink job (streaming/flink/) in its own virtualenv: apache-flink pins pyarrow 16,
+# which clashes with pyiceberg's. Needs Java 17 (Debian: openjdk-17-jre-headless).
+FLINK_VENV ?= .venv-flink
+FLINK_ARGS ?= --config streaming/flink/local.yaml
+
+flink-venv: $(FLINK_VENV)/.installed
+
+$(FLINK_VENV)/.installed: streaming/flink/requirements.txt
+	$(PYTHON) -m venv $(FLINK_VENV)
+	$(FLINK_VENV)/bin/python -m pip install --quiet -r streaming/flink/requirements.txt
+	touch $@
+
+# Run the job on Flink's local mini-cluster, against the files named in the config
+# (make flink-job FLINK_ARGS="--config my.yaml"); see streaming/flink/job.py.
+flink-job: flink-venv
+	$(FLINK_VENV)/bin/python -m streaming.flink.job $(FLINK_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(FLINK_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

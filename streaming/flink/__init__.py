@@ -1,0 +1,1 @@
+"""The PyFlink job (see :mod:`streaming.flink.job`); it runs in its own virtualenv."""

@@ -1,0 +1,143 @@
+"""The Flink job's configuration: one typed struct, read from YAML with command-line overrides.
+
+``python -m streaming.flink.job --config job.yaml [--set key=value ...]``; keys are the
+fields below, dotted for the nested ones (``--set kafka.bootstrap=kafka:9092``). Every value
+is checked by msgspec against its type: a typo or a wrong type is a clear error naming the
+field, never a silent default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+import yaml
+
+from dexorder.market_validation import DEFAULT_MAX_SKEW_MS
+from dexorder.topics import (
+    MARKET_CANDLES,
+    MARKET_RULES,
+    MARKET_TICKS,
+    NOTIFICATIONS,
+    RULES_FIRED,
+)
+
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ConfigError(ValueError):
+    """A configuration that is not one; the message names the field."""
+
+
+class FileIO(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Local files (``make flink-job``, the tests): JSON lines in, JSON lines out.
+
+    ``ticks``: one :class:`~dexorder.schemas.Tick` per line (``{"type": "tick", ...}``), read
+    in file order. ``rules``: one :class:`~dexorder.contracts.rules.RuleRecord` per line, the
+    rules in force from the start (what the cluster job reads from the compacted
+    ``market.rules`` topic). ``out``: a folder; closed candles go to ``out/candles/``, fired
+    rules to ``out/fired/``, as files of JSON lines committed at each checkpoint.
+    """
+
+    ticks: str
+    rules: str | None = None
+    out: str
+
+
+class KafkaIO(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The cluster: Kafka through Flink's Kafka SQL connector (its jar is ``connector_jar``,
+    or the ``FLINK_KAFKA_CONNECTOR_JAR`` environment variable)."""
+
+    bootstrap: str
+    group_id: str = "dexorder-flink"
+    connector_jar: str | None = None
+    ticks_topic: str = MARKET_TICKS
+    candles_topic: str = MARKET_CANDLES
+    rules_topic: str = MARKET_RULES
+    notifications_topic: str = NOTIFICATIONS
+    fired_topic: str = RULES_FIRED
+    #: where the ticks are read from on a first start (later: the checkpointed offsets)
+    startup: Literal["group-offsets", "earliest-offset", "latest-offset"] = "group-offsets"
+    #: exactly-once writes (Kafka transactions committed with each checkpoint)
+    exactly_once: bool = True
+    transactional_id_prefix: str = "dexorder-flink"
+
+
+class RelayIO(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The relay's XSUB: live candle updates, closed candles and fired alerts go there.
+
+    ``server_key`` is the relay's CURVE public key (Z85), ``secret_key_file`` a file holding
+    the ``stream`` part's CURVE secret key (Z85; in the cluster a mounted Secret). Both unset:
+    connect without CURVE (only for a relay stand-in in a test).
+    """
+
+    address: str
+    server_key: str | None = None
+    secret_key_file: str | None = None
+    #: how long a publisher waits in ``open()`` for the relay's subscription before sending
+    subscribe_wait_ms: NonNegative = 2_000
+
+
+class Checkpoints(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    interval_ms: Annotated[int, msgspec.Meta(ge=10)] = 10_000
+    #: ``execution.checkpointing.dir``: a local path or a URI (``s3://...`` in the cluster)
+    dir: str | None = None
+    mode: Literal["exactly-once", "at-least-once"] = "exactly-once"
+
+
+class JobConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The whole job: one of ``files``/``kafka``, optionally ``relay``, and the fold's knobs."""
+
+    files: FileIO | None = None
+    kafka: KafkaIO | None = None
+    relay: RelayIO | None = None
+    checkpoints: Checkpoints = msgspec.field(default_factory=Checkpoints)
+    parallelism: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+    allowed_lateness_ms: NonNegative = 2_000
+    max_skew_ms: NonNegative = DEFAULT_MAX_SKEW_MS
+    #: processing-time close of a quiet ticker's candles, checked this often (0: off). Off for
+    #: a replay of old ticks, whose event time has nothing to do with the wall clock.
+    idle_close_ms: NonNegative = 0
+    #: open-candle updates to the relay at most this often per ticker (the last one of a
+    #: burst is sent when the interval ends)
+    live_update_interval_ms: NonNegative = 250
+    job_name: str = "dexorder-stream"
+
+    def __post_init__(self) -> None:
+        if (self.files is None) == (self.kafka is None):
+            raise ConfigError("exactly one of files and kafka must be set")
+
+
+def _set(tree: dict[str, object], dotted: str, value: str) -> None:
+    *path, last = dotted.split(".")
+    node = tree
+    for part in path:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {part} is not a section")
+        node = child
+    node[last] = yaml.safe_load(value)
+
+
+def load(path: str | Path | None, overrides: list[str] = []) -> JobConfig:  # noqa: B006
+    """Read ``path`` (YAML; None: start empty) and apply ``key=value`` overrides."""
+    tree: object = {}
+    if path is not None:
+        tree = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        _set(tree, key.strip(), value)
+    try:
+        return msgspec.convert(tree, JobConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"job configuration: {exc}") from None
+
+
+def encode(config: JobConfig) -> bytes:
+    """The configuration as YAML-compatible JSON (for a subprocess's ``--config``)."""
+    return msgspec.json.encode(config)

@@ -1,0 +1,224 @@
+"""The cluster's stream job on Apache Flink: ticks → candles (and fired rules), as PyFlink.
+
+Run it locally on Flink's mini-cluster against files (``make flink-job``, or
+``.venv-flink/bin/python -m streaming.flink.job --config streaming/flink/local.yaml``);
+in the cluster the same module is the ``PythonDriver`` entry, reading Kafka.
+
+The graph::
+
+    ticks ──decode+validate──key by ticker──▶ FoldTicks ──▶ closed candles ──▶ sink
+                                                  │  └────▶ live updates ──┐
+                                                  └───────────────────────▶ relay XSUB
+
+* ``FoldTicks`` is a ``KeyedProcessFunction`` holding one ticker's state in a Flink
+  ``ValueState`` (:class:`streaming.flink.keyed.KeyState`); the folding itself is
+  :class:`streaming.flink.keyed.TickerFold`, i.e. the local runner's ``CandleBook``.
+* Quiet tickers close by a processing-time timer (``idle_close_ms``), a bounded input closes
+  everything by an event-time timer at the end of time, which Flink's final watermark fires.
+* Sources and sinks by configuration: ``files`` (JSON lines in, JSON lines out through
+  Flink's ``FileSink``, committed at checkpoints) or ``kafka`` (raw MessagePack records
+  through Flink's Kafka SQL connector, exactly-once into ``market.candles``); the relay
+  publisher runs when ``relay`` is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from dexorder.schemas import decode_candle
+from streaming.flink import config as job_config
+from streaming.flink.config import JobConfig
+
+# PyFlink exists only in .venv-flink; the pure modules above import without it.
+from pyflink.common import Configuration, Encoder, Row, Types, WatermarkStrategy  # isort: skip
+from pyflink.datastream import DataStream, StreamExecutionEnvironment  # isort: skip
+from pyflink.datastream.connectors import Sink  # isort: skip
+from pyflink.datastream.connectors.file_system import (  # isort: skip
+    BucketAssigner,
+    FileSink,
+    FileSource,
+    OutputFileConfig,
+    RollingPolicy,
+    StreamFormat,
+)
+from pyflink.java_gateway import get_gateway  # isort: skip
+
+from streaming.flink.functions import (  # isort: skip
+    BYTES,
+    KEYED_TICK,
+    LIVE,
+    DecodeTicks,
+    FoldTicks,
+    PublishToRelay,
+    candle_json,
+)
+
+#: the project's folders the Python workers import (the job ships them with the job)
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("dexorder", "streaming")
+
+
+def _discard() -> Sink:
+    jvm = get_gateway().jvm
+    return Sink(jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink())
+
+
+def _file_sink(folder: Path, prefix: str) -> FileSink:
+    return (
+        FileSink.for_row_format(str(folder), Encoder.simple_string_encoder())
+        .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
+        .with_output_file_config(OutputFileConfig(prefix, ".jsonl"))
+        .with_rolling_policy(RollingPolicy.on_checkpoint_rolling_policy())
+        .build()
+    )
+
+
+def environment(cfg: JobConfig) -> StreamExecutionEnvironment:
+    """The execution environment: checkpoints, parallelism, the Python workers' code."""
+    conf = Configuration()
+    ck = cfg.checkpoints
+    conf.set_string("execution.checkpointing.interval", f"{ck.interval_ms} ms")
+    conf.set_string(
+        "execution.checkpointing.mode",
+        "EXACTLY_ONCE" if ck.mode == "exactly-once" else "AT_LEAST_ONCE",
+    )
+    if ck.dir:
+        conf.set_string("execution.checkpointing.dir", ck.dir)
+    conf.set_string("python.executable", sys.executable)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(cfg.parallelism)
+    # otherwise the Python workers start with another interpreter ("No module named pyflink")
+    env.set_python_executable(sys.executable)
+    for package in PACKAGES:
+        env.add_python_file(str(ROOT / package))
+    return env
+
+
+def build(env: StreamExecutionEnvironment, cfg: JobConfig) -> None:
+    """Add the job's graph to ``env`` (sources and sinks as configured)."""
+    if cfg.files is not None:
+        source = FileSource.for_record_stream_format(
+            StreamFormat.text_line_format(), cfg.files.ticks
+        ).build()
+        # one reader: a file's lines reach the fold in file order (the order of arrival)
+        raw: DataStream = env.from_source(
+            source, WatermarkStrategy.no_watermarks(), "ticks"
+        ).set_parallelism(1)
+        fmt = "json"
+    else:
+        raw = _kafka_ticks(env, cfg)
+        fmt = "msgpack"
+    ticks = raw.process(DecodeTicks(fmt, cfg.max_skew_ms), output_type=KEYED_TICK).name(
+        "decode ticks"
+    )
+    closed = (
+        ticks.key_by(lambda t: t[0], key_type=Types.STRING())
+        .process(FoldTicks(cfg), output_type=BYTES)
+        .name("fold candles")
+    )
+    if cfg.files is not None:
+        out = Path(cfg.files.out)
+        closed.map(candle_json, output_type=Types.STRING()).sink_to(
+            _file_sink(out / "candles", "candles")
+        ).name("candles file")
+    else:
+        _kafka_candles(env, cfg, closed)
+    if cfg.relay is not None:
+        closed.union(closed.get_side_output(LIVE)).process(PublishToRelay(cfg)).name(
+            "relay publisher"
+        ).sink_to(_discard())
+
+
+# -- Kafka (the cluster) ------------------------------------------------------------------
+
+
+def _connector_jar(cfg: JobConfig) -> str:
+    assert cfg.kafka is not None
+    jar = cfg.kafka.connector_jar or os.environ.get("FLINK_KAFKA_CONNECTOR_JAR")
+    if not jar or not Path(jar).is_file():
+        raise job_config.ConfigError(
+            "kafka: the Flink Kafka SQL connector jar is needed "
+            "(kafka.connector_jar or FLINK_KAFKA_CONNECTOR_JAR naming the jar file)"
+        )
+    return Path(jar).resolve().as_uri()
+
+
+def _table_env(env: StreamExecutionEnvironment) -> Any:
+    from pyflink.table import StreamTableEnvironment
+
+    return StreamTableEnvironment.create(env)
+
+
+_TABLE_ENVS: dict[int, Any] = {}
+
+
+def _tables(env: StreamExecutionEnvironment, cfg: JobConfig) -> Any:
+    """The job's table environment with the Kafka tables declared (once per env)."""
+    t_env = _TABLE_ENVS.get(id(env))
+    if t_env is not None:
+        return t_env
+    assert cfg.kafka is not None
+    k = cfg.kafka
+    env.add_jars(_connector_jar(cfg))
+    t_env = _TABLE_ENVS[id(env)] = _table_env(env)
+    common = (
+        f"'connector' = 'kafka', 'properties.bootstrap.servers' = '{k.bootstrap}', "
+        "'key.format' = 'raw', 'key.fields' = 'k', 'value.format' = 'raw', "
+        "'value.fields-include' = 'EXCEPT_KEY'"
+    )
+    t_env.execute_sql(
+        f"CREATE TEMPORARY TABLE ticks_in (k BYTES, v BYTES) WITH ({common}, "
+        f"'topic' = '{k.ticks_topic}', 'properties.group.id' = '{k.group_id}', "
+        f"'scan.startup.mode' = '{k.startup}', 'properties.auto.offset.reset' = 'earliest', "
+        "'properties.isolation.level' = 'read_committed')"
+    )
+    guarantee = "exactly-once" if k.exactly_once else "at-least-once"
+    t_env.execute_sql(
+        f"CREATE TEMPORARY TABLE candles_out (k BYTES, v BYTES) WITH ({common}, "
+        f"'topic' = '{k.candles_topic}', 'sink.delivery-guarantee' = '{guarantee}', "
+        f"'sink.transactional-id-prefix' = '{k.transactional_id_prefix}-candles', "
+        "'properties.transaction.timeout.ms' = '900000')"
+    )
+    return t_env
+
+
+def _kafka_ticks(env: StreamExecutionEnvironment, cfg: JobConfig) -> DataStream:
+    t_env = _tables(env, cfg)
+    return t_env.to_data_stream(t_env.sql_query("SELECT v FROM ticks_in WHERE v IS NOT NULL"))
+
+
+def _kafka_candles(env: StreamExecutionEnvironment, cfg: JobConfig, closed: DataStream) -> None:
+    t_env = _tables(env, cfg)
+    rows = closed.map(
+        lambda data: Row(decode_candle(bytes(data)).ticker.encode(), bytes(data)),
+        output_type=Types.ROW_NAMED(["k", "v"], [BYTES, BYTES]),
+    )
+    statements = t_env.create_statement_set()
+    statements.add_insert("candles_out", t_env.from_data_stream(rows))
+    statements.attach_as_datastream()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m streaming.flink.job", description=__doc__)
+    parser.add_argument("--config", help="the job's YAML configuration file")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
+    )
+    args = parser.parse_args(argv)
+    try:
+        cfg = job_config.load(args.config, args.set)
+        env = environment(cfg)
+        build(env, cfg)
+    except job_config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    env.execute(cfg.job_name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

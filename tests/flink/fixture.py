@@ -1,0 +1,93 @@
+"""The one tick fixture both engines get (the parity test): every case in one input.
+
+In arrival order, two hours and a half of trading (crossing a 4h boundary) over five tickers:
+
+* ``BINANCE:BTC/USDT``: a price path that goes to each rule's level once (see
+  :func:`rules`), out-of-order ticks within the allowed lateness, and ticks beyond it
+  (late: counted and dropped);
+* ``BINANCE:ETH/USDT``: every trade delivered twice, as by two ingestors (the copy a few
+  trades later at most), so only one of each counts;
+* ``BINANCE:DOGE/USDT``: a quiet ticker, trading only in the first ten minutes (its
+  candles close at the end of the input, not by other tickers' ticks);
+* ``KRAKEN:XRP/USD``: a lagging feed whose trade times run 40 s behind the others: its
+  own watermark keeps it whole (one watermark for every ticker would drop it as late);
+* ``BINANCE:SOL/USDT``: plain random walk, with a burst of volume for the volume rule.
+
+All times are whole days in the past, so the engines' future-tick check lets them in.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from dexorder.schemas import Tick
+
+LATENESS_MS = 2_000
+#: midnight three days ago (UTC), plus three hours: the input crosses 04:00
+T0 = (int(time.time() * 1000) // 86_400_000 - 3) * 86_400_000 + 3 * 3_600_000
+SPAN_MS = 150 * 60_000
+STEP_MS = 1_500
+
+BTC = ("BINANCE", "BTC/USDT")
+ETH = ("BINANCE", "ETH/USDT")
+DOGE = ("BINANCE", "DOGE/USDT")
+XRP = ("KRAKEN", "XRP/USD")
+SOL = ("BINANCE", "SOL/USDT")
+
+
+def _btc_price(t: int) -> float:
+    """BTC's path: flat near 100, a rise to 112 (crossing 110 up) around minute 40, back,
+    then a drop to 88 (crossing 90 down) around minute 100."""
+    minute = (t - T0) / 60_000
+    base = 100.0
+    if 35 <= minute < 45:
+        base = 100 + 12 * (1 - abs(minute - 40) / 5)
+    elif 95 <= minute < 105:
+        base = 100 - 12 * (1 - abs(minute - 100) / 5)
+    return base
+
+
+def ticks() -> list[Tick]:
+    rnd = random.Random(11)
+    out: list[Tick] = []
+    ids = {k: 0 for k in (BTC, ETH, DOGE, XRP, SOL)}
+    eth_copies: list[tuple[int, Tick]] = []
+
+    def tick(market: tuple[str, str], price: float, ts: int, amount: float | None = None) -> Tick:
+        ids[market] += 1
+        return Tick(
+            exchange=market[0],
+            symbol=market[1],
+            trade_id=str(1_000 + ids[market]),
+            price=round(price, 6),
+            amount=round(amount if amount is not None else 0.1 + rnd.random(), 6),
+            ts=ts,
+            side="buy" if rnd.random() < 0.5 else "sell",
+        )
+
+    sol = 20.0
+    for n, t in enumerate(range(T0, T0 + SPAN_MS, STEP_MS), start=1):
+        jitter = rnd.randrange(0, 400)
+        btc = tick(BTC, _btc_price(t) + rnd.uniform(-0.3, 0.3), t + jitter)
+        out.append(btc)
+        if n % 97 == 0:
+            # out of order within the lateness: a trade from a second ago arrives now
+            out.append(tick(BTC, _btc_price(t) + 0.1, t + jitter - 1_000))
+        if n % 211 == 0:
+            # beyond the lateness: 5 s old, dropped as late
+            out.append(tick(BTC, 150.0, t + jitter - 5_000))
+        eth = tick(ETH, 50 + rnd.uniform(-1, 1), t + 100)
+        out.append(eth)
+        # the second ingestor's copy: now or one trade later (within the lateness)
+        eth_copies.append((n + rnd.randrange(0, 2), eth))
+        while eth_copies and eth_copies[0][0] <= n:
+            out.append(eth_copies.pop(0)[1])
+        if t < T0 + 10 * 60_000 and n % 3 == 0:
+            out.append(tick(DOGE, 0.1 + rnd.uniform(0, 0.01), t + 200))
+        if t - 40_000 >= T0:
+            out.append(tick(XRP, 0.5 + rnd.uniform(-0.01, 0.01), t - 40_000))
+        sol *= 1 + rnd.uniform(-0.001, 0.001)
+        burst = 200.0 if T0 + 120 * 60_000 <= t < T0 + 121 * 60_000 else None
+        out.append(tick(SOL, sol, t + 300, burst))
+    return out
