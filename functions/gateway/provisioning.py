@@ -73,7 +73,10 @@ log = structlog.get_logger(part="gateway")
 
 
 class ProvisioningError(RuntimeError):
-    """The person's agent could not be started; the message is for them."""
+    """The person's agent could not be started; the message is for them, ``status`` the
+    HTTP status the gateway answers with (never a 500)."""
+
+    status = 503
 
 
 @dataclass(frozen=True)

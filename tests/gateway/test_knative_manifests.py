@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import copy
-import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -16,45 +14,14 @@ import yaml
 
 from dexorder.tokens import AgentTokens
 from gateway.knative import manifests as m
+from tests.gateway.loopback_kubernetes import service_validator
 
-CRD = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "crds" / "serving-service.yaml"
 IMAGE = "registry.example/dexorder/agent:1.0"
 
 
-def strict(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` with unknown fields refused wherever it lists its fields (the API server
-    prunes them silently; a field we meant to set and Knative does not know is a defect)."""
-    out = copy.deepcopy(schema)
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if (
-                "properties" in node
-                and node.get("properties")
-                and not node.get("x-kubernetes-preserve-unknown-fields")
-                and "additionalProperties" not in node
-            ):
-                node["additionalProperties"] = False
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(out)
-    return out
-
-
-@functools.cache
-def service_schema() -> dict[str, Any]:
-    crd = yaml.safe_load(CRD.read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
-    return strict(schema)
-
-
 def check_service(manifest: dict[str, Any]) -> None:
-    jsonschema.validate(manifest, service_schema())
+    """Valid against Knative's Service CRD schema, unknown fields refused."""
+    service_validator().validate(manifest)
 
 
 @pytest.mark.parametrize("tier", ["free", "pro", "enterprise"])
