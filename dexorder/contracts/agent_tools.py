@@ -167,14 +167,21 @@ class AlertList(ToolResult):
 # --- trading --------------------------------------------------------------------------
 
 
+#: A paper order's type: ``market`` fills at once; the others rest until their price
+#: (``limit_price``): ``limit`` and ``take_profit`` fill at it or better, ``stop_loss`` at
+#: the market once it is reached (see :class:`dexorder.contracts.rules.OrderTrigger`).
+OrderType = Literal["market", "limit", "stop_loss", "take_profit"]
+
+
 class Order(ToolResult):
     """An order of the paper account (the broker's own record: it is kept as this)."""
 
     id: str
     ticker: str
     side: Literal["buy", "sell"]
-    type: Literal["market", "limit"]
+    type: OrderType
     quantity: float = Field(gt=0)
+    #: the price a resting order waits for (limit, stop or take-profit price)
     limit_price: float | None = None
     status: Literal["open", "filled", "cancelled"] = "open"
     created_at: int
@@ -196,6 +203,15 @@ class Fill(BaseModel):
 
 class PaperTrade(ToolResult):
     """A paper order placed (and its fill, for a market order)."""
+
+    order: Order
+    fill: Fill | None
+
+
+class RuleApplied(ToolResult):
+    """A fired order rule applied to the paper account (``apply_rule_fired``): the order as
+    it is now, and the fill it made (None when it was applied before, or the order was no
+    longer open: a second delivery changes nothing)."""
 
     order: Order
     fill: Fill | None
@@ -418,6 +434,9 @@ EXECUTE_TRADE = AgentTool[PaperTrade | LiveTradeRequest](
 CONFIRM_TRADE = AgentTool[LiveTrade]("confirm_trade", LiveTrade, _CHANGES)
 GET_POSITIONS = AgentTool[Account]("get_positions", Account)
 CANCEL_ORDER = AgentTool[Order]("cancel_order", Order, _CHANGES)
+APPLY_RULE_FIRED = AgentTool[RuleApplied](
+    "apply_rule_fired", RuleApplied, ToolTraits(changes_context=True, hidden=True)
+)
 RUN_BACKTEST = AgentTool[BacktestRun | SweepRun](
     "run_backtest", OneOf[BacktestRun | SweepRun], ToolTraits(attachment=True)
 )
@@ -446,6 +465,7 @@ AGENT_TOOLS: dict[str, AgentTool[Any]] = {
         CONFIRM_TRADE,
         GET_POSITIONS,
         CANCEL_ORDER,
+        APPLY_RULE_FIRED,
         RUN_BACKTEST,
         RUN_PYTHON,
     )

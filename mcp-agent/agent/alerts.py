@@ -1,8 +1,11 @@
 """Price alerts: set, list, delete, and the pure check of a candle against them.
 
-Alerts live in the agent's state folder (``alerts.json``, written atomically),
-so they survive restarts. An active alert is a trigger: it keeps the agent
-from being idle.
+Where the platform watches the market (the agent has a gateway to register rules with),
+an alert is a rule (:func:`alert_rule`) the stream engine evaluates; the platform is the
+source of truth, and ``alerts.json`` is this agent's mirror of what it last heard (for
+its context resource). An agent on its own keeps its alerts in ``alerts.json`` (written
+atomically, so they survive restarts) and checks them against the candles it watches:
+then an active alert is a trigger that keeps the agent from being idle.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from dexorder.contracts.rules import PriceCross, Rule, RuleRecord
 from dexorder.markets import InvalidTicker, Ticker
 
 Condition = Literal["above", "below"]
@@ -38,6 +42,51 @@ class Alert(BaseModel):
     @property
     def active(self) -> bool:
         return self.triggered_at is None
+
+
+def checked(ticker: str, condition: str, price: float) -> tuple[str, Condition, float]:
+    """The alert's ticker (canonical), condition and price; :class:`AlertError` if bad."""
+    try:
+        t = str(Ticker.parse(ticker))
+    except InvalidTicker as exc:
+        raise AlertError(str(exc)) from None
+    if condition not in ("above", "below"):
+        raise AlertError(f"invalid condition {condition!r}: expected 'above' or 'below'")
+    if not price > 0:
+        raise AlertError(f"invalid price {price!r}: must be above zero")
+    return t, "above" if condition == "above" else "below", float(price)
+
+
+def alert_rule(
+    user: str, ticker: str, condition: str, price: float, note: str, rule_id: str
+) -> Rule:
+    """The platform rule of a price alert (checked; :class:`AlertError` if bad)."""
+    t, cond, level = checked(ticker, condition, price)
+    return Rule(
+        id=rule_id,
+        user=user,
+        ticker=t,
+        condition=PriceCross(direction=cond, level=level),
+        created_at=int(time.time() * 1000),
+        note=note[:500],
+    )
+
+
+def alert_of(record: RuleRecord) -> Alert | None:
+    """The alert a platform rule is (None for rules of other kinds)."""
+    rule, fired = record.rule, record.fired
+    if not isinstance(rule.condition, PriceCross):
+        return None
+    return Alert(
+        id=rule.id,
+        ticker=rule.ticker,
+        condition=rule.condition.direction,
+        price=rule.condition.level,
+        note=rule.note,
+        created_at=rule.created_at,
+        triggered_at=fired.fired_at if fired is not None else None,
+        triggered_price=fired.price if fired is not None else None,
+    )
 
 
 def crossed(alert: Alert, low: float, high: float) -> bool:
@@ -65,27 +114,33 @@ class AlertBook:
         os.replace(tmp, self.path)
 
     def add(self, ticker: str, condition: str, price: float, note: str = "") -> Alert:
-        try:
-            t = str(Ticker.parse(ticker))
-        except InvalidTicker as exc:
-            raise AlertError(str(exc)) from None
-        if condition not in ("above", "below"):
-            raise AlertError(f"invalid condition {condition!r}: expected 'above' or 'below'")
-        if not price > 0:
-            raise AlertError(f"invalid price {price!r}: must be above zero")
+        t, cond, level = checked(ticker, condition, price)
         if len(self.active()) >= self.MAX_ACTIVE:
             raise AlertError(f"at most {self.MAX_ACTIVE} active alerts; delete some first")
         alert = Alert(
             id=uuid.uuid4().hex[:12],
             ticker=t,
-            condition="above" if condition == "above" else "below",
-            price=float(price),
+            condition=cond,
+            price=level,
             note=note[:500],
             created_at=int(time.time() * 1000),
         )
         self._alerts[alert.id] = alert
         self._save()
         return alert
+
+    def mirror(self, alerts: list[Alert]) -> None:
+        """Keep ``alerts`` (what the platform holds) as this book's whole content."""
+        self._alerts = {a.id: a for a in alerts}
+        self._save()
+
+    def put(self, alert: Alert) -> None:
+        self._alerts[alert.id] = alert
+        self._save()
+
+    def discard(self, alert_id: str) -> None:
+        if self._alerts.pop(alert_id, None) is not None:
+            self._save()
 
     def all(self) -> list[Alert]:
         return sorted(self._alerts.values(), key=lambda a: a.created_at)

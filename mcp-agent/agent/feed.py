@@ -1,10 +1,10 @@
 """Live prices for the agent: 1m candle updates of the tickers it cares about, from the relay.
 
-The agent subscribes to ``{ticker}|ohlc:1m`` on the relay's XPUB for every
-ticker with a position, an open order or an active alert (a data
-subscription is an active trigger: it keeps the agent awake), and asks the
-relay to have it streamed. Each update goes to the handlers (the paper
-broker, the alert book).
+The agent subscribes to ``{ticker}|ohlc:1m`` on the relay's XPUB for the tickers it
+needs a price of while it is awake (a market order, positions to mark; an agent on its
+own also for its open orders and active alerts), and asks the relay to have it
+streamed. A subscription keeps no agent awake. Each update goes to the handlers (the
+paper broker, the alert book).
 """
 
 from __future__ import annotations

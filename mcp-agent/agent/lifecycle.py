@@ -1,8 +1,11 @@
 """Idle shutdown: an agent nobody uses exits with code 42, and is started again on demand.
 
-Idle means no MCP call and no active trigger (an alert, a data subscription)
-for the tier's timeout (free 15 min, pro 60 min, enterprise never; see
-``agent.idle_timeout_s``). Exit code 42 tells the provisioner it was a clean
+Idle means no MCP call for the tier's timeout (free 15 min, pro 60 min, enterprise
+never; see ``agent.idle_timeout_s``) and no active trigger. Where the platform watches
+the market, nothing is a trigger: a person's alerts and resting orders are rules the
+stream engine evaluates, and a fill wakes the agent (``apply_rule_fired``). Only an
+agent on its own counts its active alerts and open orders
+(``PersonAgent.active_triggers``). Exit code 42 tells the provisioner it was a clean
 idle shutdown, not a crash.
 """
 

@@ -14,6 +14,7 @@ from agent.documents import Documents
 from agent.events import EventPublisher
 from agent.feed import PriceFeed
 from agent.memory import ConversationMemory
+from agent.rules_client import RuleClient
 from agent.sandbox import Limits, warn_if_unisolated
 from agent.workspace import Workspace
 from dexorder.config import Settings
@@ -63,7 +64,12 @@ class PersonAgent:
         self.alerts = AlertBook(self.state_dir / "alerts.json")
         self.activity = Activity()
         self._noted_work = -1
-        self.broker = PaperBroker(self.state_dir / "paper.json")
+        #: the platform's market rules (its stream engine watches alerts and resting
+        #: orders); None: this agent runs on its own and watches them itself
+        self.rules = (
+            RuleClient(cfg.agent.gateway_url, self.service_token) if cfg.agent.gateway_url else None
+        )
+        self.broker = PaperBroker(self.state_dir / "paper.json", user=self.user, rules=self.rules)
         # the agent checks tokens, it never makes any: the gateway hands it its own
         # (agent.tokens_file); the private key stays with the gateway
         self.keys: TokenKeys = public_keys(token_keys(cfg))
@@ -97,8 +103,9 @@ class PersonAgent:
         self.feed = PriceFeed(self.cfg, [self.broker.on_candle, self._check_alerts])
         self.broker.feed = self.feed
         self.feed.start()
-        for ticker in self.broker.tickers() | {a.ticker for a in self.alerts.active()}:
-            await self.feed.watch(ticker)
+        if self.rules is None:  # on its own: it watches its alerts and orders itself
+            for ticker in self.broker.tickers() | {a.ticker for a in self.alerts.active()}:
+                await self.feed.watch(ticker)
 
     async def close(self) -> None:
         if self.feed is not None:
@@ -114,12 +121,18 @@ class PersonAgent:
         return await self.feed.price(ticker)
 
     def _check_alerts(self, candle: Candle) -> None:
+        if self.rules is not None:
+            return  # the platform watches them
         for alert in self.alerts.check(candle.ticker, candle.low, candle.high, candle.close):
             if self.events is not None:
                 self.events.critical("alert", alert.model_dump())
 
     def active_triggers(self) -> int:
-        """Alerts and open orders: each keeps the agent from going idle."""
+        """What keeps the agent from going idle besides calls: nothing where the platform
+        watches the market (its alerts and resting orders are rules there, and a fill
+        wakes it); for an agent on its own, its active alerts and open orders."""
+        if self.rules is not None:
+            return 0
         return len(self.alerts.active()) + len(self.broker.book.open_orders())
 
     def flush(self) -> None:

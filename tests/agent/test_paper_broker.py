@@ -79,3 +79,39 @@ def test_the_book_survives_a_round_trip_to_json() -> None:
     assert again.open_orders() == []
     with pytest.raises(OrderError, match="no open order"):
         again.cancel("nope")
+
+
+def test_stop_loss_and_take_profit_rest_and_fill_at_their_prices() -> None:
+    b = book()
+    b.place(BTC, "buy", 10)  # a position to protect
+    stop, _ = b.place(BTC, "sell", 5, "stop_loss", 90)
+    take, _ = b.place(BTC, "sell", 5, "take_profit", 120)
+    assert (stop.status, take.status) == ("open", "open")
+    with pytest.raises(OrderError, match="stop_loss order needs a limit_price"):
+        b.place(BTC, "sell", 1, "stop_loss")
+    with pytest.raises(OrderError, match="cannot sell"):
+        b.place(BTC, "sell", 50, "take_profit", 150)
+    # a candle reaching neither fills neither; one gapping down through the stop fills it
+    # at the worse open (a market order once triggered)
+    assert b.on_candle(BTC, 100, 110, 95, 100, 60_000) == []
+    (fill,) = b.on_candle(BTC, 85, 88, 80, 86, 120_000)
+    assert fill.order_id == stop.id and fill.price == 85
+    # a take-profit fills at its level, or better when the candle opens beyond it
+    (fill,) = b.on_candle(BTC, 125, 130, 124, 126, 180_000)
+    assert fill.order_id == take.id and fill.price == 125
+    assert b.positions[BTC].quantity == 0
+
+
+def test_a_fired_rule_fills_its_order_once_and_candles_leave_it_to_the_platform() -> None:
+    b = book()
+    order, _ = b.place(BTC, "buy", 1, "limit", 90)
+    # where the platform watches, a candle through the limit only marks the price
+    assert b.on_candle(BTC, 89, 91, 80, 85, 60_000, fill_resting=False) == []
+    assert order.status == "open" and b.last_prices[BTC] == 85
+    fill = b.fill_triggered(order.id, 89.5, 61_000)
+    assert fill is not None and (fill.price, fill.time) == (89.5, 61_000)
+    assert b.fill_triggered(order.id, 89.5, 61_000) is None  # delivered again: no change
+    assert len(b.fills) == 1 and b.positions[BTC].quantity == 1
+    cancelled, _ = b.place(BTC, "buy", 1, "limit", 80)
+    b.cancel(cancelled.id)
+    assert b.fill_triggered(cancelled.id, 80, 62_000) is None

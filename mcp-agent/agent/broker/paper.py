@@ -1,11 +1,16 @@
-"""The paper broker: market and limit orders filled against live candles. Pure state.
+"""The paper broker: market orders, and resting limit, stop-loss and take-profit orders.
+Pure state.
 
 Market orders fill at the latest known price (the close of the newest candle
-update) moved against the trader by ``slippage``; limit orders fill when a
-candle trades through the limit: at the limit, or at the candle's open when it
-opened beyond it. Every fill pays ``fee_rate`` of its notional in the quote
-currency. Positions carry an average entry price; realised PnL is booked as
-they are reduced, unrealised PnL is marked at the last price.
+update) moved against the trader by ``slippage``. Resting orders wait for their
+price (``limit_price``): where the platform watches the market they fill when their
+rule fires (:meth:`PaperBook.fill_triggered`, at the price the stream engine says);
+an agent on its own fills them from candles (:func:`triggered_price`): a limit or
+take-profit when a candle trades through its price, at it or at the candle's open when
+it opened beyond it; a stop-loss when a candle reaches it, at it or at a worse open.
+Every fill pays ``fee_rate`` of its notional in the quote currency. Positions carry an
+average entry price; realised PnL is booked as they are reduced, unrealised PnL is
+marked at the last price.
 
 The whole book serialises to JSON (:meth:`PaperBook.to_json`), so the agent
 persists it after every change and restores it on start.
@@ -23,7 +28,8 @@ from dexorder.contracts.agent_tools import Fill, Order
 from dexorder.markets import InvalidTicker, Ticker
 
 Side = Literal["buy", "sell"]
-OrderType = Literal["market", "limit"]
+#: the orders that rest until their price
+RESTING = ("limit", "stop_loss", "take_profit")
 
 
 class OrderError(ValueError):
@@ -70,12 +76,15 @@ class PaperBook(BaseModel):
             raise OrderError(str(exc)) from None
         if side not in ("buy", "sell"):
             raise OrderError(f"invalid side {side!r}: expected buy or sell")
-        if order_type not in ("market", "limit"):
-            raise OrderError(f"invalid order type {order_type!r}: expected market or limit")
+        if order_type != "market" and order_type not in RESTING:
+            raise OrderError(
+                f"invalid order type {order_type!r}: expected market, limit, stop_loss or "
+                "take_profit"
+            )
         if not quantity > 0:
             raise OrderError(f"invalid quantity {quantity!r}: must be above zero")
-        if order_type == "limit" and not (limit_price and limit_price > 0):
-            raise OrderError("a limit order needs a limit_price above zero")
+        if order_type in RESTING and not (limit_price and limit_price > 0):
+            raise OrderError(f"a {order_type} order needs a limit_price above zero")
         if order_type == "market" and t not in self.last_prices:
             raise OrderError(f"no live price for {t} yet; try again in a moment")
         now = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -85,7 +94,7 @@ class PaperBook(BaseModel):
             side=side,
             type=order_type,
             quantity=float(quantity),
-            limit_price=limit_price if order_type == "limit" else None,
+            limit_price=limit_price if order_type in RESTING else None,
             created_at=now,
         )
         self._check_funds(order, limit_price or self.last_prices.get(t, 0.0))
@@ -122,22 +131,38 @@ class PaperBook(BaseModel):
     def open_orders(self) -> list[Order]:
         return [o for o in self.orders.values() if o.status == "open"]
 
+    def fill_triggered(self, order_id: str, price: float, now_ms: int) -> Fill | None:
+        """Fill the resting order ``order_id`` whose rule fired, at ``price``; None (and no
+        change) when it is not open any more: filled already, or cancelled."""
+        order = self.orders.get(order_id)
+        if order is None or order.status != "open" or order.type not in RESTING:
+            return None
+        return self._fill(order, price, now_ms)
+
     # --- market data ------------------------------------------------------------
 
     def on_candle(
-        self, ticker: str, open_: float, high: float, low: float, close: float, now_ms: int
+        self,
+        ticker: str,
+        open_: float,
+        high: float,
+        low: float,
+        close: float,
+        now_ms: int,
+        fill_resting: bool = True,
     ) -> list[Fill]:
-        """A candle update of ``ticker``: mark the price, fill the limit orders it reaches."""
+        """A candle update of ``ticker``: mark the price, and (``fill_resting``: an agent
+        that watches its own orders) fill the resting orders it reaches."""
         self.last_prices[ticker] = close
+        if not fill_resting:
+            return []
         fills = []
         for order in self.open_orders():
-            if order.ticker != ticker or order.limit_price is None:
+            if order.ticker != ticker:
                 continue
-            limit = order.limit_price
-            if order.side == "buy" and low <= limit:
-                fills.append(self._fill(order, min(limit, open_), now_ms))
-            elif order.side == "sell" and high >= limit:
-                fills.append(self._fill(order, max(limit, open_), now_ms))
+            price = triggered_price(order, open_, high, low)
+            if price is not None:
+                fills.append(self._fill(order, price, now_ms))
         return fills
 
     def _fill(self, order: Order, price: float, now_ms: int) -> Fill:
@@ -201,3 +226,22 @@ class PaperBook(BaseModel):
             "positions": positions,
             "open_orders": [o.model_dump() for o in self.open_orders()],
         }
+
+
+def triggered_price(order: Order, open_: float, high: float, low: float) -> float | None:
+    """The price a candle spanning ``[low, high]`` that opened at ``open_`` fills the resting
+    ``order`` at, or None when it does not reach it (the engines' rule, on a candle)."""
+    level = order.limit_price
+    if level is None or order.type not in RESTING:
+        return None
+    if order.type == "stop_loss":  # a market order once reached: the worse of level, open
+        if order.side == "sell" and low <= level:
+            return min(level, open_)
+        if order.side == "buy" and high >= level:
+            return max(level, open_)
+        return None
+    if order.side == "buy" and low <= level:  # limit, take-profit: the level or better
+        return min(level, open_)
+    if order.side == "sell" and high >= level:
+        return max(level, open_)
+    return None

@@ -1,4 +1,5 @@
-"""Orders: paper fills against live candles; live orders wait for the person's code."""
+"""Orders: paper orders (market, and resting ones the platform watches); live orders wait
+for the person's code."""
 
 from __future__ import annotations
 
@@ -9,23 +10,31 @@ from pydantic import Field
 from agent.person import PersonAgent
 from agent.tools.toolbox import ToolBox
 from dexorder.contracts import agent_tools as c
+from dexorder.contracts.rules import BadRule, decode_fired
 
 
 def register(box: ToolBox, person: PersonAgent) -> None:
     @box.tool(
         c.EXECUTE_TRADE,
-        "Place an order: paper (default) fills against live candles; live needs the "
-        "person's confirmation code from their channel (see confirm_trade).",
+        "Place an order. Paper (default): market fills at once; limit, stop_loss and "
+        "take_profit rest until the price reaches limit_price (the platform watches it, "
+        "fills show in get_positions). Live needs the person's confirmation code from "
+        "their channel (see confirm_trade).",
     )
     async def execute_trade(
         ticker: Annotated[str, Field(description="EXCHANGE:BASE/QUOTE, e.g. BINANCE:BTC/USDT")],
         side: Literal["buy", "sell"],
         quantity: Annotated[float, Field(gt=0, description="in the base currency, e.g. 0.1 BTC")],
-        order_type: Literal["market", "limit"] = "market",
-        limit_price: Annotated[float | None, Field(gt=0)] = None,
+        order_type: Literal["market", "limit", "stop_loss", "take_profit"] = "market",
+        limit_price: Annotated[
+            float | None,
+            Field(gt=0, description="the price a limit, stop_loss or take_profit waits for"),
+        ] = None,
         mode: Literal["paper", "live"] = "paper",
     ) -> c.PaperTrade | c.LiveTradeRequest:
         if mode == "live":
+            if order_type in ("stop_loss", "take_profit"):
+                raise ValueError(f"{order_type} orders are paper only")
             parked = await person.live.request(ticker, side, quantity, order_type, limit_price)
             return c.LiveTradeRequest.model_validate(parked)
         placed = await person.broker.execute(ticker, side, quantity, order_type, limit_price)
@@ -48,6 +57,20 @@ def register(box: ToolBox, person: PersonAgent) -> None:
     def get_positions() -> c.Account:
         return c.Account.model_validate(person.broker.book.summary())
 
-    @box.sync_tool(c.CANCEL_ORDER, "Cancel an open paper order by its id.")
-    def cancel_order(order_id: Annotated[str, Field(max_length=64)]) -> c.Order:
-        return c.Order.model_validate(person.broker.cancel(order_id))
+    @box.tool(c.CANCEL_ORDER, "Cancel an open paper order by its id.")
+    async def cancel_order(order_id: Annotated[str, Field(max_length=64)]) -> c.Order:
+        return c.Order.model_validate(await person.broker.cancel(order_id))
+
+    @box.tool(
+        c.APPLY_RULE_FIRED,
+        "Platform only: apply a fired order rule (RuleFired JSON) to the paper account.",
+    )
+    async def apply_rule_fired(
+        fired: Annotated[str, Field(max_length=16_384, description="the RuleFired, as JSON")],
+    ) -> c.RuleApplied:
+        try:
+            rule_fired = decode_fired(fired)
+        except BadRule as exc:
+            raise ValueError(str(exc)) from None
+        order, fill = await person.broker.apply_fired(rule_fired)
+        return c.RuleApplied(order=order, fill=fill)

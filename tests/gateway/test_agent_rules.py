@@ -1,0 +1,125 @@
+"""A person's agent where the platform watches the market: its alerts and resting paper
+orders are rules it registers through the gateway (on a real Kafka-protocol broker), a
+fired order rule is applied once however often it is delivered, and neither alerts nor
+orders keep the agent awake."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from dexorder.config import Settings
+from dexorder.contracts.rules import OrderTrigger, PriceCross, RuleFired
+from dexorder.process import active_triggers, free_port
+from dexorder.tokens import mint_token
+from tests.gateway.agent_calls import agent_session
+from tests.gateway.served import Served, serve_gateway
+
+pytestmark = pytest.mark.integration
+
+BTC = "BINANCE:BTC/USDT"
+
+
+@pytest.fixture
+async def served(tmp_path: Path, kafka: str) -> AsyncIterator[Served]:
+    cfg = Settings(
+        home=tmp_path / "home",
+        embedder={"enabled": False},
+        kafka={"bootstrap_servers": kafka},
+        gateway={"port": free_port(), "events_port": free_port()},
+    )
+    async with serve_gateway(cfg) as s:
+        yield s
+
+
+async def test_alerts_and_resting_orders_are_platform_rules(served: Served) -> None:
+    a_id = (await served.sign_up("alice@example.com"))["account"]["id"]
+    endpoint = await served.gw.provisioner.ensure(a_id, "free")
+    rules = served.gw.rules
+    assert rules is not None
+
+    def mine() -> dict[str, object]:
+        return {r.rule.id: r.rule.condition for r in rules.view.of(a_id)}
+
+    async with agent_session(endpoint.mcp_url, mint_token(served.gw.keys, a_id)) as agent:
+        alert = await agent.ok("set_alert", ticker="binance:btc/usdt", condition="above", price=120)
+        assert alert["ticker"] == BTC and alert["id"].startswith("alert-")
+        assert mine()[alert["id"]] == PriceCross(direction="above", level=120)
+        listed = await agent.ok("list_alerts")
+        assert [a["id"] for a in listed["alerts"]] == [alert["id"]]
+        assert "price" in await agent.refused("set_alert", ticker=BTC, condition="above", price=-1)
+
+        placed = await agent.ok(
+            "execute_trade",
+            ticker=BTC,
+            side="buy",
+            quantity=1,
+            order_type="limit",
+            limit_price=90,
+        )
+        order = placed["order"]
+        assert order["status"] == "open" and placed["fill"] is None
+        rule_id = f"order-{order['id']}"
+        assert mine()[rule_id] == OrderTrigger(
+            order_id=order["id"], order_type="limit", side="buy", quantity=1, level=90
+        )
+        cancelled = await agent.ok(
+            "execute_trade", ticker=BTC, side="buy", quantity=1, order_type="limit", limit_price=80
+        )
+        await agent.ok("cancel_order", order_id=cancelled["order"]["id"])
+        assert f"order-{cancelled['order']['id']}" not in mine()
+        assert "cannot sell" in await agent.refused(
+            "execute_trade",
+            ticker=BTC,
+            side="sell",
+            quantity=1,
+            order_type="stop_loss",
+            limit_price=80,
+        )
+        assert "limit_price" in await agent.refused(
+            "execute_trade", ticker=BTC, side="buy", quantity=1, order_type="take_profit"
+        )
+
+        # the engine fired the order's rule: applied once, however often it comes
+        (record,) = [r for r in rules.view.of(a_id) if r.rule.id == rule_id]
+        fired = msgspec.json.encode(
+            RuleFired(
+                rule=record.rule, fired_at=record.rule.created_at + 5, price=89.0, fill_price=89.0
+            )
+        ).decode()
+        applied = await agent.ok("apply_rule_fired", fired=fired)
+        assert applied["order"]["status"] == "filled" and applied["fill"]["price"] == 89.0
+        again = await agent.ok("apply_rule_fired", fired=fired)
+        assert again["fill"] is None and again["order"]["status"] == "filled"
+        account = await agent.ok("get_positions")
+        assert [p["quantity"] for p in account["positions"]] == [1.0]
+        assert account["open_orders"] == [] and rule_id not in mine()  # done: removed
+
+        # a fired rule of another person, or not an order's, changes nothing
+        bobs = msgspec.json.encode(
+            RuleFired(rule=msgspec.structs.replace(record.rule, user="bob"), fired_at=1, price=1)
+        ).decode()
+        assert "another person" in await agent.refused("apply_rule_fired", fired=bobs)
+        assert "not a fired rule" in await agent.refused("apply_rule_fired", fired="{}")
+
+        # the hidden tool is offered to the platform, never to the model
+        tools = {t.name: t for t in (await agent.client.list_tools()).tools}
+        assert (tools["apply_rule_fired"].meta or {})["dexorder/traits"]["hidden"] is True
+
+        deleted = await agent.ok("delete_alert", alert_id=alert["id"])
+        assert deleted["id"] == alert["id"] and mine() == {}
+        assert "no alert" in await agent.refused("delete_alert", alert_id=alert["id"])
+
+        await agent.ok(
+            "execute_trade", ticker=BTC, side="buy", quantity=1, order_type="limit", limit_price=70
+        )
+        await agent.ok("set_alert", ticker=BTC, condition="below", price=60)
+    # an alert and a resting order, and nothing keeps the agent awake for them
+    async with asyncio.timeout(10):
+        while active_triggers(served.gw.cfg.agent_dir(a_id)) != 0:
+            await asyncio.sleep(0.05)
+    assert len(rules.view.of(a_id)) == 2
