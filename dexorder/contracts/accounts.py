@@ -103,9 +103,12 @@ class TelegramLogin(Body):
 
 
 class AgentRequest(Body):
-    """``POST /internal/agent``: the person whose agent's MCP address is wanted."""
+    """``POST /internal/agent``: the person whose agent's MCP address is wanted; ``token``:
+    also a short-lived token for that person's agent (a function acting for the platform
+    on their agent, e.g. applying a fired order rule, holds no key to make one)."""
 
     user: str
+    token: bool = False
 
 
 # --- responses ------------------------------------------------------------------------
@@ -174,6 +177,8 @@ class AgentAddress(Body):
 
     user: str
     mcp_url: str
+    #: a service token for the person's agent (5 minutes), when asked for
+    token: str | None = None
 
 
 class Delivered(Body):

@@ -8,7 +8,9 @@ would refuse without delivering it).
   relay's :class:`~dexorder.schemas.BackfillRequest`, ticker and timeframe checked);
 - ``tool.calls``: :class:`ToolCall` (CloudEvent type ``dexorder.tool.call``), by
   :func:`decode_tool_call`; its answer on ``tool.results`` is a :class:`ToolResult`
-  (type ``dexorder.tool.result``).
+  (type ``dexorder.tool.result``);
+- ``rules.fired``: a fired order rule, :class:`~dexorder.contracts.rules.RuleFired`, by
+  :func:`decode_rule_fired` (only order rules travel there).
 
 The data is read with the doors' JSON rules (:mod:`dexorder.json_input`: no deep
 nesting, NUL, lone surrogates or bidi controls) whether it arrives as bytes or already
@@ -26,10 +28,11 @@ from typing import TypeVar
 import msgspec
 
 from dexorder.contracts.chat import JsonObject, JsonValue
+from dexorder.contracts.rules import BadRule, OrderTrigger, RuleFired, check_rule
 from dexorder.json_input import UnsafeInput, check_value, decode_json
 from dexorder.markets import InvalidTicker, InvalidTimeframe, Ticker, Timeframe
 from dexorder.schemas import BackfillRequest
-from dexorder.topics import BACKFILL_REQUESTS, NOTIFICATIONS, TOOL_CALLS
+from dexorder.topics import BACKFILL_REQUESTS, NOTIFICATIONS, RULES_FIRED, TOOL_CALLS
 
 TOOL_CALL_TYPE = "dexorder.tool.call"
 TOOL_RESULT_TYPE = "dexorder.tool.result"
@@ -140,11 +143,24 @@ def decode_tool_call(data: object) -> ToolCall:
     return _decode(data, ToolCall, "a tool call")
 
 
+def decode_rule_fired(data: object) -> RuleFired:
+    """A fired order rule (``rules.fired``), its rule checked."""
+    fired = _decode(data, RuleFired, "a fired rule")
+    try:
+        fired = msgspec.structs.replace(fired, rule=check_rule(fired.rule))
+    except BadRule as exc:
+        raise BadEvent(str(exc)) from None
+    if not isinstance(fired.rule.condition, OrderTrigger):
+        raise BadEvent(f"rule {fired.rule.id} is not an order's: nothing to apply")
+    return fired
+
+
 #: The decode of each topic's events (what the dispatcher checks before delivering).
 DECODERS: dict[str, Callable[[object], object]] = {
     NOTIFICATIONS: decode_notification,
     BACKFILL_REQUESTS: decode_backfill,
     TOOL_CALLS: decode_tool_call,
+    RULES_FIRED: decode_rule_fired,
 }
 
 

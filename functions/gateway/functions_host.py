@@ -26,6 +26,7 @@ FUNCTIONS: dict[str, tuple[str, str, str]] = {
     "notification-fanout": ("notification_fanout", "notify_people", "cloudevent"),
     "backfill-dispatch": ("backfill_dispatch", "dispatch_backfill", "cloudevent"),
     "tool-proxy": ("tool_proxy", "proxy_tool", "http"),
+    "rule-delivery": ("rule_delivery", "deliver_fired_rule", "cloudevent"),
 }
 
 

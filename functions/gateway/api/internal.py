@@ -9,6 +9,7 @@ from starlette.routing import Route
 from dexorder.contracts.accounts import AgentAddress, AgentRequest, Delivered
 from dexorder.contracts.events import BadEvent, decode_notification
 from dexorder.schemas import UserEvent
+from dexorder.tokens import mint_token
 from gateway.api.common import (
     answer,
     answers_refusals,
@@ -55,7 +56,8 @@ async def notify(request: Request) -> Response:
 
 @answers_refusals
 async def agent(request: Request) -> Response:
-    """The MCP address of a person's agent, started if need be (for the tool proxy)."""
+    """The MCP address of a person's agent, started if need be (for the tool proxy), and
+    when asked a short-lived token for it (for the rule delivery)."""
     _platform_only(request, "ask for an agent")
     gw = gateway_of(request)
     asked = await typed_body(request, AgentRequest)
@@ -64,7 +66,8 @@ async def agent(request: Request) -> Response:
         endpoint = await gw.provisioner.ensure(account.id, account.tier)
     except ProvisioningError as exc:
         raise Refused(503, str(exc)) from None
-    return answer(AgentAddress(user=account.id, mcp_url=endpoint.mcp_url))
+    token = mint_token(gw.keys, account.id, "service", ttl_s=300) if asked.token else None
+    return answer(AgentAddress(user=account.id, mcp_url=endpoint.mcp_url, token=token))
 
 
 routes = [
