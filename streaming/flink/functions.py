@@ -9,15 +9,29 @@ from typing import Any
 
 import msgspec
 
+from dexorder.contracts.events import Notification
+from dexorder.contracts.rules import (
+    BadRule,
+    OrderTrigger,
+    Rule,
+    RuleRecord,
+    decode_fired,
+    decode_record,
+    encode_fired,
+    encode_record,
+    notification_kind,
+)
 from dexorder.market_validation import tick_problem
 from dexorder.schemas import InvalidMessage, Tick, decode_candle, decode_tick, encode
+from dexorder.topics import ohlc_topic, rule_fired_topic
 from streaming.flink.config import JobConfig
-from streaming.flink.keyed import END_OF_INPUT, KeyState, TickerFold
+from streaming.flink.keyed import END_OF_INPUT, Folded, KeyState, TickerFold
 from streaming.flink.relay import RelayPublisher
 
 # PyFlink exists only in .venv-flink; the pure modules above import without it.
 from pyflink.common import Row, Types  # isort: skip
 from pyflink.datastream import (  # isort: skip
+    KeyedCoProcessFunction,
     KeyedProcessFunction,
     OutputTag,
     ProcessFunction,
@@ -27,8 +41,16 @@ from pyflink.datastream import (  # isort: skip
 from pyflink.datastream.state import ValueStateDescriptor  # isort: skip
 
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
+#: (ticker, MessagePack tick)
 KEYED_TICK = Types.TUPLE([Types.STRING(), BYTES])
-LIVE = OutputTag("live", BYTES)
+#: (ticker, rule id, RuleRecord JSON; empty: the rule was deleted)
+RULE_CHANGE = Types.TUPLE([Types.STRING(), Types.STRING(), BYTES])
+#: (relay topic, message) for the relay publisher
+RELAY_MESSAGE = Types.TUPLE([Types.STRING(), BYTES])
+#: open-candle updates, as relay messages
+LIVE = OutputTag("live", RELAY_MESSAGE)
+#: fired rules (RuleFired JSON)
+FIRED = OutputTag("fired", BYTES)
 
 _tick_json = msgspec.json.Decoder(Tick)
 
@@ -69,41 +91,85 @@ class DecodeTicks(ProcessFunction):  # type: ignore[misc]
         yield tick.ticker, data
 
 
-class FoldTicks(KeyedProcessFunction):  # type: ignore[misc]
-    """One ticker's candles in Flink keyed state; closed candles out, live updates aside."""
+class RuleTable(KeyedProcessFunction):  # type: ignore[misc]
+    """``market.rules`` keyed by rule id → changes keyed by ticker.
 
-    def __init__(self, cfg: JobConfig) -> None:
+    A tombstone carries no ticker, so this stage remembers each rule's ticker (keyed state)
+    to route the deletion, and a rule moved to another ticker is deleted on the old one.
+    A record that is not a rule is counted (``bad_rules``) and dropped."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._ticker = runtime_context.get_state(ValueStateDescriptor("ticker", Types.STRING()))
+        self._bad = runtime_context.get_metrics_group().counter("bad_rules")
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        rule_id = ctx.get_current_key()
+        old: str | None = self._ticker.value()
+        data = value[1]
+        if data is None:
+            if old is not None:
+                self._ticker.clear()
+                yield old, rule_id, b""
+            return
+        try:
+            record = decode_record(bytes(data))
+        except BadRule:
+            self._bad.inc()
+            return
+        if record.rule.id != rule_id:
+            self._bad.inc()  # a record filed under another rule's key
+            return
+        ticker = record.rule.ticker
+        if old is not None and old != ticker:
+            yield old, rule_id, b""
+        self._ticker.update(ticker)
+        yield ticker, rule_id, encode_record(record)
+
+
+class FoldTicks(KeyedCoProcessFunction):  # type: ignore[misc]
+    """One ticker's candles and rules in Flink keyed state. Input 1: ticks; input 2: rule
+    changes. Main output: closed candles (MessagePack); side outputs: live updates (LIVE)
+    and fired rules (FIRED)."""
+
+    def __init__(self, cfg: JobConfig, initial_rules: dict[str, list[Rule]]) -> None:
         self._lateness = cfg.allowed_lateness_ms
         self._idle_ms = cfg.idle_close_ms
         self._live_ms = cfg.live_update_interval_ms
         self._live = cfg.relay is not None
+        self._initial = initial_rules
 
     def open(self, runtime_context: RuntimeContext) -> None:
         # The state holds the Python object: PyFlink's state cache keeps it between ticks and
-        # pickles it when it flushes (bundle end, checkpoint), not on every tick.
+        # pickles it (as MessagePack, KeyState.__reduce__) when it flushes: a bundle's end,
+        # a checkpoint; not on every tick.
         self._state = runtime_context.get_state(
             ValueStateDescriptor("ticker", Types.PICKLED_BYTE_ARRAY())
         )
-        self._fold = TickerFold(self._lateness)
+        self._fold = TickerFold(self._lateness, self._initial)
         metrics = runtime_context.get_metrics_group()
         self._late = metrics.counter("late_ticks")
         self._duplicates = metrics.counter("duplicate_ticks")
         self._closed = metrics.counter("closed_candles")
+        self._fired = metrics.counter("fired_rules")
 
-    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
-        tick = decode_tick(bytes(value[1]))
+    def _state_of(self, ctx: Any) -> KeyState:
         state: KeyState | None = self._state.value()
-        timers = ctx.timer_service()
         if state is None:
-            state = self._fold.new_state(tick)
-            timers.register_event_time_timer(END_OF_INPUT)
+            state = self._fold.new_state(ctx.get_current_key())
+            ctx.timer_service().register_event_time_timer(END_OF_INPUT)
+        return state
+
+    def process_element1(self, value: Any, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
+        tick = decode_tick(bytes(value[1]))
+        state = self._state_of(ctx)
+        timers = ctx.timer_service()
         now = timers.current_processing_time()
         folded = self._fold.on_tick(state, tick, now)
         if folded.late:
             self._late.inc()
         elif folded.duplicate:
             self._duplicates.inc()
-        yield from self._out(folded.closed)
+        yield from self._out(folded)
         if folded.accepted and self._live:
             if now - state.live_at >= self._live_ms:
                 yield from self._live_updates(state, now)
@@ -112,7 +178,15 @@ class FoldTicks(KeyedProcessFunction):  # type: ignore[misc]
         self._schedule(state, timers, now)
         self._state.update(state)
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+    def process_element2(self, value: Any, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
+        _, rule_id, data = value
+        state = self._state_of(ctx)
+        record = decode_record(bytes(data)) if data else None
+        self._fold.on_rule(state, record, rule_id)
+        self._state.update(state)
+        return iter(())
+
+    def on_timer(self, timestamp: int, ctx: KeyedCoProcessFunction.OnTimerContext) -> Iterator[Any]:
         state: KeyState | None = self._state.value()
         if state is None:
             return
@@ -132,16 +206,19 @@ class FoldTicks(KeyedProcessFunction):  # type: ignore[misc]
         self._schedule(state, ctx.timer_service(), now)
         self._state.update(state)
 
-    def _out(self, closed: list[Any]) -> Iterator[bytes]:
-        for candle in closed:
+    def _out(self, folded: Folded) -> Iterator[Any]:
+        for candle in folded.closed:
             self._closed.inc()
             yield encode(candle)
+        for fired in folded.fired:
+            self._fired.inc()
+            yield FIRED, encode_fired(fired)
 
     def _live_updates(self, state: KeyState, now: int) -> Iterator[Any]:
         state.live_at = now
         state.live_owed = False
         for candle in self._fold.open_candles(state):
-            yield LIVE, encode(candle)
+            yield LIVE, (ohlc_topic(candle.ticker, candle.timeframe), encode(candle))
 
     def _schedule(self, state: KeyState, timers: Any, now: int) -> None:
         """One pending processing-time timer per ticker, for an owed live update or an
@@ -149,7 +226,7 @@ class FoldTicks(KeyedProcessFunction):  # type: ignore[misc]
         due = []
         if state.live_owed:
             due.append(state.live_at + self._live_ms)
-        if self._idle_ms and state.book.minutes:
+        if self._idle_ms and (state.book.minutes or any(state.book.rollups.values())):
             due.append(now + self._idle_ms)
         if due and not state.timer_at:
             state.timer_at = max(min(due), now + 1)
@@ -157,7 +234,7 @@ class FoldTicks(KeyedProcessFunction):  # type: ignore[misc]
 
 
 class PublishToRelay(ProcessFunction):  # type: ignore[misc]
-    """Sends each candle (closed or live) to the relay's XSUB; emits nothing."""
+    """Sends each (topic, message) to the relay's XSUB; emits nothing."""
 
     def __init__(self, cfg: JobConfig) -> None:
         assert cfg.relay is not None
@@ -168,12 +245,64 @@ class PublishToRelay(ProcessFunction):  # type: ignore[misc]
         self._pub.wait_subscribed()
 
     def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        self._pub.candle(decode_candle(bytes(value)))
+        self._pub.send(value[0], bytes(value[1]))
         return iter(())
 
     def close(self) -> None:
         self._pub.close()
 
 
+# -- small maps between the operators and the sinks ----------------------------------------
+
+
 def candle_json(data: Any) -> str:
+    """A closed candle (MessagePack) as a JSON line."""
     return msgspec.json.encode(decode_candle(bytes(data))).decode()
+
+
+def candle_relay(data: Any) -> tuple[str, bytes]:
+    candle = decode_candle(bytes(data))
+    return ohlc_topic(candle.ticker, candle.timeframe), bytes(data)
+
+
+def fired_relay(data: Any) -> tuple[str, bytes]:
+    """A fired rule for the person's live feed on the relay (``RULE:{user}``)."""
+    return rule_fired_topic(decode_fired(bytes(data)).rule.user), bytes(data)
+
+
+def fired_text(data: Any) -> str:
+    return bytes(data).decode()
+
+
+def candle_record(data: Any) -> Row:
+    """``market.candles``: keyed by ticker, the candle's MessagePack."""
+    return Row(decode_candle(bytes(data)).ticker.encode(), bytes(data))
+
+
+def notification_record(data: Any) -> Row:
+    """``notifications``: keyed by person, the :class:`Notification` JSON; its event id is
+    the rule's, so a firing replayed after a crash reaches the person once."""
+    fired = decode_fired(bytes(data))
+    note = Notification(
+        event_id=fired.event_id,
+        user=fired.rule.user,
+        kind=notification_kind(fired.rule),
+        payload=msgspec.to_builtins(fired),
+        created_at=fired.fired_at,
+    )
+    return Row(fired.rule.user.encode(), msgspec.json.encode(note))
+
+
+def is_order(data: Any) -> bool:
+    return isinstance(decode_fired(bytes(data)).rule.condition, OrderTrigger)
+
+
+def fired_order_record(data: Any) -> Row:
+    """``rules.fired`` (order rules): keyed by person, the :class:`RuleFired` JSON."""
+    return Row(decode_fired(bytes(data)).rule.user.encode(), bytes(data))
+
+
+def fired_rule_record(data: Any) -> Row:
+    """``market.rules``: the rule with its firing, so no engine fires it again."""
+    fired = decode_fired(bytes(data))
+    return Row(fired.rule.id.encode(), encode_record(RuleRecord(rule=fired.rule, fired=fired)))

@@ -29,12 +29,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dexorder.schemas import decode_candle
+from dexorder.contracts.rules import BadRule, Rule, decode_record
 from streaming.flink import config as job_config
 from streaming.flink.config import JobConfig
 
 # PyFlink exists only in .venv-flink; the pure modules above import without it.
-from pyflink.common import Configuration, Encoder, Row, Types, WatermarkStrategy  # isort: skip
+from pyflink.common import Configuration, Encoder, Types, WatermarkStrategy  # isort: skip
 from pyflink.datastream import DataStream, StreamExecutionEnvironment  # isort: skip
 from pyflink.datastream.connectors import Sink  # isort: skip
 from pyflink.datastream.connectors.file_system import (  # isort: skip
@@ -49,12 +49,24 @@ from pyflink.java_gateway import get_gateway  # isort: skip
 
 from streaming.flink.functions import (  # isort: skip
     BYTES,
+    FIRED,
     KEYED_TICK,
     LIVE,
+    RELAY_MESSAGE,
+    RULE_CHANGE,
     DecodeTicks,
     FoldTicks,
     PublishToRelay,
+    RuleTable,
     candle_json,
+    candle_record,
+    candle_relay,
+    fired_order_record,
+    fired_relay,
+    fired_rule_record,
+    fired_text,
+    is_order,
+    notification_record,
 )
 
 #: the project's folders the Python workers import (the job ships them with the job)
@@ -98,6 +110,24 @@ def environment(cfg: JobConfig) -> StreamExecutionEnvironment:
     return env
 
 
+def initial_rules(path: str | None) -> dict[str, list[Rule]]:
+    """The active rules of a file of :class:`RuleRecord` lines, by ticker."""
+    by_ticker: dict[str, list[Rule]] = {}
+    if path is None:
+        return by_ticker
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = decode_record(line)
+            except BadRule as exc:
+                raise job_config.ConfigError(f"{path}:{n}: {exc}") from None
+            if record.fired is None:
+                by_ticker.setdefault(record.rule.ticker, []).append(record.rule)
+    return by_ticker
+
+
 def build(env: StreamExecutionEnvironment, cfg: JobConfig) -> None:
     """Add the job's graph to ``env`` (sources and sinks as configured)."""
     if cfg.files is not None:
@@ -109,28 +139,43 @@ def build(env: StreamExecutionEnvironment, cfg: JobConfig) -> None:
             source, WatermarkStrategy.no_watermarks(), "ticks"
         ).set_parallelism(1)
         fmt = "json"
+        # rules in files are in force from the start; no changes arrive while it runs
+        rules = initial_rules(cfg.files.rules)
+        changes = env.from_collection([], type_info=RULE_CHANGE)
     else:
         raw = _kafka_ticks(env, cfg)
         fmt = "msgpack"
+        rules = {}
+        changes = (
+            _kafka_rules(env, cfg)
+            .key_by(lambda r: bytes(r[0]).decode(errors="replace"), key_type=Types.STRING())
+            .process(RuleTable(), output_type=RULE_CHANGE)
+            .name("rules by ticker")
+        )
     ticks = raw.process(DecodeTicks(fmt, cfg.max_skew_ms), output_type=KEYED_TICK).name(
         "decode ticks"
     )
     closed = (
         ticks.key_by(lambda t: t[0], key_type=Types.STRING())
-        .process(FoldTicks(cfg), output_type=BYTES)
-        .name("fold candles")
+        .connect(changes.key_by(lambda c: c[0], key_type=Types.STRING()))
+        .process(FoldTicks(cfg, rules), output_type=BYTES)
+        .name("candles and rules")
     )
+    fired = closed.get_side_output(FIRED)
     if cfg.files is not None:
         out = Path(cfg.files.out)
         closed.map(candle_json, output_type=Types.STRING()).sink_to(
             _file_sink(out / "candles", "candles")
         ).name("candles file")
+        fired.map(fired_text, output_type=Types.STRING()).sink_to(
+            _file_sink(out / "fired", "fired")
+        ).name("fired rules file")
     else:
-        _kafka_candles(env, cfg, closed)
+        _kafka_sinks(env, cfg, closed, fired)
     if cfg.relay is not None:
-        closed.union(closed.get_side_output(LIVE)).process(PublishToRelay(cfg)).name(
-            "relay publisher"
-        ).sink_to(_discard())
+        closed.map(candle_relay, output_type=RELAY_MESSAGE).union(
+            closed.get_side_output(LIVE), fired.map(fired_relay, output_type=RELAY_MESSAGE)
+        ).process(PublishToRelay(cfg)).name("relay publisher").sink_to(_discard())
 
 
 # -- Kafka (the cluster) ------------------------------------------------------------------
@@ -147,13 +192,13 @@ def _connector_jar(cfg: JobConfig) -> str:
     return Path(jar).resolve().as_uri()
 
 
-def _table_env(env: StreamExecutionEnvironment) -> Any:
-    from pyflink.table import StreamTableEnvironment
-
-    return StreamTableEnvironment.create(env)
-
-
 _TABLE_ENVS: dict[int, Any] = {}
+#: every Kafka table is (k BYTES, v BYTES): the record's key and value as they are
+_RAW = (
+    "'connector' = 'kafka', 'properties.bootstrap.servers' = '{bootstrap}', "
+    "'key.format' = 'raw', 'key.fields' = 'k', 'value.format' = 'raw', "
+    "'value.fields-include' = 'EXCEPT_KEY', 'topic' = '{topic}'"
+)
 
 
 def _tables(env: StreamExecutionEnvironment, cfg: JobConfig) -> Any:
@@ -161,28 +206,41 @@ def _tables(env: StreamExecutionEnvironment, cfg: JobConfig) -> Any:
     t_env = _TABLE_ENVS.get(id(env))
     if t_env is not None:
         return t_env
+    from pyflink.table import StreamTableEnvironment
+
     assert cfg.kafka is not None
     k = cfg.kafka
     env.add_jars(_connector_jar(cfg))
-    t_env = _TABLE_ENVS[id(env)] = _table_env(env)
-    common = (
-        f"'connector' = 'kafka', 'properties.bootstrap.servers' = '{k.bootstrap}', "
-        "'key.format' = 'raw', 'key.fields' = 'k', 'value.format' = 'raw', "
-        "'value.fields-include' = 'EXCEPT_KEY'"
+    t_env = _TABLE_ENVS[id(env)] = StreamTableEnvironment.create(env)
+    read = (
+        f"'properties.group.id' = '{k.group_id}', 'properties.auto.offset.reset' = 'earliest', "
+        "'properties.isolation.level' = 'read_committed'"
     )
     t_env.execute_sql(
-        f"CREATE TEMPORARY TABLE ticks_in (k BYTES, v BYTES) WITH ({common}, "
-        f"'topic' = '{k.ticks_topic}', 'properties.group.id' = '{k.group_id}', "
-        f"'scan.startup.mode' = '{k.startup}', 'properties.auto.offset.reset' = 'earliest', "
-        "'properties.isolation.level' = 'read_committed')"
+        f"CREATE TEMPORARY TABLE ticks_in (k BYTES, v BYTES) WITH ("
+        f"{_RAW.format(bootstrap=k.bootstrap, topic=k.ticks_topic)}, {read}, "
+        f"'scan.startup.mode' = '{k.startup}')"
+    )
+    # the compacted rules topic is read whole on a first start (later: from the checkpoint)
+    t_env.execute_sql(
+        f"CREATE TEMPORARY TABLE rules_in (k BYTES, v BYTES) WITH ("
+        f"{_RAW.format(bootstrap=k.bootstrap, topic=k.rules_topic)}, {read}, "
+        "'scan.startup.mode' = 'earliest-offset')"
     )
     guarantee = "exactly-once" if k.exactly_once else "at-least-once"
-    t_env.execute_sql(
-        f"CREATE TEMPORARY TABLE candles_out (k BYTES, v BYTES) WITH ({common}, "
-        f"'topic' = '{k.candles_topic}', 'sink.delivery-guarantee' = '{guarantee}', "
-        f"'sink.transactional-id-prefix' = '{k.transactional_id_prefix}-candles', "
-        "'properties.transaction.timeout.ms' = '900000')"
-    )
+    for table, topic in (
+        ("candles_out", k.candles_topic),
+        ("notifications_out", k.notifications_topic),
+        ("fired_out", k.fired_topic),
+        ("rules_out", k.rules_topic),
+    ):
+        t_env.execute_sql(
+            f"CREATE TEMPORARY TABLE {table} (k BYTES, v BYTES) WITH ("
+            f"{_RAW.format(bootstrap=k.bootstrap, topic=topic)}, "
+            f"'sink.delivery-guarantee' = '{guarantee}', "
+            f"'sink.transactional-id-prefix' = '{k.transactional_id_prefix}-{table}', "
+            "'properties.transaction.timeout.ms' = '900000')"
+        )
     return t_env
 
 
@@ -191,14 +249,26 @@ def _kafka_ticks(env: StreamExecutionEnvironment, cfg: JobConfig) -> DataStream:
     return t_env.to_data_stream(t_env.sql_query("SELECT v FROM ticks_in WHERE v IS NOT NULL"))
 
 
-def _kafka_candles(env: StreamExecutionEnvironment, cfg: JobConfig, closed: DataStream) -> None:
+def _kafka_rules(env: StreamExecutionEnvironment, cfg: JobConfig) -> DataStream:
     t_env = _tables(env, cfg)
-    rows = closed.map(
-        lambda data: Row(decode_candle(bytes(data)).ticker.encode(), bytes(data)),
-        output_type=Types.ROW_NAMED(["k", "v"], [BYTES, BYTES]),
-    )
+    return t_env.to_data_stream(t_env.sql_query("SELECT k, v FROM rules_in WHERE k IS NOT NULL"))
+
+
+def _kafka_sinks(
+    env: StreamExecutionEnvironment, cfg: JobConfig, closed: DataStream, fired: DataStream
+) -> None:
+    """Closed candles → ``market.candles``; fired rules → ``notifications``, their record
+    (with the firing) → ``market.rules``, and fired orders → ``rules.fired``."""
+    t_env = _tables(env, cfg)
+    rows = Types.ROW_NAMED(["k", "v"], [BYTES, BYTES])
     statements = t_env.create_statement_set()
-    statements.add_insert("candles_out", t_env.from_data_stream(rows))
+    for table, stream in (
+        ("candles_out", closed.map(candle_record, output_type=rows)),
+        ("notifications_out", fired.map(notification_record, output_type=rows)),
+        ("rules_out", fired.map(fired_rule_record, output_type=rows)),
+        ("fired_out", fired.filter(is_order).map(fired_order_record, output_type=rows)),
+    ):
+        statements.add_insert(table, t_env.from_data_stream(stream))
     statements.attach_as_datastream()
 
 

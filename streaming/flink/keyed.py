@@ -5,7 +5,9 @@ that ticker (:class:`KeyState`) lives in a Flink ``ValueState``. The fold drives
 same :class:`~streaming.candles.CandleBook` the local runner drives, holding just the one
 ticker's :class:`~streaming.candles.TickerBook`, so the candle semantics (dedup by trade id,
 the ticker's own watermark, late drops, open/close by (trade time, trade id), higher
-timeframes from closed 1m) are that module's, not a second copy.
+timeframes from closed 1m) are that module's, not a second copy; and the ticker's rules are
+one :class:`~streaming.rules.TickerRules`, fed as :func:`streaming.engine.step` feeds them
+(an accepted tick, then each candle it closed, oldest first).
 
 Three moments move a ticker's candles:
 
@@ -19,10 +21,14 @@ Three moments move a ticker's candles:
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
+from dexorder.contracts.rules import Rule, RuleFired, RuleRecord
 from dexorder.schemas import Candle, Tick
 from streaming.candles import CandleBook, TickerBook
+from streaming.rules import TickerRules, TickerState
 
 #: An event-time timer at the end of time: Flink fires it with the final watermark of a
 #: bounded input (Long.MAX_VALUE), never before.
@@ -31,22 +37,61 @@ END_OF_INPUT = 2**63 - 1
 _CLOSE_ALL = 2**62 + 2**61
 
 
-class KeyState(msgspec.Struct, gc=False):
-    """Everything the job keeps for one ticker (one Flink ``ValueState`` value)."""
+class KeySnapshot(msgspec.Struct, array_like=True):
+    """:class:`KeyState` as it is checkpointed (MessagePack)."""
 
     book: TickerBook
-    #: wall-clock ms of the last live (open-candle) update sent, and whether one is owed
-    live_at: int = 0
-    live_owed: bool = False
-    #: wall-clock ms the pending processing-time timer fires at (0: none pending)
-    timer_at: int = 0
+    rules: TickerState
+    live_at: int
+    live_owed: bool
+    timer_at: int
+
+
+class KeyState:
+    """Everything the job keeps for one ticker (one Flink ``ValueState`` value).
+
+    Flink's Python state cache holds this object between ticks and pickles it only when it
+    flushes (a bundle's end, a checkpoint); pickling it writes the MessagePack
+    :class:`KeySnapshot` (the books' own checkpoint formats), not Python internals.
+    """
+
+    __slots__ = ("book", "live_at", "live_owed", "rules", "timer_at")
+
+    def __init__(self, book: TickerBook, rules: TickerRules) -> None:
+        self.book = book
+        self.rules = rules
+        #: wall-clock ms of the last live (open-candle) update sent, and whether one is owed
+        self.live_at = 0
+        self.live_owed = False
+        #: wall-clock ms the pending processing-time timer fires at (0: none pending)
+        self.timer_at = 0
+
+    @property
+    def ticker(self) -> str:
+        return self.rules.ticker
+
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode(
+            KeySnapshot(self.book, self.rules.state(), self.live_at, self.live_owed, self.timer_at)
+        )
+
+    @classmethod
+    def restore(cls, data: bytes) -> KeyState:
+        snap = msgspec.msgpack.decode(data, type=KeySnapshot)
+        state = cls(snap.book, TickerRules.from_state(snap.rules))
+        state.live_at, state.live_owed, state.timer_at = snap.live_at, snap.live_owed, snap.timer_at
+        return state
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return (KeyState.restore, (self.snapshot(),))
 
 
 class Folded(msgspec.Struct, gc=False):
-    """What one step produced: closed candles (to ``market.candles`` and the relay), and
-    whether the tick was folded in (False: a duplicate or late tick, dropped)."""
+    """What one step produced: closed candles (to ``market.candles`` and the relay), fired
+    rules, and whether the tick was folded in (False: a duplicate or late tick, dropped)."""
 
     closed: list[Candle]
+    fired: list[RuleFired]
     accepted: bool = True
     late: bool = False
     duplicate: bool = False
@@ -56,53 +101,69 @@ class TickerFold:
     """One subtask's folding logic; the state of each ticker is passed in and out.
 
     One :class:`CandleBook` is reused for every key: before each step it is pointed at the
-    key's :class:`TickerBook` (no copy), so per tick there is no serialization here at all;
-    Flink serializes the state when it flushes its state cache.
+    key's :class:`TickerBook` (no copy), so per tick there is no serialization here at all.
+    ``initial_rules`` (by ticker) are put into a ticker's state when it is made: the rules
+    in force from the start, for a replay of files.
     """
 
-    def __init__(self, allowed_lateness_ms: int) -> None:
+    def __init__(
+        self, allowed_lateness_ms: int, initial_rules: dict[str, list[Rule]] | None = None
+    ) -> None:
         self._book = CandleBook(allowed_lateness_ms)
+        self._initial = initial_rules or {}
 
-    def new_state(self, tick: Tick) -> KeyState:
-        return KeyState(TickerBook(tick.exchange, tick.symbol))
+    def new_state(self, ticker: str) -> KeyState:
+        exchange, _, symbol = ticker.partition(":")
+        state = KeyState(TickerBook(exchange, symbol), TickerRules(ticker))
+        for rule in self._initial.get(ticker, ()):
+            state.rules.put(rule)
+        return state
 
     def on_tick(self, state: KeyState, tick: Tick, now_ms: int) -> Folded:
         """Fold ``tick`` (arrived at wall-clock ``now_ms``) into its ticker's state."""
         book = self._book
-        book.tickers = {tick.ticker: state.book}
+        book.tickers = {state.ticker: state.book}
         late, dup = book.late, book.duplicates
-        accepted = book.add(tick)
-        if accepted:
-            state.book.seen_at = now_ms
-        return Folded(
-            book.drain(),
-            accepted,
-            late=book.late != late,
-            duplicate=book.duplicates != dup,
-        )
+        if not book.add(tick):
+            return Folded([], [], False, late=book.late != late, duplicate=book.duplicates != dup)
+        state.book.seen_at = now_ms
+        closed = book.drain()
+        return Folded(closed, state.rules.on_tick(tick) + self._on_closed(state, closed))
 
-    def on_idle(self, state: KeyState, now_ms: int) -> list[Candle]:
+    def on_idle(self, state: KeyState, now_ms: int) -> Folded:
         """Close what the wall-clock time since the ticker's newest tick lets close."""
         book = self._book
-        book.tickers = {_key(state.book): state.book}
+        book.tickers = {state.ticker: state.book}
         book.advance_idle(now_ms)
-        return book.drain()
+        closed = book.drain()
+        return Folded(closed, self._on_closed(state, closed))
 
-    def on_end(self, state: KeyState) -> list[Candle]:
+    def on_end(self, state: KeyState) -> Folded:
         """The input ended: close every open candle of the ticker."""
         book = self._book
-        key = _key(state.book)
-        book.tickers = {key: state.book}
-        book.advance(key, _CLOSE_ALL)
-        return book.drain()
+        book.tickers = {state.ticker: state.book}
+        book.advance(state.ticker, _CLOSE_ALL)
+        closed = book.drain()
+        return Folded(closed, self._on_closed(state, closed))
+
+    @staticmethod
+    def _on_closed(state: KeyState, closed: list[Candle]) -> list[RuleFired]:
+        fired: list[RuleFired] = []
+        for candle in closed:
+            fired += state.rules.on_candle(candle)
+        return fired
+
+    @staticmethod
+    def on_rule(state: KeyState, record: RuleRecord | None, rule_id: str) -> None:
+        """A ``market.rules`` change for this ticker: a record (active: put; fired: gone) or
+        a deletion (``record`` None)."""
+        if record is None or record.fired is not None:
+            state.rules.remove(rule_id)
+        else:
+            state.rules.put(record.rule)
 
     def open_candles(self, state: KeyState) -> list[Candle]:
         """The ticker's open candle of every timeframe (the live view on the relay)."""
         book = self._book
-        key = _key(state.book)
-        book.tickers = {key: state.book}
-        return book.open_candles(key)
-
-
-def _key(book: TickerBook) -> str:
-    return f"{book.exchange}:{book.symbol}"
+        book.tickers = {state.ticker: state.book}
+        return book.open_candles(state.ticker)

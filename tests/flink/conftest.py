@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import msgspec
 import pytest
 import zmq
 
-from dexorder.contracts.rules import RuleFired, decode_fired
+from dexorder.contracts.rules import RuleFired, RuleRecord, decode_fired
 from dexorder.schemas import Candle, Tick, decode_candle
 from launcher.ephemeral import free_port
 from tests.flink import fixture
@@ -74,7 +74,8 @@ def run_job(config: dict[str, Any], workdir: Path) -> None:
 
 
 class RelayStandIn:
-    """A CURVE XSUB socket, subscribed to everything, recording what publishers send."""
+    """A CURVE XSUB socket, subscribed to everything, recording what publishers send:
+    candles on ``{ticker}|ohlc:{tf}``, fired rules on ``RULE:{user}``."""
 
     def __init__(self) -> None:
         self.public, secret = zmq.curve_keypair()
@@ -88,7 +89,8 @@ class RelayStandIn:
         sock.bind(self.address)
         sock.send(b"\x01")  # subscribe to every topic (resent to every publisher that connects)
         self._sock = sock
-        self.received: list[tuple[str, Candle]] = []
+        self.candles: list[tuple[str, Candle]] = []
+        self.fired: list[tuple[str, RuleFired]] = []
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -100,14 +102,22 @@ class RelayStandIn:
                 continue
             topic, data = self._sock.recv_multipart()
             with self._cond:
-                self.received.append((topic.decode(), decode_candle(data)))
+                if topic.startswith(b"RULE:"):
+                    self.fired.append((topic.decode(), decode_fired(data)))
+                else:
+                    self.candles.append((topic.decode(), decode_candle(data)))
                 self._cond.notify_all()
 
-    def wait_closed(self, count: int, timeout_s: float) -> list[tuple[str, Candle]]:
-        """Wait until ``count`` closed candles arrived (or the timeout); return all received."""
+    def wait_for(self, closed: int, fired: int, timeout_s: float) -> None:
+        """Wait until ``closed`` closed candles and ``fired`` fired rules arrived (or the
+        timeout)."""
         with self._cond:
-            self._cond.wait_for(lambda: sum(c.closed for _, c in self.received) >= count, timeout_s)
-            return list(self.received)
+            self._cond.wait_for(
+                lambda: (
+                    sum(c.closed for _, c in self.candles) >= closed and len(self.fired) >= fired
+                ),
+                timeout_s,
+            )
 
     def close(self) -> None:
         self._stop.set()
@@ -119,10 +129,10 @@ class RelayStandIn:
 @dataclass
 class FlinkRun:
     ticks: list[Tick]
+    rules: list[RuleRecord]
     candles: list[Candle]
     fired: list[RuleFired]
     relay: RelayStandIn
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="session")
@@ -132,11 +142,17 @@ def flink_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkRun]:
         pytest.skip(missing)
     work = tmp_path_factory.mktemp("flink")
     ticks = fixture.ticks()
+    rules = fixture.rules()
     write_lines(work / "ticks.jsonl", ticks)
+    write_lines(work / "rules.jsonl", rules)
     relay = RelayStandIn()
     (work / "stream.key").write_bytes(relay.client_secret)
     config = {
-        "files": {"ticks": str(work / "ticks.jsonl"), "out": str(work / "out")},
+        "files": {
+            "ticks": str(work / "ticks.jsonl"),
+            "rules": str(work / "rules.jsonl"),
+            "out": str(work / "out"),
+        },
         "relay": {
             "address": relay.address,
             "server_key": relay.public.decode(),
@@ -150,7 +166,7 @@ def flink_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkRun]:
         run_job(config, work)
         candles = [decode_candle_json(line) for line in read_lines(work / "out" / "candles")]
         fired = [decode_fired(line) for line in read_lines(work / "out" / "fired")]
-        yield FlinkRun(ticks, candles, fired, relay)
+        yield FlinkRun(ticks, rules, candles, fired, relay)
     finally:
         relay.close()
 

@@ -1,5 +1,7 @@
 """The one tick fixture both engines get (the parity test): every case in one input.
 
+:func:`ticks` and :func:`rules`; the ticks fire each rule of :data:`FIRING` once.
+
 In arrival order, two hours and a half of trading (crossing a 4h boundary) over five tickers:
 
 * ``BINANCE:BTC/USDT``: a price path that goes to each rule's level once (see
@@ -21,6 +23,18 @@ from __future__ import annotations
 import random
 import time
 
+import msgspec
+
+from dexorder.contracts.rules import (
+    Condition,
+    OrderTrigger,
+    PercentMove,
+    PriceCross,
+    Rule,
+    RuleFired,
+    RuleRecord,
+    VolumeSpike,
+)
 from dexorder.schemas import Tick
 
 LATENESS_MS = 2_000
@@ -91,3 +105,45 @@ def ticks() -> list[Tick]:
         burst = 200.0 if T0 + 120 * 60_000 <= t < T0 + 121 * 60_000 else None
         out.append(tick(SOL, sol, t + 300, burst))
     return out
+
+
+def _rule(rule_id: str, user: str, market: tuple[str, str], cond: Condition, at: int) -> Rule:
+    return Rule(
+        id=rule_id, user=user, ticker=f"{market[0]}:{market[1]}", condition=cond, created_at=at
+    )
+
+
+def rules() -> list[RuleRecord]:
+    """Every rule kind, each fired once by the ticks; one created too late to fire and one
+    that already fired before the input (neither may fire)."""
+    late = T0 + 60 * 60_000  # after BTC's rise: the rise cannot fire it
+    active = [
+        _rule("cross-up", "alice", BTC, PriceCross(direction="above", level=110), T0),
+        _rule("cross-down", "alice", BTC, PriceCross(direction="below", level=90), T0),
+        _rule("move-up", "bob", BTC, PercentMove(percent=5, window_ms=300_000, direction="up"), T0),
+        _rule("spike", "bob", SOL, VolumeSpike(timeframe="1m", multiple=5, lookback=20), T0),
+        _rule("limit-buy", "carol", BTC, _order("o-1", "limit", "buy", 95), T0),
+        _rule("stop-sell", "carol", BTC, _order("o-2", "stop_loss", "sell", 92), T0),
+        _rule("profit-sell", "carol", BTC, _order("o-3", "take_profit", "sell", 108), T0),
+        _rule("too-late", "alice", BTC, PriceCross(direction="above", level=105), late),
+    ]
+    done = _rule("already", "bob", BTC, PriceCross(direction="above", level=101), T0)
+    fired = RuleFired(rule=done, fired_at=T0 - 1, price=101.0)
+    return [RuleRecord(rule=r) for r in active] + [RuleRecord(rule=done, fired=fired)]
+
+
+#: the rules of :func:`rules` that the ticks fire
+FIRING = {"cross-up", "cross-down", "move-up", "spike", "limit-buy", "stop-sell", "profit-sell"}
+
+
+def _order(order_id: str, order_type: str, side: str, level: float) -> OrderTrigger:
+    return msgspec.convert(
+        {
+            "order_id": order_id,
+            "order_type": order_type,
+            "side": side,
+            "quantity": 1.0,
+            "level": level,
+        },
+        OrderTrigger,
+    )

@@ -1,61 +1,76 @@
-"""The PyFlink job on the mini-cluster against the local runner's pure path, on one fixture.
+"""Parity: the PyFlink job on the mini-cluster against the local runner's pure path.
 
-The fixture (:mod:`tests.flink.fixture`) holds duplicates from two ingestors, out-of-order
-ticks within the lateness, ticks beyond it, a quiet ticker and a lagging one; the closed
-candles of every timeframe must be the ones the local runner's ``CandleBook`` makes.
+One fixture (:mod:`tests.flink.fixture`) holds duplicates from two ingestors, out-of-order
+ticks within the lateness, ticks beyond it, a quiet ticker, a lagging one, and price paths
+that fire every rule kind once; the closed candles of every timeframe and the fired rules
+must be the ones :func:`streaming.engine.fold` (what the local runner does per tick) makes.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
+from dexorder.contracts.rules import RuleFired
 from dexorder.markets import ALL_TIMEFRAMES
-from dexorder.schemas import Candle, Tick
-from dexorder.topics import ohlc_topic
-from streaming.candles import CandleBook
+from dexorder.schemas import Candle
+from dexorder.topics import ohlc_topic, rule_fired_topic
+from streaming.engine import Folded, fold
 from tests.flink import fixture
 from tests.flink.conftest import FlinkRun
 
 
-def local_candles(ticks: list[Tick]) -> list[Candle]:
-    """The local runner's fold of ``ticks``, every candle closed at the end of the input."""
-    book = CandleBook(fixture.LATENESS_MS)
-    for tick in ticks:
-        book.add(tick)
-    for ticker in sorted(book.tickers):
-        book.advance(ticker, 2**61)
-    return book.drain()
+@pytest.fixture(scope="module")
+def local(flink_run: FlinkRun) -> Folded:
+    return fold(flink_run.ticks, flink_run.rules, fixture.LATENESS_MS)
 
 
 def _key(c: Candle) -> tuple[str, str, int]:
     return (c.ticker, c.timeframe, c.open_time)
 
 
-def test_closed_candles_match_the_local_runner(flink_run: FlinkRun) -> None:
-    expected = sorted(local_candles(flink_run.ticks), key=_key)
+def _by_rule(fired: list[RuleFired]) -> list[RuleFired]:
+    return sorted(fired, key=lambda f: f.rule.id)
+
+
+def test_closed_candles_match_the_local_runner(flink_run: FlinkRun, local: Folded) -> None:
     got = sorted(flink_run.candles, key=_key)
     assert {c.timeframe for c in got} == {tf.value for tf in ALL_TIMEFRAMES}
     # each candle once: nothing repeated across checkpoints or the end of the input
     assert len({_key(c) for c in got}) == len(got)
-    assert got == expected
+    assert got == sorted(local.candles, key=_key)
     # the cases are in there: the lagging feed whole, the quiet ticker closed
-    tickers = Counter(c.ticker for c in got if c.timeframe == "1m")
-    assert tickers["KRAKEN:XRP/USD"] >= 149
-    assert tickers["BINANCE:DOGE/USDT"] == 10
-    volume = {c.ticker: c.trades for c in got if c.timeframe == "1d"}
+    minutes = Counter(c.ticker for c in got if c.timeframe == "1m")
+    assert minutes["KRAKEN:XRP/USD"] >= 149
+    assert minutes["BINANCE:DOGE/USDT"] == 10
+    trades = {c.ticker: c.trades for c in got if c.timeframe == "1d"}
     sent = Counter(t.ticker for t in flink_run.ticks)
-    assert volume["BINANCE:ETH/USDT"] * 2 == sent["BINANCE:ETH/USDT"]  # duplicates once
-    assert (
-        sum(c.trades for c in got if c.ticker == "BINANCE:BTC/USDT" and c.timeframe == "1d")
-        < (sent["BINANCE:BTC/USDT"])
-    )  # the late ones dropped
+    assert trades["BINANCE:ETH/USDT"] * 2 == sent["BINANCE:ETH/USDT"]  # duplicates once
+    assert trades["BINANCE:BTC/USDT"] == sent["BINANCE:BTC/USDT"] - local.late  # late dropped
+    assert local.late > 0
 
 
-def test_candles_reach_the_relay_with_the_stream_key(flink_run: FlinkRun) -> None:
-    received = flink_run.relay.wait_closed(len(flink_run.candles), timeout_s=30)
-    closed = [(t, c) for t, c in received if c.closed]
-    assert sorted((c for _, c in closed), key=_key) == sorted(flink_run.candles, key=_key)
-    assert all(t == ohlc_topic(c.ticker, c.timeframe) for t, c in received)
-    live = [c for _, c in received if not c.closed]
+def test_fired_rules_match_the_local_runner(flink_run: FlinkRun, local: Folded) -> None:
+    got = _by_rule(flink_run.fired)
+    assert [f.rule.id for f in got] == sorted(fixture.FIRING)  # each once, no other
+    assert {f.rule.kind for f in got} == {"price_cross", "percent_move", "volume_spike", "order"}
+    assert {f.rule.condition.order_type for f in got if f.rule.kind == "order"} == {  # type: ignore[union-attr]
+        "limit",
+        "stop_loss",
+        "take_profit",
+    }
+    assert got == _by_rule(local.fired)
+
+
+def test_candles_and_alerts_reach_the_relay(flink_run: FlinkRun) -> None:
+    relay = flink_run.relay
+    relay.wait_for(len(flink_run.candles), len(flink_run.fired), timeout_s=30)
+    closed = [c for _, c in relay.candles if c.closed]
+    assert sorted(closed, key=_key) == sorted(flink_run.candles, key=_key)
+    assert all(t == ohlc_topic(c.ticker, c.timeframe) for t, c in relay.candles)
     # open-candle updates of every timeframe went out too
+    live = [c for _, c in relay.candles if not c.closed]
     assert {c.timeframe for c in live} == {tf.value for tf in ALL_TIMEFRAMES}
+    assert _by_rule([f for _, f in relay.fired]) == _by_rule(flink_run.fired)
+    assert all(t == rule_fired_topic(f.rule.user) for t, f in relay.fired)
