@@ -147,14 +147,41 @@ class AgentLinks:
     A session is re-opened when the agent moved (a restart gives it a new address),
     after ``max_age_s`` (keep it shorter than the life of the token it is opened with),
     or after it failed.
+
+    ``linger_s`` (Knative): a session is closed that long after the turn that used it
+    (:meth:`release`), unless another turn takes it first. An open session holds an open
+    request to the agent (the MCP client's stream for the server's messages), and on
+    Knative an open request keeps the agent's pod from scaling to zero. None (one
+    machine): sessions stay open between turns.
     """
 
-    def __init__(self, max_age_s: float = 3000.0) -> None:
+    def __init__(self, max_age_s: float = 3000.0, linger_s: float | None = None) -> None:
         self.max_age_s = max_age_s
+        self.linger_s = linger_s
         self._held: dict[str, _Held] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._closing: dict[str, asyncio.Task[None]] = {}
+
+    def release(self, user: str) -> None:
+        """A turn of ``user`` is over: with ``linger_s`` set, close their session after it."""
+        if self.linger_s is None or user not in self._held:
+            return
+        self._cancel_closing(user)
+        self._closing[user] = asyncio.create_task(self._drop_later(user, self.linger_s))
+
+    async def _drop_later(self, user: str, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        self._closing.pop(user, None)  # drop() must not cancel the task it runs in
+        async with self._locks.setdefault(user, asyncio.Lock()):
+            await self.drop(user)
+
+    def _cancel_closing(self, user: str) -> None:
+        task = self._closing.pop(user, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
     async def get(self, user: str, url: str, token: Callable[[], str]) -> AgentLink:
+        self._cancel_closing(user)  # a turn takes the session: it stays open
         lock = self._locks.setdefault(user, asyncio.Lock())
         async with lock:
             held = self._held.get(user)
@@ -175,6 +202,7 @@ class AgentLinks:
                 raise
 
     async def drop(self, user: str) -> None:
+        self._cancel_closing(user)
         held = self._held.pop(user, None)
         if held is not None:
             held.stop.set()
