@@ -143,6 +143,11 @@ class Gateway:
         api_key = g.anthropic_api_key or os.environ.get("ANTHROPIC_API_KEY")
         harness = Harness(cfg, keys, ModelRouter(g, api_key), knowledge)
         bot = BotApi(g.telegram_bot_token, g.telegram_api_url) if g.telegram_bot_token else None
+        if provisioner is None and g.provisioner == "knative":
+            # imported only here: the Kubernetes client is of no use on one machine
+            from gateway.knative.provisioner import KnativeProvisioner
+
+            provisioner = KnativeProvisioner(cfg)
         if provisioner is None:
             provisioner = LocalProvisioner(
                 cfg,
@@ -150,6 +155,9 @@ class Gateway:
                     "DEXORDER_AGENT__GATEWAY_EVENTS": g.events_address,
                 },
             )
+        if g.provisioner == "knative":
+            # an open MCP session is an open request, which keeps an agent's pod up
+            harness.links.linger_s = cfg.knative.session_linger_s
         hub = ChannelHub(accounts, bot)
         rules = None
         if cfg.kafka.bootstrap_servers:
@@ -297,15 +305,18 @@ class Gateway:
             try:
                 endpoint = await self.provisioner.ensure(user, tier, on_starting=starting)
             except ProvisioningError as exc:
-                raise Refused(503, str(exc)) from None
-            result = await self.harness.turn(
-                user=user,
-                tier=tier,
-                channel=channel,
-                text=text,
-                mcp_url=endpoint.mcp_url,
-                send=send,
-            )
+                raise Refused(exc.status, str(exc)) from None
+            try:
+                result = await self.harness.turn(
+                    user=user,
+                    tier=tier,
+                    channel=channel,
+                    text=text,
+                    mcp_url=endpoint.mcp_url,
+                    send=send,
+                )
+            finally:
+                self.harness.links.release(user)  # closed after a while (Knative), or kept
         if result.tokens:
             await self.limits.spend(user, result.tokens)
         return result
