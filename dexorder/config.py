@@ -37,6 +37,13 @@ class KafkaConfig(_Section):
     record_signing_key: str | None = None
     record_verify_key: str | None = None
 
+    def brokers(self) -> str:
+        """``bootstrap_servers`` for a part that needs Kafka; unset is a :class:`ConfigError`
+        (the parts run under ``dexorder up``, which sets it)."""
+        if not self.bootstrap_servers:
+            raise ConfigError("kafka.bootstrap_servers is not set (dexorder up sets it)")
+        return self.bootstrap_servers
+
 
 def tcp_address(host: str, port: int) -> str:
     """A ZeroMQ TCP endpoint."""

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import Counter
@@ -29,6 +30,9 @@ from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOr
 from pyiceberg.table import Table
 
 from dexorder.lake.query import ms_to_iso
+
+if TYPE_CHECKING:
+    from dexorder.config import LakeConfig
 
 COMPACTED = Counter("lake_partitions_compacted_total", "Partitions rewritten into one file")
 EXPIRED = Counter("lake_snapshots_expired_total", "Snapshots expired")
@@ -236,6 +240,16 @@ class MaintenancePolicy:
     compact_min_files: int = 8
     snapshot_retention_ms: int = 3_600_000
     keep_snapshots: int = 10
+
+    @classmethod
+    def from_section(cls, lake: LakeConfig) -> MaintenancePolicy:
+        """The policy the ``lake`` section sets."""
+        return cls(
+            interval_s=lake.maintenance_interval_s,
+            compact_min_files=lake.compact_min_files,
+            snapshot_retention_ms=int(lake.snapshot_retention_hours * 3_600_000),
+            keep_snapshots=lake.keep_snapshots,
+        )
 
 
 def maintain(

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pyarrow as pa
@@ -49,9 +49,9 @@ from pyiceberg.table import Table
 
 from dexorder.health import PartCounters
 from dexorder.lake.query import get_candles, ms_to_iso
-from dexorder.lake.table import OFFSETS_PROPERTY
+from dexorder.lake.table import OFFSETS_PROPERTY, ohlc_table, open_catalog
 from dexorder.market_validation import DEFAULT_MAX_SKEW_MS, candle_problem, ohlc_row_problem
-from dexorder.relay_keys import RelayPublisher, connect_publisher
+from dexorder.relay_keys import RelayPublisher, connect_publisher, publisher
 from dexorder.schemas import (
     BackfillDone,
     Candle,
@@ -65,6 +65,9 @@ from dexorder.topics import MARKET_CANDLES, MARKET_OHLC_BACKFILL, history_ready_
 from streaming.lake_maintenance import MaintenancePolicy, maintain
 from streaming.lake_rows import Key, PendingBatch, drop_keys, drop_non_finite
 from streaming.offsets import rewind_recreated
+
+if TYPE_CHECKING:
+    from dexorder.config import Settings
 
 RECORDS = Counter("lake_records_total", "Kafka records read")
 ROWS = Counter("lake_rows_written_total", "Rows appended to market.ohlc")
@@ -206,6 +209,22 @@ class LakeWriter:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     #: held by commits and by each maintenance step, so they never conflict in-process
     _table_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def from_config(cls, cfg: Settings) -> LakeWriter:
+        """The writer of the ``writer`` section into the ``lake`` section's table,
+        publishing with the part's relay keys."""
+        w = cfg.writer
+        return cls(
+            bootstrap=cfg.kafka.brokers(),
+            relay_xsub=publisher(cfg, "lake-writer"),
+            open_table=lambda: ohlc_table(open_catalog(cfg), cfg.lake.namespace),
+            group_id=w.group_id,
+            batch_rows=w.batch_rows,
+            batch_ms=w.batch_ms,
+            max_skew_ms=cfg.market_data.max_clock_skew_ms,
+            maintenance=MaintenancePolicy.from_section(cfg.lake),
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -356,35 +375,16 @@ class LakeWriter:
 async def _main() -> None:
     from dexorder.config import load_config
     from dexorder.kafka import ensure_topics
-    from dexorder.lake.table import ohlc_table, open_catalog
     from dexorder.log import setup_logging
     from dexorder.process import run_part
-    from dexorder.relay_keys import publisher as relay_publisher
 
     cfg = load_config()
     setup_logging("lake-writer", cfg.log_level)
-    if not cfg.kafka.bootstrap_servers:
-        raise SystemExit("kafka.bootstrap_servers is not set (dexorder up sets it)")
-    await ensure_topics(cfg.kafka.bootstrap_servers)
-    w = cfg.writer
-    writer = LakeWriter(
-        bootstrap=cfg.kafka.bootstrap_servers,
-        relay_xsub=relay_publisher(cfg, "lake-writer"),
-        open_table=lambda: ohlc_table(open_catalog(cfg), cfg.lake.namespace),
-        group_id=w.group_id,
-        batch_rows=w.batch_rows,
-        batch_ms=w.batch_ms,
-        max_skew_ms=cfg.market_data.max_clock_skew_ms,
-        maintenance=MaintenancePolicy(
-            interval_s=cfg.lake.maintenance_interval_s,
-            compact_min_files=cfg.lake.compact_min_files,
-            snapshot_retention_ms=int(cfg.lake.snapshot_retention_hours * 3_600_000),
-            keep_snapshots=cfg.lake.keep_snapshots,
-        ),
-    )
+    writer = LakeWriter.from_config(cfg)
+    await ensure_topics(writer.bootstrap)
     await run_part(
         "lake-writer",
-        w.health_port,
+        cfg.writer.health_port,
         lambda: (writer.ready, writer.health()),
         writer.run,
         writer.stop,

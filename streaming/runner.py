@@ -30,6 +30,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
@@ -40,12 +41,15 @@ from prometheus_client import Counter, Gauge
 
 from dexorder.health import CounterReading, PartCounters, StreamFeed
 from dexorder.market_validation import DEFAULT_MAX_SKEW_MS, candle_problem
-from dexorder.relay_keys import RelayPublisher, connect_publisher
+from dexorder.relay_keys import RelayPublisher, connect_publisher, publisher
 from dexorder.schemas import Candle, InvalidMessage, decode_candle, encode
 from dexorder.topics import MARKET_CANDLES, MARKET_TICKS, ohlc_topic
 from streaming import checkpoint as ckpt
 from streaming.offsets import rewind_recreated
 from streaming.pipeline import TickPipeline
+
+if TYPE_CHECKING:
+    from dexorder.config import Settings
 
 TICKS = Counter("stream_ticks_total", "Tick records read")
 LATE = Gauge("stream_late_ticks", "Ticks dropped as later than the allowed lateness")
@@ -98,6 +102,22 @@ class StreamRunner:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _pipeline: TickPipeline | None = None
     _started_ms: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: Settings) -> StreamRunner:
+        """The runner of the ``stream`` section, publishing with the part's relay keys."""
+        s = cfg.stream
+        return cls(
+            bootstrap=cfg.kafka.brokers(),
+            relay_xsub=publisher(cfg, "stream"),
+            state_dir=cfg.state_dir("stream"),
+            group_id=s.group_id,
+            allowed_lateness_ms=s.allowed_lateness_ms,
+            live_update_interval_ms=s.live_update_interval_ms,
+            checkpoint_interval_ms=s.checkpoint_interval_ms,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
+            max_skew_ms=cfg.market_data.max_clock_skew_ms,
+        )
 
     def stop(self) -> None:
         self._stop.set()

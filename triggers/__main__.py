@@ -12,7 +12,6 @@ import yaml
 from dexorder.config import load_config
 from dexorder.log import setup_logging
 from dexorder.process import main, run_part
-from dexorder.record_signing import record_keys
 from dexorder.tokens import token_keys
 from gateway.platform_calls import platform_token
 from triggers.dispatcher import Dispatcher
@@ -23,16 +22,8 @@ from triggers.spec import load_triggers
 async def run() -> None:
     cfg = load_config()
     setup_logging("triggers", cfg.log_level)
-    if not cfg.kafka.bootstrap_servers:
-        raise SystemExit("kafka.bootstrap_servers is not set (dexorder up sets it)")
     keys = token_keys(cfg)
-    dispatcher = Dispatcher(
-        cfg.kafka.bootstrap_servers,
-        load_triggers(),
-        lambda t: f"{cfg.gateway.url}/functions/{t.function}/",
-        record_keys=record_keys(cfg),
-        auth=lambda: platform_token(keys),
-    )
+    dispatcher = Dispatcher.from_config(cfg, load_triggers(), auth=lambda: platform_token(keys))
     await run_part(
         "triggers",
         cfg.gateway.triggers_health_port,

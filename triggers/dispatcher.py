@@ -26,7 +26,7 @@ import asyncio
 import base64
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
@@ -37,7 +37,11 @@ from dexorder.contracts.events import BadEvent, check_record
 from dexorder.health import PartCounters
 from dexorder.kafka import ensure_topics
 from dexorder.record_signing import ForgedRecord, RecordKeys, verify_record
+from dexorder.record_signing import record_keys as configured_record_keys
 from triggers.spec import Trigger
+
+if TYPE_CHECKING:
+    from dexorder.config import Settings
 
 log = structlog.get_logger(part="triggers")
 
@@ -121,6 +125,21 @@ class Dispatcher:
         )
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
+
+    @classmethod
+    def from_config(
+        cls, cfg: Settings, triggers: list[Trigger], auth: Callable[[], str] | None = None
+    ) -> Dispatcher:
+        """The dispatcher of ``triggers`` to the functions the gateway of ``cfg`` hosts,
+        checking records with the platform's record keys; ``auth`` makes its bearer token."""
+        functions = f"{cfg.gateway.url}/functions"
+        return cls(
+            cfg.kafka.brokers(),
+            triggers,
+            lambda t: f"{functions}/{t.function}/",
+            record_keys=configured_record_keys(cfg),
+            auth=auth,
+        )
 
     def stop(self) -> None:
         self._stop.set()

@@ -6,12 +6,11 @@ from aiohttp import web
 
 from dexorder.config import Settings
 from dexorder.process import serve_app
-from dexorder.tokens import token_keys
 from services.embedder.server import Embedder, build_app
 
 
 def app(cfg: Settings) -> tuple[web.Application, str, int]:
-    return build_app(Embedder(token_keys(cfg))), cfg.embedder.host, cfg.embedder.port
+    return build_app(Embedder.from_config(cfg)), cfg.embedder.host, cfg.embedder.port
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -22,7 +22,10 @@ from prometheus_client import Counter, Histogram
 
 from dexorder.embeddings import DIMENSIONS, MAX_TEXT_CHARS, MAX_TEXTS, MODEL_NAME
 from dexorder.json_input import UnsafeInput, decode_json
-from dexorder.tokens import EMBEDDER_AUDIENCE, InvalidToken, TokenKeys, verify_token
+from dexorder.tokens import EMBEDDER_AUDIENCE, InvalidToken, TokenKeys, token_keys, verify_token
+
+if TYPE_CHECKING:
+    from dexorder.config import Settings
 
 EMBEDDED = Counter("embedder_texts_total", "Texts embedded")
 SECONDS = Histogram("embedder_request_seconds", "Time to embed one request")
@@ -54,6 +57,11 @@ class Embedder:
         # recent vectors are kept, by text.
         self.cache: OrderedDict[str, list[float]] = OrderedDict()
         self.cache_size = cache_size
+
+    @classmethod
+    def from_config(cls, cfg: Settings) -> Embedder:
+        """The service checking tokens with the platform's token keys."""
+        return cls(token_keys(cfg))
 
     async def vectors(self, texts: list[str]) -> list[list[float]]:
         """Vectors of ``texts``, from the cache where it has them."""

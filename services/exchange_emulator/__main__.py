@@ -7,16 +7,11 @@ from aiohttp import web
 from dexorder.config import Settings
 from dexorder.process import serve_app
 from services.exchange_emulator.server import EmulatorState, build_app
-from services.exchange_emulator.simulator import MarketSimulator
 
 
 def app(cfg: Settings) -> tuple[web.Application, str, int]:
     em = cfg.emulator
-    state = EmulatorState(
-        MarketSimulator(seed=em.seed, trade_rate=em.trade_rate),
-        weight_limit=em.weight_limit_per_minute,
-    )
-    return build_app(state), em.host, em.port
+    return build_app(EmulatorState.from_section(em)), em.host, em.port
 
 
 if __name__ == "__main__":

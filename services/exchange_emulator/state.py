@@ -7,11 +7,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from services.exchange_emulator.account import Accounts
 from services.exchange_emulator.simulator import MarketSimulator, Trade
+
+if TYPE_CHECKING:
+    from dexorder.config import EmulatorConfig
 
 
 @dataclass
@@ -47,6 +51,14 @@ class EmulatorState:
     injected_seq: int = 0
     counts: EmulatorCounts = field(default_factory=EmulatorCounts)
     accounts: Accounts = field(default_factory=Accounts)
+
+    @classmethod
+    def from_section(cls, em: EmulatorConfig) -> EmulatorState:
+        """A fresh market as the ``emulator`` section sets it (seed, trade rate, weight)."""
+        return cls(
+            MarketSimulator(seed=em.seed, trade_rate=em.trade_rate),
+            weight_limit=em.weight_limit_per_minute,
+        )
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

@@ -7,10 +7,8 @@ import argparse
 from dexorder import process
 from dexorder.config import load_config
 from dexorder.kafka import ensure_topics
-from dexorder.lake.table import ohlc_table, open_catalog
 from dexorder.log import setup_logging
 from dexorder.process import run_part
-from dexorder.relay_keys import publisher as relay_publisher
 from services.ingestor.service import Ingestor
 
 
@@ -18,24 +16,8 @@ async def run(exchange_name: str) -> None:
     cfg = load_config()
     log = setup_logging("ingestor", cfg.log_level)
     ex = cfg.exchange_config(exchange_name)
-    if not cfg.kafka.bootstrap_servers:
-        raise SystemExit("kafka.bootstrap_servers is not set (dexorder up sets it)")
-    await ensure_topics(cfg.kafka.bootstrap_servers)
-    ingestor = Ingestor(
-        exchange_name=ex.name.upper(),
-        ccxt_id=ex.ccxt_id,
-        bootstrap=cfg.kafka.bootstrap_servers,
-        work_address=cfg.relay.work_address,
-        relay_xsub=relay_publisher(cfg, "ingestor"),
-        symbols=ex.symbols,
-        emulator_url=cfg.emulator_url if ex.emulated else None,
-        transport=ex.transport,
-        lake=lambda: ohlc_table(open_catalog(cfg), cfg.lake.namespace),
-        poll_interval_s=ex.poll_interval_ms / 1000,
-        shard_index=ex.shard_index,
-        shard_count=ex.shard_count,
-        max_skew_ms=cfg.market_data.max_clock_skew_ms,
-    )
+    ingestor = Ingestor.from_config(cfg, ex)
+    await ensure_topics(ingestor.bootstrap)
     log.info(
         "starting",
         exchange=ex.name,

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ccxt
 import msgspec
@@ -32,9 +32,10 @@ from prometheus_client import Counter, Gauge
 from dexorder.exchanges import make_exchange
 from dexorder.health import CounterReading, IngestorFeed, PartCounters
 from dexorder.lake.query import lake_missing
+from dexorder.lake.table import ohlc_table, open_catalog
 from dexorder.market_validation import DEFAULT_MAX_SKEW_MS
 from dexorder.markets import InvalidTicker, Ticker
-from dexorder.relay_keys import RelayPublisher, connect_publisher
+from dexorder.relay_keys import RelayPublisher, connect_publisher, publisher
 from dexorder.schemas import (
     BackfillDone,
     HistoryProgress,
@@ -52,6 +53,9 @@ from dexorder.topics import (
 )
 from services.ingestor.backfill import run_backfill
 from services.ingestor.trades import MalformedTrade, TradeCursor, owns, tick_from_ccxt
+
+if TYPE_CHECKING:
+    from dexorder.config import ExchangeConfig, Settings
 
 TICKS = Counter("ingestor_ticks_total", "Trades written to Kafka", ["exchange"])
 MALFORMED = Counter(
@@ -109,6 +113,11 @@ class Ingestor:
     poll_interval_s: float = 1.0
     #: how far beyond the wall clock a trade's time may be
     max_skew_ms: int = DEFAULT_MAX_SKEW_MS
+    #: CCXT keeps a ticker's trades in a ring of this size until ``watch_trades`` hands
+    #: them over, and drains a whole socket read into it without yielding: a backlog
+    #: larger than the ring loses the oldest trades silently (CCXT's default, 1000, lost
+    #: trades at 10,000/s). About 1.2 KB a trade, kept per streamed ticker.
+    trades_buffer: int = 10_000
     #: ticker → wall-clock ms of the previous and the last batch of trades sent
     _trades_ms: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: figures for ``/healthz`` (this exchange's counters), counted from construction
@@ -124,6 +133,26 @@ class Ingestor:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _exchange: Any = None
     _producer: AIOKafkaProducer | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Settings, ex: ExchangeConfig) -> Ingestor:
+        """The ingestor of exchange section ``ex`` (one of ``cfg.exchanges``): its work
+        from the relay, its trades into Kafka, backfills checked against the lake."""
+        return cls(
+            exchange_name=ex.name.upper(),
+            ccxt_id=ex.ccxt_id,
+            bootstrap=cfg.kafka.brokers(),
+            work_address=cfg.relay.work_address,
+            relay_xsub=publisher(cfg, "ingestor"),
+            symbols=ex.symbols,
+            emulator_url=cfg.emulator_url if ex.emulated else None,
+            transport=ex.transport,
+            lake=lambda: ohlc_table(open_catalog(cfg), cfg.lake.namespace),
+            poll_interval_s=ex.poll_interval_ms / 1000,
+            shard_index=ex.shard_index,
+            shard_count=ex.shard_count,
+            max_skew_ms=cfg.market_data.max_clock_skew_ms,
+        )
 
     def __post_init__(self) -> None:
         mine = {"exchange": self.exchange_name}
@@ -155,10 +184,19 @@ class Ingestor:
     async def run(self) -> None:
         """Connect, stream, and take work until stopped."""
         self._exchange = make_exchange(
-            self.ccxt_id, self.emulator_url, on_malformed=self._malformed
+            self.ccxt_id,
+            self.emulator_url,
+            on_malformed=self._malformed,
+            options={"tradesLimit": self.trades_buffer},
         )
+        # A full batch makes send() wait until the one produce request in flight returns,
+        # and the trade stream stalls behind it; 1 MiB holds seconds of a busy ticker.
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, linger_ms=1, acks=1, enable_idempotence=False
+            bootstrap_servers=self.bootstrap,
+            linger_ms=1,
+            acks=1,
+            enable_idempotence=False,
+            max_batch_size=1 << 20,
         )
         await self._producer.start()
         if self.relay_xsub:

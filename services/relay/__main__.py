@@ -6,19 +6,14 @@ from dexorder import process
 from dexorder.config import load_config
 from dexorder.log import setup_logging
 from dexorder.process import run_part
-from dexorder.relay_keys import relay_server_keys
-from services.relay.server import Relay, RelayAddresses
+from services.relay.server import Relay
 
 
 async def run() -> None:
     cfg = load_config()
     log = setup_logging("relay", cfg.log_level)
-    r = cfg.relay
-    addrs = RelayAddresses(
-        router=r.router_address, work=r.work_address, xsub=r.xsub_address, xpub=r.xpub_address
-    )
-    keys = relay_server_keys(cfg)
-    relay = Relay(addrs, frozenset(e.name.upper() for e in cfg.exchanges), keys)
+    relay = Relay.from_config(cfg)
+    addrs, keys = relay.addresses, relay.keys
     log.info(
         "listening",
         router=addrs.router,
@@ -29,7 +24,11 @@ async def run() -> None:
         keyed_subscribers=keys.subscribers is not None,
     )
     await run_part(
-        "relay", r.health_port, lambda: (True, dict(relay.counters)), relay.serve, relay.stop
+        "relay",
+        cfg.relay.health_port,
+        lambda: (True, dict(relay.counters)),
+        relay.serve,
+        relay.stop,
     )
 
 

@@ -26,6 +26,7 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 import zmq
@@ -38,10 +39,14 @@ from dexorder.relay_keys import (
     PUBLISHER_DOMAIN,
     SUBSCRIBER_DOMAIN,
     RelayServerKeys,
+    relay_server_keys,
     serve_curve,
 )
 from dexorder.schemas import ErrorReply, encode
 from services.relay.requests import Outcome, handle_request
+
+if TYPE_CHECKING:
+    from dexorder.config import RelayConfig, Settings
 
 REQUESTS = Counter("relay_requests_total", "Client requests by outcome", ["outcome"])
 MALFORMED = Counter("relay_malformed_frames_total", "Malformed frames seen, by socket", ["socket"])
@@ -63,6 +68,16 @@ class RelayAddresses:
     work: str
     xsub: str
     xpub: str
+
+    @classmethod
+    def from_section(cls, relay: RelayConfig) -> RelayAddresses:
+        """The four channels the ``relay`` section names."""
+        return cls(
+            router=relay.router_address,
+            work=relay.work_address,
+            xsub=relay.xsub_address,
+            xpub=relay.xpub_address,
+        )
 
 
 def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], bytes | None]:
@@ -128,6 +143,15 @@ class Relay:
     _control_addr: str = ""
     _sync: zmq.Context[zmq.Socket[bytes]] | None = None
     _auth: ThreadAuthenticator | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Settings) -> Relay:
+        """The relay of the ``relay`` section, taking work for the configured exchanges."""
+        return cls(
+            RelayAddresses.from_section(cfg.relay),
+            frozenset(e.name.upper() for e in cfg.exchanges),
+            relay_server_keys(cfg),
+        )
 
     def _start_auth(self, sync: zmq.Context[zmq.Socket[bytes]]) -> None:
         # The ZAP handler must run before the CURVE sockets bind: with none, libzmq
