@@ -411,8 +411,16 @@ class LoopbackKubernetes:
             )
         del self.objects[(plural, ns, name)]
         await self._record(plural, ns, "DELETED", current)
+        if plural == "persistentvolumeclaims":  # answered with the object, as the client expects
+            return web.json_response(current)
         return web.json_response(
-            {"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name}}
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {"name": name, "kind": plural, "uid": have},
+            }
         )
 
     async def _watch(self, request: web.Request, plural: str, ns: str) -> web.StreamResponse:
