@@ -5,7 +5,16 @@ from __future__ import annotations
 import sys
 import time
 
-from bench import agent, gateway, history, latency, relay_fanout, sandbox, stream_throughput
+from bench import (
+    agent,
+    gateway,
+    history,
+    latency,
+    relay_fanout,
+    rules,
+    sandbox,
+    stream_throughput,
+)
 
 BENCHES = {
     "stream": stream_throughput.main,
@@ -15,6 +24,7 @@ BENCHES = {
     "agent": agent.main,
     "gateway": gateway.main,
     "sandbox": sandbox.main,
+    "rules": rules.main,
 }
 
 

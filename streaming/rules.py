@@ -21,9 +21,10 @@ Semantics, exactly (the naive reference in the tests says the same in a loop):
   the ticker's clock, its newest trade time so far (the tick's own time when ticks come
   in order), and the window holds the ticks stamped within ``window_ms`` of the newest
   stamp, the tick included. ``up`` fires at ``price >= low * (1 + percent / 100)``,
-  ``down`` at ``price <= high * (1 - percent / 100)``, ``either`` at either. A window
-  exists from the moment the first rule using its length is put, and its history starts
-  then (a checkpoint keeps it).
+  ``down`` at ``price <= high * (1 - percent / 100)``, ``either`` at either. A ticker's
+  price history starts when its first percent-move rule is put and goes when its last one
+  does; it keeps what the longest window then watched needs (a longer window put later
+  sees only what was kept). A checkpoint keeps it.
 * ``volume_spike``: on a closed candle of its timeframe, fires when the candle's volume
   is ``> multiple * mean`` of the volumes of the ``lookback`` closed candles of that
   ticker and timeframe before it (kept for every ticker that has closed candles,
@@ -38,6 +39,7 @@ ticker's clock wait in a heap outside the index until the clock gets there.
 from __future__ import annotations
 
 import heapq
+import math
 from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -62,6 +64,8 @@ from dexorder.schemas import Candle, Tick
 _NEVER_SEEN = -(2**62)
 _Entry = tuple[float, str]  # (level / percent / multiple, rule id), sorted
 _Holds = Callable[[float], bool]  # a condition on an entry's sort value
+#: a history list drops its forgotten head once it is this long and half the list
+_COMPACT_AT = 512
 
 
 def fires_at_or_above(rule: Rule) -> bool | None:
@@ -112,11 +116,13 @@ def candle_end(candle: Candle) -> int:
     return candle.open_time + Timeframe(candle.timeframe).ms
 
 
-class WindowState(msgspec.Struct, array_like=True):
-    """A percent-move window's monotonic deques, as checkpointed: (stamp, price) pairs."""
+class HistoryState(msgspec.Struct, array_like=True):
+    """A ticker's price history for its percent moves, as checkpointed."""
 
-    lows: list[tuple[int, float]]
-    highs: list[tuple[int, float]]
+    low_stamps: list[int]
+    lows: list[float]
+    high_stamps: list[int]
+    highs: list[float]
 
 
 class TickerState(msgspec.Struct):
@@ -125,37 +131,79 @@ class TickerState(msgspec.Struct):
     ticker: str
     max_ts: int = _NEVER_SEEN
     rules: list[Rule] = []
-    windows: dict[int, WindowState] = {}
+    history: HistoryState | None = None
     volumes: dict[str, list[float]] = {}
 
 
-class _Window:
-    """Min and max of the prices stamped within ``ms`` of the newest stamp, and the
-    percent-move rules watching them (sorted by percent, per direction)."""
+class _History:
+    """A ticker's recent prices as two monotonic queues (stamps ascending): the lows
+    (prices strictly increasing) and the highs (strictly decreasing). The lowest price
+    stamped at or after ``t`` is the first low stamped at or after ``t`` (a bisection),
+    so one pair serves every window length; it keeps what the longest window needs.
+    Lists with a moving head rather than deques: bisection needs indexing."""
 
-    __slots__ = ("down", "highs", "lows", "ms", "up", "users")
+    __slots__ = ("high_head", "high_stamps", "highs", "low_head", "low_stamps", "lows")
+
+    def __init__(self) -> None:
+        self.low_stamps: list[int] = []
+        self.lows: list[float] = []
+        self.low_head = 0
+        self.high_stamps: list[int] = []
+        self.highs: list[float] = []
+        self.high_head = 0
+
+    def push(self, stamp: int, price: float, keep_ms: int) -> None:
+        """Add a price stamped ``stamp`` (not before the last), forgetting what is older
+        than ``keep_ms`` before it."""
+        stamps, prices = self.low_stamps, self.lows
+        while len(prices) > self.low_head and prices[-1] >= price:
+            prices.pop()
+            stamps.pop()
+        stamps.append(stamp)
+        prices.append(price)
+        head = bisect_left(stamps, stamp - keep_ms, self.low_head)
+        if head > _COMPACT_AT and head * 2 > len(stamps):
+            del stamps[:head], prices[:head]
+            head = 0
+        self.low_head = head
+        stamps, prices = self.high_stamps, self.highs
+        while len(prices) > self.high_head and prices[-1] <= price:
+            prices.pop()
+            stamps.pop()
+        stamps.append(stamp)
+        prices.append(price)
+        head = bisect_left(stamps, stamp - keep_ms, self.high_head)
+        if head > _COMPACT_AT and head * 2 > len(stamps):
+            del stamps[:head], prices[:head]
+            head = 0
+        self.high_head = head
+
+    def state(self) -> HistoryState:
+        return HistoryState(
+            self.low_stamps[self.low_head :],
+            self.lows[self.low_head :],
+            self.high_stamps[self.high_head :],
+            self.highs[self.high_head :],
+        )
+
+    @classmethod
+    def from_state(cls, state: HistoryState) -> _History:
+        history = cls()
+        history.low_stamps, history.lows = list(state.low_stamps), list(state.lows)
+        history.high_stamps, history.highs = list(state.high_stamps), list(state.highs)
+        return history
+
+
+class _Window:
+    """The percent-move rules of one window length (sorted by percent, per direction)."""
+
+    __slots__ = ("down", "ms", "up", "users")
 
     def __init__(self, ms: int) -> None:
         self.ms = ms
-        self.lows: deque[tuple[int, float]] = deque()  # prices increasing
-        self.highs: deque[tuple[int, float]] = deque()  # prices decreasing
         self.up: list[_Entry] = []
         self.down: list[_Entry] = []
         self.users = 0  # rules (indexed or pending) on this window
-
-    def push(self, stamp: int, price: float) -> None:
-        lows, highs = self.lows, self.highs
-        while lows and lows[-1][1] >= price:
-            lows.pop()
-        lows.append((stamp, price))
-        while highs and highs[-1][1] <= price:
-            highs.pop()
-        highs.append((stamp, price))
-        cutoff = stamp - self.ms
-        while lows[0][0] < cutoff:
-            lows.popleft()
-        while highs[0][0] < cutoff:
-            highs.popleft()
 
 
 def _remove_entry(entries: list[_Entry], entry: _Entry) -> None:
@@ -170,6 +218,9 @@ class TickerRules:
     __slots__ = (
         "above",
         "below",
+        "history",
+        "least_moves",
+        "longest",
         "max_ts",
         "pending",
         "rules",
@@ -194,6 +245,12 @@ class TickerRules:
         self.above: list[_Entry] = []
         self.below: list[_Entry] = []
         self.windows: dict[int, _Window] = {}
+        #: the prices the windows look at, while any percent-move rule is here
+        self.history: _History | None = None
+        #: the longest window length (what the history keeps)
+        self.longest = 0
+        #: the least percent of any up / down move rule (None: to be worked out again)
+        self.least_moves: tuple[float, float] | None = None
         #: closed candles' volumes per timeframe, oldest first (at most MAX_LOOKBACK)
         self.volumes: dict[str, deque[float]] = {}
         #: volume-spike rules by (timeframe, lookback), sorted by multiple
@@ -214,10 +271,7 @@ class TickerRules:
         self.rules[rule.id] = rule
         cond = rule.condition
         if isinstance(cond, PercentMove):
-            window = self.windows.get(cond.window_ms)
-            if window is None:
-                window = self.windows[cond.window_ms] = _Window(cond.window_ms)
-            window.users += 1
+            self._watch(cond.window_ms)
         if rule.created_at <= self.max_ts:
             self._index(rule)
         else:
@@ -238,11 +292,26 @@ class TickerRules:
             self._unindex(rule)
         cond = rule.condition
         if isinstance(cond, PercentMove):
-            window = self.windows[cond.window_ms]
-            window.users -= 1
-            if not window.users:
-                del self.windows[cond.window_ms]
+            self._unwatch(cond.window_ms)
         return rule
+
+    def _watch(self, ms: int) -> None:
+        window = self.windows.get(ms)
+        if window is None:
+            window = self.windows[ms] = _Window(ms)
+            self.longest = max(self.windows)
+            if self.history is None:
+                self.history = _History()
+        window.users += 1
+
+    def _unwatch(self, ms: int) -> None:
+        window = self.windows[ms]
+        window.users -= 1
+        if not window.users:
+            del self.windows[ms]
+            self.longest = max(self.windows, default=0)
+            if not self.windows:
+                self.history = None
 
     def _activate(self, until: int) -> None:
         """Index the waiting rules created at or before ``until``. (An indexed rule may
@@ -263,6 +332,7 @@ class TickerRules:
                 insort(window.up, (cond.percent, rule.id))
             if cond.direction != "up":
                 insort(window.down, (cond.percent, rule.id))
+            self.least_moves = None
         elif isinstance(cond, VolumeSpike):
             group = self.spikes.setdefault((cond.timeframe, cond.lookback), [])
             insort(group, (cond.multiple, rule.id))
@@ -276,6 +346,7 @@ class TickerRules:
             window = self.windows[cond.window_ms]
             _remove_entry(window.up, (cond.percent, rule.id))
             _remove_entry(window.down, (cond.percent, rule.id))
+            self.least_moves = None
         elif isinstance(cond, VolumeSpike):
             key = (cond.timeframe, cond.lookback)
             group = self.spikes[key]
@@ -299,17 +370,20 @@ class TickerRules:
         below = self.below
         if below and below[-1][0] >= price:
             fired += self._scan_suffix(below, ts, price)
-        if self.windows:
+        history = self.history
+        if history is not None:
             stamp = self.max_ts
-            for window in self.windows.values():
-                window.push(stamp, price)
-                low, high = window.lows[0][1], window.highs[0][1]
-                moved: list[str] = []
-                if window.up and percent_up(low, price, window.up[0][0]):
-                    moved += self._scan_prefix(window.up, ts, partial(percent_up, low, price))
-                if window.down and percent_down(high, price, window.down[0][0]):
-                    moved += self._scan_prefix(window.down, ts, partial(percent_down, high, price))
-                fired += moved
+            history.push(stamp, price, self.longest)
+            least = self.least_moves
+            if least is None:
+                least = self.least_moves = self._least_moves()
+            # Every window's low is at least the history's lowest and its rules' percents at
+            # least the least, so when even these cannot fire, no window's rules can (and
+            # the same for the highs): most ticks stop here.
+            if price >= history.lows[history.low_head] * (
+                1.0 + least[0] / 100.0
+            ) or price <= history.highs[history.high_head] * (1.0 - least[1] / 100.0):
+                fired += self._moves(ts, price, stamp, history)
         if not fired:
             return []
         out = []
@@ -320,6 +394,30 @@ class TickerRules:
             self._drop(rule)
             out.append(tick_fired(rule, tick))
         return out
+
+    def _least_moves(self) -> tuple[float, float]:
+        """The least percent of the up moves and of the down moves (inf: none)."""
+        ups = [w.up[0][0] for w in self.windows.values() if w.up]
+        downs = [w.down[0][0] for w in self.windows.values() if w.down]
+        # a down factor (1 - p / 100) at or below 0 never fires: capping at 100 says so
+        return (min(ups, default=math.inf), min([*downs, 100.0]))
+
+    def _moves(self, ts: int, price: float, stamp: int, history: _History) -> list[str]:
+        """The percent-move rules a tick at ``price`` fires, window by window."""
+        fired: list[str] = []
+        low_stamps, lows, low_head = history.low_stamps, history.lows, history.low_head
+        high_stamps, highs, high_head = history.high_stamps, history.highs, history.high_head
+        for window in self.windows.values():
+            up, down = window.up, window.down
+            if up:
+                low = lows[bisect_left(low_stamps, stamp - window.ms, low_head)]
+                if price >= low * (1.0 + up[0][0] / 100.0):  # percent_up, inlined
+                    fired += self._scan_prefix(up, ts, partial(percent_up, low, price))
+            if down:
+                high = highs[bisect_left(high_stamps, stamp - window.ms, high_head)]
+                if price <= high * (1.0 - down[0][0] / 100.0):  # percent_down, inlined
+                    fired += self._scan_prefix(down, ts, partial(percent_down, high, price))
+        return fired
 
     def _scan_prefix(self, entries: list[_Entry], ts: int, holds: _Holds) -> list[str]:
         """Take the rules of the prefix of ``entries`` where ``holds`` and the rule is
@@ -358,12 +456,8 @@ class TickerRules:
     def _drop(self, rule: Rule) -> None:
         """Forget a fired rule already out of its index."""
         del self.rules[rule.id]
-        cond = rule.condition
-        if isinstance(cond, PercentMove):
-            window = self.windows[cond.window_ms]
-            window.users -= 1
-            if not window.users:
-                del self.windows[cond.window_ms]
+        if isinstance(rule.condition, PercentMove):
+            self._unwatch(rule.condition.window_ms)
 
     def on_candle(self, candle: Candle) -> list[RuleFired]:
         """Evaluate a closed candle of this ticker, then remember its volume."""
@@ -409,9 +503,7 @@ class TickerRules:
             ticker=self.ticker,
             max_ts=self.max_ts,
             rules=list(self.rules.values()),
-            windows={
-                ms: WindowState(list(w.lows), list(w.highs)) for ms, w in self.windows.items()
-            },
+            history=None if self.history is None else self.history.state(),
             volumes={tf: list(v) for tf, v in self.volumes.items()},
         )
 
@@ -423,11 +515,8 @@ class TickerRules:
             book.volumes[tf] = deque(volumes, maxlen=MAX_LOOKBACK)
         for rule in state.rules:
             book.put(rule)
-        for ms, saved in state.windows.items():
-            window = book.windows.get(ms)
-            if window is not None:
-                window.lows.extend(saved.lows)
-                window.highs.extend(saved.highs)
+        if book.history is not None and state.history is not None:
+            book.history = _History.from_state(state.history)
         return book
 
     def snapshot(self) -> bytes:

@@ -3,8 +3,10 @@ checkpoints, and the indexed book against a naive loop over every rule."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +22,7 @@ from dexorder.contracts.rules import (
 )
 from dexorder.markets import Timeframe
 from dexorder.schemas import Candle, Tick
+from streaming import rules as rules_module
 from streaming.engine import fold
 from streaming.rules import RuleBook, TickerRules
 
@@ -149,7 +152,7 @@ def test_percent_move_down_and_either() -> None:
     assert book.on_tick(tick(90.01, T0 + 3)) == []
     fired = book.on_tick(tick(90.0, T0 + 4))
     assert ids(fired) == ["either"] and fired[0].price == 90.0
-    assert book.tickers[BTC].windows == {}  # no rule watches the window: it is gone
+    assert book.tickers[BTC].history is None  # no rule watches the prices: they are gone
 
 
 def test_percent_move_window_starts_when_its_first_rule_is_put() -> None:
@@ -281,7 +284,9 @@ class Naive:
 
     rules: dict[str, Rule] = field(default_factory=dict)
     clock: dict[str, int] = field(default_factory=dict)
-    windows: dict[tuple[str, int], list[tuple[int, float]]] = field(default_factory=dict)
+    #: per ticker watched by a percent move: (stamp, price) of every tick, and the horizon
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    horizon: dict[str, int] = field(default_factory=dict)
     volumes: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
     def put(self, r: Rule) -> None:
@@ -289,30 +294,37 @@ class Naive:
             return
         self.rules.pop(r.id, None)
         self._gc()
-        if isinstance(r.condition, PercentMove):
-            self.windows.setdefault((r.ticker, r.condition.window_ms), [])
+        if isinstance(r.condition, PercentMove) and r.ticker not in self.history:
+            self.history[r.ticker] = []
+            self.horizon[r.ticker] = -(2**62)
         self.rules[r.id] = r
 
     def remove(self, rule_id: str) -> None:
         self.rules.pop(rule_id, None)
         self._gc()
 
+    def _longest(self, ticker: str) -> int:
+        return max(
+            (
+                r.condition.window_ms
+                for r in self.rules.values()
+                if r.ticker == ticker and isinstance(r.condition, PercentMove)
+            ),
+            default=0,
+        )
+
     def _gc(self) -> None:
-        used = {
-            (r.ticker, r.condition.window_ms)
-            for r in self.rules.values()
-            if isinstance(r.condition, PercentMove)
-        }
-        for key in list(self.windows):
-            if key not in used:
-                del self.windows[key]
+        for ticker in list(self.history):
+            if not self._longest(ticker):
+                del self.history[ticker], self.horizon[ticker]
 
     def on_tick(self, t: Tick) -> list[RuleFired]:
         ticker, price, ts = t.ticker, t.price, t.ts
         clock = self.clock[ticker] = max(self.clock.get(ticker, ts), ts)
-        for (wt, _ms), seen in self.windows.items():
-            if wt == ticker:
-                seen.append((clock, price))
+        if ticker in self.history:
+            self.history[ticker].append((clock, price))
+            horizon = max(self.horizon[ticker], clock - self._longest(ticker))
+            self.horizon[ticker] = horizon
         fired = []
         for r in sorted(self.rules.values(), key=lambda r: r.id):
             if r.ticker != ticker or r.created_at > ts:
@@ -332,9 +344,8 @@ class Naive:
                 else:
                     fill = max(c.level, price)
             elif isinstance(c, PercentMove):
-                prices = [
-                    p for s, p in self.windows[(ticker, c.window_ms)] if s >= clock - c.window_ms
-                ]
+                since = max(clock - c.window_ms, self.horizon[ticker])
+                prices = [p for s, p in self.history[ticker] if s >= since]
                 up = price >= min(prices) * (1.0 + c.percent / 100.0)
                 down = price <= max(prices) * (1.0 - c.percent / 100.0)
                 hit = {"up": up, "down": down, "either": up or down}[c.direction]
@@ -484,3 +495,53 @@ def test_indexed_book_equals_a_naive_loop(events: list[tuple[str, object]]) -> N
             assert isinstance(arg, Candle)
             assert [_key(f) for f in book.on_candle(arg)] == [_key(f) for f in naive.on_candle(arg)]
         assert book.rule_ids() == set(naive.rules)
+
+
+def test_long_random_walk_equals_the_naive_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of ticks: the history's lists are compacted on the way."""
+    import random
+
+    monkeypatch.setattr(rules_module, "_COMPACT_AT", 8)
+    rnd = random.Random(3)
+    book, naive = RuleBook(), Naive()
+    price, n = 100.0, 0
+    for i in range(3_000):
+        if len(book) < 6:
+            n += 1
+            cond = PercentMove(
+                percent=rnd.choice([0.5, 1.0, 2.0]),
+                window_ms=rnd.choice([1_000, 5_000, 20_000]),
+                direction=rnd.choice(["up", "down", "either"]),
+            )
+            r = rule(f"m{n}", cond, created_at=T0 + i * 50)
+            book.put(RuleRecord(rule=r))
+            naive.put(r)
+        # a slow uptrend: the lows queue grows long before it is cut
+        price *= 1 + rnd.uniform(-0.0008, 0.001)
+        t = tick(price, T0 + i * 50 - rnd.choice([0, 0, 120]))
+        assert [_key(f) for f in book.on_tick(t)] == [_key(f) for f in naive.on_tick(t)]
+    assert n > 12  # rules did fire along the way
+
+
+def test_history_lows_and_highs_equal_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    monkeypatch.setattr(rules_module, "_COMPACT_AT", 4)
+    rnd = random.Random(5)
+    history = rules_module._History()
+    seen: list[tuple[int, float]] = []
+    horizon, stamp = -(2**62), 0
+    for _ in range(3_000):
+        stamp += rnd.choice([0, 1, 10, 40])
+        price = rnd.choice([1.0, 2.0, 3.0, 4.0, 5.0]) + stamp / 10_000
+        keep = rnd.choice([100, 100, 100, 400])
+        history.push(stamp, price, keep)
+        seen.append((stamp, price))
+        horizon = max(horizon, stamp - keep)
+        for window in (1, 50, 100, 400):
+            since = max(stamp - window, horizon)
+            prices = [p for s, p in seen if s >= since]
+            i = bisect_left(history.low_stamps, stamp - window, history.low_head)
+            j = bisect_left(history.high_stamps, stamp - window, history.high_head)
+            assert (history.lows[i], history.highs[j]) == (min(prices), max(prices))
+        seen = [(s, p) for s, p in seen if s >= horizon]
