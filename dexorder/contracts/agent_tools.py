@@ -160,8 +160,31 @@ class Alert(ToolResult):
     triggered_price: float | None = None
 
 
+class MarketAlert(ToolResult):
+    """An alert on how the market moves rather than on a price level: a move of
+    ``percent`` % within ``window_s`` seconds (``direction`` up, down or either), or a closed
+    ``timeframe`` candle whose volume is over ``multiple`` times the mean of the ``lookback``
+    candles before it. Only the platform's stream engine watches these."""
+
+    id: str
+    ticker: str
+    kind: Literal["percent_move", "volume_spike"]
+    note: str = ""
+    created_at: int
+    percent: float | None = None
+    window_s: int | None = None
+    direction: Literal["up", "down", "either"] | None = None
+    timeframe: str | None = None
+    multiple: float | None = None
+    lookback: int | None = None
+    triggered_at: int | None = None
+    triggered_price: float | None = None
+
+
 class AlertList(ToolResult):
     alerts: list[Alert]
+    #: moves and volume spikes (where the platform watches the market)
+    market_alerts: list[MarketAlert] = []
 
 
 # --- trading --------------------------------------------------------------------------
@@ -424,8 +447,9 @@ SEARCH_CONVERSATION = AgentTool[ConversationMatches]("search_conversation", Conv
 GET_WATCHLIST = AgentTool[Watchlist]("get_watchlist", Watchlist)
 SET_WATCHLIST = AgentTool[Watchlist]("set_watchlist", Watchlist, _CHANGES)
 SET_ALERT = AgentTool[Alert]("set_alert", Alert, _CHANGES)
+SET_MARKET_ALERT = AgentTool[MarketAlert]("set_market_alert", MarketAlert, _CHANGES)
 LIST_ALERTS = AgentTool[AlertList]("list_alerts", AlertList)
-DELETE_ALERT = AgentTool[Alert]("delete_alert", Alert, _CHANGES)
+DELETE_ALERT = AgentTool[Alert | MarketAlert]("delete_alert", OneOf[Alert | MarketAlert], _CHANGES)
 EXECUTE_TRADE = AgentTool[PaperTrade | LiveTradeRequest](
     "execute_trade",
     OneOf[PaperTrade | LiveTradeRequest],
@@ -459,6 +483,7 @@ AGENT_TOOLS: dict[str, AgentTool[Any]] = {
         GET_WATCHLIST,
         SET_WATCHLIST,
         SET_ALERT,
+        SET_MARKET_ALERT,
         LIST_ALERTS,
         DELETE_ALERT,
         EXECUTE_TRADE,

@@ -17,9 +17,19 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
+import msgspec
 from pydantic import BaseModel, Field
 
-from dexorder.contracts.rules import PriceCross, Rule, RuleRecord
+from dexorder.contracts.agent_tools import MarketAlert
+from dexorder.contracts.rules import (
+    BadRule,
+    PercentMove,
+    PriceCross,
+    Rule,
+    RuleRecord,
+    VolumeSpike,
+    check_rule,
+)
 from dexorder.markets import InvalidTicker, Ticker
 
 Condition = Literal["above", "below"]
@@ -87,6 +97,94 @@ def alert_of(record: RuleRecord) -> Alert | None:
         triggered_at=fired.fired_at if fired is not None else None,
         triggered_price=fired.price if fired is not None else None,
     )
+
+
+def market_rule(
+    user: str,
+    ticker: str,
+    kind: str,
+    rule_id: str,
+    *,
+    percent: float | None = None,
+    window_s: int | None = None,
+    direction: str = "either",
+    timeframe: str = "1m",
+    multiple: float | None = None,
+    lookback: int = 20,
+    note: str = "",
+) -> Rule:
+    """The platform rule of a move or volume-spike alert; :class:`AlertError` saying what
+    is wrong (the contract's bounds: percent up to 1000, windows 1 s to a day, …)."""
+    if kind == "percent_move":
+        if percent is None or window_s is None:
+            raise AlertError("a percent_move alert needs percent and window_s")
+        raw: dict[str, object] = {
+            "type": "percent_move",
+            "percent": percent,
+            "window_ms": window_s * 1000,
+            "direction": direction,
+        }
+    elif kind == "volume_spike":
+        if multiple is None:
+            raise AlertError("a volume_spike alert needs multiple (e.g. 3 for 3x the average)")
+        raw = {
+            "type": "volume_spike",
+            "timeframe": timeframe,
+            "multiple": multiple,
+            "lookback": lookback,
+        }
+    else:
+        raise AlertError(f"invalid kind {kind!r}: expected percent_move or volume_spike")
+    try:
+        condition = msgspec.convert(raw, PercentMove | VolumeSpike)
+        return check_rule(
+            Rule(
+                id=rule_id,
+                user=user,
+                ticker=ticker,
+                condition=condition,
+                created_at=int(time.time() * 1000),
+                note=note[:500],
+            )
+        )
+    except msgspec.ValidationError as exc:
+        raise AlertError(f"invalid {kind} alert: {exc}") from None
+    except BadRule as exc:
+        raise AlertError(str(exc)) from None
+
+
+def market_alert_of(record: RuleRecord) -> MarketAlert | None:
+    """The move or volume-spike alert a platform rule is (None for other kinds)."""
+    rule, fired, c = record.rule, record.fired, record.rule.condition
+    common = {
+        "id": rule.id,
+        "ticker": rule.ticker,
+        "note": rule.note,
+        "created_at": rule.created_at,
+        "triggered_at": fired.fired_at if fired is not None else None,
+        "triggered_price": fired.price if fired is not None else None,
+    }
+    if isinstance(c, PercentMove):
+        return MarketAlert.model_validate(
+            {
+                **common,
+                "kind": "percent_move",
+                "percent": c.percent,
+                "window_s": c.window_ms // 1000,
+                "direction": c.direction,
+            }
+        )
+    if isinstance(c, VolumeSpike):
+        return MarketAlert.model_validate(
+            {
+                **common,
+                "kind": "volume_spike",
+                "timeframe": c.timeframe,
+                "multiple": c.multiple,
+                "lookback": c.lookback,
+            }
+        )
+    return None
 
 
 def crossed(alert: Alert, low: float, high: float) -> bool:

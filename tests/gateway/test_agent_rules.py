@@ -13,7 +13,13 @@ import msgspec
 import pytest
 
 from dexorder.config import Settings
-from dexorder.contracts.rules import OrderTrigger, PriceCross, RuleFired
+from dexorder.contracts.rules import (
+    OrderTrigger,
+    PercentMove,
+    PriceCross,
+    RuleFired,
+    VolumeSpike,
+)
 from dexorder.process import active_triggers, free_port
 from dexorder.tokens import mint_token
 from tests.gateway.agent_calls import agent_session
@@ -52,6 +58,27 @@ async def test_alerts_and_resting_orders_are_platform_rules(served: Served) -> N
         listed = await agent.ok("list_alerts")
         assert [a["id"] for a in listed["alerts"]] == [alert["id"]]
         assert "price" in await agent.refused("set_alert", ticker=BTC, condition="above", price=-1)
+
+        move = await agent.ok(
+            "set_market_alert",
+            ticker=BTC,
+            kind="percent_move",
+            percent=5,
+            window_s=600,
+            direction="down",
+        )
+        spike = await agent.ok(
+            "set_market_alert", ticker=BTC, kind="volume_spike", multiple=3, timeframe="5m"
+        )
+        assert mine()[move["id"]] == PercentMove(percent=5, window_ms=600_000, direction="down")
+        assert mine()[spike["id"]] == VolumeSpike(timeframe="5m", multiple=3, lookback=20)
+        assert "needs percent and window_s" in await agent.refused(
+            "set_market_alert", ticker=BTC, kind="percent_move", percent=5
+        )
+        listed = await agent.ok("list_alerts")
+        assert [a["kind"] for a in listed["market_alerts"]] == ["percent_move", "volume_spike"]
+        assert (await agent.ok("delete_alert", alert_id=spike["id"]))["kind"] == "volume_spike"
+        assert (await agent.ok("delete_alert", alert_id=move["id"]))["percent"] == 5
 
         placed = await agent.ok(
             "execute_trade",
