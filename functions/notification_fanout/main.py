@@ -17,11 +17,10 @@ from cloudevents.http import CloudEvent
 from starlette.exceptions import HTTPException
 
 from dexorder.contracts.events import decode_notification, encode_event
-from dexorder.tokens import token_keys
 from dexorder.topics import NOTIFICATIONS
 from gateway.function_events import signed_payload
 from gateway.function_settings import FunctionSettings
-from gateway.platform_calls import platform_token
+from gateway.platform_calls import calling_token
 
 config = FunctionSettings()
 
@@ -31,7 +30,7 @@ async def notify_people(event: CloudEvent) -> None:
     cfg = config.get()
     notification = signed_payload(cfg, NOTIFICATIONS, event, decode_notification)
     headers = {
-        "Authorization": f"Bearer {platform_token(token_keys(cfg))}",
+        "Authorization": f"Bearer {calling_token(cfg)}",
         "Content-Type": "application/json",
     }
     async with (

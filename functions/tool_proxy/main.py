@@ -31,7 +31,7 @@ from dexorder.contracts.events import (
 from dexorder.tokens import InvalidToken, token_keys, verify_token
 from gateway.function_settings import FunctionSettings
 from gateway.harness.agent_link import AgentLink
-from gateway.platform_calls import platform_token
+from gateway.platform_calls import calling_token
 
 config = FunctionSettings()
 
@@ -42,7 +42,7 @@ def _bad(status: int, message: str) -> Response:
 
 async def _agent_url(cfg: Settings, user: str) -> str:
     """The person's running agent, from the gateway (which starts it if need be)."""
-    headers = {"Authorization": f"Bearer {platform_token(token_keys(cfg))}"}
+    headers = {"Authorization": f"Bearer {calling_token(cfg)}"}
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=150)) as http,
         http.post(f"{cfg.gateway.url}/internal/agent", json={"user": user}, headers=headers) as r,

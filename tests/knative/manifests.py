@@ -1,0 +1,194 @@
+"""Helpers of the manifest tests: rendering the overlays, strict schema validation, the
+admission policy's CEL, an agent pod as Knative would make it."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import celpy
+import jsonschema  # type: ignore[import-untyped]
+import kubernetes_validate  # type: ignore[import-untyped]
+import yaml
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
+
+from gateway.knative import manifests as m
+
+ROOT = Path(__file__).resolve().parents[2]
+KNATIVE = ROOT / "knative"
+SCHEMAS = ROOT.parent / "shared" / "schemas"
+K8S_VERSION = "1.33"
+QUEUE_IMAGE = "gcr.io/knative-releases/knative.dev/serving/cmd/queue@sha256:" + "ab" * 32
+AGENT_IMAGE = "ghcr.io/dexorder/agent:0.1.0"
+
+
+@functools.cache
+def rendered(overlay: str) -> tuple[dict[str, Any], ...]:
+    """``kubectl kustomize knative/<overlay>``, as objects."""
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(KNATIVE / overlay)], check=True, capture_output=True, text=True
+    ).stdout
+    return tuple(d for d in yaml.safe_load_all(out) if d)
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` refusing unknown fields wherever it lists its fields (the API server
+    would prune them silently) unless it keeps unknown fields on purpose."""
+    out = copy.deepcopy(schema)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if (
+                node.get("properties")
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+                and "additionalProperties" not in node
+            ):
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(out)
+    # the top level: every object has these, whether the CRD lists them or not
+    out.setdefault("properties", {}).update(
+        {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+        }
+    )
+    return out
+
+
+@functools.cache
+def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) → the strict schema, for every CRD kept in ../shared/schemas/crds."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted((SCHEMAS / "crds").glob("*.yaml")):
+        for crd in yaml.safe_load_all(path.read_text()):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for version in crd["spec"]["versions"]:
+                schema = version["schema"]["openAPIV3Schema"]
+                out[(f"{group}/{version['name']}", kind)] = strict(schema)
+    return out
+
+
+_META = {"name", "namespace", "labels", "annotations"}
+
+
+def validate(obj: dict[str, Any]) -> None:
+    """Raise unless ``obj`` is valid: CRD kinds against their schema, built-in kinds against
+    Kubernetes' (strict: unknown fields fail); an unknown kind fails too."""
+    key = (obj["apiVersion"], obj["kind"])
+    schema = crd_schemas().get(key)
+    if schema is None:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        return
+    extra = set(obj.get("metadata", {})) - _META
+    if extra:
+        raise jsonschema.ValidationError(f"unknown metadata fields {sorted(extra)}")
+    jsonschema.validate(obj, schema)
+
+
+def of_kind(objs: tuple[dict[str, Any], ...], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def named(objs: tuple[dict[str, Any], ...], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [o for o in of_kind(objs, kind) if o["metadata"]["name"] == name]
+    return found
+
+
+def agent_pod(tier: str = "free", user: str = "alice") -> dict[str, Any]:
+    """The pod Knative makes of ``user``'s agent Service: its revision's pod spec plus the
+    queue-proxy Knative injects (restricted securityContext, limits from config-deployment)."""
+    svc = m.agent_service(user, m.DEFAULT_TIERS[tier], AGENT_IMAGE)
+    template = svc["spec"]["template"]
+    spec = copy.deepcopy(template["spec"])
+    for knative_only in (
+        "containerConcurrency",
+        "timeoutSeconds",
+        "responseStartTimeoutSeconds",
+    ):
+        spec.pop(knative_only, None)
+    deployment = yaml.safe_load(
+        (KNATIVE / "base/knative-serving/config-deployment.yaml").read_text()
+    )
+    d = deployment["data"]
+    spec["containers"].append(
+        {
+            "name": "queue-proxy",
+            "image": QUEUE_IMAGE,
+            "ports": [{"containerPort": 8012, "name": "http1"}],
+            "resources": {
+                "requests": {
+                    "cpu": d["queue-sidecar-cpu-request"],
+                    "memory": d["queue-sidecar-memory-request"],
+                },
+                "limits": {
+                    "cpu": d["queue-sidecar-cpu-limit"],
+                    "memory": d["queue-sidecar-memory-limit"],
+                },
+            },
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+                "readOnlyRootFilesystem": True,
+                "runAsNonRoot": True,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+        }
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{svc['metadata']['name']}-00001-deployment-abc",
+            "namespace": m.NAMESPACE,
+            "labels": {
+                **template["metadata"]["labels"],
+                "serving.knative.dev/service": svc["metadata"]["name"],
+            },
+        },
+        "spec": spec,
+    }
+
+
+class AdmissionPolicy:
+    """A ValidatingAdmissionPolicy's variables and validations, evaluated with celpy."""
+
+    def __init__(self, policy: dict[str, Any]) -> None:
+        env = celpy.Environment()
+        spec = policy["spec"]
+        self.variables = [
+            (v["name"], env.program(env.compile(v["expression"])))
+            for v in spec.get("variables", [])
+        ]
+        self.validations = [
+            (v["message"], env.program(env.compile(v["expression"]))) for v in spec["validations"]
+        ]
+
+    def refusals(self, obj: dict[str, Any]) -> list[str]:
+        """The messages of the validations ``obj`` fails (empty: admitted); an expression
+        that errors counts as failed, as the API server's failurePolicy Fail makes it."""
+        variables = celpy.celtypes.MapType({})
+        activation: dict[str, Any] = {"object": json_to_cel(obj), "variables": variables}
+        for name, program in self.variables:
+            variables[celpy.celtypes.StringType(name)] = program.evaluate(activation)
+        failed = []
+        for message, program in self.validations:
+            try:
+                result: object = program.evaluate(activation)
+            except CELEvalError:
+                result = False
+            if isinstance(result, Exception) or result != celpy.celtypes.BoolType(True):
+                failed.append(message)
+        return failed

@@ -1,0 +1,505 @@
+"""The rendered overlays (kubectl kustomize): valid objects, Knative settings as the issue
+asks, eventing generated from triggers.yaml, the admission policy evaluated, who reaches
+whom under the NetworkPolicies, Secrets by need, every func.yaml valid."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+import yaml
+
+from gateway.knative import manifests as m
+from tests.knative.manifests import (
+    KNATIVE,
+    ROOT,
+    SCHEMAS,
+    AdmissionPolicy,
+    agent_pod,
+    named,
+    of_kind,
+    rendered,
+    validate,
+)
+from tests.knative.netpol import Endpoint, Policies
+from triggers.knative import render, sink_name
+from triggers.spec import load_triggers
+
+OVERLAYS = ["overlays/dev", "overlays/prod"]
+FUNCTIONS = ["notification-fanout", "backfill-dispatch", "tool-proxy", "rule-delivery"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_rendered_object_is_valid(overlay: str) -> None:
+    for obj in rendered(overlay):
+        try:
+            validate(obj)
+        except Exception as exc:  # name the object
+            raise AssertionError(f"{obj['kind']}/{obj['metadata']['name']}: {exc}") from exc
+
+
+def test_unknown_fields_fail_validation() -> None:
+    objs = rendered("overlays/prod")
+    deployment = copy.deepcopy(named(objs, "Deployment", "relay"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["resource"] = {}
+    with pytest.raises(Exception, match="resource"):
+        validate(deployment)
+    svc = copy.deepcopy(named(objs, "Service", "gateway"))
+    svc["spec"]["template"]["spec"]["timeout"] = 10
+    with pytest.raises(jsonschema.ValidationError, match="timeout"):
+        validate(svc)
+    source = copy.deepcopy(of_kind(objs, "KafkaSource")[0])
+    source["spec"]["offset"] = "earliest"
+    with pytest.raises(jsonschema.ValidationError, match="offset"):
+        validate(source)
+
+
+def _ksvcs(overlay: str) -> dict[str, dict[str, Any]]:
+    return {
+        o["metadata"]["name"]: o
+        for o in rendered(overlay)
+        if o["apiVersion"] == "serving.knative.dev/v1" and o["kind"] == "Service"
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_knative_services_scale_and_time_out_as_chosen(overlay: str) -> None:
+    services = _ksvcs(overlay)
+    assert set(services) == {"gateway", "telegram-webhook", *FUNCTIONS}
+    for name, svc in services.items():
+        template = svc["spec"]["template"]
+        notes = template["metadata"]["annotations"]
+        for key, value in notes.items():
+            assert isinstance(value, str), (name, key)
+            if key.startswith("autoscaling.knative.dev/"):
+                assert re.fullmatch(r"autoscaling\.knative\.dev/[a-z-]+", key), (name, key)
+        spec = template["spec"]
+        assert 0 < spec["timeoutSeconds"] <= 600 and 0 < spec["responseStartTimeoutSeconds"] <= 600
+        assert spec["containerConcurrency"] > 0
+        for c in spec["containers"]:
+            assert {"cpu", "memory"} <= set(c["resources"]["limits"]), name
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    gateway = services["gateway"]["spec"]["template"]
+    assert int(gateway["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"]) >= 1
+    assert gateway["spec"]["timeoutSeconds"] + gateway["spec"]["responseStartTimeoutSeconds"] <= 600
+    for name in [*FUNCTIONS, "telegram-webhook"]:
+        notes = services[name]["spec"]["template"]["metadata"]["annotations"]
+        assert notes["autoscaling.knative.dev/min-scale"] == "0", name
+    for name in FUNCTIONS:
+        assert services[name]["metadata"]["labels"]["networking.knative.dev/visibility"] == (
+            "cluster-local"
+        )
+
+
+def test_eventing_yaml_is_generated_from_triggers_yaml() -> None:
+    assert (KNATIVE / "base/eventing.yaml").read_text() == render(load_triggers()), (
+        "run: python -m triggers.knative > knative/base/eventing.yaml"
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kafka_sources_match_triggers_yaml(overlay: str) -> None:
+    objs = rendered(overlay)
+    sources = {o["metadata"]["name"]: o for o in of_kind(objs, "KafkaSource")}
+    triggers = load_triggers()
+    assert set(sources) == {t.name for t in triggers}
+    sinks = {o["metadata"]["name"]: o for o in of_kind(objs, "KafkaSink")}
+    services = _ksvcs(overlay)
+    for t in triggers:
+        spec = sources[t.name]["spec"]
+        assert spec["topics"] == [t.topic]
+        assert spec["consumerGroup"] == f"dexorder-trigger-{t.name}"
+        assert spec["initialOffset"] == "earliest" and spec["ordering"] == "ordered"
+        target = spec["sink"]["ref"]
+        if t.reply_topic:  # through the Broker: the function's Trigger has the delivery
+            assert target["kind"] == "Broker"
+            (call,) = [
+                o
+                for o in of_kind(objs, "Trigger")
+                if o["spec"]["filter"]["attributes"]["type"] == t.event_type
+            ]
+            assert call["spec"]["subscriber"]["ref"]["name"] == t.function
+            delivery = call["spec"]["delivery"]
+            (reply,) = [
+                o
+                for o in of_kind(objs, "Trigger")
+                if o["spec"]["filter"]["attributes"]["type"] == t.reply_type
+            ]
+            reply_sink = sinks[reply["spec"]["subscriber"]["ref"]["name"]]
+            assert reply_sink["spec"]["topic"] == t.reply_topic
+        else:
+            assert target == {
+                "apiVersion": "serving.knative.dev/v1",
+                "kind": "Service",
+                "name": t.function,
+            }
+            delivery = spec["delivery"]
+        assert t.function in services
+        assert delivery["retry"] == t.retries and delivery["backoffPolicy"] == t.backoff
+        dead = sinks[delivery["deadLetterSink"]["ref"]["name"]]
+        assert dead["spec"]["topic"] == f"{t.topic}.dlq" == t.dead_letter_topic
+        assert sink_name(t.topic + ".dlq") == dead["metadata"]["name"]
+
+
+# --- the admission policy ---------------------------------------------------------------
+
+
+def _policy() -> AdmissionPolicy:
+    return AdmissionPolicy(
+        named(rendered("overlays/prod"), "ValidatingAdmissionPolicy", "dexorder-agents")
+    )
+
+
+@pytest.mark.parametrize("tier", ["free", "pro", "enterprise"])
+def test_a_compliant_agent_pod_is_admitted(tier: str) -> None:
+    pod = agent_pod(tier)
+    validate(pod)
+    assert _policy().refusals(pod) == []
+
+
+def _broken(change: str) -> dict[str, Any]:
+    pod = agent_pod()
+    agent = pod["spec"]["containers"][0]
+    if change == "root":
+        pod["spec"]["securityContext"]["runAsNonRoot"] = False
+        pod["spec"]["securityContext"]["runAsUser"] = 0
+        agent["securityContext"]["runAsNonRoot"] = False
+        agent["securityContext"]["runAsUser"] = 0
+    elif change == "no limits":
+        del agent["resources"]["limits"]
+    elif change == "unapproved image":
+        agent["image"] = "ghcr.io/dexorder/agent-evil:1"
+    elif change == "writable root":
+        agent["securityContext"]["readOnlyRootFilesystem"] = False
+    elif change == "capabilities":
+        agent["securityContext"]["capabilities"] = {"drop": ["ALL"], "add": ["NET_RAW"]}
+    elif change == "sidecar":
+        pod["spec"]["containers"].append({"name": "x", "image": "busybox:latest"})
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("root", "non-root"),
+        ("no limits", "limits"),
+        ("unapproved image", "approved image"),
+        ("writable root", "read-only root"),
+        ("capabilities", "capabilities"),
+        ("sidecar", "approved image"),
+    ],
+)
+def test_the_admission_policy_refuses(change: str, message: str) -> None:
+    refusals = _policy().refusals(_broken(change))
+    assert any(message in r for r in refusals), refusals
+
+
+def test_the_policy_is_bound_to_the_agents_namespace_only() -> None:
+    binding = named(
+        rendered("overlays/prod"), "ValidatingAdmissionPolicyBinding", "dexorder-agents"
+    )
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "dexorder-agents"
+    }
+
+
+# --- who reaches whom -------------------------------------------------------------------
+
+
+def _pod(name: str, namespace: str, labels: dict[str, str]) -> Endpoint:
+    return Endpoint(name, namespace, labels)
+
+
+def _endpoints(overlay: str) -> dict[str, Endpoint]:
+    """Every pod of the render (labels as their pods get them), an agent, and what lives
+    outside the platform's namespaces."""
+    out: dict[str, Endpoint] = {}
+    for obj in rendered(overlay):
+        if obj["kind"] == "Deployment":
+            labels = obj["spec"]["template"]["metadata"]["labels"]
+        elif obj["apiVersion"] == "serving.knative.dev/v1" and obj["kind"] == "Service":
+            labels = {
+                **obj["spec"]["template"]["metadata"]["labels"],
+                "serving.knative.dev/service": obj["metadata"]["name"],
+            }
+        elif obj["kind"] == "FlinkDeployment":
+            labels = obj["spec"]["podTemplate"]["metadata"]["labels"]
+        else:
+            continue
+        out[obj["metadata"]["name"]] = _pod(
+            obj["metadata"]["name"], obj["metadata"]["namespace"], labels
+        )
+    pod = agent_pod("free", "alice")
+    out["agent"] = _pod("agent", m.NAMESPACE, pod["metadata"]["labels"])
+    other = agent_pod("free", "bob")
+    out["other-agent"] = _pod("other-agent", m.NAMESPACE, other["metadata"]["labels"])
+    out.update(
+        {
+            "kourier": _pod("kourier", "kourier-system", {"app": "3scale-kourier-gateway"}),
+            "activator": _pod("activator", "knative-serving", {"app": "activator"}),
+            "kube-dns": _pod("kube-dns", "kube-system", {"k8s-app": "kube-dns"}),
+            "kafka": _pod("kafka", "kafka", {"strimzi.io/kind": "Kafka"}),
+            "postgres": _pod("postgres", "dexorder-data", {"app": "postgresql"}),
+            "redis": _pod("redis", "dexorder-data", {"app": "redis"}),
+            "qdrant": _pod("qdrant", "dexorder-data", {"app": "qdrant"}),
+            "api-server": Endpoint("api-server", ip="10.96.0.1"),
+            "internet": Endpoint("internet", ip="203.0.113.10"),
+            "metadata": Endpoint("metadata", ip="169.254.169.254"),
+        }
+    )
+    return out
+
+
+PORTS = {
+    "gateway": [8012, 8080, 5580],
+    "telegram-webhook": [8012],
+    "relay": [5555, 5557, 5558, 5559],
+    "embedder": [5570],
+    "agent": [8012, 8080],
+    "other-agent": [8012, 8080],
+    "kourier": [8080, 8081],
+    "activator": [8012],
+    "kube-dns": [53],
+    "kafka": [9092],
+    "postgres": [5432],
+    "redis": [6379],
+    "qdrant": [6333],
+    "api-server": [443, 6443],
+    "internet": [80, 443],
+    "metadata": [80],
+    "ingestor-binance": [5561],
+    "lake-writer": [5563],
+    **{f: [8012] for f in FUNCTIONS},
+}
+
+#: What an agent may open, all of it; anything else (other agents, the API server, Kafka,
+#: the databases, the ingress, other platform parts, plain HTTP out) it may not.
+AGENT_EGRESS = {
+    ("gateway", 8080),
+    ("gateway", 5580),
+    ("relay", 5558),
+    ("relay", 5559),
+    ("embedder", 5570),
+    ("kube-dns", 53),
+    ("internet", 443),
+}
+GATEWAY_MUST = {
+    ("kourier", 8081),  # agents and functions, through Knative
+    ("kafka", 9092),
+    ("postgres", 5432),
+    ("redis", 6379),
+    ("qdrant", 6333),
+    ("api-server", 443),
+    ("relay", 5559),
+    ("embedder", 5570),
+    ("internet", 443),
+}
+
+
+def _reachable(overlay: str, src: str) -> set[tuple[str, int]]:
+    endpoints = _endpoints(overlay)
+    policies = Policies(of_kind(rendered(overlay), "NetworkPolicy"))
+    out = set()
+    for dst, ports in PORTS.items():
+        if dst == src or dst not in endpoints:
+            continue
+        for port in ports:
+            protocol = "UDP" if port == 53 else "TCP"
+            if policies.reaches(endpoints[src], endpoints[dst], port, protocol):
+                out.add((dst, port))
+    return out
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_an_agent_reaches_exactly_what_it_needs(overlay: str) -> None:
+    assert _reachable(overlay, "agent") == AGENT_EGRESS
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_knative_reaches_an_agent(overlay: str) -> None:
+    callers = {src for src in PORTS if ("agent", 8012) in _reachable(overlay, src)}
+    assert callers == {"kourier", "activator"}
+    # and the gateway reaches Knative's ingress, which agents do not
+    assert ("kourier", 8081) in _reachable(overlay, "gateway")
+    assert ("kourier", 8081) not in _reachable(overlay, "agent")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_reaches_what_it_serves_from(overlay: str) -> None:
+    assert _reachable(overlay, "gateway") >= GATEWAY_MUST
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_platform_parts_stay_in_their_lanes(overlay: str) -> None:
+    relay, embedder = _reachable(overlay, "relay"), _reachable(overlay, "embedder")
+    assert relay == {("kube-dns", 53)} and embedder == {("kube-dns", 53)}
+    for function in FUNCTIONS:
+        reached = _reachable(overlay, function)
+        assert ("api-server", 443) not in reached and ("kafka", 9092) not in reached
+        assert ("postgres", 5432) not in reached
+    assert ("relay", 5557) not in _reachable(overlay, "gateway")  # only publishers publish
+    assert not any(dst == "agent" for dst, _ in _reachable(overlay, "internet"))
+
+
+# --- Secrets by need --------------------------------------------------------------------
+
+
+def _table() -> dict[str, dict[str, Any]]:
+    data: dict[str, dict[str, Any]] = yaml.safe_load((KNATIVE / "secrets.yaml").read_text())[
+        "secrets"
+    ]
+    return data
+
+
+def _secret_refs(node: Any) -> set[str]:
+    """Every Secret a manifest fragment names."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        if "secretName" in node:
+            found.add(node["secretName"])
+        for key in ("secretKeyRef", "secretRef"):
+            if key in node and "name" in node[key]:
+                found.add(node[key]["name"])
+        if "secret" in node and isinstance(node["secret"], dict):
+            ref = node["secret"].get("ref") or node["secret"]
+            if "name" in ref:
+                found.add(ref["name"])
+        for value in node.values():
+            found |= _secret_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _secret_refs(value)
+    return found
+
+
+def _allowed(workload: str) -> set[str]:
+    return {name for name, row in _table().items() if workload in row["used_by"]}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_workload_mounts_only_its_own_secrets(overlay: str) -> None:
+    for obj in rendered(overlay):
+        kind = obj["kind"]
+        if kind in ("KafkaSource", "KafkaSink"):
+            workload = "eventing"
+        elif kind in ("Deployment", "FlinkDeployment") or (
+            kind == "Service" and obj["apiVersion"] == "serving.knative.dev/v1"
+        ):
+            workload = obj["metadata"]["name"]
+        else:
+            continue
+        refs = _secret_refs(obj["spec"])
+        assert refs <= _allowed(workload), (workload, refs - _allowed(workload))
+
+
+def _func_yaml_secrets(data: dict[str, Any]) -> set[str]:
+    refs = {v["secret"] for v in data.get("run", {}).get("volumes", []) if "secret" in v}
+    for env in data.get("run", {}).get("envs", []):
+        refs |= set(re.findall(r"\{\{\s*secret:([^:}\s]+)", env.get("value", "")))
+    return refs
+
+
+def _func_files() -> list[Path]:
+    return [ROOT / "func.yaml", *sorted((ROOT / "functions").glob("*/func.yaml"))]
+
+
+class _NoTimestamps(yaml.SafeLoader):
+    """YAML as func reads it: ``created`` stays a string."""
+
+
+_NoTimestamps.yaml_implicit_resolvers = {
+    k: [r for r in v if r[0] != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def test_every_func_yaml_holds_only_its_own_secrets() -> None:
+    for path in _func_files():
+        data = yaml.load(path.read_text(), Loader=_NoTimestamps)
+        refs = _func_yaml_secrets(data)
+        assert refs <= _allowed(data["name"]), (path, refs)
+        assert (
+            "token_private_key" not in path.read_text()
+            or data["name"] in _table()["dexorder-gateway"]["used_by"]
+        )
+
+
+def test_only_the_gateway_holds_the_token_private_key() -> None:
+    holders = [name for name, row in _table().items() if "agent.token_private_key" in row["keys"]]
+    assert holders == ["dexorder-gateway"]
+    assert set(_table()["dexorder-gateway"]["used_by"]) <= {
+        "gateway",
+        "telegram-webhook",
+        "auth",
+        "chat",
+    }
+
+
+def test_the_table_names_real_configuration_keys() -> None:
+    from dexorder.config import Settings
+
+    for name, row in _table().items():
+        if not name.startswith("dexorder-") or name == "dexorder-kafka-triggers":
+            continue
+        for key in row["keys"]:
+            section, field = key.split(".")
+            model = Settings.model_fields[section].annotation
+            assert field in model.model_fields, key  # type: ignore[union-attr]
+
+
+def test_the_readme_table_is_the_table() -> None:
+    text = (KNATIVE / "README.md").read_text()
+    for name, row in _table().items():
+        line = next((ln for ln in text.splitlines() if ln.startswith(f"| `{name}`")), None)
+        assert line is not None, f"knative/README.md lacks the row of {name}"
+        for key in row["keys"]:
+            assert f"`{key}`" in line, (name, key)
+        for workload in row["used_by"]:
+            assert workload in line, (name, workload)
+
+
+# --- func.yaml --------------------------------------------------------------------------
+
+
+def test_every_func_yaml_is_valid_against_funcs_schema() -> None:
+    schema = json.loads((SCHEMAS / "func/func_yaml-schema.json").read_text())
+    assert len(_func_files()) == 8
+    for path in _func_files():
+        data = yaml.load(path.read_text(), Loader=_NoTimestamps)
+        jsonschema.validate(data, schema)
+        assert data["specVersion"] == "0.36.0"
+        options = data["deploy"]["options"]
+        assert {"min", "max"} <= set(options["scale"]) and "limits" in options["resources"]
+        assert "annotations" not in data["deploy"] or not any(
+            k.startswith("autoscaling.knative.dev/") for k in data["deploy"]["annotations"]
+        ), "func deploy overwrites hand-set autoscaling annotations: use deploy.options.scale"
+
+
+def test_func_yaml_scaling_agrees_with_the_manifests() -> None:
+    services = _ksvcs("overlays/prod")
+    for path in _func_files():
+        data = yaml.load(path.read_text(), Loader=_NoTimestamps)
+        if data["name"] not in services:
+            continue  # auth and chat: served by the gateway Service in the cluster
+        notes = services[data["name"]]["spec"]["template"]["metadata"]["annotations"]
+        scale = data["deploy"]["options"]["scale"]
+        assert str(scale["min"]) == notes["autoscaling.knative.dev/min-scale"], path
+        assert str(scale["max"]) == notes["autoscaling.knative.dev/max-scale"], path
+
+
+def test_the_flink_job_is_in_prod() -> None:
+    prod = yaml.safe_load((KNATIVE / "overlays/prod/kustomization.yaml").read_text())
+    flink = KNATIVE / "flink" / "kustomization.yaml"
+    if flink.is_file():
+        assert "../../flink" in prod["resources"], "knative/flink/ landed: use it in prod"
+    assert of_kind(rendered("overlays/prod"), "FlinkDeployment")
+    assert not of_kind(rendered("overlays/dev"), "FlinkDeployment")
+    assert not [
+        o for o in rendered("overlays/prod") if o["metadata"]["name"] == "exchange-emulator"
+    ]
