@@ -4,6 +4,7 @@ pickles them by reference and the workers import this module (a class pickled fr
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +40,11 @@ from pyflink.datastream import (  # isort: skip
     TimeDomain,
 )
 from pyflink.datastream.state import ValueStateDescriptor  # isort: skip
+
+#: the workers' log lines reach the task manager's log (the benchmark reads two of them)
+log = logging.getLogger("dexorder.flink")
+FIRST_TICK = "first tick folded"
+INPUT_ENDED = "input ended"
 
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 #: (ticker, MessagePack tick)
@@ -151,6 +157,8 @@ class FoldTicks(KeyedCoProcessFunction):  # type: ignore[misc]
         self._duplicates = metrics.counter("duplicate_ticks")
         self._closed = metrics.counter("closed_candles")
         self._fired = metrics.counter("fired_rules")
+        self._ticks = 0
+        self._ended = False
 
     def _state_of(self, ctx: Any) -> KeyState:
         state: KeyState | None = self._state.value()
@@ -161,6 +169,9 @@ class FoldTicks(KeyedCoProcessFunction):  # type: ignore[misc]
 
     def process_element1(self, value: Any, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
         tick = decode_tick(bytes(value[1]))
+        if not self._ticks:
+            log.info(FIRST_TICK)
+        self._ticks += 1
         state = self._state_of(ctx)
         timers = ctx.timer_service()
         now = timers.current_processing_time()
@@ -192,6 +203,9 @@ class FoldTicks(KeyedCoProcessFunction):  # type: ignore[misc]
             return
         if ctx.time_domain() == TimeDomain.EVENT_TIME:
             # the final watermark of a bounded input: close everything
+            if not self._ended:
+                self._ended = True
+                log.info("%s: %d ticks folded", INPUT_ENDED, self._ticks)
             yield from self._out(self._fold.on_end(state))
             if state.live_owed:
                 yield from self._live_updates(state, timestamp)

@@ -152,8 +152,11 @@ def build(env: StreamExecutionEnvironment, cfg: JobConfig) -> None:
             .process(RuleTable(), output_type=RULE_CHANGE)
             .name("rules by ticker")
         )
-    ticks = raw.process(DecodeTicks(fmt, cfg.max_skew_ms), output_type=KEYED_TICK).name(
-        "decode ticks"
+    # as many decoders as readers, chained to them: a reader's order reaches the fold intact
+    ticks = (
+        raw.process(DecodeTicks(fmt, cfg.max_skew_ms), output_type=KEYED_TICK)
+        .set_parallelism(1 if cfg.files is not None else cfg.parallelism)
+        .name("decode ticks")
     )
     closed = (
         ticks.key_by(lambda t: t[0], key_type=Types.STRING())
