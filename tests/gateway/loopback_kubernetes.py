@@ -388,6 +388,9 @@ class LoopbackKubernetes:
             obj["status"] = {"phase": "Bound"}
         if plural == "services":
             meta["generation"] = 1
+            # as Knative's defaulting answers it (a reader must take fields it does not know)
+            obj["spec"]["template"].setdefault("metadata", {})["creationTimestamp"] = None
+            obj["spec"].setdefault("traffic", [{"latestRevision": True, "percent": 100}])
             self._pending(obj)
         self.objects[key] = obj
         self.created[plural] = self.created.get(plural, 0) + 1

@@ -69,11 +69,9 @@ async def test_ensure_makes_the_objects_waits_for_ready_and_returns_the_cluster_
     assert provisioner.state(USER) == "running"
     svc = api.get("services", name)
     assert svc is not None
-    assert svc == {
-        **m.agent_service(USER, m.DEFAULT_TIERS["pro"], "registry.example/agent:1"),
-        "metadata": svc["metadata"],
-        "status": svc["status"],
-    }
+    made = m.agent_service(USER, m.DEFAULT_TIERS["pro"], "registry.example/agent:1")
+    assert svc["spec"]["template"]["spec"] == made["spec"]["template"]["spec"]
+    assert svc["metadata"]["labels"] == made["metadata"]["labels"]
     assert svc["metadata"]["annotations"][m.ANNOTATION_USER] == USER
     pvc = api.get("persistentvolumeclaims", m.pvc_name(USER))
     assert pvc is not None and pvc["spec"]["resources"]["requests"] == {"storage": "10Gi"}
@@ -263,3 +261,15 @@ async def test_a_wrong_token_is_refused_by_the_server(
             await p.ensure(USER, "free")
     finally:
         await p.close()
+
+
+async def test_an_answer_that_is_not_a_service_is_a_clear_error(
+    provisioner: KnativeProvisioner, api: LoopbackKubernetes
+) -> None:
+    """What the API server says is validated: a Service whose status makes no sense is
+    refused with a message, not a crash."""
+    broken = m.agent_service(USER, m.DEFAULT_TIERS["free"], "registry.example/agent:1")
+    broken["status"] = {"conditions": [{"type": "Ready", "status": "Maybe"}]}
+    api.put("services", broken)
+    with pytest.raises(AgentRefused, match="502 BadResponse: unexpected answer"):
+        await provisioner.ensure(USER, "free")

@@ -116,8 +116,14 @@ class _RevisionSpecView(_Read):
     containers: list[_ContainerView] = Field(default_factory=list)
 
 
+class _TemplateMetaView(_Read):
+    # Knative answers with ``creationTimestamp: null`` and more here: only these are read
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
 class _TemplateView(_Read):
-    metadata: dict[str, dict[str, str]] = Field(default_factory=dict)
+    metadata: _TemplateMetaView = _TemplateMetaView()
     spec: _RevisionSpecView = _RevisionSpecView()
 
 
@@ -151,6 +157,18 @@ class Labelled(_Read):
 class WatchEvent(_Read):
     type: Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]
     object: dict[str, Any]  # validated into KService or Status at once, by type
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], content: bytes) -> M:
+    """The API server's answer as ``model``; one it cannot be read as is a
+    :class:`ClusterError` (502), never a crash."""
+    try:
+        return model.model_validate_json(content)
+    except ValidationError as exc:
+        raise ClusterError(502, "BadResponse", f"unexpected answer: {exc}") from None
 
 
 def server_url(cfg: KnativeConfig) -> str:
@@ -227,11 +245,11 @@ class Cluster:
 
     async def create_service(self, manifest: dict[str, Any]) -> KService:
         r = await self._call("POST", self._ksvc(), json=manifest)
-        return KService.model_validate_json(r.content)
+        return parse(KService, r.content)
 
     async def get_service(self, name: str) -> KService:
         r = await self._call("GET", self._ksvc(name))
-        return KService.model_validate_json(r.content)
+        return parse(KService, r.content)
 
     async def patch_service(self, name: str, merge_patch: dict[str, Any]) -> KService:
         r = await self._call(
@@ -240,11 +258,11 @@ class Cluster:
             content=json.dumps(merge_patch),
             headers={"Content-Type": "application/merge-patch+json"},
         )
-        return KService.model_validate_json(r.content)
+        return parse(KService, r.content)
 
     async def list_services(self, selector: str) -> list[KService]:
         r = await self._call("GET", self._ksvc(), params={"labelSelector": selector})
-        return _ServiceList.model_validate_json(r.content).items
+        return parse(_ServiceList, r.content).items
 
     async def delete_service(self, name: str, uid: str) -> None:
         """Delete ``name`` only if it is still the object ``uid`` (not one made since)."""
@@ -271,13 +289,13 @@ class Cluster:
                 async for line in r.aiter_lines():
                     if not line.strip():
                         continue
-                    event = WatchEvent.model_validate_json(line)
+                    event = parse(WatchEvent, line.encode())
                     if event.type == "ERROR":
-                        status = Status.model_validate(event.object)
+                        status = parse(Status, json.dumps(event.object).encode())
                         raise ClusterError(status.code, status.reason, status.message)
                     if event.type == "BOOKMARK":
                         continue
-                    yield event.type, KService.model_validate(event.object)
+                    yield event.type, parse(KService, json.dumps(event.object).encode())
         except httpx.TransportError as exc:
             raise ClusterError(0, "Unreachable", f"{self.server}: {exc!r}") from None
 

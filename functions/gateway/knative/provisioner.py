@@ -114,7 +114,7 @@ def update_patch(current: KService, desired: dict[str, Any]) -> dict[str, Any]:
     does not name: a tier that stops idling must lose its retention period)."""
     spec = copy.deepcopy(desired["spec"])
     annotations = spec["template"]["metadata"]["annotations"]
-    for key in current.spec.template.metadata.get("annotations", {}):
+    for key in current.spec.template.metadata.annotations:
         annotations.setdefault(key, None)
     return {"metadata": {"labels": desired["metadata"]["labels"]}, "spec": spec}
 
