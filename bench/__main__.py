@@ -9,6 +9,7 @@ from bench import (
     agent,
     gateway,
     history,
+    knative,
     latency,
     relay_fanout,
     rules,
@@ -25,6 +26,7 @@ BENCHES = {
     "gateway": gateway.main,
     "sandbox": sandbox.main,
     "rules": rules.main,
+    "knative": knative.main,
 }
 
 
@@ -74,6 +76,10 @@ def main(argv: list[str]) -> int:
     if results.get("sandbox"):
         added = results["sandbox"]["added_ms"]
         checks.append(("(g) sandbox isolation adds < 300 ms to start-up", added < 300))
+    if "knative" in results:
+        k = results["knative"]
+        own = k["knative_overhead_ms"]
+        checks.append(("(k) Knative provisioner adds < 200 ms to a first call", own < 200))
     for label, ok in checks:
         print(f"  {'met ' if ok else 'MISSED'}  {label}")
     return 0

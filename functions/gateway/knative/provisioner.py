@@ -190,8 +190,8 @@ class KnativeProvisioner:
     ) -> AgentEndpoint:
         started = time.monotonic()
         deadline = started + self.k.ready_timeout_s
-        await self._ensure_tokens(user)
-        await self._ensure_pvc(user, tier)
+        # the pod mounts both; neither needs the other
+        await asyncio.gather(self._ensure_tokens(user), self._ensure_pvc(user, tier))
         svc = await self._ensure_service(user, tier, on_starting)
         svc = await self._wait_ready(svc, deadline)
         url = mcp_url(svc)
