@@ -124,7 +124,10 @@ def load(path: str | Path | None, overrides: list[str] = []) -> JobConfig:  # no
     """Read ``path`` (YAML; None: start empty) and apply ``key=value`` overrides."""
     tree: object = {}
     if path is not None:
-        tree = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping at the top")
     for item in overrides:

@@ -128,8 +128,11 @@ def initial_rules(path: str | None) -> dict[str, list[Rule]]:
     return by_ticker
 
 
-def build(env: StreamExecutionEnvironment, cfg: JobConfig) -> None:
-    """Add the job's graph to ``env`` (sources and sinks as configured)."""
+def build(
+    env: StreamExecutionEnvironment, cfg: JobConfig, rules: dict[str, list[Rule]] | None = None
+) -> None:
+    """Add the job's graph to ``env`` (sources and sinks as configured); ``rules`` are the
+    rules in force from the start (files only)."""
     if cfg.files is not None:
         source = FileSource.for_record_stream_format(
             StreamFormat.text_line_format(), cfg.files.ticks
@@ -140,12 +143,11 @@ def build(env: StreamExecutionEnvironment, cfg: JobConfig) -> None:
         ).set_parallelism(1)
         fmt = "json"
         # rules in files are in force from the start; no changes arrive while it runs
-        rules = initial_rules(cfg.files.rules)
         changes = env.from_collection([], type_info=RULE_CHANGE)
     else:
         raw = _kafka_ticks(env, cfg)
         fmt = "msgpack"
-        rules = {}
+        rules = {}  # they come from the compacted topic
         changes = (
             _kafka_rules(env, cfg)
             .key_by(lambda r: bytes(r[0]).decode(errors="replace"), key_type=Types.STRING())
@@ -161,7 +163,7 @@ def build(env: StreamExecutionEnvironment, cfg: JobConfig) -> None:
     closed = (
         ticks.key_by(lambda t: t[0], key_type=Types.STRING())
         .connect(changes.key_by(lambda c: c[0], key_type=Types.STRING()))
-        .process(FoldTicks(cfg, rules), output_type=BYTES)
+        .process(FoldTicks(cfg, rules or {}), output_type=BYTES)
         .name("candles and rules")
     )
     fired = closed.get_side_output(FIRED)
@@ -284,9 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = job_config.load(args.config, args.set)
+        # what can be wrong with the inputs is said before the JVM starts
+        rules = initial_rules(cfg.files.rules) if cfg.files is not None else {}
+        if cfg.kafka is not None:
+            _connector_jar(cfg)
         env = environment(cfg)
-        build(env, cfg)
-    except job_config.ConfigError as exc:
+        build(env, cfg, rules)
+    except (job_config.ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     env.execute(cfg.job_name)

@@ -77,17 +77,20 @@ class RelayStandIn:
     """A CURVE XSUB socket, subscribed to everything, recording what publishers send:
     candles on ``{ticker}|ohlc:{tf}``, fired rules on ``RULE:{user}``."""
 
-    def __init__(self) -> None:
+    def __init__(self, curve: bool = True) -> None:
         self.public, secret = zmq.curve_keypair()
         self.client_public, self.client_secret = zmq.curve_keypair()
         self.address = f"tcp://127.0.0.1:{free_port()}"
         self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.XSUB)
-        sock.setsockopt(zmq.CURVE_SERVER, 1)
-        sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+        if curve:
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.bind(self.address)
-        sock.send(b"\x01")  # subscribe to every topic (resent to every publisher that connects)
+        # subscribe to every topic: sent to each publisher as it connects (while the socket
+        # is in use: libzmq attaches new peers when the owning thread calls into it)
+        sock.send(b"\x01")
         self._sock = sock
         self.candles: list[tuple[str, Candle]] = []
         self.fired: list[tuple[str, RuleFired]] = []

@@ -1,0 +1,161 @@
+"""The Flink job's pure parts, in the main venv (no Flink): its configuration, the per-ticker
+state and fold, and the relay publisher against a plain XSUB socket. One check runs the
+job's entry point to see a misconfiguration refused before the JVM starts."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from dexorder.contracts.rules import PriceCross, Rule, RuleRecord
+from dexorder.schemas import Candle, Tick
+from streaming.flink import config as job_config
+from streaming.flink.config import ConfigError, RelayIO
+from streaming.flink.keyed import KeyState, TickerFold
+from streaming.flink.relay import RelayPublisher
+from tests.flink.conftest import FLINK_PYTHON, ROOT, RelayStandIn
+
+T0 = 1_767_225_600_000
+
+
+def _tick(i: int, price: float = 100.0, ts: int | None = None) -> Tick:
+    return Tick(
+        exchange="BINANCE",
+        symbol="BTC/USDT",
+        trade_id=str(i),
+        price=price,
+        amount=1.0,
+        ts=T0 + i * 1_000 if ts is None else ts,
+    )
+
+
+def test_config_reads_yaml_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("files: {ticks: t.jsonl, out: out}\nparallelism: 2\n")
+    cfg = job_config.load(path, ["allowed_lateness_ms=500", "checkpoints.dir=s3://b/ck"])
+    assert cfg.files is not None and cfg.files.ticks == "t.jsonl"
+    assert (cfg.parallelism, cfg.allowed_lateness_ms) == (2, 500)
+    assert cfg.checkpoints.dir == "s3://b/ck"
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "says"),
+    [
+        ("files: {ticks: t, out: o}\nkafka: {bootstrap: k:9092}\n", [], "exactly one of"),
+        ("{}", [], "exactly one of"),
+        ("files: {ticks: t, out: o}\nparalelism: 2\n", [], "paralelism"),
+        ("files: {ticks: t, out: o}\n", ["parallelism=lots"], "parallelism"),
+        ("files: {ticks: t, out: o}\n", ["parallelism"], "key=value"),
+        ("- a list\n", [], "mapping"),
+    ],
+)
+def test_config_refuses_what_is_not_one(
+    tmp_path: Path, text: str, overrides: list[str], says: str
+) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=says):
+        job_config.load(path, overrides)
+
+
+def test_key_state_is_checkpointed_as_its_snapshot() -> None:
+    fold = TickerFold(2_000)
+    state = fold.new_state("BINANCE:BTC/USDT")
+    fold.on_rule(
+        state,
+        RuleRecord(
+            rule=Rule(
+                id="r1",
+                user="alice",
+                ticker="BINANCE:BTC/USDT",
+                condition=PriceCross(direction="above", level=200.0),
+                created_at=T0,
+            )
+        ),
+        "r1",
+    )
+    for i in range(5):
+        fold.on_tick(state, _tick(i), 0)
+    data = pickle.dumps(state)
+    assert state.snapshot() in data  # MessagePack inside, not the objects' internals
+    back: KeyState = pickle.loads(data)
+    assert back.snapshot() == state.snapshot()
+    fired = fold.on_tick(back, _tick(6, price=201), 0).fired
+    assert [f.rule.id for f in fired] == ["r1"]
+
+
+def test_fold_closes_by_idle_time_and_at_the_end() -> None:
+    fold = TickerFold(2_000)
+    state = fold.new_state("BINANCE:BTC/USDT")
+    assert fold.on_tick(state, _tick(0), now_ms=1_000).accepted
+    assert not fold.on_tick(state, _tick(0), now_ms=1_000).accepted  # a duplicate
+    # 61 s of wall clock with no tick: the minute closes (lateness 2 s)
+    idle = fold.on_idle(state, now_ms=1_000 + 63_000)
+    assert [(c.timeframe, c.trades) for c in idle.closed] == [("1m", 1)]
+    assert fold.on_tick(state, _tick(1, ts=T0 + 1_000), 0).late  # behind the moved watermark
+    end = fold.on_end(state)
+    assert {c.timeframe for c in end.closed} == {"5m", "15m", "1h", "4h", "1d"}
+    assert fold.open_candles(state) == []
+
+
+@pytest.mark.parametrize("curve", [True, False])
+def test_relay_publisher_waits_for_the_relay_then_sends(tmp_path: Path, curve: bool) -> None:
+    relay = RelayStandIn(curve)
+    key_file = tmp_path / "stream.key"
+    key_file.write_bytes(relay.client_secret)
+    cfg = RelayIO(
+        address=relay.address,
+        server_key=relay.public.decode() if curve else None,
+        secret_key_file=str(key_file) if curve else None,
+        subscribe_wait_ms=10_000,
+    )
+    pub = RelayPublisher(cfg)
+    try:
+        assert pub.wait_subscribed()
+        candle = Candle(
+            exchange="BINANCE",
+            symbol="BTC/USDT",
+            timeframe="1m",
+            open_time=T0,
+            open=1,
+            high=2,
+            low=1,
+            close=2,
+            volume=3,
+            trades=2,
+            closed=True,
+        )
+        pub.candle(candle)
+        relay.wait_for(closed=1, fired=0, timeout_s=10)
+        assert relay.candles == [("BINANCE:BTC/USDT|ohlc:1m", candle)]
+    finally:
+        pub.close()
+        relay.close()
+
+
+def test_relay_publisher_refuses_a_bad_key(tmp_path: Path) -> None:
+    key_file = tmp_path / "stream.key"
+    key_file.write_text("not a key")
+    cfg = RelayIO(address="tcp://127.0.0.1:1", server_key="x" * 40, secret_key_file=str(key_file))
+    with pytest.raises(ConfigError, match="Z85"):
+        RelayPublisher(cfg)
+
+
+@pytest.mark.skipif(not FLINK_PYTHON.exists(), reason="no .venv-flink: run `make flink-venv`")
+def test_the_job_refuses_kafka_without_the_connector_jar(tmp_path: Path) -> None:
+    cfg = tmp_path / "job.json"
+    cfg.write_bytes(msgspec.json.encode({"kafka": {"bootstrap": "127.0.0.1:9"}}))
+    proc = subprocess.run(
+        [str(FLINK_PYTHON), "-m", "streaming.flink.job", "--config", str(cfg)],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert b"FLINK_KAFKA_CONNECTOR_JAR" in proc.stderr
+    assert b"Traceback" not in proc.stderr
