@@ -7,6 +7,7 @@ import time
 
 from bench import (
     agent,
+    flink,
     gateway,
     history,
     knative,
@@ -27,6 +28,7 @@ BENCHES = {
     "sandbox": sandbox.main,
     "rules": rules.main,
     "knative": knative.main,
+    "flink": flink.main,
 }
 
 
