@@ -101,6 +101,28 @@ def test_a_person_the_directory_does_not_answer_for_keeps_everything() -> None:
     assert "did not answer for bob" in decided.refused[0][1]
 
 
+def test_a_directory_saying_nobody_exists_is_not_believed() -> None:
+    """Three people with agents and not one exists: a wrong or empty accounts database,
+    far likelier than everyone leaving at once. Two gone among a live one are believed."""
+    objects = [obj(u) for u in ("ann", "ben", "cid")]
+    decided = plan(objects, {u: Person(exists=False) for u in ("ann", "ben", "cid")}, NOW, DAY)
+    assert decided.delete == [] and len(decided.refused) == 3
+    assert "none of 3 people exists" in decided.refused[0][1]
+    people = {"ann": Person(exists=False), "ben": Person(exists=False), "cid": Person(exists=True)}
+    assert len(plan(objects, people, NOW, DAY).delete) == 2
+
+
+async def test_the_sweeper_will_not_run_on_a_database_of_its_own(tmp_path: Path) -> None:
+    import asyncio
+
+    from dexorder.config import ConfigError
+    from gateway.knative.sweeper import run
+
+    cfg = Settings(home=tmp_path, knative=KnativeConfig(api_server="http://127.0.0.1:9"))
+    with pytest.raises(ConfigError, match=r"gateway\.database_url is not set"):
+        await run(cfg, asyncio.Event())
+
+
 # --- a sweep against the loopback API server ------------------------------------------
 
 

@@ -9,7 +9,9 @@ and token Secret of people who deleted their account, and of anonymous people id
   person, the label with their id's hash, the name the template gives that person's
   object): anything else is left alone and logged;
 * only for people the accounts database says are gone (or anonymous and expired): a
-  person it does not answer for, or a database it cannot read, removes nothing;
+  person it does not answer for, a database it cannot read, or one that says nobody at
+  all exists (a wrong or empty database, likelier than everyone leaving), removes nothing;
+  it runs only with ``gateway.database_url`` set (never a database of its own);
 * each deletion is conditional on the uid that was inspected (an object made again
   since is not touched).
 
@@ -25,14 +27,13 @@ import signal
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal, Protocol
 
 import structlog
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from dexorder.config import Settings, load_config
+from dexorder.config import ConfigError, Settings, load_config
 from dexorder.log import setup_logging
 from dexorder.tokens import InvalidUserId, check_user_id
 from gateway.knative import manifests
@@ -41,6 +42,9 @@ from gateway.knative.api import Cluster, ClusterError, Meta, ignoring_not_found
 log = structlog.get_logger(part="lifecycle")
 
 Kind = Literal["service", "pvc"]
+#: A directory that says this many people with agents, and not one other, are all gone is
+#: not believed (see :func:`plan`).
+IMPLAUSIBLY_EMPTY = 3
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,14 @@ def plan(
     delete: list[tuple[AgentObject, str]] = []
     refused: list[tuple[AgentObject, str]] = []
     kept = 0
+    objects = list(objects)
+    owners = {u for o in objects if (u := owner(o, namespace)[0]) is not None}
+    answered = [people[u] for u in owners if u in people]
+    if len(answered) >= IMPLAUSIBLY_EMPTY and not any(p.exists for p in answered):
+        # nobody at all exists: far likelier a wrong or empty accounts database than
+        # everyone leaving at once; nothing is deleted on that word
+        why = f"the directory says none of {len(answered)} people exists (wrong database?)"
+        return Plan([], [(o, why) for o in objects], 0)
     for obj in objects:
         user, why = owner(obj, namespace)
         if user is None:
@@ -212,8 +224,12 @@ async def run(cfg: Settings, stop: asyncio.Event) -> None:
     """Sweep every ``knative.sweep_interval_s`` until ``stop`` is set."""
     from gateway.accounts.db import engine_for
 
-    url = cfg.gateway.database_url or f"sqlite:///{Path(cfg.home) / 'state' / 'accounts.db'}"
-    people = AccountsPeople(engine_for(url))
+    if not cfg.gateway.database_url:
+        # an empty database of its own would say that everyone is gone
+        raise ConfigError(
+            "gateway.database_url is not set: the sweeper reads the gateway's accounts database"
+        )
+    people = AccountsPeople(engine_for(cfg.gateway.database_url))
     cluster = Cluster(cfg.knative)
     retention_s = cfg.knative.anonymous_retention_days * 86_400
     try:
