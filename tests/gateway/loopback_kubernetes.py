@@ -321,6 +321,8 @@ class LoopbackKubernetes:
         body = await request.json()
         if verb == "update":
             new = {**body, "metadata": {**body["metadata"], "uid": current["metadata"]["uid"]}}
+            if plural == "secrets":
+                new["data"] = new.pop("stringData", {})
         else:
             new = merge_patch(current, body)
         problems = self._problems(plural, new)

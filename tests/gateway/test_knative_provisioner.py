@@ -273,3 +273,25 @@ async def test_an_answer_that_is_not_a_service_is_a_clear_error(
     api.put("services", broken)
     with pytest.raises(AgentRefused, match="502 BadResponse: unexpected answer"):
         await provisioner.ensure(USER, "free")
+
+
+async def test_the_agents_tokens_are_renewed_at_half_their_life(
+    provisioner: KnativeProvisioner, api: LoopbackKubernetes
+) -> None:
+    """The Secret exists (409 on create), so it is replaced whole, never read."""
+    from gateway.provisioning import TOKEN_TTL_S
+
+    await provisioner.ensure(USER, "free")
+    secret = api.get("secrets", m.tokens_secret_name(USER))
+    assert secret is not None
+    before = secret["data"][m.TOKENS_KEY]
+    provisioner._tokens_at[USER] -= TOKEN_TTL_S / 2 + 1
+    provisioner._endpoints.clear()
+    await provisioner.ensure(USER, "free")
+    after = api.get("secrets", m.tokens_secret_name(USER))
+    assert after is not None and after["data"][m.TOKENS_KEY] != before
+    assert (
+        "PUT",
+        f"/api/v1/namespaces/dexorder-agents/secrets/{m.tokens_secret_name(USER)}",
+    ) in api.requests
+    assert not any(r[0] == "GET" and "/secrets" in r[1] for r in api.requests)
