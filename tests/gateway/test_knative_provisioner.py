@@ -295,3 +295,13 @@ async def test_the_agents_tokens_are_renewed_at_half_their_life(
         f"/api/v1/namespaces/dexorder-agents/secrets/{m.tokens_secret_name(USER)}",
     ) in api.requests
     assert not any(r[0] == "GET" and "/secrets" in r[1] for r in api.requests)
+
+
+def test_outside_a_cluster_the_api_server_must_be_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dexorder.config import ConfigError
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ConfigError, match=r"knative\.api_server is not set"):
+        Cluster(KnativeConfig())

@@ -29,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from dexorder.config import KnativeConfig
+from dexorder.config import ConfigError, KnativeConfig
 
 T = TypeVar("T")
 
@@ -179,9 +179,7 @@ def server_url(cfg: KnativeConfig) -> str:
         os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
     )
     if not host:
-        raise ClusterError(
-            0, "Unreachable", "knative.api_server is not set and this is not a cluster pod"
-        )
+        raise ConfigError("knative.api_server is not set and this is not a cluster pod")
     return f"https://{host}:{port}"
 
 
