@@ -42,16 +42,9 @@ class Image:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+#: Every function folder's main.py (functions-framework loads them by path).
 _FUNCTION_FILES = tuple(
-    f"functions/{folder}/main.py"
-    for folder in (
-        "auth",
-        "backfill_dispatch",
-        "chat",
-        "notification_fanout",
-        "telegram_webhook",
-        "tool_proxy",
-    )
+    str(p.relative_to(ROOT)) for p in sorted((ROOT / "functions").glob("*/main.py"))
 )
 _ICEBERG_DRIVERS = {
     "psycopg2-binary": "pyiceberg's SQL catalog on PostgreSQL (lake.catalog_uri)",
@@ -100,6 +93,11 @@ IMAGES: dict[str, Image] = {
             dict(_ICEBERG_DRIVERS),
         ),
         Image("embedder", ("services.embedder.__main__",)),
+        Image(
+            "lifecycle",
+            ("gateway.knative.sweeper",),
+            {"psycopg2-binary": "the accounts database on PostgreSQL (gateway.database_url)"},
+        ),
         Image("exchange-emulator", ("services.exchange_emulator.__main__",)),
     )
 }
@@ -171,15 +169,14 @@ class Closure:
 
     @property
     def packages(self) -> set[str]:
-        """Top-level first-party packages (and function folders) the image must copy."""
+        """What the image must copy, as repository paths: top-level packages, and one
+        level further down in the folders that hold several parts (``services/relay``,
+        ``functions/gateway``, ``mcp-agent/agent``)."""
         out: set[str] = set()
         for path in self.files:
-            rel = path.relative_to(ROOT)
-            out.add(
-                rel.parts[0]
-                if rel.parts[0] not in ("mcp-agent", "functions")
-                else "/".join(rel.parts[:2])
-            )
+            parts = path.relative_to(ROOT).parts
+            nested = parts[0] in ("services", "functions", "mcp-agent")
+            out.add("/".join(parts[:2]) if nested else parts[0])
         return out
 
 

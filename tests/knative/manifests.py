@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import celpy
 import jsonschema  # type: ignore[import-untyped]
-import kubernetes_validate  # type: ignore[import-untyped]
 import yaml
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
@@ -24,6 +24,8 @@ SCHEMAS = ROOT.parent / "shared" / "schemas"
 K8S_VERSION = "1.33"
 QUEUE_IMAGE = "gcr.io/knative-releases/knative.dev/serving/cmd/queue@sha256:" + "ab" * 32
 AGENT_IMAGE = "ghcr.io/dexorder/agent:0.1.0"
+#: libyaml where present: the CRD files are large
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @functools.cache
@@ -32,7 +34,7 @@ def rendered(overlay: str) -> tuple[dict[str, Any], ...]:
     out = subprocess.run(
         ["kubectl", "kustomize", str(KNATIVE / overlay)], check=True, capture_output=True, text=True
     ).stdout
-    return tuple(d for d in yaml.safe_load_all(out) if d)
+    return tuple(d for d in yaml.load_all(out, Loader=_LOADER) if d)
 
 
 def strict(schema: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +73,7 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) → the strict schema, for every CRD kept in ../shared/schemas/crds."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted((SCHEMAS / "crds").glob("*.yaml")):
-        for crd in yaml.safe_load_all(path.read_text()):
+        for crd in yaml.load_all(path.read_text(), Loader=_LOADER):
             if not crd or crd.get("kind") != "CustomResourceDefinition":
                 continue
             group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
@@ -84,18 +86,47 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
 _META = {"name", "namespace", "labels", "annotations"}
 
 
+@functools.cache
+def builtin_validator(api_version: str, kind: str) -> Any:
+    """kubernetes-validate's strict schema of a built-in kind, compiled once (its own
+    ``validate`` parses the whole definitions file on every call)."""
+    from kubernetes_validate.utils import (  # type: ignore[import-untyped]
+        SchemaNotFoundError,
+        schema_contents,
+    )
+    from referencing import Registry, Resource
+
+    group = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    folder = f"kubernetes-json-schema/v{K8S_VERSION}.0-local-strict"
+    try:
+        schema = schema_contents(f"{folder}/{kind.lower()}-{group}.json", K8S_VERSION)
+    except FileNotFoundError:
+        raise SchemaNotFoundError(version=K8S_VERSION, kind=kind, api_version=api_version) from None
+    definitions = schema_contents(f"{folder}/_definitions.json", K8S_VERSION)
+    registry = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
 def validate(obj: dict[str, Any]) -> None:
     """Raise unless ``obj`` is valid: CRD kinds against their schema, built-in kinds against
     Kubernetes' (strict: unknown fields fail); an unknown kind fails too."""
     key = (obj["apiVersion"], obj["kind"])
     schema = crd_schemas().get(key)
     if schema is None:
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        builtin_validator(*key).validate(obj)
         return
     extra = set(obj.get("metadata", {})) - _META
     if extra:
         raise jsonschema.ValidationError(f"unknown metadata fields {sorted(extra)}")
-    jsonschema.validate(obj, schema)
+    crd_validator(*key).validate(obj)
+
+
+@functools.cache
+def crd_validator(api_version: str, kind: str) -> Any:
+    """The compiled validator of a CRD's strict schema (``jsonschema.validate`` would
+    check the large schema itself against the meta-schema on every call)."""
+    schema = crd_schemas()[(api_version, kind)]
+    return jsonschema.validators.validator_for(schema)(schema)
 
 
 def of_kind(objs: tuple[dict[str, Any], ...], kind: str) -> list[dict[str, Any]]:
@@ -107,10 +138,14 @@ def named(objs: tuple[dict[str, Any], ...], kind: str, name: str) -> dict[str, A
     return found
 
 
-def agent_pod(tier: str = "free", user: str = "alice") -> dict[str, Any]:
-    """The pod Knative makes of ``user``'s agent Service: its revision's pod spec plus the
+def agent_pod(tier: str = "free", user: str = "alice", image: str = AGENT_IMAGE) -> dict[str, Any]:
+    """The pod Knative makes of ``user``'s agent Service (see :func:`pod_of`)."""
+    return pod_of(m.agent_service(user, m.DEFAULT_TIERS[tier], image))
+
+
+def pod_of(svc: dict[str, Any]) -> dict[str, Any]:
+    """The pod Knative makes of Service ``svc``: its revision's pod spec plus the
     queue-proxy Knative injects (restricted securityContext, limits from config-deployment)."""
-    svc = m.agent_service(user, m.DEFAULT_TIERS[tier], AGENT_IMAGE)
     template = svc["spec"]["template"]
     spec = copy.deepcopy(template["spec"])
     for knative_only in (
@@ -152,7 +187,7 @@ def agent_pod(tier: str = "free", user: str = "alice") -> dict[str, Any]:
         "kind": "Pod",
         "metadata": {
             "name": f"{svc['metadata']['name']}-00001-deployment-abc",
-            "namespace": m.NAMESPACE,
+            "namespace": svc["metadata"]["namespace"],
             "labels": {
                 **template["metadata"]["labels"],
                 "serving.knative.dev/service": svc["metadata"]["name"],

@@ -5,6 +5,7 @@ whom under the NetworkPolicies, Secrets by need, every func.yaml valid."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from dexorder.config import Settings
 from gateway.knative import manifests as m
 from tests.knative.manifests import (
     KNATIVE,
@@ -23,6 +25,7 @@ from tests.knative.manifests import (
     agent_pod,
     named,
     of_kind,
+    pod_of,
     rendered,
     validate,
 )
@@ -503,3 +506,47 @@ def test_the_flink_job_is_in_prod() -> None:
     assert not [
         o for o in rendered("overlays/prod") if o["metadata"]["name"] == "exchange-emulator"
     ]
+
+
+# --- the configuration and the agent tier template ----------------------------------------
+
+
+def _config(overlay: str, name: str) -> Settings:
+    cm = named(rendered(overlay), "ConfigMap", name)
+    return Settings(**yaml.safe_load(cm["data"]["config.yaml"]))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_config_maps_are_valid_configuration(overlay: str) -> None:
+    cfg = _config(overlay, "dexorder-config")
+    agents = _config(overlay, "dexorder-agent-config")
+    assert cfg.gateway.provisioner == "knative"
+    assert cfg.knative.namespace == m.NAMESPACE
+    assert cfg.knative.agent_config_map == "dexorder-agent-config"
+    # the image the provisioner gives agents is one the admission policy lets in
+    assert _policy().refusals(agent_pod(image=cfg.knative.agent_image)) == []
+    assert agents.gateway.enabled is False and agents.agent.token_private_key is None
+    assert agents.relay.server_secret_key is None and agents.relay.publisher_secret_key is None
+
+
+def test_the_agent_tier_template_is_the_builders() -> None:
+    spec = importlib.util.spec_from_file_location("agent_render", KNATIVE / "agent/render.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (KNATIVE / "agent/tiers.yaml").read_text() == module.render(), (
+        "run: python knative/agent/render.py > knative/agent/tiers.yaml"
+    )
+    objs = rendered("agent")
+    policy, policies = _policy(), Policies(of_kind(rendered("overlays/prod"), "NetworkPolicy"))
+    for svc in of_kind(objs, "Service"):
+        validate(svc)
+        pod = pod_of(svc)
+        validate(pod)
+        assert policy.refusals(pod) == []
+        agent = Endpoint("agent", m.NAMESPACE, pod["metadata"]["labels"])
+        assert policies.reaches(agent, _endpoints("overlays/prod")["relay"], 5559)
+        assert not policies.reaches(agent, Endpoint("api-server", ip="10.96.0.1"), 443)
+    for pvc in of_kind(objs, "PersistentVolumeClaim"):
+        validate(pvc)
+    assert len(of_kind(objs, "Service")) == 3
