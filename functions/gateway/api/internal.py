@@ -65,7 +65,7 @@ async def agent(request: Request) -> Response:
     try:
         endpoint = await gw.provisioner.ensure(account.id, account.tier)
     except ProvisioningError as exc:
-        raise Refused(503, str(exc)) from None
+        raise Refused(exc.status, str(exc)) from None
     token = mint_token(gw.keys, account.id, "service", ttl_s=300) if asked.token else None
     return answer(AgentAddress(user=account.id, mcp_url=endpoint.mcp_url, token=token))
 
