@@ -107,7 +107,10 @@ def plan(cfg: Settings) -> list[Part]:
             _py("streaming"),
             f"market.ticks -> candles, health http://127.0.0.1:{cfg.stream.health_port}/healthz",
             f"http://127.0.0.1:{cfg.stream.health_port}/healthz",
-            uses=("kafka", "relay"),
+            # not "kafka": the runner reads topics created again from their beginning
+            # itself (streaming/offsets.py), and a restart on top of that only stopped
+            # live candles while a new process restored its checkpoint
+            uses=("relay",),
         )
     )
     g = cfg.gateway
