@@ -22,7 +22,7 @@ from dexorder.tokens import new_keys
 from gateway.knative import manifests as m
 from gateway.knative.provisioner import KnativeProvisioner
 from gateway.provisioning import LocalProvisioner
-from gateway.service import Caller, Gateway
+from gateway.service import Caller, Gateway, Refused
 from tests.gateway.loopback_kubernetes import LoopbackKubernetes
 
 pytestmark = pytest.mark.integration
@@ -84,7 +84,9 @@ class CountingProxy:
 
 
 @pytest.fixture
-async def knative_gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, list[CountingProxy]]]:
+async def knative_gateway(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Gateway, list[CountingProxy], LoopbackKubernetes]]:
     """A gateway on the loopback cluster; the list holds each pod's proxy as pods start."""
     token_file = tmp_path / "sa-token"
     api = LoopbackKubernetes(ready_after_s=0.0)
@@ -120,7 +122,7 @@ async def knative_gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, list[C
     assert isinstance(gw.provisioner, KnativeProvisioner)
     await gw.start(events=False)
     try:
-        yield gw, proxies
+        yield gw, proxies, api
     finally:
         await gw.close()
         for proxy in proxies:
@@ -130,9 +132,9 @@ async def knative_gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, list[C
 
 
 async def test_a_turn_through_knative_leaves_no_open_request_to_the_agent(
-    knative_gateway: tuple[Gateway, list[CountingProxy]],
+    knative_gateway: tuple[Gateway, list[CountingProxy], LoopbackKubernetes],
 ) -> None:
-    gw, proxies = knative_gateway
+    gw, proxies, _ = knative_gateway
     account = gw.accounts.get(gw.cfg.gateway.local_user)
     frames: list[ServerFrame] = []
 
@@ -154,3 +156,20 @@ async def test_a_turn_through_knative_leaves_no_open_request_to_the_agent(
     result = await gw.chat(Caller(account, "session"), "show my positions", "web", send)
     assert "Cash" in result.reply
     assert len(proxies) == 1 and proxy.seen.count(("POST", "/mcp")) > 2
+
+
+async def test_a_refusal_of_the_cluster_reaches_the_person_as_a_clear_503(
+    knative_gateway: tuple[Gateway, list[CountingProxy], LoopbackKubernetes],
+) -> None:
+    gw, proxies, api = knative_gateway
+    api.forbidden.add(("create", "services"))
+    account = gw.accounts.get(gw.cfg.gateway.local_user)
+
+    async def send(frame: ServerFrame) -> None:
+        pass
+
+    with pytest.raises(Refused) as caught:
+        await gw.chat(Caller(account, "session"), "list my strategies", "web", send)
+    assert caught.value.status == 503
+    assert "the platform may not create your agent's service (Forbidden:" in caught.value.message
+    assert proxies == []
