@@ -12,7 +12,9 @@ import asyncio
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
-from dexorder.topics import KAFKA_TOPICS
+from dexorder.topics import COMPACTED_TOPICS, KAFKA_TOPICS
+
+_COMPACT = {"cleanup.policy": "compact"}
 
 
 async def ensure_topics(
@@ -26,7 +28,13 @@ async def ensure_topics(
         try:
             await admin.start()
             existing = set(await admin.list_topics())
-            missing = [NewTopic(t, n, 1) for t, n in wanted.items() if t not in existing]
+            missing = [
+                # compacted topics keep the latest record per key (a broker that ignores
+                # the setting keeps them all: readers take the latest per key anyway)
+                NewTopic(t, n, 1, topic_configs=_COMPACT if t in COMPACTED_TOPICS else None)
+                for t, n in wanted.items()
+                if t not in existing
+            ]
             if missing:
                 try:
                     await admin.create_topics(missing)

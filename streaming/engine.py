@@ -33,6 +33,26 @@ def step(book: CandleBook, rules: RuleBook, tick: Tick) -> list[RuleFired]:
     return rules.on_tick(tick) + _fire_closed_since(book, rules, before)
 
 
+def step_many(
+    book: CandleBook, rules: RuleBook, ticks: Iterable[Tick], now_ms: int, fired: list[RuleFired]
+) -> set[str]:
+    """:meth:`CandleBook.add_many` with the rules: fold ticks that arrived at wall-clock
+    ``now_ms`` as :func:`step` does, append what fired to ``fired``, return the tickers
+    the ticks moved."""
+    touched: set[str] = set()
+    add, on_tick, closed = book.add, rules.on_tick, book.closed
+    for tick in ticks:
+        before = len(closed)
+        if add(tick):
+            touched.add(f"{tick.exchange}:{tick.symbol}")
+            fired += on_tick(tick)
+            if len(closed) > before:
+                fired += _fire_closed_since(book, rules, before)
+    for key in touched:
+        book.tickers[key].seen_at = now_ms
+    return touched
+
+
 def _fire_closed_since(book: CandleBook, rules: RuleBook, before: int) -> list[RuleFired]:
     fired: list[RuleFired] = []
     closed = book.closed

@@ -1,4 +1,4 @@
-"""From raw tick records to candles: decoding, folding, counting; no I/O.
+"""From raw tick records to candles and fired rules: decoding, folding, counting; no I/O.
 
 The local runner feeds it Kafka records; the Flink job can feed it the same
 bytes. It only decides *what* to emit; the caller does the emitting. Every
@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from dexorder.contracts.rules import RuleFired
 from dexorder.market_validation import DEFAULT_MAX_SKEW_MS, tick_problem
 from dexorder.schemas import Candle, InvalidMessage, Tick, decode_tick
 from streaming.candles import CandleBook
+from streaming.engine import close_idle, step_many
+from streaming.rules import RuleBook
 
 
 @dataclass
@@ -36,6 +39,10 @@ class TickPipeline:
     malformed: int = 0
     #: ticks dropped by the validation rules since start, by reason
     invalid: dict[str, int] = field(default_factory=dict)
+    #: people's market rules, evaluated on accepted ticks and closed candles (None: none)
+    rules: RuleBook | None = None
+    #: rules fired since the last :meth:`take_fired`
+    fired: list[RuleFired] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.book = CandleBook(self.allowed_lateness_ms)
@@ -59,7 +66,10 @@ class TickPipeline:
                 else:
                     invalid[problem] = invalid.get(problem, 0) + 1
 
-        touched = self.book.add_many(ticks(), now_ms)
+        if self.rules is None:
+            touched = self.book.add_many(ticks(), now_ms)
+        else:
+            touched = step_many(self.book, self.rules, ticks(), now_ms, self.fired)
         self.malformed += bad
         for reason, n in invalid.items():
             self.invalid[reason] = self.invalid.get(reason, 0) + n
@@ -67,5 +77,13 @@ class TickPipeline:
 
     def idle(self, now_ms: int) -> list[Candle]:
         """Close the candles of quiet tickers (call when caught up with the input)."""
-        self.book.advance_idle(now_ms)
+        if self.rules is None:
+            self.book.advance_idle(now_ms)
+        else:
+            self.fired += close_idle(self.book, self.rules, now_ms)
         return self.book.drain()
+
+    def take_fired(self) -> list[RuleFired]:
+        """Return and forget the rules fired since the last call."""
+        out, self.fired = self.fired, []
+        return out

@@ -39,14 +39,17 @@ import zmq.asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter, Gauge
 
+from dexorder.contracts.rules import encode_fired
 from dexorder.health import CounterReading, PartCounters, StreamFeed
 from dexorder.market_validation import DEFAULT_MAX_SKEW_MS, candle_problem
+from dexorder.record_signing import RecordKeys, record_keys
 from dexorder.relay_keys import RelayPublisher, connect_publisher, publisher
 from dexorder.schemas import Candle, InvalidMessage, decode_candle, encode
-from dexorder.topics import MARKET_CANDLES, MARKET_TICKS, ohlc_topic
+from dexorder.topics import MARKET_CANDLES, MARKET_TICKS, ohlc_topic, rule_fired_topic
 from streaming import checkpoint as ckpt
 from streaming.offsets import rewind_recreated
 from streaming.pipeline import TickPipeline
+from streaming.rule_io import LiveRules
 
 if TYPE_CHECKING:
     from dexorder.config import Settings
@@ -98,9 +101,13 @@ class StreamRunner:
             }
         )
     )
+    #: the platform's record keys: with them the runner evaluates people's market rules
+    #: (``market.rules``) and signs what they become; None: no rules (benchmarks)
+    record_keys: RecordKeys | None = None
     ready: bool = False
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _pipeline: TickPipeline | None = None
+    _live: LiveRules | None = None
     _started_ms: int = 0
 
     @classmethod
@@ -117,6 +124,7 @@ class StreamRunner:
             checkpoint_interval_ms=s.checkpoint_interval_ms,
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             max_skew_ms=cfg.market_data.max_clock_skew_ms,
+            record_keys=record_keys(cfg),
         )
 
     def stop(self) -> None:
@@ -141,6 +149,9 @@ class StreamRunner:
             "invalid": sum(pipeline.invalid.values()),
             "invalid_reasons": dict(pipeline.invalid),
             "feed": msgspec.to_builtins(feed),
+            # people's market rules: active now, and topic records dropped by reason
+            "rules": len(self._live.book) if self._live else 0,
+            "rule_records_dropped": self._live.dropped if self._live else {},
         }
 
     @property
@@ -148,7 +159,11 @@ class StreamRunner:
         return self.state_dir / "checkpoint.msgpack"
 
     async def run(self) -> None:
-        pipeline = self._pipeline = TickPipeline(self.allowed_lateness_ms, self.max_skew_ms)
+        live = None if self.record_keys is None else LiveRules(self.bootstrap, self.record_keys)
+        self._live = live
+        pipeline = self._pipeline = TickPipeline(
+            self.allowed_lateness_ms, self.max_skew_ms, rules=live.book if live else None
+        )
         self._started_ms = _now_ms()
         saved = ckpt.load(self.checkpoint_path)
         checkpoints = ckpt.Checkpointer(
@@ -156,6 +171,7 @@ class StreamRunner:
             pipeline.book.snapshot,
             self.checkpoint_interval_ms,
             last_ms=self._started_ms,
+            rules_snapshot=live.book.snapshot if live else None,
         )
         if saved is not None:
             pipeline.book.restore(saved.book)
@@ -169,6 +185,8 @@ class StreamRunner:
         )
         await producer.start()
         await self._recover_emitted(pipeline, checkpoints.candle_offsets)
+        if live is not None:
+            await live.start(producer, saved.rules if saved is not None else b"")
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
@@ -234,6 +252,12 @@ class StreamRunner:
                         [ohlc_topic(candle.ticker, candle.timeframe).encode(), data]
                     )
                     CLOSED.labels(candle.timeframe).inc()
+                if live is not None and pipeline.fired:
+                    fired = pipeline.take_fired()
+                    checkpoints.wrote(live.fire(fired))
+                    for f in fired:
+                        topic = rule_fired_topic(f.rule.user).encode()
+                        await pub.send_multipart([topic, encode_fired(f)])
                 if touched and now - last_live >= self.live_update_interval_ms:
                     for ticker in touched:
                         for candle in self._valid_candles(pipeline.book.open_candles(ticker), now):
@@ -250,6 +274,8 @@ class StreamRunner:
             try:
                 await checkpoints.take(consumer)
             finally:
+                if live is not None:
+                    await live.stop()
                 pub.close()
                 await consumer.stop()
                 await producer.stop()
