@@ -42,11 +42,17 @@ def http_app(person: PersonAgent) -> Any:
     app = Starlette(routes=[Route("/healthz", healthz), Mount("/", app=mcp_app)], lifespan=lifespan)
 
     async def noted(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            # a GET is a client's open stream for what the server may send: listening,
+            # not a call (it must not keep the agent awake)
+            await app(scope, receive, send)
+            return
+        person.activity.begin()
         try:
             await app(scope, receive, send)
         finally:
-            if scope["type"] == "http":
-                person.note_work()  # an order placed: the supervisor knows before any crash
+            person.activity.end()
+            person.note_work()  # an order placed: the supervisor knows before any crash
 
     return BearerAuth(
         noted,
@@ -96,6 +102,9 @@ async def serve_http(
 ) -> int:
     """Serve until SIGINT/SIGTERM (exit code 0) or until idle (42); ``on_ready`` once listening."""
     running = await start_http(person, host, port)
+    # the idle clock starts when the agent can be called: a start slower than a short
+    # idle timeout must not make it exit before its first call
+    person.activity.touch()
     if on_ready is not None:
         on_ready()
     cfg = person.cfg.agent

@@ -44,7 +44,8 @@ async def wait_until_idle(
     assert timeout_s is not None
     while True:
         now = clock()
-        if is_idle(now, activity.last_call, timeout_s, active_triggers()):
+        busy = active_triggers() + activity.in_flight  # never idle in the middle of a call
+        if is_idle(now, activity.last_call, timeout_s, busy):
             log.info("idle", seconds=round(now - activity.last_call, 1))
             return
         # wake when the timeout would run out, or soon if triggers hold it open

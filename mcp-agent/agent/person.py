@@ -38,10 +38,20 @@ class Activity:
 
     last_call: float = field(default_factory=time.monotonic)
     calls: int = 0
+    #: requests being served now (an agent is never idle in the middle of a call)
+    in_flight: int = 0
 
     def touch(self) -> None:
         self.last_call = time.monotonic()
         self.calls += 1
+
+    def begin(self) -> None:
+        self.in_flight += 1
+        self.touch()
+
+    def end(self) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        self.last_call = time.monotonic()  # the idle clock runs from a call's end
 
 
 class PersonAgent:

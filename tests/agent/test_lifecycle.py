@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -14,7 +15,8 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from agent.lifecycle import IDLE_EXIT_CODE, is_idle
+from agent.lifecycle import IDLE_EXIT_CODE, is_idle, wait_until_idle
+from agent.person import Activity
 from launcher.ephemeral import free_port
 
 
@@ -29,6 +31,23 @@ from launcher.ephemeral import free_port
 )
 def test_idle_rule(now: float, timeout: float | None, triggers: int, idle: bool) -> None:
     assert is_idle(now, 0.0, timeout, triggers) is idle
+
+
+async def test_a_call_longer_than_the_timeout_does_not_make_the_agent_idle() -> None:
+    clock = [0.0]
+    activity = Activity(last_call=0.0)
+    activity.begin()  # a call starts at 0 (e.g. a long backtest) ...
+    activity.last_call = 0.0
+    clock[0] = 100.0  # ... and runs past the 60 s timeout
+    waiting = asyncio.create_task(wait_until_idle(activity, 60.0, lambda: 0, lambda: clock[0]))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    activity.end()  # it ends now: the idle clock starts from here
+    activity.last_call = 100.0
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    clock[0] = 160.0
+    await asyncio.wait_for(waiting, 10)
 
 
 def start_agent(home: Path, *args: str, idle_s: int = 2) -> tuple[subprocess.Popen[str], str, str]:
