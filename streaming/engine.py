@@ -44,8 +44,11 @@ def step_many(
     for tick in ticks:
         before = len(closed)
         if add(tick):
-            touched.add(f"{tick.exchange}:{tick.symbol}")
-            fired += on_tick(tick)
+            key = f"{tick.exchange}:{tick.symbol}"
+            touched.add(key)
+            now = on_tick(tick, key)
+            if now:
+                fired += now
             if len(closed) > before:
                 fired += _fire_closed_since(book, rules, before)
     for key in touched:

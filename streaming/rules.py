@@ -582,13 +582,19 @@ class RuleBook:
             book = self.tickers[ticker] = TickerRules(ticker)
         return book
 
-    def on_tick(self, tick: Tick) -> list[RuleFired]:
-        """Evaluate an accepted tick; return the rules it fired (they are gone now)."""
-        key = f"{tick.exchange}:{tick.symbol}"
+    def on_tick(self, tick: Tick, ticker: str | None = None) -> list[RuleFired]:
+        """Evaluate an accepted tick (of ``ticker``, when the caller has the key at hand);
+        return the rules it fired (they are gone now)."""
+        key = f"{tick.exchange}:{tick.symbol}" if ticker is None else ticker
         book = self.tickers.get(key)
         if book is None:
             # kept for a ticker no rule watches yet: its clock stamps later windows
             book = self.tickers[key] = TickerRules(key)
+        if not book.rules:
+            # nothing to fire (and no history without a rule): only the clock moves
+            if tick.ts > book.max_ts:
+                book.max_ts = tick.ts
+            return []
         fired = book.on_tick(tick)
         for f in fired:
             del self._where[f.rule.id]
