@@ -18,6 +18,15 @@ A signed record whose data is not its topic's event type
 (:mod:`dexorder.contracts.events`, the decode the function itself uses) is not delivered
 either: it goes to the dead-letter topic with ``knativeerrorcode`` 400 and the reason in
 ``knativeerrordata``, as if the function had answered it.
+
+A trigger whose reply goes on (``reply_topic``: the tool proxy) runs through a Kafka
+Broker in the cluster (``triggers/knative.py``), because a KafkaSource drops replies. The
+dispatcher does what that Broker does: only events of the Trigger's ``event_type`` reach
+the function (a record that is not one, e.g. a plain record KafkaSource would make a
+``dev.knative.kafka.event``, is not delivered: counted in ``unmatched``), and only a
+reply of ``reply_type`` is written to ``reply_topic``, as a KafkaSink writes it (binary
+mode, ``ce_`` headers); any other reply is dropped and counted. Records already in
+CloudEvents form (``ce_`` headers, Kafka's binding, or ``ce-``) keep their attributes.
 """
 
 from __future__ import annotations
@@ -54,6 +63,11 @@ DELIVERED = Counter("triggers_delivered_total", "Events the function accepted", 
 RETRIES = Counter("triggers_retries_total", "Deliveries tried again", ["trigger"])
 DEAD_LETTERED = Counter("triggers_dead_lettered_total", "Records sent to the DLQ", ["trigger"])
 REPLIES = Counter("triggers_replies_total", "Function replies produced to Kafka", ["trigger"])
+UNMATCHED = Counter(
+    "triggers_unmatched_total",
+    "Events or replies no Broker Trigger's type filter takes (not delivered, as in the cluster)",
+    ["trigger"],
+)
 
 
 def _extension_name(header: str) -> str:
@@ -76,11 +90,28 @@ def cloudevent_headers(trigger: Trigger, record: ConsumerRecord[bytes, bytes]) -
         headers["ce-key"] = record.key.decode(errors="replace")
     for name, value in record.headers or ():
         lowered = name.lower()
-        if lowered == "content-type" or lowered.startswith("ce-"):
-            headers[lowered] = value.decode(errors="replace")  # a CloudEvent already
+        if lowered == "content-type":
+            headers[lowered] = value.decode(errors="replace")
+        elif lowered.startswith(("ce_", "ce-")):  # a CloudEvent already (Kafka binding: ce_)
+            headers["ce-" + lowered[3:]] = value.decode(errors="replace")
         else:
             headers[f"ce-{_extension_name(name)}"] = value.decode(errors="replace")
     return headers
+
+
+def event_type(trigger: Trigger, record: ConsumerRecord[bytes, bytes]) -> str:
+    """The CloudEvent type ``record`` arrives as (its own, or KafkaSource's)."""
+    return cloudevent_headers(trigger, record)["ce-type"]
+
+
+def kafka_reply_headers(http_headers: dict[str, str]) -> list[tuple[str, bytes]]:
+    """A binary-mode CloudEvent's HTTP headers as a KafkaSink writes them (``ce_`` headers,
+    the Kafka protocol binding's, and the content type)."""
+    return [
+        ("ce_" + k[3:] if k.startswith("ce-") else k, v.encode())
+        for k, v in http_headers.items()
+        if k.startswith("ce-") or k == "content-type"
+    ]
 
 
 class Delivery:
@@ -121,6 +152,7 @@ class Dispatcher:
                 "dead_lettered": DEAD_LETTERED,
                 "replies": REPLIES,
                 "forged": FORGED,
+                "unmatched": UNMATCHED,
             }
         )
         self.ready = asyncio.Event()
@@ -199,6 +231,13 @@ class Dispatcher:
             batches = await consumer.getmany(timeout_ms=200, max_records=100)
             for tp, records in batches.items():
                 for record in records:
+                    if trigger.event_type and event_type(trigger, record) != trigger.event_type:
+                        # through a Broker only the Trigger's type reaches the function
+                        self._unmatched(trigger, record, event_type(trigger, record))
+                        await consumer.commit(
+                            {TopicPartition(tp.topic, tp.partition): record.offset + 1}
+                        )
+                        continue
                     try:
                         verify_record(
                             self.record_keys, trigger.topic, record.value or b"", record.headers
@@ -302,12 +341,23 @@ class Dispatcher:
         producer: AIOKafkaProducer,
     ) -> None:
         assert trigger.reply_topic is not None
-        headers: list[tuple[str, Any]] = [
-            (k, v.encode())
-            for k, v in delivery.headers.items()
-            if k.startswith("ce-") or k == "content-type"
-        ]
+        if trigger.reply_type and delivery.headers.get("ce-type") != trigger.reply_type:
+            # the reply goes back into the Broker, whose reply Trigger takes only reply_type
+            self._unmatched(trigger, record, delivery.headers.get("ce-type"))
+            return
+        headers: list[tuple[str, Any]] = kafka_reply_headers(delivery.headers)
         await producer.send_and_wait(
             trigger.reply_topic, delivery.body, key=record.key, headers=headers
         )
         REPLIES.labels(trigger.name).inc()
+
+    def _unmatched(
+        self, trigger: Trigger, record: ConsumerRecord[bytes, bytes], kind: str | None
+    ) -> None:
+        UNMATCHED.labels(trigger.name).inc()
+        log.warning(
+            "no Broker Trigger takes this type: not delivered",
+            trigger=trigger.name,
+            type=kind,
+            offset=record.offset,
+        )
