@@ -7,7 +7,6 @@ order is filled in their paper account when they next look — one alert, one fi
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +19,6 @@ from launcher.ephemeral import RunningPlatform, ephemeral_env, in_environment, s
 from tests.gateway.served import ChatSocket
 
 pytestmark = pytest.mark.integration
-
-#: the stream runner reads people's rules from market.rules and fires them
-RUNNER_FIRES_RULES = importlib.util.find_spec("streaming.rule_io") is not None
 
 
 @pytest.fixture
@@ -76,9 +72,6 @@ async def agent_state(http: aiohttp.ClientSession, base: str, token: str) -> str
         return str((await r.json())["agent"])
 
 
-@pytest.mark.skipif(
-    not RUNNER_FIRES_RULES, reason="waits for the stream runner to evaluate market.rules"
-)
 async def test_an_alert_and_a_limit_order_fire_while_the_agent_sleeps(up: RunningPlatform) -> None:
     base = up.cfg.gateway.url
     async with aiohttp.ClientSession() as http:
