@@ -19,6 +19,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, ValidationError
 
+from dexorder.contracts.chat import CandleRow
+
 #: The key of the tool's ``_meta`` that holds its :class:`ToolTraits`.
 META_KEY = "dexorder/traits"
 
@@ -40,7 +42,8 @@ class ToolTraits(BaseModel):
     needs_confirmation: bool = False
     #: the platform calls it itself; the model is not offered it
     hidden: bool = False
-    #: its result may carry an attachment for the person (``ToolResult.attachment``)
+    #: its result may carry an attachment for the person (``ToolResult.attachment``):
+    #: the harness sends it on the chat, the model reads ``ToolResult.for_model``
     attachment: bool = False
 
     def as_meta(self) -> dict[str, Any]:
@@ -61,6 +64,15 @@ class Attachment(BaseModel):
     caption: str
 
 
+class CandleChart(BaseModel):
+    """Something for the person rather than the model: candles the page draws as a chart
+    (the chat's ``candles`` frame)."""
+
+    ticker: str
+    timeframe: str
+    candles: list[CandleRow]
+
+
 class ToolResult(BaseModel):
     """The base of every tool result."""
 
@@ -68,7 +80,9 @@ class ToolResult(BaseModel):
         """What the model reads of this result (JSON)."""
         return self.model_dump_json()
 
-    def attachment(self) -> Attachment | None:
+    def attachment(self) -> Attachment | CandleChart | None:
+        """What goes to the person besides the model's reading (tools with the
+        ``attachment`` trait)."""
         return None
 
 

@@ -3,13 +3,17 @@ run time with a clear error, and a consumer not updated to a changed result fail
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
+from mcp import Client
 
+from dexorder.config import Settings
 from dexorder.contracts.agent_tools import (
     EXECUTE_TRADE,
     LIST_ALERTS,
@@ -17,8 +21,22 @@ from dexorder.contracts.agent_tools import (
     BacktestRun,
     SweepRun,
     ToolResultMismatch,
+    ToolTraits,
 )
-from gateway.harness.offline import describe
+from dexorder.contracts.chat import CandlesFrame
+from dexorder.contracts.platform_tools import (
+    GET_CANDLES,
+    PLATFORM_TOOLS,
+    Backfilled,
+    CandleSummary,
+    Price,
+)
+from gateway.harness.agent_link import AgentLink, ContextCache, ToolOutcome
+from gateway.harness.confirmations import Confirmations
+from gateway.harness.graph import TurnDeps, _send_attachment
+from gateway.harness.model import ToolCall
+from gateway.harness.offline import OfflineModel, describe
+from gateway.harness.platform_tools import SPECS, PlatformTools
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,3 +136,94 @@ def test_changing_a_result_type_without_its_consumer_fails_mypy(tmp_path: Path) 
     assert failed.returncode == 1, failed.stdout + failed.stderr
     errors = [line for line in failed.stdout.splitlines() if ": error:" in line]
     assert errors and all("offline.py" in e and "watchlist" in e for e in errors), errors
+
+
+# --- the gateway's own tools ------------------------------------------------------------
+
+
+def _summary() -> CandleSummary:
+    return CandleSummary(
+        ticker="BINANCE:BTC/USDT",
+        timeframe="1h",
+        count=2,
+        start="2024-01-01T00:00:00Z",
+        end="2024-01-01T01:00:00Z",
+        first_close=100.0,
+        last_close=101.5,
+        high=102.0,
+        low=99.0,
+        candles=[
+            (1_704_067_200_000, 99.5, 102.0, 99.0, 100.0),
+            (1_704_070_800_000, 100, 101, 100, 101.5),
+        ],
+    )
+
+
+def test_platform_results_are_their_contracts_for_the_model_and_the_offline_model() -> None:
+    summary = _summary()
+    seen = json.loads(summary.for_model())  # the chart rows go to the person, not the model
+    assert "candles" not in seen and (seen["from"], seen["to"], seen["count"]) == (
+        "2024-01-01T00:00:00Z",
+        "2024-01-01T01:00:00Z",
+        2,
+    )
+    assert GET_CANDLES.parse_json(summary.for_model()).last_close == 101.5
+    assert describe("get_candles", seen).startswith(
+        "ticker BINANCE:BTC/USDT, timeframe 1h, count 2"
+    )
+    price = Price(ticker="BINANCE:BTC/USDT", last=42_000.5, time=None)
+    assert describe("get_price", json.loads(price.for_model())) == (
+        "BINANCE:BTC/USDT last traded at 42,000.50."
+    )
+    done = Backfilled(ticker="BINANCE:BTC/USDT", timeframe="1d", start="a", end="b")
+    assert json.loads(done.for_model()) == {
+        "ticker": "BINANCE:BTC/USDT",
+        "timeframe": "1d",
+        "from": "a",
+        "to": "b",
+        "ready": True,
+    }
+    assert describe("remember", {"remembered": "likes ETH"}) == "I will remember: likes ETH"
+    with pytest.raises(ToolResultMismatch, match="get_price"):
+        describe("get_price", {"ticker": "BINANCE:BTC/USDT"})  # no last: not a Price
+    # the gateway's specs carry their contracts' traits
+    assert {s.name: s.traits for s in SPECS}["get_candles"] == GET_CANDLES.traits
+    assert GET_CANDLES.traits.attachment and set(PLATFORM_TOOLS) >= {s.name for s in SPECS}
+
+
+def _deps(traits: dict[str, ToolTraits], sent: list[object]) -> TurnDeps:
+    """A turn's dependencies for sending attachments only (no agent, no model call)."""
+
+    async def send(frame: object) -> None:
+        sent.append(frame)
+
+    return TurnDeps(
+        user="u",
+        tier="free",
+        channel="web",
+        link=AgentLink(cast(Client, None)),  # a chart needs nothing of the agent
+        model=OfflineModel(),
+        tools=[],
+        traits=traits,
+        platform=PlatformTools(Settings()),
+        knowledge=None,
+        context=ContextCache(),
+        confirmations=Confirmations(),
+        send=send,
+    )
+
+
+async def test_a_chart_goes_to_the_person_by_the_attachment_trait_not_the_tool_name() -> None:
+    sent: list[object] = []
+    deps = _deps({"market_snapshot": ToolTraits(attachment=True)}, sent)
+    outcome = ToolOutcome(_summary())
+    await _send_attachment(deps, ToolCall("c1", "market_snapshot", {}), outcome)
+    assert len(sent) == 1 and deps.attachments == sent
+    frame = sent[0]
+    assert isinstance(frame, CandlesFrame)
+    assert (frame.ticker, frame.timeframe, len(frame.candles)) == ("BINANCE:BTC/USDT", "1h", 2)
+    assert "candles" not in json.loads(outcome.as_text())
+    # without the trait, even under the old name, nothing goes out
+    quiet: list[object] = []
+    await _send_attachment(_deps({}, quiet), ToolCall("c2", "get_candles", {}), outcome)
+    assert quiet == []

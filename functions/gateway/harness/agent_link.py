@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -34,17 +33,15 @@ class AgentCallError(RuntimeError):
 
 @dataclass(frozen=True)
 class ToolOutcome:
-    """What a tool returned: an agent tool's typed result, a platform tool's JSON, or the
-    text of an error; and whether it failed."""
+    """What a tool returned: its contract's typed result (an agent tool's or the platform's
+    own), or the text of an error; and whether it failed."""
 
-    value: ToolResult | dict[str, Any] | str
+    value: ToolResult | str
     is_error: bool = False
 
     def as_text(self) -> str:
         """What the model reads of it."""
-        if isinstance(self.value, ToolResult):
-            return self.value.for_model()
-        return self.value if isinstance(self.value, str) else json.dumps(self.value)
+        return self.value.for_model() if isinstance(self.value, ToolResult) else self.value
 
     def as_json(self) -> Any:
         """The whole result as JSON values (for callers other than the model)."""

@@ -30,6 +30,7 @@ from dexorder.contracts.chat import (
     TokenFrame,
     ToolFrame,
 )
+from dexorder.contracts.platform_tools import Remembered
 from dexorder.embeddings import EmbeddingUnavailable
 from gateway.harness.agent_link import AgentLink, ContextCache, ToolOutcome
 from gateway.harness.confirmations import Confirmations, describe_order, is_confirmation
@@ -42,6 +43,7 @@ log = structlog.get_logger(part="gateway")
 
 Send = FrameSink
 
+
 @dataclass
 class TurnDeps:
     """What one turn works with: the graph's context (``context_schema``), not its state."""
@@ -52,7 +54,8 @@ class TurnDeps:
     link: AgentLink
     model: ChatModel
     tools: list[ToolSpec]
-    #: what each of the agent's tools declares (hidden ones too: ``tools`` lacks those)
+    #: what each tool declares, the agent's (hidden ones too: ``tools`` lacks those) and
+    #: the platform's own
     traits: dict[str, contract.ToolTraits]
     platform: PlatformTools
     knowledge: KnowledgeBase | None
@@ -283,7 +286,7 @@ async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
                 outcome = ToolOutcome(f"your agent could not run {call.name}: {exc}", True)
         if _traits(deps, call.name).changes_context and not outcome.is_error:
             deps.context.forget(deps.user)
-        outcome = await _attachments(deps, call, outcome)
+        await _send_attachment(deps, call, outcome)
     await deps.send(
         ToolFrame(name=call.name, state="error", error=outcome.as_text()[:500])
         if outcome.is_error
@@ -306,43 +309,39 @@ async def _remember(deps: TurnDeps, args: dict[str, Any]) -> ToolOutcome:
         await deps.knowledge.add(deps.user, "note", fact)
     except EmbeddingUnavailable as exc:
         return ToolOutcome(f"could not keep it now: {exc}", is_error=True)
-    return ToolOutcome({"remembered": fact})
+    return ToolOutcome(Remembered(remembered=fact))
 
 
-async def _attachments(deps: TurnDeps, call: ToolCall, outcome: ToolOutcome) -> ToolOutcome:
-    """Charts go to the person, not to the model (which reads ``ToolResult.for_model``)."""
+async def _send_attachment(deps: TurnDeps, call: ToolCall, outcome: ToolOutcome) -> None:
+    """Charts go to the person, not to the model (which reads ``ToolResult.for_model``):
+    whatever the result of a tool with the ``attachment`` trait attaches."""
     value = outcome.value
-    if outcome.is_error:
-        return outcome
-    if isinstance(value, contract.ToolResult):
-        if _traits(deps, call.name).attachment:
-            await _attach(deps, value.attachment())
-        return outcome
-    if not isinstance(value, dict):
-        return outcome
-    if call.name == "get_candles" and "candles" in value:
-        value = dict(value)
-        item: Attachment = CandlesFrame(
-            ticker=value["ticker"], timeframe=value["timeframe"], candles=value.pop("candles")
-        )
-        deps.attachments.append(item)
-        await deps.send(item)
-        return ToolOutcome(value)
-    return outcome
+    if (
+        not outcome.is_error
+        and isinstance(value, contract.ToolResult)
+        and _traits(deps, call.name).attachment
+    ):
+        await _attach(deps, value.attachment())
 
 
-async def _attach(deps: TurnDeps, attachment: contract.Attachment | None) -> None:
-    """Fetch an agent's attachment (an image resource) and send it to the person."""
-    if attachment is None:
-        return
-    try:
-        data = await deps.link.read_bytes(attachment.uri)
-    except Exception as exc:  # the answer goes on without its picture
-        log.warning("attachment unreadable", uri=attachment.uri, error=str(exc))
-        return
-    item = ImageFrame(
-        mime=attachment.mime, caption=attachment.caption, data=base64.b64encode(data).decode()
-    )
+async def _attach(
+    deps: TurnDeps, attachment: contract.Attachment | contract.CandleChart | None
+) -> None:
+    """Send a result's attachment to the person: candles as they are, an agent's image
+    resource fetched from the agent."""
+    item: Attachment
+    match attachment:
+        case None:
+            return
+        case contract.CandleChart(ticker=ticker, timeframe=timeframe, candles=candles):
+            item = CandlesFrame(ticker=ticker, timeframe=timeframe, candles=candles)
+        case contract.Attachment(uri=uri, mime=mime, caption=caption):
+            try:
+                data = await deps.link.read_bytes(uri)
+            except Exception as exc:  # the answer goes on without its picture
+                log.warning("attachment unreadable", uri=uri, error=str(exc))
+                return
+            item = ImageFrame(mime=mime, caption=caption, data=base64.b64encode(data).decode())
     deps.attachments.append(item)
     await deps.send(item)
 

@@ -34,6 +34,13 @@ from dexorder.contracts.agent_tools import (
     ToolResult,
     Watchlist,
 )
+from dexorder.contracts.platform_tools import (
+    PLATFORM_TOOLS,
+    Backfilled,
+    CandleSummary,
+    Price,
+    Remembered,
+)
 from gateway.harness.model import ChatModel, Message, ModelReply, OnText, ToolCall, ToolSpec
 
 LABEL = "[offline model]"
@@ -273,27 +280,16 @@ def _money(x: Any) -> str:
 
 
 def describe(tool: str, result: ToolResult | dict[str, Any] | str) -> str:
-    """One result in a sentence or a short list: an agent tool's read as its contract's type
-    (a result of another shape raises ``ToolResultMismatch``), the platform's own as JSON."""
+    """One result in a sentence or a short list, read as its contract's type, the agent's
+    tools' and the platform's own alike (a result of another shape raises
+    ``ToolResultMismatch``)."""
     if isinstance(result, str):
         return result
     if isinstance(result, ToolResult):
         return _describe_result(result)
-    contract = AGENT_TOOLS.get(tool)
+    contract = AGENT_TOOLS.get(tool) or PLATFORM_TOOLS.get(tool)
     if contract is not None:
         return _describe_result(contract.validate(result))
-    return _describe_platform(tool, result)
-
-
-def _describe_platform(tool: str, result: dict[str, Any]) -> str:
-    """A result of the gateway's own tools (JSON: it crosses no process)."""
-    if tool == "get_price":
-        return f"{result['ticker']} last traded at {_money(result['last'])}."
-    if tool in ("get_candles", "request_backfill"):
-        summary = {k: v for k, v in result.items() if k != "candles"}
-        return ", ".join(f"{k} {v}" for k, v in summary.items()) + "."
-    if tool == "remember":
-        return f"I will remember: {result.get('remembered')}"
     return json.dumps(result)[:2000]
 
 
@@ -316,8 +312,15 @@ def _files(kind: str, items: list[FileSummary]) -> str:
 
 
 def _describe_result(result: ToolResult) -> str:
-    """An agent tool's typed result in words (mypy holds this to the contract's types)."""
+    """A tool's typed result in words (mypy holds this to the contracts' types)."""
     match result:
+        case Price(ticker=ticker, last=last):
+            return f"{ticker} last traded at {_money(last)}."
+        case CandleSummary() | Backfilled():
+            summary = result.model_dump(mode="json", exclude={"candles"})
+            return ", ".join(f"{k} {v}" for k, v in summary.items()) + "."
+        case Remembered(remembered=fact):
+            return f"I will remember: {fact}"
         case StrategyList(strategies=items):
             return _files("strategies", items)
         case IndicatorList(indicators=items):

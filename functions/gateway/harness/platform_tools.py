@@ -2,6 +2,8 @@
 
 Prices come from the exchange through CCXT (the emulator on one machine); candles
 from the lake, backfilled through the relay when missing (DESIGN.md's history path).
+Each returns its contract's result (:mod:`dexorder.contracts.platform_tools`), and each
+spec carries its contract's traits.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 from dexorder.client import backfill
 from dexorder.config import Settings
+from dexorder.contracts import platform_tools as contract
+from dexorder.contracts.platform_tools import Backfilled, CandleSummary, Price
 from dexorder.exchanges import make_exchange
 from dexorder.markets import InvalidTicker, InvalidTimeframe, Ticker, Timeframe
 from dexorder.times import iso, parse_when
@@ -33,31 +37,35 @@ _RANGE = {
 
 #: Kept in the gateway's knowledge base (RAG), for this person only.
 REMEMBER = ToolSpec(
-    "remember",
+    contract.REMEMBER.name,
     "Keep a fact about the person (a preference, a rule of theirs) for later conversations.",
     {
         "type": "object",
         "properties": {"fact": {"type": "string", "maxLength": 2000}},
         "required": ["fact"],
     },
+    contract.REMEMBER.traits,
 )
 
 SPECS = [
     ToolSpec(
-        "get_price",
+        contract.GET_PRICE.name,
         "The last traded price of a market, from its exchange.",
         {"type": "object", "properties": {"ticker": _TICKER}, "required": ["ticker"]},
+        contract.GET_PRICE.traits,
     ),
     ToolSpec(
-        "get_candles",
+        contract.GET_CANDLES.name,
         "OHLC candles of a market over a time range (fetched from the exchange if the "
         "platform lacks them): a summary, and a chart for the person.",
         {"type": "object", "properties": _RANGE, "required": list(_RANGE)},
+        contract.GET_CANDLES.traits,
     ),
     ToolSpec(
-        "request_backfill",
+        contract.REQUEST_BACKFILL.name,
         "Make the platform fetch and keep a market's candles over a time range.",
         {"type": "object", "properties": _RANGE, "required": list(_RANGE)},
+        contract.REQUEST_BACKFILL.traits,
     ),
 ]
 
@@ -83,12 +91,12 @@ class PlatformTools:
 
     async def call(self, name: str, args: dict[str, Any], progress: Progress) -> ToolOutcome:
         try:
-            if name == "get_price":
+            if name == contract.GET_PRICE.name:
                 return ToolOutcome(await self._price(str(args.get("ticker", ""))))
             t, tf, start, end = _range(args)
-            if name == "get_candles":
+            if name == contract.GET_CANDLES.name:
                 return ToolOutcome(await self._candles(t, tf, start, end, progress))
-            if name == "request_backfill":
+            if name == contract.REQUEST_BACKFILL.name:
                 return ToolOutcome(await self._backfill(t, tf, start, end, progress))
         except (ValueError, InvalidTicker, InvalidTimeframe) as exc:
             return ToolOutcome(str(exc), is_error=True)
@@ -96,14 +104,14 @@ class PlatformTools:
             return ToolOutcome(f"{type(exc).__name__}: {exc}", is_error=True)
         return ToolOutcome(f"unknown tool {name}", is_error=True)
 
-    async def _price(self, ticker: str) -> dict[str, Any]:
+    async def _price(self, ticker: str) -> Price:
         t = Ticker.parse(ticker)
         quote = await self._exchange(t.exchange).fetch_ticker(t.symbol)
-        return {"ticker": str(t), "last": quote["last"], "time": quote.get("datetime")}
+        return Price(ticker=str(t), last=quote["last"], time=quote.get("datetime"))
 
     async def _backfill(
         self, t: Ticker, tf: Timeframe, start: int, end: int, progress: Progress
-    ) -> dict[str, Any]:
+    ) -> Backfilled:
         told: set[asyncio.Task[None]] = set()
 
         def on_progress(fetched: int, total: int) -> None:
@@ -116,39 +124,33 @@ class PlatformTools:
         )
         if ready.error:
             raise ValueError(f"backfill failed: {ready.error}")
-        return {
-            "ticker": str(t),
-            "timeframe": tf.value,
-            "from": iso(start),
-            "to": iso(end),
-            "ready": True,
-        }
+        return Backfilled(ticker=str(t), timeframe=tf.value, start=iso(start), end=iso(end))
 
     async def _candles(
         self, t: Ticker, tf: Timeframe, start: int, end: int, progress: Progress
-    ) -> dict[str, Any]:
+    ) -> CandleSummary:
         from dexorder.lake.candles import load_candles  # pandas: only when asked
 
         await progress(f"loading {t} {tf.value} candles")
         frame = await load_candles(self.cfg, str(t), tf.value, start, end)
         tail = frame.tail(CHART_CANDLES)
-        return {
-            "ticker": str(t),
-            "timeframe": tf.value,
-            "count": len(frame),
-            "from": iso(_ms(frame.index[0])),
-            "to": iso(_ms(frame.index[-1])),
-            "first_close": float(frame["close"].iloc[0]),
-            "last_close": float(frame["close"].iloc[-1]),
-            "high": float(frame["high"].max()),
-            "low": float(frame["low"].min()),
-            "candles": [
-                [_ms(ts), *(float(x) for x in row)]
-                for ts, row in zip(
+        return CandleSummary(
+            ticker=str(t),
+            timeframe=tf.value,
+            count=len(frame),
+            start=iso(_ms(frame.index[0])),
+            end=iso(_ms(frame.index[-1])),
+            first_close=float(frame["close"].iloc[0]),
+            last_close=float(frame["close"].iloc[-1]),
+            high=float(frame["high"].max()),
+            low=float(frame["low"].min()),
+            candles=[
+                (_ms(ts), float(o), float(h), float(lo), float(c))
+                for ts, (o, h, lo, c) in zip(
                     tail.index, tail[["open", "high", "low", "close"]].to_numpy(), strict=True
                 )
             ],
-        }
+        )
 
     async def close(self) -> None:
         for ex in self._exchanges.values():

@@ -96,7 +96,8 @@ class Harness:
             link=link,
             model=model,
             tools=tools,
-            traits={t.name: t.traits for t in await link.tools()},  # asked once a session
+            # the agent's (asked once a session) and the platform's own
+            traits={t.name: t.traits for t in [*await link.tools(), *SPECS, REMEMBER]},
             platform=self.platform,
             knowledge=self.knowledge,
             context=self.context,
@@ -106,9 +107,7 @@ class Harness:
         )
         deps.timings["connect_ms"] = (time.perf_counter() - t0) * 1000
         try:
-            state = await self.graph.ainvoke(
-                {"text": text}, context=deps
-            )
+            state = await self.graph.ainvoke({"text": text}, context=deps)
         except ModelError as exc:
             reply = f"Sorry, I could not answer: {exc}"
             await send(TokenFrame(text=reply))

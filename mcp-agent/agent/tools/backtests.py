@@ -54,7 +54,8 @@ def register(box: ToolBox, person: PersonAgent) -> None:
         start: When,
         end: When,
         params: Annotated[
-            dict[str, Any], Field(description="strategy parameters; a list value is swept")
+            dict[str, c.ParamValue],
+            Field(description="strategy parameters; a list value is swept"),
         ] = {},  # noqa: B006 - pydantic copies defaults
         fee_rate: Annotated[float, Field(ge=0, le=0.05)] = 0.001,
         slippage: Annotated[float, Field(ge=0, le=0.05)] = 0.0005,
