@@ -33,12 +33,11 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from dexorder import namespaces
-from dexorder.config import Settings
+from dexorder.config import GatewayConfig, Settings
 
 #: The agent's uid inside its user namespace when the gateway runs as root.
 AGENT_UID_UNDER_ROOT = 1000
@@ -163,28 +162,31 @@ def agent_env(base: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
     return {**env, **extra}
 
 
-def agent_settings(cfg: Settings, public_pem: str, tokens_file: Path) -> dict[str, Any]:
-    """The configuration an agent runs with: the gateway's, less every secret it need not hold."""
-    data: dict[str, Any] = cfg.model_dump(
-        mode="json",
-        exclude={
-            "gateway": True,  # sessions, model keys, Telegram: none of the agent's business
-            "agent": {"token_private_key", "service_token", "embedder_token"},
-            "relay": {"server_secret_key", "publisher_secret_key"},
-        },
+def agent_settings(cfg: Settings, public_pem: str, tokens_file: Path) -> Settings:
+    """The configuration an agent runs with: the gateway's, less every secret it need not
+    hold; its tokens come from ``tokens_file``, checked with ``public_pem``."""
+    agent = cfg.agent.model_copy(
+        update={
+            "token_private_key": None,
+            "service_token": None,
+            "embedder_token": None,
+            "token_public_key": public_pem,
+            "tokens_file": str(tokens_file),
+        }
     )
-    data["home"] = str(cfg.home)
-    data["agent"]["token_public_key"] = public_pem
-    data["agent"]["tokens_file"] = str(tokens_file)
-    return data
+    relay = cfg.relay.model_copy(update={"server_secret_key": None, "publisher_secret_key": None})
+    # sessions, model keys, Telegram: none of the agent's business (the defaults hold none)
+    return cfg.model_copy(update={"agent": agent, "relay": relay, "gateway": GatewayConfig()})
 
 
-def write_settings(path: Path, data: dict[str, Any]) -> None:
+def write_settings(path: Path, settings: Settings) -> None:
+    """Write ``settings`` as a ``config.yaml`` :func:`~dexorder.config.load_config` reads back
+    (only its owner may read it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        yaml.safe_dump(data, out, sort_keys=False)
+        yaml.safe_dump(settings.model_dump(mode="json"), out, sort_keys=False)
     os.replace(tmp, path)
 
 
