@@ -7,7 +7,6 @@ import time
 
 from bench import (
     agent,
-    alerts,
     flink,
     gateway,
     history,
@@ -30,7 +29,6 @@ BENCHES = {
     "rules": rules.main,
     "knative": knative.main,
     "flink": flink.main,
-    "alerts": alerts.main,
 }
 
 
@@ -84,9 +82,6 @@ def main(argv: list[str]) -> int:
         k = results["knative"]
         alone = k["provisioner_alone_ms"]
         checks.append(("(k) Knative provisioner, create → Ready (pod aside) < 200 ms", alone < 200))
-    if "alerts" in results:
-        a = results["alerts"]
-        checks.append(("(r) every alert reaches the web socket", a["alerts_missed"] == 0))
     for label, ok in checks:
         print(f"  {'met ' if ok else 'MISSED'}  {label}")
     return 0
