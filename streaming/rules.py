@@ -62,6 +62,7 @@ from dexorder.markets import Timeframe
 from dexorder.schemas import Candle, Tick
 
 _NEVER_SEEN = -(2**62)
+_encode = msgspec.msgpack.Encoder().encode
 _Entry = tuple[float, str]  # (level / percent / multiple, rule id), sorted
 _Holds = Callable[[float], bool]  # a condition on an entry's sort value
 #: a history list drops its forgotten head once it is this long and half the list
@@ -133,6 +134,17 @@ class TickerState(msgspec.Struct):
     rules: list[Rule] = []
     history: HistoryState | None = None
     volumes: dict[str, list[float]] = {}
+
+
+class _EncodedState(msgspec.Struct):
+    """:class:`TickerState` with its rules and volumes already encoded (the same msgpack):
+    they change seldom, so a checkpoint every second re-encodes only what moved."""
+
+    ticker: str
+    max_ts: int
+    rules: msgspec.Raw
+    history: HistoryState | None
+    volumes: msgspec.Raw
 
 
 class _History:
@@ -216,6 +228,8 @@ class TickerRules:
     """One ticker's active rules, their indexes, percent-move windows and recent volumes."""
 
     __slots__ = (
+        "_rules_blob",
+        "_volumes_blob",
         "above",
         "below",
         "history",
@@ -241,6 +255,9 @@ class TickerRules:
         self.pending: list[tuple[int, str]] = []
         #: their ids
         self.waiting: set[str] = set()
+        #: the encoded rules and volumes as of the last snapshot (None: changed since)
+        self._rules_blob: msgspec.Raw | None = None
+        self._volumes_blob: msgspec.Raw | None = None
         #: price-level rules firing at price >= level / <= level, sorted by level
         self.above: list[_Entry] = []
         self.below: list[_Entry] = []
@@ -269,6 +286,7 @@ class TickerRules:
                 return
             self.remove(rule.id)
         self.rules[rule.id] = rule
+        self._rules_blob = None
         cond = rule.condition
         if isinstance(cond, PercentMove):
             self._watch(cond.window_ms)
@@ -283,6 +301,7 @@ class TickerRules:
         rule = self.rules.pop(rule_id, None)
         if rule is None:
             return None
+        self._rules_blob = None
         if rule_id in self.waiting:
             # dropped from the heap too, so the heap holds only waiting rules
             self.waiting.discard(rule_id)
@@ -456,6 +475,7 @@ class TickerRules:
     def _drop(self, rule: Rule) -> None:
         """Forget a fired rule already out of its index."""
         del self.rules[rule.id]
+        self._rules_blob = None
         if isinstance(rule.condition, PercentMove):
             self._unwatch(rule.condition.window_ms)
 
@@ -494,6 +514,7 @@ class TickerRules:
                     )
                 )
         history.append(candle.volume)
+        self._volumes_blob = None
         return out
 
     # -- checkpoints -------------------------------------------------------
@@ -505,6 +526,21 @@ class TickerRules:
             rules=list(self.rules.values()),
             history=None if self.history is None else self.history.state(),
             volumes={tf: list(v) for tf, v in self.volumes.items()},
+        )
+
+    def encoded_state(self) -> _EncodedState:
+        """:meth:`state`, with the encodings of the rules and volumes kept until they change."""
+        if self._rules_blob is None:
+            self._rules_blob = msgspec.Raw(_encode(list(self.rules.values())))
+        if self._volumes_blob is None:
+            volumes = {tf: list(v) for tf, v in self.volumes.items()}
+            self._volumes_blob = msgspec.Raw(_encode(volumes))
+        return _EncodedState(
+            ticker=self.ticker,
+            max_ts=self.max_ts,
+            rules=self._rules_blob,
+            history=None if self.history is None else self.history.state(),
+            volumes=self._volumes_blob,
         )
 
     @classmethod
@@ -521,7 +557,7 @@ class TickerRules:
 
     def snapshot(self) -> bytes:
         """This ticker's state as msgpack (Flink keeps it per key)."""
-        return msgspec.msgpack.encode(self.state())
+        return _encode(self.encoded_state())
 
     @classmethod
     def restore(cls, data: bytes) -> TickerRules:
@@ -610,8 +646,8 @@ class RuleBook:
     def snapshot(self, tickers: Iterable[str] | None = None) -> bytes:
         """Serialize the state of ``tickers`` (all by default) as msgpack."""
         keys = self.tickers.keys() if tickers is None else tickers
-        state = {k: self.tickers[k].state() for k in keys if k in self.tickers}
-        return msgspec.msgpack.encode(state)
+        state = {k: self.tickers[k].encoded_state() for k in keys if k in self.tickers}
+        return _encode(state)
 
     def restore(self, data: bytes) -> None:
         """Load tickers' state from :meth:`snapshot` output (replacing those tickers)."""
