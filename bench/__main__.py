@@ -7,6 +7,7 @@ import time
 
 from bench import (
     agent,
+    alerts,
     flink,
     gateway,
     history,
@@ -29,6 +30,7 @@ BENCHES = {
     "rules": rules.main,
     "knative": knative.main,
     "flink": flink.main,
+    "alerts": alerts.main,
 }
 
 
@@ -82,6 +84,9 @@ def main(argv: list[str]) -> int:
         k = results["knative"]
         alone = k["provisioner_alone_ms"]
         checks.append(("(k) Knative provisioner, create → Ready (pod aside) < 200 ms", alone < 200))
+    if "alerts" in results:
+        a = results["alerts"]
+        checks.append(("(r) every alert reaches the web socket", a["alerts_missed"] == 0))
     for label, ok in checks:
         print(f"  {'met ' if ok else 'MISSED'}  {label}")
     return 0

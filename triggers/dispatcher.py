@@ -213,6 +213,9 @@ class Dispatcher:
             group_id=f"dexorder-trigger-{trigger.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # the broker may hold a fetch for its whole max wait even once records are in:
+            # a person's alert or fill would wait for it (500 ms by default)
+            fetch_max_wait_ms=20,
         )
         await consumer.start()
         await consumer.topics()  # fresh metadata: the topic was just made
