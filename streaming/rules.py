@@ -167,28 +167,39 @@ class _History:
     def push(self, stamp: int, price: float, keep_ms: int) -> None:
         """Add a price stamped ``stamp`` (not before the last), forgetting what is older
         than ``keep_ms`` before it."""
-        stamps, prices = self.low_stamps, self.lows
-        while len(prices) > self.low_head and prices[-1] >= price:
-            prices.pop()
-            stamps.pop()
+        cutoff = stamp - keep_ms
+        # the lows: drop the tail at or above the price (never the lowest again), append
+        stamps, prices, head = self.low_stamps, self.lows, self.low_head
+        end = len(prices)
+        if end > head and prices[-1] >= price:
+            end -= 1
+            while end > head and prices[end - 1] >= price:
+                end -= 1
+            del stamps[end:], prices[end:]
         stamps.append(stamp)
         prices.append(price)
-        head = bisect_left(stamps, stamp - keep_ms, self.low_head)
-        if head > _COMPACT_AT and head * 2 > len(stamps):
-            del stamps[:head], prices[:head]
-            head = 0
-        self.low_head = head
-        stamps, prices = self.high_stamps, self.highs
-        while len(prices) > self.high_head and prices[-1] <= price:
-            prices.pop()
-            stamps.pop()
+        if stamps[head] < cutoff:
+            head = bisect_left(stamps, cutoff, head)
+            if head > _COMPACT_AT and head * 2 > len(stamps):
+                del stamps[:head], prices[:head]
+                head = 0
+            self.low_head = head
+        # the highs, the same way up
+        stamps, prices, head = self.high_stamps, self.highs, self.high_head
+        end = len(prices)
+        if end > head and prices[-1] <= price:
+            end -= 1
+            while end > head and prices[end - 1] <= price:
+                end -= 1
+            del stamps[end:], prices[end:]
         stamps.append(stamp)
         prices.append(price)
-        head = bisect_left(stamps, stamp - keep_ms, self.high_head)
-        if head > _COMPACT_AT and head * 2 > len(stamps):
-            del stamps[:head], prices[:head]
-            head = 0
-        self.high_head = head
+        if stamps[head] < cutoff:
+            head = bisect_left(stamps, cutoff, head)
+            if head > _COMPACT_AT and head * 2 > len(stamps):
+                del stamps[:head], prices[:head]
+                head = 0
+            self.high_head = head
 
     def state(self) -> HistoryState:
         return HistoryState(
