@@ -38,8 +38,9 @@ from dexorder.contracts.rules import (
     encode_record,
     notification_kind,
 )
+from dexorder.kafka import ensure_topics
 from dexorder.record_signing import ForgedRecord, RecordKeys, signed_record, verify_record
-from dexorder.topics import MARKET_RULES, NOTIFICATIONS, RULES_FIRED
+from dexorder.topics import KAFKA_TOPICS, MARKET_RULES, NOTIFICATIONS, RULES_FIRED
 from streaming.rules import RuleBook
 
 BAD_RULES = Counter(
@@ -129,6 +130,8 @@ class RuleFeed:
     async def load(self) -> None:
         """Read the topic from its beginning to its end now; afterwards the book holds
         exactly its active rules (a restored rule the topic no longer has goes)."""
+        # made here when missing, so there is always something to follow
+        await ensure_topics(self.bootstrap, {MARKET_RULES: KAFKA_TOPICS[MARKET_RULES]})
         consumer = self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None
         )
