@@ -305,3 +305,26 @@ def test_outside_a_cluster_the_api_server_must_be_configured(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(ConfigError, match=r"knative\.api_server is not set"):
         Cluster(KnativeConfig())
+
+
+async def test_agents_that_never_sleep_get_fresh_tokens_from_a_gateway_that_just_started(
+    tmp_path: Path, api: LoopbackKubernetes
+) -> None:
+    """An enterprise agent runs on while gateways come and go: a new gateway renews its
+    tokens without waiting for the person's next message; a sleeping tier's agent gets
+    them at its next message, and an object not made by the template gets none."""
+    for user, tier in [("ent", "enterprise"), ("sleepy", "free")]:
+        api.put("services", m.agent_service(user, m.DEFAULT_TIERS[tier], "img"))
+    odd = m.agent_service("odd", m.DEFAULT_TIERS["enterprise"], "img")
+    odd["metadata"]["name"] = "not-an-agent-name"
+    api.put("services", odd)
+    p = KnativeProvisioner(settings(tmp_path, api))
+    try:
+        async with asyncio.timeout(10):
+            while api.get("secrets", m.tokens_secret_name("ent")) is None:
+                await asyncio.sleep(0.02)
+        await p.renew_tokens()  # a second round: everything it would do is done
+    finally:
+        await p.close()
+    assert api.get("secrets", m.tokens_secret_name("sleepy")) is None
+    assert api.get("secrets", m.tokens_secret_name("odd")) is None

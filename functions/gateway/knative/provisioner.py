@@ -136,6 +136,8 @@ class KnativeProvisioner:
     _endpoints: dict[str, tuple[float, str, AgentEndpoint]] = field(default_factory=dict)
     _tokens_at: dict[str, float] = field(default_factory=dict)
     _renewer: asyncio.Task[None] | None = None
+    #: how often the agents' tokens are looked at (renewed at half their life)
+    renew_every_s: float = 600.0
     stats: dict[str, int] = field(
         default_factory=lambda: {"created": 0, "updated": 0, "already_existed": 0}
     )
@@ -146,6 +148,9 @@ class KnativeProvisioner:
         self.tiers = manifests.tiers_from(self.k, self.cfg.agent.idle_timeout_s)
         if self.cluster is None:
             self.cluster = Cluster(self.k)
+        with contextlib.suppress(RuntimeError):  # no loop yet: started by the first ensure()
+            asyncio.get_running_loop()
+            self._renewer = asyncio.create_task(self._renew_tokens())
 
     @property
     def _api(self) -> Cluster:
@@ -350,13 +355,36 @@ class KnativeProvisioner:
     ) -> AsyncGenerator[tuple[str, KService], None]:
         return self._api.watch_service(name, last.metadata.resource_version, remaining)
 
-    async def _renew_tokens(self, every_s: float = 600.0) -> None:
-        """Keep the tokens of people served here fresh (an enterprise agent never sleeps)."""
+    async def _renew_tokens(self) -> None:
+        """Keep agents' tokens fresh: those of people served here, and of every agent that
+        never sleeps (a tier with no idle time), served here or not (this gateway may have
+        started after their last message)."""
         while True:
-            await asyncio.sleep(every_s)
-            for user in list(self._tokens_at):
-                with contextlib.suppress(ProvisioningError):
-                    await self._ensure_tokens(user)
+            await self.renew_tokens()
+            await asyncio.sleep(self.renew_every_s)
+
+    async def renew_tokens(self) -> None:
+        """One round of :meth:`_renew_tokens` (each agent's Secret at half its tokens' life)."""
+        users = set(self._tokens_at)
+        for tier in (t for t in self.tiers.values() if t.idle_s is None):
+            selector = f"{manifests.AGENT_SELECTOR},{manifests.LABEL_TIER}={tier.name}"
+            try:
+                services = await self._api.list_services(selector)
+            except ClusterError as exc:
+                log.warning("always-up agents not listed", tier=tier.name, error=str(exc))
+                continue
+            for svc in services:
+                user = svc.metadata.annotations.get(manifests.ANNOTATION_USER, "")
+                try:
+                    if svc.metadata.name == manifests.service_name(user):
+                        users.add(user)
+                except ValueError:
+                    continue  # not a person's agent as the template makes them
+        for user in sorted(users):
+            try:
+                await self._ensure_tokens(user)
+            except ProvisioningError as exc:
+                log.warning("agent tokens not renewed", user=user, error=str(exc))
 
     # --- the rest of the interface ----------------------------------------------------
 
