@@ -5,9 +5,10 @@ Both users of the template build from here, so the cluster runs what the tests c
 * the Knative provisioner (:mod:`gateway.knative.provisioner`) creates, for each person,
   the workspace PVC (:func:`agent_pvc`), the Secret with the agent's own tokens
   (:func:`agent_tokens_secret`) and the Knative Service (:func:`agent_service`);
-* ``knative/``'s kustomize tier template (one example agent Service + PVC per tier) must
-  equal :func:`agent_service` / :func:`agent_pvc` for the person :data:`EXAMPLE_PERSON`
-  (a test renders both and compares them).
+* ``knative/agent/tiers.yaml`` (one example agent Service + PVC per tier, for review and
+  ``kubectl``) is rendered from these by ``knative/agent/render.py``; a test in
+  ``tests/knative`` keeps it current, and checks the agent pod against the admission
+  policy and the NetworkPolicies.
 
 What every agent object carries (the sweeper deletes nothing without all of it):
 the labels :data:`PLATFORM_LABELS`, ``dexorder.io/person`` (a hash of the person's id, which
