@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -81,9 +82,9 @@ class RuleView:
             self.unreadable += 1
             log.warning("market rule under another key skipped", key=rule_id)
             return
-        self.set(record)
+        self.keep(record)
 
-    def set(self, record: RuleRecord) -> None:
+    def keep(self, record: RuleRecord) -> None:
         rule = record.rule
         old = self._records.get(rule.id)
         if old is not None and old.rule.user != rule.user:
@@ -110,6 +111,10 @@ class RuleView:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def active_tickers(self) -> set[str]:
+        """The tickers some rule not yet fired watches."""
+        return {r.rule.ticker for r in self._records.values() if r.fired is None}
 
     def admit(self, rule: Rule, limits: RuleLimits) -> RuleRecord | None:
         """Whether ``rule`` may be put: the record it already is (a repeated put: nothing to
@@ -143,8 +148,17 @@ class RuleView:
         return None
 
 
+#: Asks the market data path to stream a ticker (the relay's realtime request).
+AskStream = Callable[[str], Awaitable[None]]
+
+
 class RuleStore:
-    """The view of ``market.rules`` kept current, and the writes to it."""
+    """The view of ``market.rules`` kept current, and the writes to it.
+
+    ``ask_stream``: a rule watches a ticker only if its ticks flow, and ingestors stream
+    their configured symbols and what someone asked for (until they restart). So the store
+    asks for each new rule's ticker, and every ``restream_every_s`` for all tickers of
+    rules not yet fired (an agent used to ask, watching them itself)."""
 
     def __init__(
         self,
@@ -152,16 +166,22 @@ class RuleStore:
         keys: RecordKeys,
         limits: RuleLimits | None = None,
         ready_timeout_s: float = 10.0,
+        ask_stream: AskStream | None = None,
+        restream_every_s: float = 60.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.keys = keys
         self.limits = limits or RuleLimits()
         self.ready_timeout_s = ready_timeout_s
+        self.ask_stream = ask_stream
+        self.restream_every_s = restream_every_s
+        self._asking: set[asyncio.Task[None]] = set()
         self.view = RuleView()
         #: set once the view holds everything the topic held when the store started
         self.ready = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._streaming: asyncio.Task[None] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
 
     # --- life ----------------------------------------------------------------------------
@@ -170,12 +190,14 @@ class RuleStore:
         """Connect and read the topic in the background (the gateway serves meanwhile;
         rule calls wait for the view, and answer 503 if it is not there in time)."""
         self._task = asyncio.create_task(self._run())
+        self._streaming = asyncio.create_task(self._keep_streamed())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in [self._task, self._streaming, *self._asking]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._producer is not None:
             await self._producer.stop()
 
@@ -222,6 +244,30 @@ class RuleStore:
         finally:
             await consumer.stop()
 
+    async def _keep_streamed(self) -> None:
+        await self.ready.wait()
+        while True:
+            for ticker in sorted(self.view.active_tickers()):
+                await self._ask(ticker)
+            await asyncio.sleep(self.restream_every_s)
+
+    async def _ask(self, ticker: str) -> None:
+        if self.ask_stream is None:
+            return
+        try:
+            await self.ask_stream(ticker)
+        except Exception as exc:  # the relay away: asked again on the next round
+            log.warning(
+                "could not ask for a rule's ticker to be streamed",
+                ticker=ticker,
+                error=str(exc)[:200],
+            )
+
+    def _ask_soon(self, ticker: str) -> None:
+        task = asyncio.create_task(self._ask(ticker))
+        self._asking.add(task)
+        task.add_done_callback(self._asking.discard)
+
     async def _wait_ready(self) -> AIOKafkaProducer:
         try:
             await asyncio.wait_for(self.ready.wait(), self.ready_timeout_s)
@@ -250,7 +296,8 @@ class RuleStore:
                 return existing, False
             record = RuleRecord(rule=rule)
             await self._produce(rule.id, encode_record(record))
-            self.view.set(record)  # read your writes (the follower sets it again)
+            self.view.keep(record)  # read your writes (the follower sets it again)
+            self._ask_soon(rule.ticker)
             return record, True
 
     async def delete(self, user: str, rule_id: str, unless_fired: bool = False) -> RuleRecord:

@@ -16,11 +16,13 @@ from typing import Any, Literal
 
 import structlog
 
+from dexorder.client import request
 from dexorder.config import Settings
 from dexorder.contracts.accounts import AccountDeleted
 from dexorder.contracts.chat import StatusFrame
 from dexorder.embeddings import EmbeddingClient, EmbeddingUnavailable
 from dexorder.record_signing import record_keys
+from dexorder.schemas import ErrorReply, RealtimeRequest
 from dexorder.secret_files import secret_file
 from dexorder.tokens import InvalidToken, TokenKeys, embedder_token, token_keys, verify_token
 from gateway.accounts.db import engine_for, migrate
@@ -161,7 +163,16 @@ class Gateway:
         hub = ChannelHub(accounts, bot)
         rules = None
         if cfg.kafka.bootstrap_servers:
-            rules = RuleStore(cfg.kafka.bootstrap_servers, record_keys(cfg))
+            router = cfg.relay.router_address
+
+            async def ask_stream(ticker: str) -> None:
+                reply = await request(router, RealtimeRequest(ticker=ticker))
+                if isinstance(reply, ErrorReply):
+                    log.warning(
+                        "the relay refused a rule's ticker", ticker=ticker, reason=reply.message
+                    )
+
+            rules = RuleStore(cfg.kafka.bootstrap_servers, record_keys(cfg), ask_stream=ask_stream)
         return cls(
             cfg, accounts, sessions, Limits(counter), provisioner, harness, hub, keys, bot, rules
         )

@@ -87,7 +87,7 @@ def test_the_view_follows_the_topic_and_holds_people_to_their_limits() -> None:
     with pytest.raises(RuleRefused, match="taken"):
         view.admit(alert("a1", "bob"), limits)
     assert view.admit(alert("a2", "alice"), limits) is None
-    view.set(RuleRecord(rule=alert("a2", "alice")))
+    view.keep(RuleRecord(rule=alert("a2", "alice")))
     with pytest.raises(RuleRefused, match="at most 2 active alerts"):
         view.admit(alert("a3", "alice"), limits)
     assert view.admit(order("o1", "alice"), limits) is None  # orders count apart
@@ -95,7 +95,7 @@ def test_the_view_follows_the_topic_and_holds_people_to_their_limits() -> None:
     fired = RuleFired(rule=alert("a2", "alice"), fired_at=5, price=70_001.0)
     view.apply("a2", encode_record(RuleRecord(rule=alert("a2", "alice"), fired=fired)))
     assert view.admit(alert("a3", "alice"), limits) is None
-    view.set(RuleRecord(rule=order("o1", "alice")))
+    view.keep(RuleRecord(rule=order("o1", "alice")))
     with pytest.raises(RuleRefused, match="at most 3 rules kept"):
         view.admit(alert("a3", "alice"), limits)
     assert view.admit(alert("b1", "bob"), limits) is None  # bob has his own
@@ -217,8 +217,17 @@ async def test_limits_and_a_restarted_view(served: Served, kafka: str) -> None:
     token = mint_token(served.gw.keys, alice)
     assert served.gw.rules is not None
     served.gw.rules.limits = RuleLimits(alerts=2, orders=1, total=10)
+    asked: list[str] = []
+
+    async def ask_stream(ticker: str) -> None:
+        asked.append(ticker)
+
+    served.gw.rules.ask_stream = ask_stream  # (the relay is not running here)
     for i in range(2):
         assert (await put(served, alert(f"a-{i}", alice), token))[0] == 201
+    async with asyncio.timeout(10):  # a new rule's ticker is asked to be streamed
+        while asked != [BTC, BTC]:
+            await asyncio.sleep(0.01)
     status, body = await put(served, alert("a-2", alice), token)
     assert status == 409 and "at most 2 active alerts" in body["error"]
     assert (await put(served, order("o-0", alice), token))[0] == 201
@@ -226,12 +235,20 @@ async def test_limits_and_a_restarted_view(served: Served, kafka: str) -> None:
     assert status == 409 and "at most 1 resting orders" in body["error"]
 
     # another gateway (or this one restarted) reads the same rules from the topic
-    other = RuleStore(kafka, record_keys(served.gw.cfg))
+    again: list[str] = []
+
+    async def ask_again(ticker: str) -> None:
+        again.append(ticker)
+
+    other = RuleStore(kafka, record_keys(served.gw.cfg), ask_stream=ask_again)
     other.start()
     try:
         async with asyncio.timeout(30):
             await other.ready.wait()
         assert [r.rule.id for r in await other.rules_of(alice)] == ["a-0", "a-1", "o-0"]
+        async with asyncio.timeout(10):  # and what its rules watch, once it has read them
+            while again != [BTC]:
+                await asyncio.sleep(0.01)
     finally:
         await other.close()
 
