@@ -550,3 +550,81 @@ def test_the_agent_tier_template_is_the_builders() -> None:
     for pvc in of_kind(objs, "PersistentVolumeClaim"):
         validate(pvc)
     assert len(of_kind(objs, "Service")) == 3
+
+
+# --- RBAC ---------------------------------------------------------------------------------
+
+
+def _can(overlay: str, account: str, verb: str, group: str, resource: str, namespace: str) -> bool:
+    """Whether ServiceAccount ``dexorder-system/<account>`` may ``verb`` the resource, from the
+    rendered Roles, ClusterRoles and their bindings."""
+    objs = rendered(overlay)
+    roles = {
+        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+        for o in objs
+        if o["kind"] in ("Role", "ClusterRole")
+    }
+    for binding in objs:
+        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        if not any(
+            s["kind"] == "ServiceAccount"
+            and s["name"] == account
+            and s.get("namespace") == "dexorder-system"
+            for s in binding.get("subjects", [])
+        ):
+            continue
+        scope = binding["metadata"].get("namespace")  # None: cluster-wide
+        if scope not in (None, namespace):
+            continue
+        ref = binding["roleRef"]
+        role = roles.get((ref["kind"], scope if ref["kind"] == "Role" else None, ref["name"]))
+        for rule in (role or {}).get("rules", []):
+            if (
+                {group, "*"} & set(rule.get("apiGroups", []))
+                and {resource, "*"} & set(rule.get("resources", []))
+                and {verb, "*"} & set(rule.get("verbs", []))
+            ):
+                return True
+    return False
+
+
+KSVC = ("serving.knative.dev", "services")
+PVC = ("", "persistentvolumeclaims")
+SECRETS = ("", "secrets")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_provisions_agents_and_can_do_nothing_worse(overlay: str) -> None:
+    agents = m.NAMESPACE
+    for verb in ("create", "get", "list", "watch", "patch"):
+        assert _can(overlay, "dexorder-gateway", verb, *KSVC, agents), verb
+    for verb in ("create", "get"):
+        assert _can(overlay, "dexorder-gateway", verb, *PVC, agents), verb
+    assert _can(overlay, "dexorder-gateway", "create", *SECRETS, agents)  # agents' tokens
+    for verb in ("delete", "deletecollection"):
+        for what in (KSVC, PVC, SECRETS):
+            assert not _can(overlay, "dexorder-gateway", verb, *what, agents), (verb, what)
+    for namespace in (agents, "dexorder-system", "kube-system"):
+        for verb in ("get", "list", "watch"):
+            assert not _can(overlay, "dexorder-gateway", verb, *SECRETS, namespace)
+        assert not _can(overlay, "dexorder-gateway", "create", "", "pods/exec", namespace)
+        assert not _can(overlay, "dexorder-gateway", "create", "", "pods", namespace)
+    assert not _can(overlay, "dexorder-gateway", "create", *KSVC, "dexorder-system")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_sweeper_may_only_remove_agents(overlay: str) -> None:
+    agents = m.NAMESPACE
+    for what in (KSVC, PVC):
+        assert _can(overlay, "dexorder-lifecycle", "delete", *what, agents)
+        assert _can(overlay, "dexorder-lifecycle", "list", *what, agents)
+        for verb in ("create", "update", "patch"):
+            assert not _can(overlay, "dexorder-lifecycle", verb, *what, agents)
+        assert not _can(overlay, "dexorder-lifecycle", "delete", *what, "dexorder-system")
+    assert not _can(overlay, "dexorder-lifecycle", "get", *SECRETS, agents)
+    assert not _can(overlay, "dexorder-lifecycle", "delete", "", "pods", agents)
+    for account in ("dexorder-function", "dexorder-dataplane"):
+        for verb in ("get", "list", "create", "delete"):
+            for what in (KSVC, PVC, SECRETS):
+                assert not _can(overlay, account, verb, *what, agents)
