@@ -112,6 +112,9 @@ class RuleView:
     def __len__(self) -> int:
         return len(self._records)
 
+    def users(self) -> list[str]:
+        return sorted(self._by_user)
+
     def active_tickers(self) -> set[str]:
         """The tickers some rule not yet fired watches."""
         return {r.rule.ticker for r in self._records.values() if r.fired is None}
@@ -182,6 +185,8 @@ class RuleStore:
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._streaming: asyncio.Task[None] | None = None
+        #: per partition, the offset after the last record read (across reconnections)
+        self._read_up_to: dict[int, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     # --- life ----------------------------------------------------------------------------
@@ -231,18 +236,48 @@ class RuleStore:
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)
+            # a log shorter than what this store read before was made again, empty (the
+            # embedded broker restarted): the rules this view holds go back into it
+            lost = any(ends[tp] < self._read_up_to.get(tp.partition, 0) for tp in partitions)
             while True:
-                if not self.ready.is_set() and await _caught_up(consumer, ends):
-                    log.info("market rules read", rules=len(self.view))
-                    self.ready.set()
+                if await _caught_up(consumer, ends):
+                    if not self.ready.is_set():
+                        log.info("market rules read", rules=len(self.view))
+                        self.ready.set()
+                    if lost:
+                        await self._restore()
+                        lost = False
                 batches = await consumer.getmany(timeout_ms=200, max_records=1000)
-                for records in batches.values():
+                for tp, records in batches.items():
                     for record in records:
+                        self._read_up_to[tp.partition] = record.offset + 1
                         if record.key is None:
                             continue
                         self.view.apply(record.key.decode(errors="replace"), record.value)
+                if await _beyond_end(consumer):
+                    # only a log made again (empty) ends before where this one read to
+                    await consumer.seek_to_beginning(*partitions)
+                    ends = await consumer.end_offsets(partitions)
+                    lost = True
         finally:
             await consumer.stop()
+
+    async def _restore(self) -> None:
+        """Write every rule of the view to the topic again (it lost them)."""
+        assert self._producer is not None
+        records = [r for user in list(self.view.users()) for r in self.view.of(user)]
+        log.warning(
+            "market.rules was made again, empty: writing its rules back", rules=len(records)
+        )
+        self._read_up_to.clear()
+        for record in records:
+            value = encode_record(record)
+            await self._producer.send_and_wait(
+                MARKET_RULES,
+                value,
+                key=record.rule.id.encode(),
+                headers=signed_record(self.keys, MARKET_RULES, value),
+            )
 
     async def _keep_streamed(self) -> None:
         await self.ready.wait()
@@ -337,3 +372,12 @@ async def _caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]
         if await consumer.position(tp) < end:
             return False
     return True
+
+
+async def _beyond_end(consumer: AIOKafkaConsumer) -> bool:
+    """Whether a partition's position is beyond the log end of its latest fetch."""
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is not None and await consumer.position(tp) > high:
+            return True
+    return False

@@ -290,3 +290,39 @@ def test_a_fired_rule_reads_as_a_line_for_the_person() -> None:
     assert text(order("o", "alice"), fill_price=50_000.0).startswith(
         "Order triggered: limit buy 0.1 BINANCE:BTC/USDT at 50000 (fills at 50000;"
     )
+
+
+async def test_rules_outlive_a_restart_of_the_embedded_broker(tmp_path: Path) -> None:
+    """The embedded broker keeps topics in memory: restarted, it has an empty market.rules.
+    The gateway's view still holds the rules, and writes them back, fired state and all."""
+    from launcher.broker import start_broker
+
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    broker = start_broker(port, tmp_path / "tansu-1.log")
+    cfg = Settings(
+        home=tmp_path / "home",
+        embedder={"enabled": False},
+        kafka={"bootstrap_servers": bootstrap},
+        gateway={"port": free_port(), "events_port": free_port()},
+    )
+    try:
+        async with serve_gateway(cfg) as served:
+            alice = (await served.sign_up("alice@example.com"))["account"]["id"]
+            token = mint_token(served.gw.keys, alice)
+            assert (await put(served, alert("a-1", alice), token))[0] == 201
+            assert (await put(served, order("o-1", alice), token))[0] == 201
+            broker.terminate()
+            broker.wait(10)
+            broker = start_broker(port, tmp_path / "tansu-2.log")
+            fresh = RuleStore(bootstrap, record_keys(cfg))  # makes the topic again, empty
+            fresh.start()
+            try:
+                async with asyncio.timeout(60):
+                    while sorted(r.rule.id for r in fresh.view.of(alice)) != ["a-1", "o-1"]:
+                        await asyncio.sleep(0.05)
+            finally:
+                await fresh.close()
+    finally:
+        broker.terminate()
+        broker.wait(10)
