@@ -97,7 +97,11 @@ class JobConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     allowed_lateness_ms: NonNegative = 2_000
     max_skew_ms: NonNegative = DEFAULT_MAX_SKEW_MS
     #: processing-time close of a quiet ticker's candles, checked this often (0: off). Off for
-    #: a replay of old ticks, whose event time has nothing to do with the wall clock.
+    #: a replay of old ticks, whose event time has nothing to do with the wall clock; on in
+    #: the cluster (e.g. 1000). Unlike the local runner, which idles only once it has read
+    #: all its input, a timer cannot know whether the ticker's ticks wait unread in a
+    #: backlog: catching up after downtime, a candle can close before its last ticks are
+    #: read (they are then late, counted and dropped).
     idle_close_ms: NonNegative = 0
     #: open-candle updates to the relay at most this often per ticker (the last one of a
     #: burst is sent when the interval ends)

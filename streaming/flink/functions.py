@@ -12,7 +12,6 @@ import msgspec
 
 from dexorder.contracts.events import Notification
 from dexorder.contracts.rules import (
-    BadRule,
     OrderTrigger,
     Rule,
     RuleRecord,
@@ -26,7 +25,7 @@ from dexorder.market_validation import tick_problem
 from dexorder.schemas import InvalidMessage, Tick, decode_candle, decode_tick, encode
 from dexorder.topics import ohlc_topic, rule_fired_topic
 from streaming.flink.config import JobConfig
-from streaming.flink.keyed import END_OF_INPUT, Folded, KeyState, TickerFold
+from streaming.flink.keyed import END_OF_INPUT, Folded, KeyState, TickerFold, route_rule
 from streaming.flink.relay import RelayPublisher
 
 # PyFlink exists only in .venv-flink; the pure modules above import without it.
@@ -109,27 +108,17 @@ class RuleTable(KeyedProcessFunction):  # type: ignore[misc]
         self._bad = runtime_context.get_metrics_group().counter("bad_rules")
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
-        rule_id = ctx.get_current_key()
-        old: str | None = self._ticker.value()
         data = value[1]
-        if data is None:
-            if old is not None:
-                self._ticker.clear()
-                yield old, rule_id, b""
-            return
-        try:
-            record = decode_record(bytes(data))
-        except BadRule:
+        routed = route_rule(
+            ctx.get_current_key(), self._ticker.value(), None if data is None else bytes(data)
+        )
+        if routed.bad:
             self._bad.inc()
-            return
-        if record.rule.id != rule_id:
-            self._bad.inc()  # a record filed under another rule's key
-            return
-        ticker = record.rule.ticker
-        if old is not None and old != ticker:
-            yield old, rule_id, b""
-        self._ticker.update(ticker)
-        yield ticker, rule_id, encode_record(record)
+        elif routed.ticker is None:
+            self._ticker.clear()
+        else:
+            self._ticker.update(routed.ticker)
+        yield from routed.changes
 
 
 class FoldTicks(KeyedCoProcessFunction):  # type: ignore[misc]

@@ -101,6 +101,11 @@ def environment(cfg: JobConfig) -> StreamExecutionEnvironment:
     if ck.dir:
         conf.set_string("execution.checkpointing.dir", ck.dir)
     conf.set_string("python.executable", sys.executable)
+    # files are a replay: a failure is an answer, not something to retry for ever (the
+    # default with checkpoints on); the cluster backs off and retries
+    conf.set_string(
+        "restart-strategy.type", "none" if cfg.files is not None else "exponential-delay"
+    )
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(cfg.parallelism)
     # otherwise the Python workers start with another interpreter ("No module named pyflink")

@@ -25,7 +25,14 @@ from typing import Any
 
 import msgspec
 
-from dexorder.contracts.rules import Rule, RuleFired, RuleRecord
+from dexorder.contracts.rules import (
+    BadRule,
+    Rule,
+    RuleFired,
+    RuleRecord,
+    decode_record,
+    encode_record,
+)
 from dexorder.schemas import Candle, Tick
 from streaming.candles import CandleBook, TickerBook
 from streaming.rules import TickerRules, TickerState
@@ -167,3 +174,38 @@ class TickerFold:
         book = self._book
         book.tickers = {state.ticker: state.book}
         return book.open_candles(state.ticker)
+
+
+#: a rule change routed to a ticker: (ticker, rule id, RuleRecord JSON; empty: deleted)
+RuleChange = tuple[str, str, bytes]
+
+
+class Routed(msgspec.Struct):
+    """Where a ``market.rules`` record goes: the changes for the tickers' states, and the
+    rule's ticker from now on (None: forgotten); ``bad``: not a rule, dropped."""
+
+    ticker: str | None
+    changes: list[RuleChange]
+    bad: bool = False
+
+
+def route_rule(rule_id: str, old_ticker: str | None, value: bytes | None) -> Routed:
+    """Route one ``market.rules`` record (keyed by ``rule_id``) to the ticker its rule is on.
+
+    A tombstone (``value`` None) carries no ticker: it goes to ``old_ticker``, the one the
+    rule was last seen on. A rule moved to another ticker is deleted on the old one. A value
+    that is not a rule, or a rule filed under another rule's id, changes nothing."""
+    if value is None:
+        return Routed(None, [] if old_ticker is None else [(old_ticker, rule_id, b"")])
+    try:
+        record = decode_record(value)
+    except BadRule:
+        return Routed(old_ticker, [], bad=True)
+    if record.rule.id != rule_id:
+        return Routed(old_ticker, [], bad=True)
+    ticker = record.rule.ticker
+    changes: list[RuleChange] = []
+    if old_ticker is not None and old_ticker != ticker:
+        changes.append((old_ticker, rule_id, b""))
+    changes.append((ticker, rule_id, encode_record(record)))
+    return Routed(ticker, changes)

@@ -11,11 +11,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from dexorder.contracts.rules import PriceCross, Rule, RuleRecord
+from dexorder.contracts.rules import PriceCross, Rule, RuleRecord, encode_record
 from dexorder.schemas import Candle, Tick
 from streaming.flink import config as job_config
 from streaming.flink.config import ConfigError, RelayIO
-from streaming.flink.keyed import KeyState, TickerFold
+from streaming.flink.keyed import KeySnapshot, KeyState, Routed, TickerFold, route_rule
 from streaming.flink.relay import RelayPublisher
 from tests.flink.conftest import FLINK_PYTHON, ROOT, RelayStandIn
 
@@ -83,7 +83,11 @@ def test_key_state_is_checkpointed_as_its_snapshot() -> None:
     data = pickle.dumps(state)
     assert state.snapshot() in data  # MessagePack inside, not the objects' internals
     back: KeyState = pickle.loads(data)
-    assert back.snapshot() == state.snapshot()
+
+    def snap(s: KeyState) -> KeySnapshot:  # decoded: a set's order in the bytes may differ
+        return msgspec.msgpack.decode(s.snapshot(), type=KeySnapshot)
+
+    assert snap(back) == snap(state)
     fired = fold.on_tick(back, _tick(6, price=201), 0).fired
     assert [f.rule.id for f in fired] == ["r1"]
 
@@ -159,3 +163,29 @@ def test_the_job_refuses_kafka_without_the_connector_jar(tmp_path: Path) -> None
     assert proc.returncode == 2
     assert b"FLINK_KAFKA_CONNECTOR_JAR" in proc.stderr
     assert b"Traceback" not in proc.stderr
+
+
+def _record(rule_id: str, ticker: str) -> bytes:
+    rule = Rule(
+        id=rule_id,
+        user="alice",
+        ticker=ticker,
+        condition=PriceCross(direction="below", level=90.0),
+        created_at=T0,
+    )
+    return encode_record(RuleRecord(rule=rule))
+
+
+def test_rule_records_are_routed_to_their_ticker() -> None:
+    btc, eth = "BINANCE:BTC/USDT", "BINANCE:ETH/USDT"
+    put = route_rule("r1", None, _record("r1", btc))
+    assert (put.ticker, [c[:2] for c in put.changes]) == (btc, [(btc, "r1")])
+    moved = route_rule("r1", btc, _record("r1", eth))
+    assert moved.ticker == eth
+    assert [(t, r, bool(v)) for t, r, v in moved.changes] == [(btc, "r1", False), (eth, "r1", True)]
+    # a tombstone has no ticker: it goes where the rule was
+    assert route_rule("r1", eth, None) == Routed(None, [(eth, "r1", b"")])
+    assert route_rule("r1", None, None) == Routed(None, [])
+    # not a rule, or filed under another id: nothing changes, counted as bad
+    assert route_rule("r1", btc, b"{not json") == Routed(btc, [], bad=True)
+    assert route_rule("r2", btc, _record("r1", eth)) == Routed(btc, [], bad=True)
