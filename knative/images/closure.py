@@ -46,6 +46,21 @@ class Image:
 _FUNCTION_FILES = tuple(
     str(p.relative_to(ROOT)) for p in sorted((ROOT / "functions").glob("*/main.py"))
 )
+
+
+def _serves_gateway_handlers(path: str) -> bool:
+    """A function folder that runs the gateway's own HTTP handlers (auth, chat, Telegram):
+    it is the gateway, deployed from the gateway image."""
+    tree = ast.parse((ROOT / path).read_text())
+    return any(
+        isinstance(node, ast.ImportFrom) and node.module == "gateway.standalone"
+        for node in ast.walk(tree)
+    )
+
+
+#: The CloudEvents functions: the functions image holds these alone, so that a function
+#: scaled to zero starts from a small image (no model SDK, no lake, no LangGraph).
+EVENT_FUNCTION_FILES = tuple(f for f in _FUNCTION_FILES if not _serves_gateway_handlers(f))
 _ICEBERG_DRIVERS = {
     "psycopg2-binary": "pyiceberg's SQL catalog on PostgreSQL (lake.catalog_uri)",
     "sqlalchemy": "pyiceberg's SQL catalog",
@@ -66,12 +81,10 @@ IMAGES: dict[str, Image] = {
         ),
         Image(
             "functions",
-            _FUNCTION_FILES,
+            EVENT_FUNCTION_FILES,
             {
                 "functions-framework": "the entry point (FUNCTION_TARGET/FUNCTION_SOURCE)",
                 "uvicorn": "functions-framework --asgi serves with uvicorn",
-                "psycopg2-binary": "the accounts database on PostgreSQL (gateway.database_url)",
-                **_ICEBERG_DRIVERS,
             },
         ),
         Image(

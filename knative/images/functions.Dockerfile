@@ -1,5 +1,7 @@
-# The CloudEvents and HTTP functions (functions-framework): which one runs is chosen by
+# The CloudEvents functions (functions-framework): which one runs is chosen by
 # FUNCTION_SOURCE, FUNCTION_TARGET and FUNCTION_SIGNATURE_TYPE (knative/base/functions.yaml).
+# Only they: the HTTP functions (auth, chat, Telegram) are the gateway's own handlers and
+# run from the gateway image, so this image, which scales to zero, stays small.
 # Build from the repository root:
 #   docker build -f knative/images/functions.Dockerfile -t ghcr.io/dexorder/functions:0.1.0 .
 # (or buildah bud -f ...). Its Python dependencies are knative/images/requirements/functions.txt,
@@ -31,7 +33,11 @@ RUN groupadd --gid 10001 dexorder \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY dexorder/ dexorder/
-COPY functions/ functions/
+COPY functions/gateway/ functions/gateway/
+COPY functions/backfill_dispatch/ functions/backfill_dispatch/
+COPY functions/notification_fanout/ functions/notification_fanout/
+COPY functions/rule_delivery/ functions/rule_delivery/
+COPY functions/tool_proxy/ functions/tool_proxy/
 RUN python -m compileall -q /app
 USER 10001:10001
 EXPOSE 8080

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
 from tests.knative.manifests import KNATIVE, ROOT, rendered
 
@@ -123,3 +124,23 @@ def test_every_platform_image_the_manifests_run_has_a_dockerfile() -> None:
     missing = {i for i in images if not (IMAGES_DIR / f"{i}.Dockerfile").is_file()}
     assert not missing
     assert "agent" in NAMES and "lifecycle" in NAMES
+
+
+def test_each_function_runs_from_the_image_that_holds_it() -> None:
+    for path in sorted((ROOT / "functions").glob("*/func.yaml")):
+        data = yaml.safe_load(path.read_text())
+        main = f"functions/{path.parent.name}/main.py"
+        if main in closure.EVENT_FUNCTION_FILES:
+            assert data["image"].startswith("ghcr.io/dexorder/functions:"), path
+            env = {e["name"]: e["value"] for e in data["run"]["envs"]}
+            assert env["FUNCTION_SOURCE"] == f"/app/{main}", path
+        else:  # the gateway's own handlers: the gateway image serves them
+            assert data["image"].startswith("ghcr.io/dexorder/gateway:"), path
+    for obj in rendered("overlays/prod"):
+        if obj["kind"] != "Service" or obj["apiVersion"] != "serving.knative.dev/v1":
+            continue
+        (container,) = obj["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        if "FUNCTION_SOURCE" in env:
+            assert container["image"].startswith("ghcr.io/dexorder/functions:")
+            assert env["FUNCTION_SOURCE"].removeprefix("/app/") in closure.EVENT_FUNCTION_FILES
