@@ -78,6 +78,11 @@ class RelayIO(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: how long a publisher waits in ``open()`` for the relay's subscription before sending
     subscribe_wait_ms: NonNegative = 2_000
 
+    def __post_init__(self) -> None:
+        if bool(self.server_key) != bool(self.secret_key_file):
+            # refused when the job starts, not when its first task opens the socket
+            raise ConfigError("relay: server_key and secret_key_file go together")
+
 
 class Checkpoints(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     interval_ms: Annotated[int, msgspec.Meta(ge=10)] = 10_000

@@ -51,6 +51,11 @@ def test_config_reads_yaml_and_overrides(tmp_path: Path) -> None:
         ("files: {ticks: t, out: o}\n", ["parallelism=lots"], "parallelism"),
         ("files: {ticks: t, out: o}\n", ["parallelism"], "key=value"),
         ("- a list\n", [], "mapping"),
+        (
+            "files: {ticks: t, out: o}\nrelay: {address: 'tcp://r:1', secret_key_file: k}\n",
+            [],
+            "go together",
+        ),
     ],
 )
 def test_config_refuses_what_is_not_one(
