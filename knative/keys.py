@@ -65,6 +65,8 @@ def make(
         "gateway.session_secret": secrets.token_urlsafe(32),
         "kafka.record_signing_key": record_pem,
         "relay.server_secret_key": relay_secret.decode(),
+        # the platform secret sealing fired rules on the fanout (dexorder/rule_sealing.py)
+        "relay.rule_seal_key": secrets.token_urlsafe(32),
     }
     files: dict[str, dict[str, Any]] = {}
     missing: dict[str, list[str]] = {}
