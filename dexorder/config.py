@@ -74,6 +74,10 @@ class RelayConfig(_Section):
     curve_subscribers: bool = False
     subscriber_secret_key: str | None = None
     allowed_subscribers: dict[str, str] = {}
+    #: The platform secret sealing fired rules on the fanout (``RULE:{tag}``,
+    #: dexorder/rule_sealing.py): the stream engines and the gateway, never agents (the
+    #: fanout is one for everyone). Unset (one machine): state/relay/rule_seal.key.
+    rule_seal_key: str | None = None
 
     @property
     def router_address(self) -> str:

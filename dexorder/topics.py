@@ -64,9 +64,10 @@ def history_progress_topic(request_id: str) -> str:
 COMPACTED_TOPICS = frozenset({MARKET_RULES})
 
 
-def rule_fired_topic(user: str) -> str:
-    """A person's fired rules on the relay fanout (live, informational), e.g. ``RULE:alice``."""
-    return f"RULE:{user}"
+#: Fired rules on the relay fanout (live, informational): ``RULE:{tag}``, the tag a keyed
+#: hash of the person, the message sealed (:mod:`dexorder.rule_sealing`). Never ``RULE:{user}``
+#: in clear: the fanout is one for everyone, and subscriptions are prefixes.
+RULE_FIRED_PREFIX = "RULE:"
 
 
 def user_event_topic(user: str, kind: str) -> str:

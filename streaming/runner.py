@@ -5,6 +5,11 @@
 * Publishes open-candle updates (coalesced, at most every
   ``live_update_interval_ms``) and every closed candle to the relay fanout on
   ``{ticker}|ohlc:{tf}``; closed candles also go to Kafka ``market.candles``.
+* With the platform's keys, evaluates people's market rules (:mod:`streaming.rule_io`);
+  each fired rule also goes live to the fanout sealed on ``RULE:{tag}``
+  (:mod:`dexorder.rule_sealing`): the fanout is one for everyone, so neither the person
+  nor the rule is there in clear, and only platform parts holding ``relay.rule_seal_key``
+  read it.
 * Every ``checkpoint_interval_ms`` (:class:`streaming.checkpoint.Checkpointer`):
   waits until Kafka acknowledged the closed candles, writes the checkpoint
   (state + offsets), then commits the offsets.
@@ -39,13 +44,13 @@ import zmq.asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter, Gauge
 
-from dexorder.contracts.rules import encode_fired
 from dexorder.health import CounterReading, PartCounters, StreamFeed
 from dexorder.market_validation import DEFAULT_MAX_SKEW_MS, candle_problem
 from dexorder.record_signing import RecordKeys, record_keys
 from dexorder.relay_keys import RelayPublisher, connect_publisher, publisher
+from dexorder.rule_sealing import RuleSealer, rule_sealer
 from dexorder.schemas import Candle, InvalidMessage, decode_candle, encode
-from dexorder.topics import MARKET_CANDLES, MARKET_TICKS, ohlc_topic, rule_fired_topic
+from dexorder.topics import MARKET_CANDLES, MARKET_TICKS, ohlc_topic
 from streaming import checkpoint as ckpt
 from streaming.offsets import rewind_recreated
 from streaming.pipeline import TickPipeline
@@ -104,6 +109,8 @@ class StreamRunner:
     #: the platform's record keys: with them the runner evaluates people's market rules
     #: (``market.rules``) and signs what they become; None: no rules (benchmarks)
     record_keys: RecordKeys | None = None
+    #: seals fired rules for the relay; None: they go to Kafka only, never to the relay
+    rule_sealer: RuleSealer | None = None
     ready: bool = False
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _pipeline: TickPipeline | None = None
@@ -125,6 +132,7 @@ class StreamRunner:
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             max_skew_ms=cfg.market_data.max_clock_skew_ms,
             record_keys=record_keys(cfg),
+            rule_sealer=rule_sealer(cfg),
         )
 
     def stop(self) -> None:
@@ -255,9 +263,10 @@ class StreamRunner:
                 if live is not None and pipeline.fired:
                     fired = pipeline.take_fired()
                     checkpoints.wrote(live.fire(fired))
-                    for f in fired:
-                        topic = rule_fired_topic(f.rule.user).encode()
-                        await pub.send_multipart([topic, encode_fired(f)])
+                    if self.rule_sealer is not None:
+                        for f in fired:
+                            topic, sealed = self.rule_sealer.seal(f)
+                            await pub.send_multipart([topic.encode(), sealed])
                 if touched and now - last_live >= self.live_update_interval_ms:
                     for ticker in touched:
                         for candle in self._valid_candles(pipeline.book.open_candles(ticker), now):

@@ -17,6 +17,11 @@ Where they travel (names in :mod:`dexorder.topics`):
   and ``payload`` the :class:`RuleFired`; an order rule's :class:`RuleFired` also goes
   to ``rules.fired`` (keyed by person), whose function wakes the person's agent to apply
   the fill.
+- Live, each :class:`RuleFired` also goes to the relay fanout, sealed
+  (:mod:`dexorder.rule_sealing`): on ``RULE:{tag}``, ``tag`` a keyed hash of the person,
+  the JSON AES-GCM-sealed under the platform secret. The fanout is one for everyone (an
+  agent's subscriber key reads every topic), so neither the person nor the rule travels
+  there in clear; only platform parts holding ``relay.rule_seal_key`` open it.
 
 Evaluation (the same pure code in both engines, :mod:`streaming.rules`): rules look at the
 ticks the candle book *accepted* (not duplicate, not late), per ticker in arrival order,

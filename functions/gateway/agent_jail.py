@@ -174,9 +174,15 @@ def agent_settings(cfg: Settings, public_pem: str, tokens_file: Path) -> Setting
             "tokens_file": str(tokens_file),
         }
     )
-    relay = cfg.relay.model_copy(update={"server_secret_key": None, "publisher_secret_key": None})
+    relay = cfg.relay.model_copy(
+        update={"server_secret_key": None, "publisher_secret_key": None, "rule_seal_key": None}
+    )
+    # agents never produce to Kafka: a platform record signature is not theirs to make
+    kafka = cfg.kafka.model_copy(update={"record_signing_key": None})
     # sessions, model keys, Telegram: none of the agent's business (the defaults hold none)
-    return cfg.model_copy(update={"agent": agent, "relay": relay, "gateway": GatewayConfig()})
+    return cfg.model_copy(
+        update={"agent": agent, "relay": relay, "kafka": kafka, "gateway": GatewayConfig()}
+    )
 
 
 def write_settings(path: Path, settings: Settings) -> None:

@@ -70,11 +70,16 @@ class RelayIO(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ``server_key`` is the relay's CURVE public key (Z85), ``secret_key_file`` a file holding
     the ``stream`` part's CURVE secret key (Z85; in the cluster a mounted Secret). Both unset:
     connect without CURVE (only for a relay stand-in in a test).
+
+    ``rule_seal_key_file``: a file holding the platform secret ``relay.rule_seal_key`` (in
+    the cluster from the same Secret): fired rules go to the relay only sealed with it
+    (:mod:`dexorder.rule_sealing`), so the job needs it whenever it publishes.
     """
 
     address: str
     server_key: str | None = None
     secret_key_file: str | None = None
+    rule_seal_key_file: str | None = None
     #: how long a publisher waits in ``open()`` for the relay's subscription before sending
     subscribe_wait_ms: NonNegative = 2_000
 
@@ -116,6 +121,11 @@ class JobConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def __post_init__(self) -> None:
         if (self.files is None) == (self.kafka is None):
             raise ConfigError("exactly one of files and kafka must be set")
+        if self.relay is not None and not self.relay.rule_seal_key_file:
+            raise ConfigError(
+                "relay.rule_seal_key_file must be set: fired rules go to the relay only "
+                "sealed with the platform secret (relay.rule_seal_key)"
+            )
 
 
 def _set(tree: dict[str, object], dotted: str, value: str) -> None:

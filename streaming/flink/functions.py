@@ -22,17 +22,19 @@ from dexorder.contracts.rules import (
     notification_kind,
 )
 from dexorder.market_validation import tick_problem
+from dexorder.rule_sealing import RuleSealer
 from dexorder.schemas import InvalidMessage, Tick, decode_candle, decode_tick, encode
-from dexorder.topics import ohlc_topic, rule_fired_topic
+from dexorder.topics import ohlc_topic
 from streaming.flink.config import JobConfig
 from streaming.flink.keyed import END_OF_INPUT, Folded, KeyState, TickerFold, route_rule
-from streaming.flink.relay import RelayPublisher
+from streaming.flink.relay import RelayPublisher, job_sealer
 
 # PyFlink exists only in .venv-flink; the pure modules above import without it.
 from pyflink.common import Row, Types  # isort: skip
 from pyflink.datastream import (  # isort: skip
     KeyedCoProcessFunction,
     KeyedProcessFunction,
+    MapFunction,
     OutputTag,
     ProcessFunction,
     RuntimeContext,
@@ -268,9 +270,22 @@ def candle_relay(data: Any) -> tuple[str, bytes]:
     return ohlc_topic(candle.ticker, candle.timeframe), bytes(data)
 
 
-def fired_relay(data: Any) -> tuple[str, bytes]:
-    """A fired rule for the person's live feed on the relay (``RULE:{user}``)."""
-    return rule_fired_topic(decode_fired(bytes(data)).rule.user), bytes(data)
+class SealFired(MapFunction):  # type: ignore[misc]
+    """A fired rule (its JSON) as the relay message of the person's live feed: sealed on
+    ``RULE:{tag}`` (:mod:`dexorder.rule_sealing`). The secret is read from the job's key file
+    when the task opens, so it never travels in the pickled job graph."""
+
+    def __init__(self, cfg: JobConfig) -> None:
+        assert cfg.relay is not None
+        self._cfg = cfg.relay
+        self._sealer: RuleSealer | None = None
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._sealer = job_sealer(self._cfg)
+
+    def map(self, value: Any) -> tuple[str, bytes]:
+        assert self._sealer is not None
+        return self._sealer.seal(decode_fired(bytes(value)))
 
 
 def fired_text(data: Any) -> str:

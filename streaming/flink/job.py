@@ -18,7 +18,8 @@ The graph::
 * Sources and sinks by configuration: ``files`` (JSON lines in, JSON lines out through
   Flink's ``FileSink``, committed at checkpoints) or ``kafka`` (raw MessagePack records
   through Flink's Kafka SQL connector, exactly-once into ``market.candles``); the relay
-  publisher runs when ``relay`` is set.
+  publisher runs when ``relay`` is set, and fired rules reach it sealed (``SealFired``,
+  :mod:`dexorder.rule_sealing`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 from dexorder.contracts.rules import BadRule, Rule, decode_record
 from streaming.flink import config as job_config
 from streaming.flink.config import JobConfig
+from streaming.flink.relay import job_sealer
 
 # PyFlink exists only in .venv-flink; the pure modules above import without it.
 from pyflink.common import Configuration, Encoder, Types, WatermarkStrategy  # isort: skip
@@ -58,11 +60,11 @@ from streaming.flink.functions import (  # isort: skip
     FoldTicks,
     PublishToRelay,
     RuleTable,
+    SealFired,
     candle_json,
     candle_record,
     candle_relay,
     fired_order_record,
-    fired_relay,
     fired_rule_record,
     fired_text,
     is_order,
@@ -184,7 +186,7 @@ def build(
         _kafka_sinks(env, cfg, closed, fired)
     if cfg.relay is not None:
         closed.map(candle_relay, output_type=RELAY_MESSAGE).union(
-            closed.get_side_output(LIVE), fired.map(fired_relay, output_type=RELAY_MESSAGE)
+            closed.get_side_output(LIVE), fired.map(SealFired(cfg), output_type=RELAY_MESSAGE)
         ).process(PublishToRelay(cfg)).name("relay publisher").sink_to(_discard())
 
 
@@ -295,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         rules = initial_rules(cfg.files.rules) if cfg.files is not None else {}
         if cfg.kafka is not None:
             _connector_jar(cfg)
+        if cfg.relay is not None:
+            job_sealer(cfg.relay)  # the fired rules' seal key, readable and fit
         env = environment(cfg)
         build(env, cfg, rules)
     except (job_config.ConfigError, OSError) as exc:

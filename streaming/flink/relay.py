@@ -5,6 +5,9 @@ folder), which the job's own environment does not carry; the job is given the tw
 needs (the relay's public key, a file with its own secret key) and this module does the
 CURVE client setup itself.
 
+Fired rules go out sealed (:mod:`dexorder.rule_sealing`): :func:`job_sealer` reads the
+platform secret from the job's ``relay.rule_seal_key_file``.
+
 The socket is an XPUB (it sends like a PUB): it also hears the relay's subscriptions, so
 :meth:`RelayPublisher.wait_subscribed` can wait until the relay listens before the first
 message goes out, instead of losing what a PUB sends before the handshake completes.
@@ -19,6 +22,7 @@ from typing import Any
 import zmq
 from zmq.utils import z85
 
+from dexorder.rule_sealing import BadSealKey, RuleSealer, secret_from_file
 from dexorder.schemas import Candle, encode
 from dexorder.topics import ohlc_topic
 from streaming.flink.config import ConfigError, RelayIO
@@ -32,6 +36,18 @@ def _z85(value: str, where: str) -> bytes:
     except ValueError:
         raise ConfigError(f"{where}: not a Z85-encoded CURVE key (40 characters)") from None
     return key
+
+
+def job_sealer(cfg: RelayIO) -> RuleSealer:
+    """The sealer of the secret in ``cfg.rule_seal_key_file``; :class:`ConfigError` when the
+    file is not set, not readable, or holds no secret fit for it."""
+    where = "relay.rule_seal_key_file"
+    if not cfg.rule_seal_key_file:
+        raise ConfigError(f"{where} must be set: fired rules go to the relay only sealed")
+    try:
+        return RuleSealer.from_secret(secret_from_file(cfg.rule_seal_key_file, where), where)
+    except BadSealKey as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class RelayPublisher:

@@ -2,7 +2,8 @@
 
 The job runs in its own virtualenv (``make flink-venv`` makes ``.venv-flink``; CI does), as
 a subprocess of the test, on the fixture of :mod:`tests.flink.fixture`, with a relay
-stand-in (a CURVE XSUB socket) listening. A run costs tens of seconds, so every case is in
+stand-in (a CURVE XSUB socket) listening, which opens the sealed fired rules with the
+platform secret the job was given. A run costs tens of seconds, so every case is in
 the one fixture and the run is made once per session.
 """
 
@@ -21,6 +22,7 @@ import pytest
 import zmq
 
 from dexorder.contracts.rules import RuleFired, RuleRecord, decode_fired
+from dexorder.rule_sealing import RuleSealer, new_secret
 from dexorder.schemas import Candle, Tick, decode_candle
 from launcher.ephemeral import free_port
 from tests.flink import fixture
@@ -75,12 +77,16 @@ def run_job(config: dict[str, Any], workdir: Path) -> None:
 
 class RelayStandIn:
     """A CURVE XSUB socket, subscribed to everything, recording what publishers send:
-    candles on ``{ticker}|ohlc:{tf}``, fired rules on ``RULE:{user}``."""
+    candles on ``{ticker}|ohlc:{tf}``, fired rules sealed on ``RULE:{tag}`` (opened with
+    ``seal_secret``, the platform secret the publisher is given; ``sealed`` keeps them as
+    they came)."""
 
     def __init__(self, curve: bool = True) -> None:
         self.public, secret = zmq.curve_keypair()
         self.client_public, self.client_secret = zmq.curve_keypair()
         self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.seal_secret = new_secret()
+        self.sealer = RuleSealer.from_secret(self.seal_secret)
         self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.XSUB)
         if curve:
@@ -94,6 +100,7 @@ class RelayStandIn:
         self._sock = sock
         self.candles: list[tuple[str, Candle]] = []
         self.fired: list[tuple[str, RuleFired]] = []
+        self.sealed: list[tuple[bytes, bytes]] = []
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -106,7 +113,8 @@ class RelayStandIn:
             topic, data = self._sock.recv_multipart()
             with self._cond:
                 if topic.startswith(b"RULE:"):
-                    self.fired.append((topic.decode(), decode_fired(data)))
+                    self.sealed.append((topic, data))
+                    self.fired.append((topic.decode(), self.sealer.open(topic, data)))
                 else:
                     self.candles.append((topic.decode(), decode_candle(data)))
                 self._cond.notify_all()
@@ -150,6 +158,7 @@ def flink_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkRun]:
     write_lines(work / "rules.jsonl", rules)
     relay = RelayStandIn()
     (work / "stream.key").write_bytes(relay.client_secret)
+    (work / "rule_seal.key").write_text(relay.seal_secret)
     config = {
         "files": {
             "ticks": str(work / "ticks.jsonl"),
@@ -160,6 +169,7 @@ def flink_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkRun]:
             "address": relay.address,
             "server_key": relay.public.decode(),
             "secret_key_file": str(work / "stream.key"),
+            "rule_seal_key_file": str(work / "rule_seal.key"),
         },
         "checkpoints": {"interval_ms": 200, "dir": (work / "checkpoints").as_uri()},
         "allowed_lateness_ms": fixture.LATENESS_MS,

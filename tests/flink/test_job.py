@@ -15,7 +15,7 @@ import pytest
 from dexorder.contracts.rules import RuleFired
 from dexorder.markets import ALL_TIMEFRAMES
 from dexorder.schemas import Candle
-from dexorder.topics import ohlc_topic, rule_fired_topic
+from dexorder.topics import ohlc_topic
 from streaming.engine import Folded, fold
 from tests.flink import fixture
 from tests.flink.conftest import FlinkRun
@@ -73,4 +73,7 @@ def test_candles_and_alerts_reach_the_relay(flink_run: FlinkRun) -> None:
     live = [c for _, c in relay.candles if not c.closed]
     assert {c.timeframe for c in live} == {tf.value for tf in ALL_TIMEFRAMES}
     assert _by_rule([f for _, f in relay.fired]) == _by_rule(flink_run.fired)
-    assert all(t == rule_fired_topic(f.rule.user) for t, f in relay.fired)
+    # sealed on each person's tagged topic (a keyed hash: no name in it), the rule not in clear
+    assert all(t == relay.sealer.topic_for(f.rule.user) for t, f in relay.fired)
+    for (_, payload), (_, f) in zip(relay.sealed, relay.fired, strict=True):
+        assert [s for s in (f.rule.user, f.rule.id, f.rule.ticker) if s.encode() in payload] == []

@@ -18,6 +18,8 @@ SECRETS = {
     "embedder_token": "the gateway's embedder token",
     "server_secret_key": "the relay's secret key",
     "publisher_secret_key": "a publisher's secret key",
+    "rule_seal_key": "the platform's secret sealing fired rules",
+    "record_signing_key": "the platform's record signing key",
     "session_secret": "the gateway's session secret",
     "anthropic_api_key": "sk-ant-the-gateways-own",
 }
@@ -36,8 +38,12 @@ def test_the_agent_loads_what_the_gateway_writes_for_it(
         },
         relay={
             "xpub_port": 6558,
-            **{k: SECRETS[k] for k in ("server_secret_key", "publisher_secret_key")},
+            **{
+                k: SECRETS[k]
+                for k in ("server_secret_key", "publisher_secret_key", "rule_seal_key")
+            },
         },
+        kafka={"record_signing_key": SECRETS["record_signing_key"]},
         gateway={k: SECRETS[k] for k in ("session_secret", "anthropic_api_key")},
         stream={"group_id": "g-custom"},
         lake={"namespace": "history"},

@@ -1,8 +1,8 @@
 """People's market rules through the local stream runner, on the real broker: a rule on
 ``market.rules`` fires once on the ticks crossing it (a signed notification, the rule
-written back fired, an order's ``rules.fired``, the relay topic), a deleted or unsigned
-rule does not, and neither a restart nor a replay from an older checkpoint fires it
-again."""
+written back fired, an order's ``rules.fired``, the person's sealed relay topic), a deleted
+or unsigned rule does not, and neither a restart nor a replay from an older checkpoint
+fires it again."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from dexorder.contracts.rules import (
 from dexorder.kafka import ensure_topics
 from dexorder.record_signing import record_keys, signed_record, verify_record
 from dexorder.relay_keys import connect_subscriber, publisher
+from dexorder.rule_sealing import rule_sealer
 from dexorder.schemas import Tick, encode
 from dexorder.topics import MARKET_RULES, MARKET_TICKS, NOTIFICATIONS, RULES_FIRED
 from launcher.ephemeral import RunningPlatform, start_platform
@@ -92,6 +93,7 @@ class Harness:
     def __init__(self, p: RunningPlatform, state_dir: Path) -> None:
         self.bootstrap, self.state_dir, self.keys = p.bootstrap, state_dir, record_keys(p.cfg)
         self.publisher = publisher(p.cfg, "stream")
+        self.sealer = rule_sealer(p.cfg)
         self.sub = zmq.asyncio.Context.instance().socket(zmq.SUB)
         connect_subscriber(self.sub, p.cfg)
         self.sub.subscribe(b"RULE:")
@@ -107,6 +109,7 @@ class Harness:
             state_dir=self.state_dir,
             checkpoint_interval_ms=100,
             record_keys=self.keys,
+            rule_sealer=self.sealer,
         )
         self.task = asyncio.create_task(runner.run())
 
@@ -253,16 +256,18 @@ async def test_rules_fire_once_through_restarts_and_replays(
         for r in written:
             verify_record(keys, MARKET_RULES, r.value, r.headers)
 
-        # and the relay was told, on each person's topic
+        # and the relay was told, sealed on each person's topic
         got: list[tuple[str, str]] = []
         while len(got) < 3:
             topic, data = await asyncio.wait_for(h.sub.recv_multipart(), 5)
-            got.append((topic.decode(), decode_fired(data).rule.id))
-        assert sorted(got) == [
-            ("RULE:alice", "a-up"),
-            ("RULE:bob", "o-1"),
-            ("RULE:carol", "a-late"),
-        ]
+            got.append((topic.decode(), h.sealer.open(topic, data).rule.id))
+        assert sorted(got) == sorted(
+            [
+                (h.sealer.topic_for("alice"), "a-up"),
+                (h.sealer.topic_for("bob"), "o-1"),
+                (h.sealer.topic_for("carol"), "a-late"),
+            ]
+        )
         with pytest.raises(TimeoutError):  # and nothing more
             await asyncio.wait_for(h.sub.recv_multipart(), 0.3)
     finally:
