@@ -21,9 +21,9 @@ from dexorder.contracts.rules import (
     encode_record,
     notification_kind,
 )
-from dexorder.market_validation import tick_problem
+from dexorder.market_validation import candle_problem, tick_problem
 from dexorder.rule_sealing import RuleSealer
-from dexorder.schemas import InvalidMessage, Tick, decode_candle, decode_tick, encode
+from dexorder.schemas import Candle, InvalidMessage, Tick, decode_candle, decode_tick, encode
 from dexorder.topics import ohlc_topic
 from streaming.flink.config import JobConfig
 from streaming.flink.keyed import END_OF_INPUT, Folded, KeyState, TickerFold, route_rule
@@ -133,6 +133,7 @@ class FoldTicks(KeyedCoProcessFunction):  # type: ignore[misc]
         self._idle_ms = cfg.idle_close_ms
         self._live_ms = cfg.live_update_interval_ms
         self._live = cfg.relay is not None
+        self._max_skew_ms = cfg.max_skew_ms
         self._initial = initial_rules
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -143,7 +144,8 @@ class FoldTicks(KeyedCoProcessFunction):  # type: ignore[misc]
             ValueStateDescriptor("ticker", Types.PICKLED_BYTE_ARRAY())
         )
         self._fold = TickerFold(self._lateness, self._initial)
-        metrics = runtime_context.get_metrics_group()
+        metrics = self._metrics = runtime_context.get_metrics_group()
+        self._invalid: dict[str, Any] = {}
         self._late = metrics.counter("late_ticks")
         self._duplicates = metrics.counter("duplicate_ticks")
         self._closed = metrics.counter("closed_candles")
@@ -171,7 +173,7 @@ class FoldTicks(KeyedCoProcessFunction):  # type: ignore[misc]
             self._late.inc()
         elif folded.duplicate:
             self._duplicates.inc()
-        yield from self._out(folded)
+        yield from self._out(folded, now)
         if folded.accepted and self._live:
             if now - state.live_at >= self._live_ms:
                 yield from self._live_updates(state, now)
@@ -197,7 +199,8 @@ class FoldTicks(KeyedCoProcessFunction):  # type: ignore[misc]
             if not self._ended:
                 self._ended = True
                 log.info("%s: %d ticks folded", INPUT_ENDED, self._ticks)
-            yield from self._out(self._fold.on_end(state))
+            now = ctx.timer_service().current_processing_time()
+            yield from self._out(self._fold.on_end(state), now)
             if state.live_owed:
                 yield from self._live_updates(state, timestamp)
             self._state.update(state)
@@ -205,16 +208,30 @@ class FoldTicks(KeyedCoProcessFunction):  # type: ignore[misc]
         now = ctx.timer_service().current_processing_time()
         state.timer_at = 0
         if self._idle_ms:
-            yield from self._out(self._fold.on_idle(state, now))
+            yield from self._out(self._fold.on_idle(state, now), now)
         if state.live_owed and now - state.live_at >= self._live_ms:
             yield from self._live_updates(state, now)
         self._schedule(state, ctx.timer_service(), now)
         self._state.update(state)
 
-    def _out(self, folded: Folded) -> Iterator[Any]:
+    def _valid(self, candle: Candle, now: int) -> bool:
+        """Whether ``candle`` may go out (:func:`candle_problem`, as the local runner checks:
+        a huge volume can still sum to inf); a bad one is counted by reason and logged."""
+        problem = candle_problem(candle, now, self._max_skew_ms)
+        if problem is None:
+            return True
+        counter = self._invalid.get(problem)
+        if counter is None:
+            counter = self._invalid[problem] = self._metrics.counter(f"invalid_candles_{problem}")
+        counter.inc()
+        log.warning("invalid candle not published: %s %s", candle.ticker, problem)
+        return False
+
+    def _out(self, folded: Folded, now: int) -> Iterator[Any]:
         for candle in folded.closed:
-            self._closed.inc()
-            yield encode(candle)
+            if self._valid(candle, now):
+                self._closed.inc()
+                yield encode(candle)
         for fired in folded.fired:
             self._fired.inc()
             yield FIRED, encode_fired(fired)
@@ -223,7 +240,8 @@ class FoldTicks(KeyedCoProcessFunction):  # type: ignore[misc]
         state.live_at = now
         state.live_owed = False
         for candle in self._fold.open_candles(state):
-            yield LIVE, (ohlc_topic(candle.ticker, candle.timeframe), encode(candle))
+            if self._valid(candle, now):
+                yield LIVE, (ohlc_topic(candle.ticker, candle.timeframe), encode(candle))
 
     def _schedule(self, state: KeyState, timers: Any, now: int) -> None:
         """One pending processing-time timer per ticker, for an owed live update or an
