@@ -118,6 +118,11 @@ async def test_alerts_and_resting_orders_are_platform_rules(served: Served) -> N
                 rule=record.rule, fired_at=record.rule.created_at + 5, price=89.0, fill_price=89.0
             )
         ).decode()
+        # a person's own client (a personal access token) cannot fill orders it made up
+        pat = mint_token(served.gw.keys, a_id, "pat")
+        async with agent_session(endpoint.mcp_url, pat) as own_client:
+            said = await own_client.refused("apply_rule_fired", fired=fired)
+            assert "only the platform" in said
         applied = await agent.ok("apply_rule_fired", fired=fired)
         assert applied["order"]["status"] == "filled" and applied["fill"]["price"] == 89.0
         again = await agent.ok("apply_rule_fired", fired=fired)

@@ -5,12 +5,26 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from agent.person import PersonAgent
 from agent.tools.toolbox import ToolBox
 from dexorder.contracts import agent_tools as c
 from dexorder.contracts.rules import BadRule, decode_fired
+from dexorder.tokens import TokenClaims
+
+
+def _service_call(ctx: Context) -> bool:
+    """Whether the call came over HTTP with a service token (the agent's auth put the
+    verified claims in the request's state)."""
+    try:
+        request = ctx.request_context.request
+    except ValueError:
+        return False
+    state = getattr(request, "scope", {}).get("state", {})
+    claims = state.get("token") if isinstance(state, dict) else None
+    return isinstance(claims, TokenClaims) and claims.kind == "service"
 
 
 def register(box: ToolBox, person: PersonAgent) -> None:
@@ -67,7 +81,12 @@ def register(box: ToolBox, person: PersonAgent) -> None:
     )
     async def apply_rule_fired(
         fired: Annotated[str, Field(max_length=16_384, description="the RuleFired, as JSON")],
+        ctx: Context,
     ) -> c.RuleApplied:
+        # the platform calls it with a service token; a person's own client (a personal
+        # access token) could otherwise fill their orders at any price it made up
+        if not _service_call(ctx):
+            raise ValueError("only the platform applies fired rules")
         try:
             rule_fired = decode_fired(fired)
         except BadRule as exc:
