@@ -2,7 +2,7 @@
 
 :func:`ticks` and :func:`rules`; the ticks fire each rule of :data:`FIRING` once.
 
-In arrival order, two hours and a half of trading (crossing a 4h boundary) over five tickers:
+In arrival order, two hours and a half of trading (crossing a 4h boundary) over six tickers:
 
 * ``BINANCE:BTC/USDT``: a price path that goes to each rule's level once (see
   :func:`rules`), out-of-order ticks within the allowed lateness, and ticks beyond it
@@ -13,7 +13,10 @@ In arrival order, two hours and a half of trading (crossing a 4h boundary) over 
   candles close at the end of the input, not by other tickers' ticks);
 * ``KRAKEN:XRP/USD``: a lagging feed whose trade times run 40 s behind the others: its
   own watermark keeps it whole (one watermark for every ticker would drop it as late);
-* ``BINANCE:SOL/USDT``: plain random walk, with a burst of volume for the volume rule.
+* ``BINANCE:SOL/USDT``: plain random walk, with a burst of volume for the volume rule;
+* ``BINANCE:HUGE/USDT``: two valid trades whose volumes sum to infinity: the local runner
+  publishes none of its candles (it validates every candle before it goes out), nor may
+  the job.
 
 All times are whole days in the past, so the engines' future-tick check lets them in.
 """
@@ -48,6 +51,7 @@ ETH = ("BINANCE", "ETH/USDT")
 DOGE = ("BINANCE", "DOGE/USDT")
 XRP = ("KRAKEN", "XRP/USD")
 SOL = ("BINANCE", "SOL/USDT")
+HUGE = ("BINANCE", "HUGE/USDT")
 
 
 def _btc_price(t: int) -> float:
@@ -65,7 +69,7 @@ def _btc_price(t: int) -> float:
 def ticks() -> list[Tick]:
     rnd = random.Random(11)
     out: list[Tick] = []
-    ids = {k: 0 for k in (BTC, ETH, DOGE, XRP, SOL)}
+    ids = {k: 0 for k in (BTC, ETH, DOGE, XRP, SOL, HUGE)}
     eth_copies: list[tuple[int, Tick]] = []
 
     def tick(market: tuple[str, str], price: float, ts: int, amount: float | None = None) -> Tick:
@@ -101,6 +105,9 @@ def ticks() -> list[Tick]:
             out.append(tick(DOGE, 0.1 + rnd.uniform(0, 0.01), t + 200))
         if t - 40_000 >= T0:
             out.append(tick(XRP, 0.5 + rnd.uniform(-0.01, 0.01), t - 40_000))
+        if n in (50, 51):
+            # two valid trades whose volumes sum to inf: their candles must not go out
+            out.append(tick(HUGE, 1.0, t + 500, 1e308))
         sol *= 1 + rnd.uniform(-0.001, 0.001)
         burst = 200.0 if T0 + 120 * 60_000 <= t < T0 + 121 * 60_000 else None
         out.append(tick(SOL, sol, t + 300, burst))
