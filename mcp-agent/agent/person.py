@@ -47,7 +47,7 @@ class Activity:
 
     def begin(self) -> None:
         self.in_flight += 1
-        self.touch()
+        self.last_call = time.monotonic()
 
     def end(self) -> None:
         self.in_flight = max(0, self.in_flight - 1)
