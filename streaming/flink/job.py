@@ -6,18 +6,26 @@ in the cluster the same module is the ``PythonDriver`` entry, reading Kafka.
 
 The graph::
 
-    ticks ──decode+validate──key by ticker──▶ FoldTicks ──▶ closed candles ──▶ sink
-                                                  │  └────▶ live updates ──┐
-                                                  └───────────────────────▶ relay XSUB
+    ticks ─decode+validate─ key by ticker ─┐
+                                           ├▶ FoldTicks ─▶ closed candles ─▶ candle sink
+    market.rules ─ key by rule id ─ RuleTable ┘    │  ├─▶ fired rules ─▶ fired-rule sinks
+      (files: the rules in force from the start)   │  └─▶ live updates ─┐
+                                                   └── closed, fired ───┴▶ relay XSUB
 
-* ``FoldTicks`` is a ``KeyedProcessFunction`` holding one ticker's state in a Flink
-  ``ValueState`` (:class:`streaming.flink.keyed.KeyState`); the folding itself is
-  :class:`streaming.flink.keyed.TickerFold`, i.e. the local runner's ``CandleBook``.
+* ``FoldTicks`` is a ``KeyedCoProcessFunction`` (ticks, and rule changes keyed by the
+  rule's ticker) holding one ticker's state in a Flink ``ValueState``
+  (:class:`streaming.flink.keyed.KeyState`); the folding itself is
+  :class:`streaming.flink.keyed.TickerFold`, i.e. the local runner's ``CandleBook`` and
+  ``TickerRules``. ``RuleTable`` remembers each rule's ticker, so a tombstone (which
+  carries none) reaches the right one. A rule applies to the ticks that reach the fold after
+  it (and at or after its ``created_at``): the two inputs are not ordered against each
+  other, so a replay of files puts its rules in force before the first tick instead.
 * Quiet tickers close by a processing-time timer (``idle_close_ms``), a bounded input closes
   everything by an event-time timer at the end of time, which Flink's final watermark fires.
 * Sources and sinks by configuration: ``files`` (JSON lines in, JSON lines out through
   Flink's ``FileSink``, committed at checkpoints) or ``kafka`` (raw MessagePack records
-  through Flink's Kafka SQL connector, exactly-once into ``market.candles``); the relay
+  through Flink's Kafka SQL connector, exactly-once into ``market.candles``,
+  ``notifications``, ``rules.fired`` and the fired rules' records on ``market.rules``); the relay
   publisher runs when ``relay`` is set, and fired rules reach it sealed (``SealFired``,
   :mod:`dexorder.rule_sealing`).
 """
