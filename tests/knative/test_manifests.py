@@ -628,3 +628,39 @@ def test_the_sweeper_may_only_remove_agents(overlay: str) -> None:
         for verb in ("get", "list", "create", "delete"):
             for what in (KSVC, PVC, SECRETS):
                 assert not _can(overlay, account, verb, *what, agents)
+
+
+def _pod_specs(overlay: str) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for obj in rendered(overlay):
+        if obj["kind"] == "Deployment" or (
+            obj["kind"] == "Service" and obj["apiVersion"] == "serving.knative.dev/v1"
+        ):
+            out.append((obj["metadata"]["name"], obj["spec"]["template"]["spec"]))
+    return out
+
+
+def _mounted(mounts: dict[str, dict[str, Any]], path: str, name: str) -> dict[str, Any]:
+    """The volume the file at ``path`` comes from."""
+    folder = path.rsplit("/", 1)[0]
+    assert folder in mounts, (name, path)
+    return mounts[folder]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_pod_reads_the_config_and_secrets_it_mounts(overlay: str) -> None:
+    """DEXORDER_CONFIG and DEXORDER_SECRETS name files in what the pod mounts (the
+    platform reads config.yaml, then secrets.yaml over it), or /dev/null: no Secret."""
+    for name, spec in _pod_specs(overlay):
+        (container,) = spec["containers"]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        mounts = {m["mountPath"]: volumes[m["name"]] for m in container.get("volumeMounts", [])}
+
+        config = _mounted(mounts, env["DEXORDER_CONFIG"], name)
+        assert config["configMap"]["name"] == "dexorder-config", name
+        if env["DEXORDER_SECRETS"] == "/dev/null":
+            assert not any("secret" in v for v in volumes.values()), name
+        else:
+            secret = _mounted(mounts, env["DEXORDER_SECRETS"], name)["secret"]["secretName"]
+            assert secret in _allowed(name) and env["DEXORDER_SECRETS"].endswith("/secrets.yaml")
