@@ -664,3 +664,12 @@ def test_each_pod_reads_the_config_and_secrets_it_mounts(overlay: str) -> None:
         else:
             secret = _mounted(mounts, env["DEXORDER_SECRETS"], name)["secret"]["secretName"]
             assert secret in _allowed(name) and env["DEXORDER_SECRETS"].endswith("/secrets.yaml")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_eventing_and_the_platform_name_the_same_kafka(overlay: str) -> None:
+    bootstrap = _config(overlay, "dexorder-config").kafka.bootstrap_servers
+    assert bootstrap
+    for obj in rendered(overlay):
+        if obj["kind"] in ("KafkaSource", "KafkaSink"):
+            assert obj["spec"]["bootstrapServers"] == bootstrap.split(","), obj["metadata"]
