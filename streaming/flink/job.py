@@ -116,6 +116,11 @@ def environment(cfg: JobConfig) -> StreamExecutionEnvironment:
     conf.set_string(
         "restart-strategy.type", "none" if cfg.files is not None else "exponential-delay"
     )
+    if cfg.kafka is not None:
+        # a cancelled or given-up job can be started again from its last checkpoint
+        conf.set_string(
+            "execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION"
+        )
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(cfg.parallelism)
     # otherwise the Python workers start with another interpreter ("No module named pyflink")
