@@ -28,6 +28,7 @@ from dexorder.process import free_port
 from dexorder.record_signing import record_keys, signed_record, verify_record
 from dexorder.tokens import mint_token
 from dexorder.topics import MARKET_RULES
+from gateway.api import rules as rules_api
 from gateway.platform_calls import platform_token
 from gateway.rules import RuleLimits, RuleRefused, RuleStore, RuleView
 from tests.gateway.served import Served, serve_gateway
@@ -212,7 +213,9 @@ async def test_an_agent_keeps_its_own_persons_rules_on_the_topic(
     assert [r.value is None for r in of_a1] == [False, False, True]  # put, fired, tombstone
 
 
-async def test_limits_and_a_restarted_view(served: Served, kafka: str) -> None:
+async def test_limits_and_a_restarted_view(
+    served: Served, kafka: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     alice = (await served.sign_up("alice@example.com"))["account"]["id"]
     token = mint_token(served.gw.keys, alice)
     assert served.gw.rules is not None
@@ -233,6 +236,10 @@ async def test_limits_and_a_restarted_view(served: Served, kafka: str) -> None:
     assert (await put(served, order("o-0", alice), token))[0] == 201
     status, body = await put(served, order("o-1", alice), token)
     assert status == 409 and "at most 1 resting orders" in body["error"]
+    # an agent gone wild cannot flood the topic: writes are counted a minute
+    monkeypatch.setattr(rules_api, "WRITES_PER_MINUTE", 5)  # 5 so far
+    status, body = await put(served, order("o-1", alice), token)
+    assert status == 429 and "a minute" in body["error"]
 
     # another gateway (or this one restarted) reads the same rules from the topic
     again: list[str] = []

@@ -13,6 +13,8 @@ external MCP client reaches the person's agent through ``/mcp``, never this door
 - ``DELETE /internal/rules/{id}`` (``?unless_fired=1``: 409 if it fired): 200 with the
   rule removed, 404 if the person has no such rule.
 - ``GET /internal/rules``: the person's rules with their fired state.
+
+Writes are limited to :data:`WRITES_PER_MINUTE` a person (429 past it).
 """
 
 from __future__ import annotations
@@ -60,6 +62,21 @@ async def _agent_of(request: Request) -> str:
     return claims.user
 
 
+#: Rule writes (puts and deletes) one person's agent may make a minute: far above what a
+#: person sets by hand, far below what would flood ``market.rules``.
+WRITES_PER_MINUTE = 120
+
+
+async def _writing(request: Request, user: str) -> None:
+    verdict = await gateway_of(request).throttle.count(f"rules:{user}", WRITES_PER_MINUTE, 60)
+    if not verdict.allowed:
+        raise Refused(
+            429,
+            f"at most {WRITES_PER_MINUTE} alert and order changes a minute; try again shortly",
+            verdict.retry_after_s,
+        )
+
+
 def _store(request: Request) -> RuleStore:
     store = gateway_of(request).rules
     if store is None:
@@ -83,6 +100,7 @@ async def put_rule(request: Request) -> Response:
     user = await _agent_of(request)
     store = _store(request)
     rule_id = _rule_id(request)
+    await _writing(request, user)
     try:
         rule = convert_rule(await body(request))
     except BadRule as exc:
@@ -103,6 +121,7 @@ async def delete_rule(request: Request) -> Response:
     user = await _agent_of(request)
     store = _store(request)
     rule_id = _rule_id(request)
+    await _writing(request, user)
     unless_fired = request.query_params.get("unless_fired", "") in ("1", "true")
     try:
         record = await store.delete(user, rule_id, unless_fired=unless_fired)
