@@ -13,15 +13,18 @@ from __future__ import annotations
 import ast
 import copy
 import functools
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
+import zmq
 
 from streaming.flink import config as job_config
 from tests.knative.manifests import crd_schemas, validate
@@ -124,15 +127,80 @@ def test_checkpoints_savepoints_and_restarts_use_flink_2_keys() -> None:
     assert all(isinstance(v, str) for v in conf.values())
 
 
-def test_the_job_configuration_is_one_the_job_accepts_and_agrees_with_the_cluster() -> None:
+def _init_container() -> dict[str, Any]:
+    (init,) = _deployment()["spec"]["podTemplate"]["spec"]["initContainers"]
+    found: dict[str, Any] = init
+    return found
+
+
+def _run_init(tmp_path: Path, server_public: str, publisher_secret: str) -> Path:
+    """Run the init container's script as the pod would, on files made here; return the
+    folder it wrote (the job's configuration and the key file)."""
+    init = _init_container()
+    names = {e["name"] for e in init["env"]}
+    assert names == {"JOB_TEMPLATE", "PLATFORM_CONFIG", "PLATFORM_SECRETS", "OUT"}
+    out = tmp_path / "job"
+    out.mkdir()
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump({"relay": {"server_public_key": server_public}})
+    )
+    (tmp_path / "secrets.yaml").write_text(
+        yaml.safe_dump({"relay": {"publisher_secret_key": publisher_secret}})
+    )
+    command = init["command"]
+    assert command[:2] == ["python", "-c"]
+    subprocess.run(
+        [sys.executable, "-c", command[2]],
+        check=True,
+        env={
+            **os.environ,
+            "JOB_TEMPLATE": str(FLINK / "job.yaml"),
+            "PLATFORM_CONFIG": str(tmp_path / "config.yaml"),
+            "PLATFORM_SECRETS": str(tmp_path / "secrets.yaml"),
+            "OUT": str(out),
+        },
+    )
+    return out
+
+
+def test_the_job_runs_with_its_configuration_and_the_relays_keys(tmp_path: Path) -> None:
     spec = _deployment()["spec"]
-    cfg = job_config.load(FLINK / "job.yaml")
+    template = job_config.load(FLINK / "job.yaml")  # the ConfigMap alone is a valid one
+    assert template.relay is not None and template.relay.server_key is None
+    public, secret = (k.decode() for k in zmq.curve_keypair())
+    out = _run_init(tmp_path, public, secret)
+    cfg = job_config.load(out / "job.yaml")
     assert cfg.kafka is not None and cfg.files is None
+    assert cfg.relay is not None and cfg.relay.server_key == public
+    assert cfg.relay.secret_key_file is not None
+    assert Path(cfg.relay.secret_key_file).read_text() == secret
     assert cfg.checkpoints.mode == "exactly-once"
     # the job sets its checkpoint directory itself: the same as the cluster's
     assert cfg.checkpoints.dir == spec["flinkConfiguration"]["execution.checkpointing.dir"]
     assert cfg.parallelism == spec["job"]["parallelism"]
     assert cfg.kafka.connector_jar == "/opt/flink/lib/flink-sql-connector-kafka.jar"
+
+
+def test_the_init_container_reads_what_the_pod_mounts_and_writes_what_the_job_reads() -> None:
+    pod = _deployment()["spec"]["podTemplate"]["spec"]
+    init = _init_container()
+    env = {e["name"]: e["value"] for e in init["env"]}
+    mounts = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+
+    def volume_of(path: str) -> dict[str, Any]:
+        found: dict[str, Any] = volumes[mounts[str(Path(path).parent)]]
+        return found
+
+    assert volume_of(env["JOB_TEMPLATE"])["configMap"]["name"] == "dexorder-flink-job"
+    assert volume_of(env["PLATFORM_CONFIG"])["configMap"]["name"] == "dexorder-config"
+    assert volume_of(env["PLATFORM_SECRETS"])["secret"]["secretName"] == "dexorder-stream"
+    written = volumes[mounts[env["OUT"]]]
+    assert written["emptyDir"]["medium"] == "Memory"  # the secret key never touches a disk
+    (main,) = pod["containers"]
+    assert {m["name"]: m["mountPath"] for m in main["volumeMounts"]}[written["name"]] == env["OUT"]
+    args = _deployment()["spec"]["job"]["args"]
+    assert args[args.index("--config") + 1] == f"{env['OUT']}/job.yaml"
 
 
 def _job_flags() -> set[str]:
@@ -167,16 +235,6 @@ def test_the_python_driver_runs_the_real_job_with_its_real_flags() -> None:
     for word in job_args:
         if word.startswith("-"):
             assert word in flags, f"{word}: not a flag of streaming/flink/job.py"
-    # --config names the ConfigMap's file where the pod mounts it
-    config = job_args[job_args.index("--config") + 1]
-    container = spec["podTemplate"]["spec"]["containers"][0]
-    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    volumes = {v["name"]: v for v in spec["podTemplate"]["spec"]["volumes"]}
-    (mount,) = [n for n, path in mounts.items() if config == f"{path}/job.yaml"]
-    configmap = volumes[mount]["configMap"]["name"]
-    kustomization = yaml.safe_load((FLINK / "kustomization.yaml").read_text())
-    generated = {g["name"]: g["files"] for g in kustomization["configMapGenerator"]}
-    assert generated[configmap] == ["job.yaml"]
 
 
 def test_the_dockerfile_builds_from_files_that_exist() -> None:
