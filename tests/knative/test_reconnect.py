@@ -1,5 +1,5 @@
 """Knative cuts every request at its Service's timeoutSeconds, a WebSocket included (the
-gateway's is 450 s): the web page and ``dexorder chat`` connect again on their own and the
+gateway's is 300 s): the web page and ``dexorder chat`` connect again on their own and the
 conversation goes on. The cut is made by a TCP proxy in front of the gateway."""
 
 from __future__ import annotations
