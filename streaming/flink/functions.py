@@ -201,8 +201,7 @@ class FoldTicks(KeyedCoProcessFunction):  # type: ignore[misc]
                 log.info("%s: %d ticks folded", INPUT_ENDED, self._ticks)
             now = ctx.timer_service().current_processing_time()
             yield from self._out(self._fold.on_end(state), now)
-            if state.live_owed:
-                yield from self._live_updates(state, timestamp)
+            state.live_owed = False  # nothing is open any more
             self._state.update(state)
             return
         now = ctx.timer_service().current_processing_time()
