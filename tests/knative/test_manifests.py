@@ -280,6 +280,7 @@ PORTS = {
     "metadata": [80],
     "ingestor-binance": [5561],
     "lake-writer": [5563],
+    "exchange-emulator": [8765],
     **{f: [8012] for f in FUNCTIONS},
 }
 
@@ -675,3 +676,10 @@ def test_eventing_and_the_platform_name_the_same_kafka(overlay: str) -> None:
     for obj in rendered(overlay):
         if obj["kind"] in ("KafkaSource", "KafkaSink"):
             assert obj["spec"]["bootstrapServers"] == bootstrap.split(","), obj["metadata"]
+
+
+def test_in_dev_only_the_ingestors_reach_the_exchange_emulator() -> None:
+    callers = {
+        src for src in PORTS if ("exchange-emulator", 8765) in _reachable("overlays/dev", src)
+    }
+    assert callers == {"ingestor-binance"}
