@@ -311,7 +311,9 @@ GATEWAY_MUST = {
 def _reachable(overlay: str, src: str) -> set[tuple[str, int]]:
     endpoints = _endpoints(overlay)
     policies = Policies(of_kind(rendered(overlay), "NetworkPolicy"))
-    out = set()
+    out: set[tuple[str, int]] = set()
+    if src not in endpoints:  # a part of the other overlay only
+        return out
     for dst, ports in PORTS.items():
         if dst == src or dst not in endpoints:
             continue
