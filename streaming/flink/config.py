@@ -117,6 +117,11 @@ class JobConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: burst is sent when the interval ends)
     live_update_interval_ms: NonNegative = 250
     job_name: str = "dexorder-stream"
+    #: tickers whose state a Python worker keeps as live objects (``python.state.cache-size``,
+    #: Flink's default); the others are fetched from and written to Flink's state backend, as
+    #: their MessagePack snapshot, on each use: a tick of such a ticker costs a state round
+    #: trip and a snapshot, tens of times a cached one. Size it above a subtask's tickers.
+    state_cache_size: Annotated[int, msgspec.Meta(ge=0)] = 1000
 
     def __post_init__(self) -> None:
         if (self.files is None) == (self.kafka is None):

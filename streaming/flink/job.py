@@ -111,6 +111,7 @@ def environment(cfg: JobConfig) -> StreamExecutionEnvironment:
     if ck.dir:
         conf.set_string("execution.checkpointing.dir", ck.dir)
     conf.set_string("python.executable", sys.executable)
+    conf.set_string("python.state.cache-size", str(cfg.state_cache_size))
     # files are a replay: a failure is an answer, not something to retry for ever (the
     # default with checkpoints on); the cluster backs off and retries
     conf.set_string(
