@@ -7,7 +7,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.alerts import AlertBook
+import structlog
+
+from agent.alerts import AlertBook, alert_of, alert_rule
 from agent.broker.live import LiveTrading
 from agent.broker.service import PaperBroker
 from agent.documents import Documents
@@ -18,6 +20,7 @@ from agent.rules_client import RuleClient
 from agent.sandbox import Limits, warn_if_unisolated
 from agent.workspace import Workspace
 from dexorder.config import Settings
+from dexorder.contracts.rules import RuleRecord
 from dexorder.embeddings import EmbeddingClient
 from dexorder.process import write_active_triggers
 from dexorder.schemas import Candle
@@ -30,6 +33,8 @@ from dexorder.tokens import (
     read_agent_tokens,
     token_keys,
 )
+
+log = structlog.get_logger(part="agent")
 
 
 @dataclass
@@ -116,6 +121,32 @@ class PersonAgent:
         if self.rules is None:  # on its own: it watches its alerts and orders itself
             for ticker in self.broker.tickers() | {a.ticker for a in self.alerts.active()}:
                 await self.feed.watch(ticker)
+        else:
+            await self._hand_over_watching()
+
+    async def _hand_over_watching(self) -> None:
+        """Alerts and resting orders this agent watched itself (before the platform did)
+        become platform rules; the platform is told again of every resting order."""
+        assert self.rules is not None
+        try:
+            for alert in self.alerts.active():
+                if not alert.id.startswith("alert-"):
+                    rule = alert_rule(
+                        self.user,
+                        alert.ticker,
+                        alert.condition,
+                        alert.price,
+                        alert.note,
+                        f"alert-{alert.id}",
+                    )
+                    await self.rules.put(rule)
+                    self.alerts.discard(alert.id)
+                    watched = alert_of(RuleRecord(rule=rule))
+                    if watched is not None:
+                        self.alerts.put(watched)
+            await self.broker.register_resting()
+        except ValueError as exc:  # the platform away, a bad old alert: told again next start
+            log.warning("alerts and orders not handed to the platform yet", error=str(exc))
 
     async def close(self) -> None:
         if self.feed is not None:

@@ -155,3 +155,32 @@ async def test_alerts_and_resting_orders_are_platform_rules(served: Served) -> N
         while active_triggers(served.gw.cfg.agent_dir(a_id)) != 0:
             await asyncio.sleep(0.05)
     assert len(rules.view.of(a_id)) == 2
+
+
+async def test_what_an_agent_watched_itself_becomes_platform_rules(served: Served) -> None:
+    """Alerts and resting orders made while the agent watched them itself (no platform to
+    hand them to) become rules when it starts where the platform watches the market."""
+    from agent.alerts import AlertBook
+    from agent.broker.paper import PaperBook
+
+    a_id = (await served.sign_up("alice@example.com"))["account"]["id"]
+    state = served.gw.cfg.agent_dir(a_id) / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    old_alert = AlertBook(state / "alerts.json").add(BTC, "below", 50)
+    book = PaperBook()
+    order, _ = book.place(BTC, "buy", 1, "limit", 40)
+    (state / "paper.json").write_text(book.to_json())
+
+    endpoint = await served.gw.provisioner.ensure(a_id, "free")
+    rules = served.gw.rules
+    assert rules is not None
+    mine = {r.rule.id: r.rule.condition for r in rules.view.of(a_id)}
+    assert mine == {
+        f"alert-{old_alert.id}": PriceCross(direction="below", level=50),
+        f"order-{order.id}": OrderTrigger(
+            order_id=order.id, order_type="limit", side="buy", quantity=1, level=40
+        ),
+    }
+    async with agent_session(endpoint.mcp_url, mint_token(served.gw.keys, a_id)) as agent:
+        listed = await agent.ok("list_alerts")
+    assert [a["id"] for a in listed["alerts"]] == [f"alert-{old_alert.id}"]

@@ -143,6 +143,17 @@ class PaperBroker:
         self.save()
         return order.model_dump()
 
+    async def register_resting(self) -> int:
+        """Make sure every open resting order has its rule (an order placed while this agent
+        watched its orders itself would otherwise never fill). A rule already there, fired
+        or not, is left as it is. Called before the agent serves, so never beside an apply.
+        """
+        if self.rules is None:
+            return 0
+        for order in self.book.open_orders():
+            await self.rules.put(order_rule(self.user, order))
+        return len(self.book.open_orders())
+
     async def apply_fired(self, fired: RuleFired) -> tuple[Order, Fill | None]:
         """Fill the resting order whose rule fired (the platform delivers it, maybe more
         than once: a second time the order is filled already, and nothing changes)."""
