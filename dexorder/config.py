@@ -413,6 +413,9 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=default_home)
     log_level: str = "info"
+    #: Where every part's ``/healthz`` and ``/metrics`` listen: loopback on one machine;
+    #: ``0.0.0.0`` in a pod, so the kubelet's probes and Prometheus reach them.
+    health_host: str = "127.0.0.1"
     kafka: KafkaConfig = KafkaConfig()
     relay: RelayConfig = RelayConfig()
     emulator: EmulatorConfig = EmulatorConfig()

@@ -22,6 +22,7 @@ async def run() -> None:
         lambda: (runner.ready, runner.health()),
         runner.run,
         runner.stop,
+        host=cfg.health_host,
     )
 
 

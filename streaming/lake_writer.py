@@ -388,6 +388,7 @@ async def _main() -> None:
         lambda: (writer.ready, writer.health()),
         writer.run,
         writer.stop,
+        host=cfg.health_host,
     )
 
 

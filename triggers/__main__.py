@@ -30,6 +30,7 @@ async def run() -> None:
         lambda: (dispatcher.ready.is_set(), dict(dispatcher.counters)),
         dispatcher.run,
         dispatcher.stop,
+        host=cfg.health_host,
     )
 
 

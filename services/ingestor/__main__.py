@@ -33,6 +33,7 @@ async def run(exchange_name: str) -> None:
         ),
         ingestor.run,
         ingestor.stop,
+        host=cfg.health_host,
     )
 
 

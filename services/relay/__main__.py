@@ -29,6 +29,7 @@ async def run() -> None:
         lambda: (True, dict(relay.counters)),
         relay.serve,
         relay.stop,
+        host=cfg.health_host,
     )
 
 

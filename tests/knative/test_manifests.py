@@ -685,3 +685,33 @@ def test_in_dev_only_the_ingestors_reach_the_exchange_emulator() -> None:
         src for src in PORTS if ("exchange-emulator", 8765) in _reachable("overlays/dev", src)
     }
     assert callers == {"ingestor-binance"}
+
+
+#: The port each long-lived part serves /healthz on, from its configuration.
+HEALTH_PORT = {
+    "relay": lambda c: c.relay.health_port,
+    "ingestor-binance": lambda c: c.exchange_config("BINANCE").health_port,
+    "lake-writer": lambda c: c.writer.health_port,
+    "stream-runner": lambda c: c.stream.health_port,
+    "embedder": lambda c: c.embedder.port,
+    "exchange-emulator": lambda c: c.emulator.port,
+}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_kubelet_probes_each_part_where_it_listens(overlay: str) -> None:
+    cfg = _config(overlay, "dexorder-config")
+    for obj in of_kind(rendered(overlay), "Deployment"):
+        name = obj["metadata"]["name"]
+        (container,) = obj["spec"]["template"]["spec"]["containers"]
+        probe = container.get("readinessProbe")
+        if probe is None:
+            assert name == "lifecycle"  # serves no endpoint
+            continue
+        assert "exec" not in probe
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert probe["httpGet"]["port"] == HEALTH_PORT[name](cfg), name
+        # on the pod's addresses, not loopback (the kubelet probes from the node)
+        hosts = {k: v for k, v in env.items() if k.endswith("HOST") and k.startswith("DEXORDER_")}
+        assert "0.0.0.0" in hosts.values(), (name, hosts)
+        assert container["livenessProbe"]["httpGet"] == probe["httpGet"]
