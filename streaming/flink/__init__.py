@@ -2,8 +2,8 @@
 virtualenv (``make flink-venv``; apache-flink pins pyarrow 16, which clashes with pyiceberg's).
 
 It imports only the project's pure modules (:mod:`streaming.candles`, :mod:`streaming.rules`,
-:mod:`dexorder.schemas`, :mod:`dexorder.contracts.rules`, ...), never the parts that need
-pyiceberg, aiokafka or the platform's settings.
+:mod:`dexorder.schemas`, :mod:`dexorder.contracts.rules`, :mod:`dexorder.record_signing`,
+...), never the parts that need pyiceberg or aiokafka.
 
 **What is Flink SQL and what is Python, and why.** The issue asks for SQL wherever it says
 the logic exactly; the parity test (``tests/flink``) is the judge. SQL is used for the Kafka

@@ -62,6 +62,10 @@ class KafkaIO(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: exactly-once writes (Kafka transactions committed with each checkpoint)
     exactly_once: bool = True
     transactional_id_prefix: str = "dexorder-flink"
+    #: a file holding ``kafka.record_signing_key`` (PEM Ed25519 private key; in the cluster
+    #: from the stream part's Secret): ``market.rules`` records are checked with it and the
+    #: records a fired rule becomes are signed with it (:mod:`streaming.flink.records`)
+    record_key_file: str | None = None
 
 
 class RelayIO(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

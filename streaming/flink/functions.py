@@ -10,28 +10,25 @@ from typing import Any
 
 import msgspec
 
-from dexorder.contracts.events import Notification
 from dexorder.contracts.rules import (
-    OrderTrigger,
     Rule,
-    RuleRecord,
     decode_fired,
     decode_record,
     encode_fired,
-    encode_record,
-    notification_kind,
 )
 from dexorder.market_validation import candle_problem, tick_problem
 from dexorder.rule_sealing import RuleSealer
 from dexorder.schemas import Candle, InvalidMessage, Tick, decode_candle, decode_tick, encode
 from dexorder.topics import ohlc_topic
-from streaming.flink.config import JobConfig
+from streaming.flink.config import JobConfig, KafkaIO
 from streaming.flink.keyed import END_OF_INPUT, Folded, KeyState, TickerFold, route_rule
+from streaming.flink.records import fired_records, job_record_keys, rule_record_problem
 from streaming.flink.relay import RelayPublisher, job_sealer
 
 # PyFlink exists only in .venv-flink; the pure modules above import without it.
 from pyflink.common import Row, Types  # isort: skip
 from pyflink.datastream import (  # isort: skip
+    FlatMapFunction,
     KeyedCoProcessFunction,
     KeyedProcessFunction,
     MapFunction,
@@ -99,21 +96,30 @@ class DecodeTicks(ProcessFunction):  # type: ignore[misc]
 
 
 class RuleTable(KeyedProcessFunction):  # type: ignore[misc]
-    """``market.rules`` keyed by rule id → changes keyed by ticker.
+    """``market.rules`` (key, value, headers) keyed by rule id → changes keyed by ticker.
 
-    A tombstone carries no ticker, so this stage remembers each rule's ticker (keyed state)
+    Only a record with the platform's signature counts (:mod:`streaming.flink.records`). A
+    tombstone carries no ticker, so this stage remembers each rule's ticker (keyed state)
     to route the deletion, and a rule moved to another ticker is deleted on the old one.
-    A record that is not a rule is counted (``bad_rules``) and dropped."""
+    A record that is not a signed rule is counted (``bad_rules``), logged and dropped."""
+
+    def __init__(self, cfg: KafkaIO) -> None:
+        self._cfg = cfg
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self._ticker = runtime_context.get_state(ValueStateDescriptor("ticker", Types.STRING()))
         self._bad = runtime_context.get_metrics_group().counter("bad_rules")
+        self._keys = job_record_keys(self._cfg.record_key_file)
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
-        data = value[1]
-        routed = route_rule(
-            ctx.get_current_key(), self._ticker.value(), None if data is None else bytes(data)
-        )
+        data = None if value[1] is None else bytes(value[1])
+        headers = {k: bytes(v) for k, v in (value[2] or {}).items()}
+        problem = rule_record_problem(self._keys, data, headers, self._cfg.rules_topic)
+        if problem is not None:
+            self._bad.inc()
+            log.warning("market.rules record dropped: %s", problem)
+            return
+        routed = route_rule(ctx.get_current_key(), self._ticker.value(), data)
         if routed.bad:
             self._bad.inc()
         elif routed.ticker is None:
@@ -314,30 +320,26 @@ def candle_record(data: Any) -> Row:
     return Row(decode_candle(bytes(data)).ticker.encode(), bytes(data))
 
 
-def notification_record(data: Any) -> Row:
-    """``notifications``: keyed by person, the :class:`Notification` JSON; its event id is
-    the rule's, so a firing replayed after a crash reaches the person once."""
-    fired = decode_fired(bytes(data))
-    note = Notification(
-        event_id=fired.event_id,
-        user=fired.rule.user,
-        kind=notification_kind(fired.rule),
-        payload=msgspec.to_builtins(fired),
-        created_at=fired.fired_at,
-    )
-    return Row(fired.rule.user.encode(), msgspec.json.encode(note))
+class SignedFired(FlatMapFunction):  # type: ignore[misc]
+    """A fired rule (its JSON) → its signed record for one topic (``notifications``,
+    ``rules.fired``: orders only, or ``market.rules``) as a Row (k, v, headers). The signing
+    key is read from ``kafka.record_key_file`` when the task opens."""
 
+    def __init__(self, cfg: KafkaIO, topic: str) -> None:
+        self._cfg = cfg
+        self._topic = topic
 
-def is_order(data: Any) -> bool:
-    return isinstance(decode_fired(bytes(data)).rule.condition, OrderTrigger)
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._keys = job_record_keys(self._cfg.record_key_file)
 
-
-def fired_order_record(data: Any) -> Row:
-    """``rules.fired`` (order rules): keyed by person, the :class:`RuleFired` JSON."""
-    return Row(decode_fired(bytes(data)).rule.user.encode(), bytes(data))
-
-
-def fired_rule_record(data: Any) -> Row:
-    """``market.rules``: the rule with its firing, so no engine fires it again."""
-    fired = decode_fired(bytes(data))
-    return Row(fired.rule.id.encode(), encode_record(RuleRecord(rule=fired.rule, fired=fired)))
+    def flat_map(self, value: Any) -> Iterator[Row]:
+        k = self._cfg
+        for record in fired_records(
+            decode_fired(bytes(value)),
+            self._keys,
+            notifications=k.notifications_topic,
+            rules_fired=k.fired_topic,
+            rules=k.rules_topic,
+        ):
+            if record.topic == self._topic:
+                yield Row(record.key, record.value, record.headers)

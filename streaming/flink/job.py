@@ -41,6 +41,7 @@ from typing import Any
 from dexorder.contracts.rules import BadRule, Rule, decode_record
 from streaming.flink import config as job_config
 from streaming.flink.config import JobConfig
+from streaming.flink.records import job_record_keys
 from streaming.flink.relay import job_sealer
 
 # PyFlink exists only in .venv-flink; the pure modules above import without it.
@@ -69,14 +70,11 @@ from streaming.flink.functions import (  # isort: skip
     PublishToRelay,
     RuleTable,
     SealFired,
+    SignedFired,
     candle_json,
     candle_record,
     candle_relay,
-    fired_order_record,
-    fired_rule_record,
     fired_text,
-    is_order,
-    notification_record,
 )
 
 #: the project's folders the Python workers import (the job ships them with the job)
@@ -166,13 +164,14 @@ def build(
         # rules in files are in force from the start; no changes arrive while it runs
         changes = env.from_collection([], type_info=RULE_CHANGE)
     else:
+        assert cfg.kafka is not None
         raw = _kafka_ticks(env, cfg)
         fmt = "msgpack"
         rules = {}  # they come from the compacted topic
         changes = (
             _kafka_rules(env, cfg)
             .key_by(lambda r: bytes(r[0]).decode(errors="replace"), key_type=Types.STRING())
-            .process(RuleTable(), output_type=RULE_CHANGE)
+            .process(RuleTable(cfg.kafka), output_type=RULE_CHANGE)
             .name("rules by ticker")
         )
     # as many decoders as readers, chained to them: a reader's order reaches the fold intact
@@ -249,19 +248,21 @@ def _tables(env: StreamExecutionEnvironment, cfg: JobConfig) -> Any:
     )
     # the compacted rules topic is read whole on a first start (later: from the checkpoint)
     t_env.execute_sql(
-        f"CREATE TEMPORARY TABLE rules_in (k BYTES, v BYTES) WITH ("
+        "CREATE TEMPORARY TABLE rules_in (k BYTES, v BYTES, headers MAP<STRING, BYTES> METADATA) "
+        "WITH ("
         f"{_RAW.format(bootstrap=k.bootstrap, topic=k.rules_topic)}, {read}, "
         "'scan.startup.mode' = 'earliest-offset')"
     )
     guarantee = "exactly-once" if k.exactly_once else "at-least-once"
-    for table, topic in (
-        ("candles_out", k.candles_topic),
-        ("notifications_out", k.notifications_topic),
-        ("fired_out", k.fired_topic),
-        ("rules_out", k.rules_topic),
+    signed = "headers MAP<STRING, BYTES> METADATA"  # the records' signatures go there
+    for table, topic, columns in (
+        ("candles_out", k.candles_topic, "k BYTES, v BYTES"),
+        ("notifications_out", k.notifications_topic, f"k BYTES, v BYTES, {signed}"),
+        ("fired_out", k.fired_topic, f"k BYTES, v BYTES, {signed}"),
+        ("rules_out", k.rules_topic, f"k BYTES, v BYTES, {signed}"),
     ):
         t_env.execute_sql(
-            f"CREATE TEMPORARY TABLE {table} (k BYTES, v BYTES) WITH ("
+            f"CREATE TEMPORARY TABLE {table} ({columns}) WITH ("
             f"{_RAW.format(bootstrap=k.bootstrap, topic=topic)}, "
             f"'sink.delivery-guarantee' = '{guarantee}', "
             f"'sink.transactional-id-prefix' = '{k.transactional_id_prefix}-{table}', "
@@ -277,22 +278,32 @@ def _kafka_ticks(env: StreamExecutionEnvironment, cfg: JobConfig) -> DataStream:
 
 def _kafka_rules(env: StreamExecutionEnvironment, cfg: JobConfig) -> DataStream:
     t_env = _tables(env, cfg)
-    return t_env.to_data_stream(t_env.sql_query("SELECT k, v FROM rules_in WHERE k IS NOT NULL"))
+    return t_env.to_data_stream(
+        t_env.sql_query("SELECT k, v, headers FROM rules_in WHERE k IS NOT NULL")
+    )
 
 
 def _kafka_sinks(
     env: StreamExecutionEnvironment, cfg: JobConfig, closed: DataStream, fired: DataStream
 ) -> None:
-    """Closed candles → ``market.candles``; fired rules → ``notifications``, their record
-    (with the firing) → ``market.rules``, and fired orders → ``rules.fired``."""
+    """Closed candles → ``market.candles``; fired rules, signed → ``notifications``, their
+    record (with the firing) → ``market.rules``, and fired orders → ``rules.fired``."""
     t_env = _tables(env, cfg)
+    k = cfg.kafka
+    assert k is not None
     rows = Types.ROW_NAMED(["k", "v"], [BYTES, BYTES])
+    signed = Types.ROW_NAMED(
+        ["k", "v", "headers"], [BYTES, BYTES, Types.MAP(Types.STRING(), BYTES)]
+    )
     statements = t_env.create_statement_set()
     for table, stream in (
         ("candles_out", closed.map(candle_record, output_type=rows)),
-        ("notifications_out", fired.map(notification_record, output_type=rows)),
-        ("rules_out", fired.map(fired_rule_record, output_type=rows)),
-        ("fired_out", fired.filter(is_order).map(fired_order_record, output_type=rows)),
+        (
+            "notifications_out",
+            fired.flat_map(SignedFired(k, k.notifications_topic), output_type=signed),
+        ),
+        ("rules_out", fired.flat_map(SignedFired(k, k.rules_topic), output_type=signed)),
+        ("fired_out", fired.flat_map(SignedFired(k, k.fired_topic), output_type=signed)),
     ):
         statements.add_insert(table, t_env.from_data_stream(stream))
     statements.attach_as_datastream()
@@ -311,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         rules = initial_rules(cfg.files.rules) if cfg.files is not None else {}
         if cfg.kafka is not None:
             _connector_jar(cfg)
+            job_record_keys(cfg.kafka.record_key_file)  # the records' signing key, fit
         if cfg.relay is not None:
             job_sealer(cfg.relay)  # the fired rules' seal key, readable and fit
         env = environment(cfg)

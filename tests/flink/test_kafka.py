@@ -18,11 +18,14 @@ from pathlib import Path
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from dexorder.contracts.events import Notification
 from dexorder.contracts.rules import encode_record, fired_event_id
 from dexorder.kafka import ensure_topics
 from dexorder.market_validation import candle_problem
+from dexorder.record_signing import RecordKeys, signed_record, verify_record
 from dexorder.schemas import Candle, decode_candle, encode
 from dexorder.topics import MARKET_CANDLES, MARKET_RULES, MARKET_TICKS, NOTIFICATIONS
 from streaming.engine import fold
@@ -46,13 +49,25 @@ def _why_not() -> str | None:
 pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
 
 
-async def _produce(bootstrap: str) -> None:
+async def _produce(bootstrap: str, keys: RecordKeys) -> None:
     await ensure_topics(bootstrap)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     try:
+        # signed as the gateway signs them; one forged record the job must ignore
         for record in fixture.rules():
-            await producer.send(MARKET_RULES, encode_record(record), key=record.rule.id.encode())
+            value = encode_record(record)
+            await producer.send(
+                MARKET_RULES,
+                value,
+                key=record.rule.id.encode(),
+                headers=signed_record(keys, MARKET_RULES, value),
+            )
+        forged = fixture.rules()[0]
+        forged = msgspec.structs.replace(
+            forged, rule=msgspec.structs.replace(forged.rule, id="forged", user="mallory")
+        )
+        await producer.send(MARKET_RULES, encode_record(forged), key=b"forged")
         for tick in fixture.ticks():
             await producer.send(MARKET_TICKS, encode(tick), key=tick.ticker.encode())
         await producer.flush()
@@ -61,7 +76,7 @@ async def _produce(bootstrap: str) -> None:
 
 
 async def _read(
-    bootstrap: str, candles: int, notes: int
+    bootstrap: str, candles: int, notes: int, record_keys: RecordKeys
 ) -> tuple[list[Candle], list[Notification]]:
     consumer = AIOKafkaConsumer(
         MARKET_CANDLES,
@@ -73,6 +88,7 @@ async def _read(
     await consumer.start()
     got: list[Candle] = []
     seen: list[Notification] = []
+    signed: list[tuple[bytes, list[tuple[str, bytes]]]] = []
     try:
         async with asyncio.timeout(240):
             while len(got) < candles or len(seen) < notes:
@@ -83,19 +99,32 @@ async def _read(
                             got.append(decode_candle(r.value or b""))
                         else:
                             seen.append(msgspec.json.decode(r.value or b"", type=Notification))
+                            signed.append((r.value or b"", list(r.headers)))
     finally:
         await consumer.stop()
+    for value, headers in signed:
+        verify_record(record_keys, NOTIFICATIONS, value, headers)  # the functions act on it
     return got, seen
 
 
 def test_the_job_reads_and_writes_kafka(kafka: str, tmp_path: Path) -> None:
-    asyncio.run(_produce(kafka))
+    private = Ed25519PrivateKey.generate()
+    keys = RecordKeys(private.public_key(), private)
+    (tmp_path / "record.pem").write_bytes(
+        private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    )
+    asyncio.run(_produce(kafka, keys))
     # the input never ends: only what the ticks themselves close comes out
     expected = fold(fixture.ticks(), fixture.rules(), fixture.LATENESS_MS, close_at_end=False)
     now = int(time.time() * 1000)
     published = [c for c in expected.candles if candle_problem(c, now) is None]
     config = {
-        "kafka": {"bootstrap": kafka, "connector_jar": JAR, "startup": "earliest-offset"},
+        "kafka": {
+            "bootstrap": kafka,
+            "connector_jar": JAR,
+            "startup": "earliest-offset",
+            "record_key_file": str(tmp_path / "record.pem"),
+        },
         "checkpoints": {"interval_ms": 1000, "dir": (tmp_path / "ck").as_uri()},
         "allowed_lateness_ms": fixture.LATENESS_MS,
     }
@@ -111,7 +140,7 @@ def test_the_job_reads_and_writes_kafka(kafka: str, tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
-        candles, notes = asyncio.run(_read(kafka, len(published), len(expected.fired)))
+        candles, notes = asyncio.run(_read(kafka, len(published), len(expected.fired), keys))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
@@ -122,7 +151,8 @@ def test_the_job_reads_and_writes_kafka(kafka: str, tmp_path: Path) -> None:
 
     assert sorted(candles, key=key) == sorted(published, key=key)
     # the rules topic is read while the ticks are: a rule fires from the ticks after it
-    # arrived, and the fixture's first firing is thousands of ticks in
+    # arrived, and the fixture's first firing is thousands of ticks in; the forged rule
+    # (not signed) never fires
     assert sorted(n.event_id for n in notes) == sorted(
         fired_event_id(f.rule.id) for f in expected.fired
     )

@@ -10,12 +10,26 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from dexorder.contracts.rules import PriceCross, Rule, RuleRecord, encode_record
+from dexorder.contracts.events import Notification
+from dexorder.contracts.rules import (
+    OrderTrigger,
+    PriceCross,
+    Rule,
+    RuleFired,
+    RuleRecord,
+    decode_record,
+    encode_record,
+)
+from dexorder.record_signing import RecordKeys, signed_record, verify_record
 from dexorder.schemas import Candle, Tick
+from dexorder.topics import MARKET_RULES, NOTIFICATIONS, RULES_FIRED
 from streaming.flink import config as job_config
 from streaming.flink.config import ConfigError, RelayIO
 from streaming.flink.keyed import KeySnapshot, KeyState, Routed, TickerFold, route_rule
+from streaming.flink.records import fired_records, job_record_keys, rule_record_problem
 from streaming.flink.relay import RelayPublisher
 from tests.flink.conftest import FLINK_PYTHON, ROOT, RelayStandIn
 
@@ -194,3 +208,82 @@ def test_rule_records_are_routed_to_their_ticker() -> None:
     # not a rule, or filed under another id: nothing changes, counted as bad
     assert route_rule("r1", btc, b"{not json") == Routed(btc, [], bad=True)
     assert route_rule("r2", btc, _record("r1", eth)) == Routed(btc, [], bad=True)
+
+
+def _pem_key(path: Path) -> RecordKeys:
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    path.write_bytes(pem)
+    return RecordKeys(key.public_key(), key)
+
+
+def test_fired_rules_become_signed_records(tmp_path: Path) -> None:
+    keys = _pem_key(tmp_path / "record.pem")
+    assert job_record_keys(str(tmp_path / "record.pem")).public == keys.public
+    order = Rule(
+        id="o1",
+        user="carol",
+        ticker="BINANCE:BTC/USDT",
+        condition=msgspec.convert(
+            {"order_id": "o-1", "order_type": "limit", "side": "buy", "quantity": 1, "level": 95},
+            OrderTrigger,
+        ),
+        created_at=T0,
+    )
+    fired = RuleFired(rule=order, fired_at=T0 + 5, price=94.0, fill_price=94.0)
+    records = fired_records(fired, keys)
+    assert [r.topic for r in records] == [NOTIFICATIONS, RULES_FIRED, MARKET_RULES]
+    for r in records:
+        verify_record(keys, r.topic, r.value, list(r.headers.items()))  # raises if not
+    note = msgspec.json.decode(records[0].value, type=Notification)
+    assert (note.event_id, note.user, note.kind) == ("rule:o1", "carol", "order_triggered")
+    assert decode_record(records[2].value).fired == fired
+    alert = msgspec.structs.replace(fired, rule=msgspec.structs.replace(order, condition=_CROSS))
+    assert [r.topic for r in fired_records(alert, keys)] == [NOTIFICATIONS, MARKET_RULES]
+
+
+_CROSS = PriceCross(direction="below", level=95.0)
+
+
+def test_rule_records_count_only_with_the_platform_signature(tmp_path: Path) -> None:
+    keys = _pem_key(tmp_path / "record.pem")
+    value = _record("r1", "BINANCE:BTC/USDT")
+    signed = dict(signed_record(keys, MARKET_RULES, value))
+    assert rule_record_problem(keys, value, signed) is None
+    assert "unsigned" in (rule_record_problem(keys, value, {}) or "")
+    other = _pem_key(tmp_path / "other.pem")
+    assert "forged" in (
+        rule_record_problem(keys, value, dict(signed_record(other, MARKET_RULES, value))) or ""
+    )
+    # a signature is for one topic, and tombstones are signed too
+    assert rule_record_problem(keys, value, dict(signed_record(keys, NOTIFICATIONS, value)))
+    assert rule_record_problem(keys, None, dict(signed_record(keys, MARKET_RULES, b""))) is None
+    assert rule_record_problem(keys, None, None)
+
+
+def test_record_keys_refused_when_missing_or_wrong(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="must be set"):
+        job_record_keys(None)
+    (tmp_path / "bad.pem").write_text("not a key")
+    with pytest.raises(ConfigError, match="PEM"):
+        job_record_keys(str(tmp_path / "bad.pem"))
+
+
+@pytest.mark.skipif(not FLINK_PYTHON.exists(), reason="no .venv-flink: run `make flink-venv`")
+def test_the_job_refuses_kafka_without_its_record_key(tmp_path: Path) -> None:
+    jar = tmp_path / "connector.jar"
+    jar.write_bytes(b"")
+    cfg = tmp_path / "job.json"
+    cfg.write_bytes(
+        msgspec.json.encode({"kafka": {"bootstrap": "127.0.0.1:9", "connector_jar": str(jar)}})
+    )
+    proc = subprocess.run(
+        [str(FLINK_PYTHON), "-m", "streaming.flink.job", "--config", str(cfg)],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert b"kafka.record_key_file must be set" in proc.stderr
+    assert b"Traceback" not in proc.stderr
