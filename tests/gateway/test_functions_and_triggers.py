@@ -182,7 +182,11 @@ async def test_the_tool_proxy_answers_a_cloudevent_with_a_cloudevent(
         assert reply["type"] == "dexorder.tool.result" and reply["dexordercallid"] == call["id"]
         data = reply.get_data()
         result = json.loads(data) if isinstance(data, bytes | str) else data
-        assert not result["is_error"] and "sma_cross" in json.dumps(result["result"])
+        assert (
+            result is not None
+            and not result["is_error"]
+            and "sma_cross" in json.dumps(result["result"])
+        )
 
         forged = CloudEvent(
             {"type": "dexorder.tool.call", "source": "/test"},
