@@ -29,7 +29,12 @@ T = TypeVar("T")
 
 
 class RuleError(ValueError):
-    """The platform did not take the rule call; the message is for the person."""
+    """The platform did not take the rule call; the message is for the person, ``status``
+    the gateway's answer (None: it was not reached)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class AlreadyFired(RuleError):
@@ -66,11 +71,9 @@ class RuleClient:
         if status < 300:
             return data
         message = _error_of(data)
-        if status == 409 and "already fired" in message:
-            raise AlreadyFired(message)
         if status >= 500:
-            raise RuleError(f"the platform cannot watch the market right now: {message}")
-        raise RuleError(message)
+            message = f"the platform cannot watch the market right now: {message}"
+        raise RuleError(message, status)
 
     async def put(self, rule: Rule) -> RuleRecord:
         """Register ``rule`` (repeating a put that was lost is harmless)."""
@@ -84,8 +87,10 @@ class RuleClient:
         try:
             data = await self._call("DELETE", f"/{rule_id}{query}")
         except RuleError as exc:
-            if str(exc).startswith("no rule"):
+            if exc.status == 404:
                 return None
+            if exc.status == 409:  # a delete's only conflict: it fired (unless_fired)
+                raise AlreadyFired(str(exc), 409) from None
             raise
         return _read(decode_deleted, data).deleted
 

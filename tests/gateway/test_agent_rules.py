@@ -11,17 +11,23 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from dexorder.config import Settings
 from dexorder.contracts.rules import (
     OrderTrigger,
     PercentMove,
     PriceCross,
+    Rule,
     RuleFired,
+    RuleRecord,
     VolumeSpike,
+    encode_record,
 )
 from dexorder.process import active_triggers, free_port
+from dexorder.record_signing import record_keys, signed_record
 from dexorder.tokens import mint_token
+from dexorder.topics import MARKET_RULES
 from tests.gateway.agent_calls import agent_session
 from tests.gateway.served import Served, serve_gateway
 
@@ -40,6 +46,29 @@ async def served(tmp_path: Path, kafka: str) -> AsyncIterator[Served]:
     )
     async with serve_gateway(cfg) as s:
         yield s
+
+
+async def engine_fires(served: Served, rule: Rule) -> None:
+    """Write ``rule`` back fired to market.rules, as the stream engine does; wait for the
+    gateway's view to show it."""
+    assert served.gw.rules is not None and served.gw.cfg.kafka.bootstrap_servers
+    fired = RuleFired(rule=rule, fired_at=rule.created_at + 1, price=1.0, fill_price=1.0)
+    value = encode_record(RuleRecord(rule=rule, fired=fired))
+    keys = record_keys(served.gw.cfg)
+    producer = AIOKafkaProducer(bootstrap_servers=served.gw.cfg.kafka.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            MARKET_RULES,
+            value,
+            key=rule.id.encode(),
+            headers=signed_record(keys, MARKET_RULES, value),
+        )
+    finally:
+        await producer.stop()
+    async with asyncio.timeout(30):
+        while (r := served.gw.rules.view.get(rule.id)) is None or r.fired is None:
+            await asyncio.sleep(0.02)
 
 
 async def test_alerts_and_resting_orders_are_platform_rules(served: Served) -> None:
@@ -146,6 +175,17 @@ async def test_alerts_and_resting_orders_are_platform_rules(served: Served) -> N
         assert deleted["id"] == alert["id"] and mine() == {}
         assert "no alert" in await agent.refused("delete_alert", alert_id=alert["id"])
 
+        # an order whose rule has just fired is no longer cancellable: its fill is coming
+        firing = await agent.ok(
+            "execute_trade", ticker=BTC, side="buy", quantity=1, order_type="limit", limit_price=75
+        )
+        (fired_rule,) = [
+            r.rule for r in rules.view.of(a_id) if r.rule.id == f"order-{firing['order']['id']}"
+        ]
+        await engine_fires(served, fired_rule)
+        said = await agent.refused("cancel_order", order_id=firing["order"]["id"])
+        assert "just been triggered" in said
+
         await agent.ok(
             "execute_trade", ticker=BTC, side="buy", quantity=1, order_type="limit", limit_price=70
         )
@@ -154,7 +194,7 @@ async def test_alerts_and_resting_orders_are_platform_rules(served: Served) -> N
     async with asyncio.timeout(10):
         while active_triggers(served.gw.cfg.agent_dir(a_id)) != 0:
             await asyncio.sleep(0.05)
-    assert len(rules.view.of(a_id)) == 2
+    assert len(rules.view.of(a_id)) == 3  # the fired one stays until it is applied
 
 
 async def test_what_an_agent_watched_itself_becomes_platform_rules(served: Served) -> None:
