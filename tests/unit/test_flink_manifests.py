@@ -26,7 +26,9 @@ import pytest
 import yaml
 import zmq
 
+from dexorder.tokens import new_private_pem
 from streaming.flink import config as job_config
+from streaming.flink.records import job_record_keys
 from tests.knative.manifests import crd_schemas, validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,7 +135,9 @@ def _init_container() -> dict[str, Any]:
     return found
 
 
-def _run_init(tmp_path: Path, server_public: str, publisher_secret: str) -> Path:
+def _run_init(
+    tmp_path: Path, server_public: str, publisher_secret: str, record_key: str | None = None
+) -> Path:
     """Run the init container's script as the pod would, on files made here; return the
     folder it wrote (the job's configuration and the key file)."""
     init = _init_container()
@@ -144,9 +148,10 @@ def _run_init(tmp_path: Path, server_public: str, publisher_secret: str) -> Path
     (tmp_path / "config.yaml").write_text(
         yaml.safe_dump({"relay": {"server_public_key": server_public}})
     )
-    (tmp_path / "secrets.yaml").write_text(
-        yaml.safe_dump({"relay": {"publisher_secret_key": publisher_secret}})
-    )
+    secrets: dict[str, Any] = {"relay": {"publisher_secret_key": publisher_secret}}
+    if record_key is not None:
+        secrets["kafka"] = {"record_signing_key": record_key}
+    (tmp_path / "secrets.yaml").write_text(yaml.safe_dump(secrets))
     command = init["command"]
     assert command[:2] == ["python", "-c"]
     subprocess.run(
@@ -179,6 +184,17 @@ def test_the_job_runs_with_its_configuration_and_the_relays_keys(tmp_path: Path)
     assert cfg.checkpoints.dir == spec["flinkConfiguration"]["execution.checkpointing.dir"]
     assert cfg.parallelism == spec["job"]["parallelism"]
     assert cfg.kafka.connector_jar == "/opt/flink/lib/flink-sql-connector-kafka.jar"
+
+
+def test_the_job_gets_the_stream_parts_record_signing_key(tmp_path: Path) -> None:
+    """The job signs what it produces (and checks market.rules) with the Secret's
+    kafka.record_signing_key, which it wants in a file of its own."""
+    pem = new_private_pem()
+    public, secret = (k.decode() for k in zmq.curve_keypair())
+    cfg = job_config.load(_run_init(tmp_path, public, secret, record_key=pem) / "job.yaml")
+    assert cfg.kafka is not None and cfg.kafka.record_key_file is not None
+    keys = job_record_keys(cfg.kafka.record_key_file)
+    assert keys.private is not None
 
 
 def test_the_init_container_reads_what_the_pod_mounts_and_writes_what_the_job_reads() -> None:
