@@ -136,7 +136,11 @@ def _init_container() -> dict[str, Any]:
 
 
 def _run_init(
-    tmp_path: Path, server_public: str, publisher_secret: str, record_key: str | None = None
+    tmp_path: Path,
+    server_public: str,
+    publisher_secret: str,
+    record_key: str | None = None,
+    seal_key: str | None = None,
 ) -> Path:
     """Run the init container's script as the pod would, on files made here; return the
     folder it wrote (the job's configuration and the key file)."""
@@ -149,6 +153,8 @@ def _run_init(
         yaml.safe_dump({"relay": {"server_public_key": server_public}})
     )
     secrets: dict[str, Any] = {"relay": {"publisher_secret_key": publisher_secret}}
+    if seal_key is not None:
+        secrets["relay"]["rule_seal_key"] = seal_key
     if record_key is not None:
         secrets["kafka"] = {"record_signing_key": record_key}
     (tmp_path / "secrets.yaml").write_text(yaml.safe_dump(secrets))
@@ -195,6 +201,18 @@ def test_the_job_gets_the_stream_parts_record_signing_key(tmp_path: Path) -> Non
     assert cfg.kafka is not None and cfg.kafka.record_key_file is not None
     keys = job_record_keys(cfg.kafka.record_key_file)
     assert keys.private is not None
+
+
+def test_the_job_gets_the_rule_seal_key_in_a_file_it_mounts(tmp_path: Path) -> None:
+    """Fired rules go to the relay sealed with relay.rule_seal_key: the init container
+    writes the Secret's key where the job reads it (under the job's own mount)."""
+    public, secret = (k.decode() for k in zmq.curve_keypair())
+    seal = "s" * 43
+    out = _run_init(tmp_path, public, secret, seal_key=seal)
+    cfg = job_config.load(out / "job.yaml")
+    assert cfg.relay is not None and cfg.relay.rule_seal_key_file is not None
+    seal_file = Path(cfg.relay.rule_seal_key_file)
+    assert seal_file.parent == out and seal_file.read_text() == seal
 
 
 def test_the_init_container_reads_what_the_pod_mounts_and_writes_what_the_job_reads() -> None:
