@@ -17,6 +17,13 @@ each row says how much of a core the generator took and the load average.
 A third row writes the ticks straight into ``market.ticks`` (as the ingestor
 would) at 10k/s: the stream runner and the relay alone, without the exchange
 side (the emulator and CCXT), which costs the most CPU per trade.
+
+First, the CPU the ingestor spends decoding one streamed trade: CCXT's parse
+(``json.loads`` and ``parse_ws_trade``, then :func:`tick_from_ccxt`; CCXT's own
+bookkeeping per message comes on top) against the native Binance decoder the
+ingestor uses (:mod:`services.ingestor.binance_trades`). With
+``BENCH_CCXT_TRADES=1`` the ingestor streams through CCXT's ``watch_trades``
+instead (``native_trade_stream: false``), to compare the whole path both ways.
 """
 
 from __future__ import annotations
@@ -38,9 +45,12 @@ from aiokafka import AIOKafkaProducer
 from bench.common import pct, row
 from dexorder.client import request
 from dexorder.config import tcp_address
+from dexorder.exchanges import make_exchange
 from dexorder.schemas import RealtimeRequest, Tick, decode_candle, encode
 from dexorder.topics import MARKET_TICKS, ohlc_topic
 from launcher.ephemeral import RunningPlatform, ephemeral_env, free_port, start_platform
+from services.ingestor.binance_trades import BinanceTradeDecoder, spot_symbols
+from services.ingestor.trades import tick_from_ccxt
 
 TICKER = "BINANCE:BTC/USDT"
 BASE_PRICE = 50_000.0
@@ -170,6 +180,41 @@ async def _measure(
     return latencies, max(lost, len(sent) - read)
 
 
+async def _decode_cost(p: RunningPlatform, n: int = 20_000) -> tuple[float, float]:
+    """CPU µs per trade event: CCXT's parse into a tick, and the native decoder's."""
+    ex = make_exchange("binance", p.cfg.emulator_url, enableRateLimit=False)
+    try:
+        await ex.load_markets()
+    finally:
+        await ex.close()
+    now = int(time.time() * 1000)
+    raws = [
+        json.dumps(
+            {
+                "e": "trade",
+                "E": now,
+                "s": "BTCUSDT",
+                "t": 10**9 + i,
+                "p": f"{BASE_PRICE + i * STEP:.8f}",
+                "q": "0.01000000",
+                "T": now,
+                "m": i % 2 == 0,
+                "M": True,
+            }
+        )
+        for i in range(n)
+    ]
+    market = ex.market("BTC/USDT")
+    t0 = time.process_time()
+    slow = [tick_from_ccxt("BINANCE", ex.parse_ws_trade(json.loads(r), market)) for r in raws]
+    t1 = time.process_time()
+    decoder = BinanceTradeDecoder("BINANCE", spot_symbols(ex.markets.values()))
+    fast = [decoder.tick(r) for r in raws]
+    t2 = time.process_time()
+    assert fast == slow, "the two paths disagree"
+    return (t1 - t0) / n * 1e6, (t2 - t1) / n * 1e6
+
+
 async def _zmq_hop(n: int = 2_000) -> list[float]:
     ctx = zmq.asyncio.Context.instance()
     addr = tcp_address("127.0.0.1", free_port())
@@ -195,10 +240,24 @@ async def _zmq_hop(n: int = 2_000) -> list[float]:
 async def _run(seconds: float) -> dict[str, float]:
     home = Path(tempfile.mkdtemp())
     env = ephemeral_env(home, DEXORDER_LOG_LEVEL="warning")
+    if os.environ.get("BENCH_CCXT_TRADES") == "1":
+        exchanges = json.loads(env["DEXORDER_EXCHANGES"])
+        env["DEXORDER_EXCHANGES"] = json.dumps(
+            [{**ex, "native_trade_stream": False} for ex in exchanges]
+        )
+        print("  (trades streamed through CCXT's watch_trades: BENCH_CCXT_TRADES=1)")
     os.environ.update(env)
     p = start_platform(env)
     out: dict[str, float] = {}
     try:
+        ccxt_us, native_us = await _decode_cost(p)
+        row("ingestor CPU per trade: CCXT parse", f"{ccxt_us:.1f} us", "(the baseline)")
+        row(
+            "ingestor CPU per trade: native decode",
+            f"{native_us:.1f} us",
+            f"{ccxt_us / native_us:.0f}x less; load average {os.getloadavg()[0]:.1f}",
+        )
+        out["ccxt_parse_us"], out["native_decode_us"] = ccxt_us, native_us
         await _measure(p, 200, 2.0, 1)  # warm up the whole path
         seq0 = 1_000_000
         for rate in (1_000, 10_000):

@@ -128,6 +128,20 @@ class ExchangeConfig(_Section):
     shard_index: int = Field(0, ge=0)
     shard_count: int = Field(1, ge=1)
     health_port: int = Field(5561, ge=1, le=65535)
+    #: Read the spot trade stream straight from the exchange's WebSocket, without
+    #: CCXT's per-trade parsing (a core at 10,000 trades/s); CCXT still loads markets,
+    #: backfills and fills gaps. Unset: on for Binance-protocol exchanges (ccxt_id
+    #: ``binance``, ``binanceus``), the only ones it may be set for.
+    native_trade_stream: bool | None = None
+
+    @model_validator(mode="after")
+    def _native_only_for_binance(self) -> ExchangeConfig:
+        # services.ingestor.binance_trades.BINANCE_PROTOCOL; config does not import services
+        if self.native_trade_stream and self.ccxt_id not in ("binance", "binanceus"):
+            raise ValueError(
+                f"native_trade_stream is for Binance-protocol exchanges, not {self.ccxt_id!r}"
+            )
+        return self
 
 
 class StreamConfig(_Section):

@@ -5,6 +5,10 @@ One ingestor serves one exchange. It streams the configured tickers it owns
 relay's work queue (topic ``EXCHANGE:``). Trades come from the exchange's
 WebSocket where CCXT has one, from REST polling otherwise; after a reconnect
 the gap is filled from REST (duplicates are removed downstream by trade id).
+On Binance-protocol exchanges the spot trade stream is read without CCXT
+(:mod:`services.ingestor.binance_stream`, ``native_trade_stream``): CCXT's
+parse of each trade cost a core at 10,000 trades/s; CCXT still loads the
+markets, backfills and fills gaps.
 A malformed payload is logged and counted, never fatal; so is a trade that
 breaks the rules every consumer applies (:mod:`dexorder.market_validation`:
 non-finite or non-positive price or amount, a time beyond the wall clock).
@@ -22,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import ccxt
 import msgspec
 import structlog
@@ -42,6 +47,7 @@ from dexorder.schemas import (
     HistoryProgress,
     InvalidMessage,
     OhlcBatch,
+    Tick,
     WorkItem,
     decode,
     encode,
@@ -53,6 +59,8 @@ from dexorder.topics import (
     work_topic,
 )
 from services.ingestor.backfill import run_backfill
+from services.ingestor.binance_stream import connect, raw_messages, trade_stream_url
+from services.ingestor.binance_trades import BINANCE_PROTOCOL, BinanceTradeDecoder, spot_symbols
 from services.ingestor.trades import MalformedTrade, TradeCursor, owns, tick_from_ccxt
 
 if TYPE_CHECKING:
@@ -119,6 +127,11 @@ class Ingestor:
     #: larger than the ring loses the oldest trades silently (CCXT's default, 1000, lost
     #: trades at 10,000/s). About 1.2 KB a trade, kept per streamed ticker.
     trades_buffer: int = 10_000
+    #: Read the spot trade stream without CCXT (Binance-protocol exchanges only);
+    #: None: on for those (:data:`BINANCE_PROTOCOL`), off for others.
+    native_trade_stream: bool | None = None
+    _native: BinanceTradeDecoder | None = None
+    _http: aiohttp.ClientSession | None = None
     #: ticker → wall-clock ms of the previous and the last batch of trades sent
     _trades_ms: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: figures for ``/healthz`` (this exchange's counters), counted from construction
@@ -153,6 +166,7 @@ class Ingestor:
             shard_index=ex.shard_index,
             shard_count=ex.shard_count,
             max_skew_ms=cfg.market_data.max_clock_skew_ms,
+            native_trade_stream=ex.native_trade_stream,
         )
 
     def __post_init__(self) -> None:
@@ -207,6 +221,13 @@ class Ingestor:
         work = asyncio.create_task(self._take_work())
         try:
             await self._load_markets()
+            native = self.native_trade_stream
+            if native is None:
+                native = self.ccxt_id in BINANCE_PROTOCOL
+            if native and self.ccxt_id in BINANCE_PROTOCOL:
+                markets = spot_symbols(self._exchange.markets.values())
+                self._native = BinanceTradeDecoder(self.exchange_name, markets, self.max_skew_ms)
+                self._http = aiohttp.ClientSession()
             # The exchange's markets are a large object graph that lives as long as the
             # process (binance: thousands of markets); every full collection walked all
             # of it, stalling the trade stream 200+ ms at 10,000 trades/s. Frozen, the
@@ -224,6 +245,8 @@ class Ingestor:
                 task.cancel()
             await asyncio.gather(work, *tasks, return_exceptions=True)
             await self._exchange.close()
+            if self._http is not None:
+                await self._http.close()
             await self._producer.stop()
             if self._progress_pub is not None:
                 self._progress_pub.close()
@@ -292,6 +315,9 @@ class Ingestor:
             self.transport == "auto" and bool(self._exchange.has.get("watchTrades"))
         )
         key = str(ticker).encode()
+        url = trade_stream_url(self._exchange, ticker.symbol) if use_ws and self._native else None
+        if url is not None:
+            return await self._stream_native(ticker, url)
         while True:
             try:
                 if gap:
@@ -317,26 +343,73 @@ class Ingestor:
                 self._streams.pop(str(ticker), None)
                 return
             except (*_NETWORK_ERRORS, ccxt.ExchangeError) as exc:
-                RECONNECTS.labels(self.exchange_name).inc()
-                delay = backoff.next_delay()
-                log.warning(
-                    "trade stream interrupted; reconnecting",
-                    ticker=str(ticker),
-                    error=str(exc)[:200],
-                    delay=round(delay, 2),
-                )
-                await asyncio.sleep(delay)
+                await self._interrupted(ticker, exc, backoff, cursor)
                 gap = True
-                if cursor.last_ts is None:
-                    cursor.last_ts = int(time.time() * 1000)
             except Exception:  # never let one ticker's stream end silently
                 ERRORS.labels(self.exchange_name).inc()
                 log.exception("trade stream failed; retrying", ticker=str(ticker))
                 await asyncio.sleep(backoff.next_delay())
                 gap = True
 
+    async def _interrupted(
+        self, ticker: Ticker, exc: BaseException, backoff: Backoff, cursor: TradeCursor
+    ) -> None:
+        """Count and log a lost connection, wait out the backoff, and make sure the gap
+        fill after it has a start (a stream that never delivered starts the gap now)."""
+        RECONNECTS.labels(self.exchange_name).inc()
+        delay = backoff.next_delay()
+        log.warning(
+            "trade stream interrupted; reconnecting",
+            ticker=str(ticker),
+            error=str(exc)[:200],
+            delay=round(delay, 2),
+        )
+        await asyncio.sleep(delay)
+        if cursor.last_ts is None:
+            cursor.last_ts = int(time.time() * 1000)
+
+    async def _stream_native(self, ticker: Ticker, url: str) -> None:
+        """Stream one ticker from the exchange's raw trade stream, reconnecting with backoff.
+
+        After a reconnect the stream is opened first and the gap then filled from REST
+        through CCXT, so the trades made during the fill wait in the socket and none
+        fall between the two; the cursor drops the ones both give.
+        """
+        assert self._native is not None and self._http is not None
+        to_tick, malformed = self._native.tick, self._malformed
+        backoff, cursor, gap = Backoff(), TradeCursor(), False
+        key = str(ticker).encode()
+        while True:
+            try:
+                async with connect(self._http, url) as ws:
+                    if gap:
+                        trades = await self._exchange.fetch_trades(
+                            ticker.symbol, since=cursor.last_ts
+                        )
+                        await self._send(key, cursor, trades)
+                        gap = False
+                    backoff.reset()
+                    async for raw in raw_messages(ws):
+                        try:
+                            tick = to_tick(raw)
+                        except MalformedTrade as exc:
+                            malformed(raw, exc)
+                            continue
+                        await self._send_ticks(key, cursor, [tick])
+            except asyncio.CancelledError:
+                raise
+            except (*_NETWORK_ERRORS, aiohttp.ClientError, ccxt.ExchangeError) as exc:
+                await self._interrupted(ticker, exc, backoff, cursor)
+                gap = True
+            except Exception:  # never let one ticker's stream end silently
+                ERRORS.labels(self.exchange_name).inc()
+                log.exception("trade stream failed; retrying", ticker=str(ticker))
+                await asyncio.sleep(backoff.next_delay())
+                gap = True
+                if cursor.last_ts is None:
+                    cursor.last_ts = int(time.time() * 1000)
+
     async def _send(self, key: bytes, cursor: TradeCursor, trades: list[dict[str, Any]]) -> None:
-        assert self._producer is not None
         ticks = []
         for trade in trades:
             try:
@@ -345,6 +418,10 @@ class Ingestor:
                 )
             except MalformedTrade as exc:
                 self._malformed(trade.get("info", trade) if isinstance(trade, dict) else trade, exc)
+        await self._send_ticks(key, cursor, ticks)
+
+    async def _send_ticks(self, key: bytes, cursor: TradeCursor, ticks: list[Tick]) -> None:
+        assert self._producer is not None
         fresh = cursor.fresh(ticks)
         if fresh:
             now = int(time.time() * 1000)

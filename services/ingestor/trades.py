@@ -49,10 +49,16 @@ def tick_from_ccxt(
         ts=ts,
         side=side if side in ("buy", "sell") else None,
     )
+    return checked(tick, now_ms, max_skew_ms, trade)
+
+
+def checked(tick: Tick, now_ms: int | None, max_skew_ms: int, payload: object) -> Tick:
+    """``tick`` if it passes the rules every consumer applies at wall-clock ``now_ms``
+    (default now); else :class:`MalformedTrade` naming the rule and ``payload``."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     problem = tick_problem(tick, now, max_skew_ms)
     if problem is not None:
-        raise MalformedTrade(f"{problem} in trade {trade_id}: {trade!r:.200}")
+        raise MalformedTrade(f"{problem} in trade {tick.trade_id}: {payload!r:.200}")
     return tick
 
 
