@@ -9,12 +9,12 @@ Messages not yet indexed are indexed on the next save or search.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Literal
 
+from dexorder.contracts.agent_tools import ConversationMatch, SavedMessage
 from dexorder.embeddings import DIMENSIONS, MAX_TEXT_CHARS, EmbeddingClient
 
 Role = Literal["user", "assistant"]
@@ -53,12 +53,17 @@ class ConversationMemory:
                 )
         return self._client
 
-    def messages(self) -> list[dict[str, Any]]:
+    def messages(self) -> list[SavedMessage]:
+        """Every message kept, oldest first (the log holds :class:`SavedMessage` lines)."""
         if not self.log_path.is_file():
             return []
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line]
+        return [
+            SavedMessage.model_validate_json(line)
+            for line in self.log_path.read_text().splitlines()
+            if line
+        ]
 
-    async def save(self, role: str, text: str, channel: str = "chat") -> dict[str, Any]:
+    async def save(self, role: str, text: str, channel: str = "chat") -> SavedMessage:
         """Keep a message (on disk before this returns); it is indexed in the background,
         with any the embedder missed before, and a search waits for that."""
         if role not in ("user", "assistant"):
@@ -67,16 +72,16 @@ class ConversationMemory:
             raise MemoryRequestError("an empty message is not saved")
         if len(text) > 100_000:
             raise MemoryRequestError("a message is at most 100,000 characters")
-        message = {
-            "id": str(uuid.uuid4()),
-            "role": role,
-            "text": text,
-            "channel": channel[:32],
-            "time": int(time.time() * 1000),
-        }
+        message = SavedMessage(
+            id=str(uuid.uuid4()),
+            role="user" if role == "user" else "assistant",  # checked above
+            text=text,
+            channel=channel[:32],
+            time=int(time.time() * 1000),
+        )
         async with self._lock:
             with self.log_path.open("a") as f:
-                f.write(json.dumps(message) + "\n")
+                f.write(message.model_dump_json() + "\n")
         if self._indexer is None or self._indexer.done():
             # a save does not wait for the embedder (~10 ms a message); an indexer already
             # running picks this message up in its next round
@@ -101,11 +106,11 @@ class ConversationMemory:
                 if not todo:
                     return True
                 try:
-                    vectors = await self.embedder.embed([m["text"][:MAX_TEXT_CHARS] for m in todo])
+                    vectors = await self.embedder.embed([m.text[:MAX_TEXT_CHARS] for m in todo])
                 except EmbeddingUnavailable:
                     return False
                 points = [
-                    models.PointStruct(id=m["id"], vector=v, payload=m)
+                    models.PointStruct(id=m.id, vector=v, payload=m.model_dump())
                     for m, v in zip(todo, vectors, strict=True)
                 ]
                 await asyncio.to_thread(self._qdrant().upsert, COLLECTION, points)
@@ -113,7 +118,7 @@ class ConversationMemory:
 
     async def search(
         self, query: str, limit: int = 5, role: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[ConversationMatch]:
         """The messages closest in meaning to ``query``, best first."""
         from qdrant_client import models
 
@@ -134,7 +139,10 @@ class ConversationMemory:
         found = await asyncio.to_thread(
             self._qdrant().query_points, COLLECTION, query=vector, limit=limit, query_filter=flt
         )
-        return [{**p.payload, "score": round(float(p.score), 4)} for p in found.points]
+        return [
+            ConversationMatch.model_validate({**p.payload, "score": round(float(p.score), 4)})
+            for p in found.points
+        ]
 
     async def aclose(self) -> None:
         """Finish the indexing under way, then close."""

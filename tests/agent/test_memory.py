@@ -86,10 +86,10 @@ async def test_messages_saved_while_the_embedder_is_down_are_indexed_later(
     url, home = embedder
     down = PersonAgent(Settings(home=home, embedder={"port": free_port()}), "bob")
     await down.memory.save("user", "I only trade on weekends", "telegram")
-    assert down.memory.messages()[0]["text"] == "I only trade on weekends"
+    assert down.memory.messages()[0].text == "I only trade on weekends"
     assert await down.memory.flush() is False
     await down.memory.aclose()
     up = PersonAgent(Settings(home=home, embedder={"port": int(url.rsplit(":", 1)[1])}), "bob")
     matches = await up.memory.search("which days do I trade")
-    assert matches[0]["text"] == "I only trade on weekends"
+    assert matches[0].text == "I only trade on weekends"
     await up.memory.aclose()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -20,7 +19,7 @@ from agent.broker.paper import PaperBook
 from agent.events import EventPublisher
 from agent.feed import PriceFeed
 from agent.rules_client import AlreadyFired, RuleClient, RuleError
-from dexorder.contracts.agent_tools import Fill, Order
+from dexorder.contracts.agent_tools import Fill, Order, PaperTrade
 from dexorder.contracts.rules import OrderTrigger, Rule, RuleFired
 from dexorder.markets import InvalidTicker, Ticker
 from dexorder.schemas import Candle
@@ -108,7 +107,7 @@ class PaperBroker:
         quantity: float,
         order_type: str,
         limit_price: float | None,
-    ) -> dict[str, Any]:
+    ) -> PaperTrade:
         try:
             t = str(Ticker.parse(ticker))
         except InvalidTicker as exc:
@@ -128,9 +127,9 @@ class PaperBroker:
         if fill is not None:
             self._tell(fill)
         self.save()
-        return {"order": order.model_dump(), "fill": fill.model_dump() if fill else None}
+        return PaperTrade(order=order, fill=fill)
 
-    async def cancel(self, order_id: str) -> dict[str, Any]:
+    async def cancel(self, order_id: str) -> Order:
         known = self.book.orders.get(order_id)
         if known is not None and known.status == "open" and self.rules is not None:
             try:
@@ -141,7 +140,7 @@ class PaperBroker:
                 ) from None
         order = self.book.cancel(order_id)
         self.save()
-        return order.model_dump()
+        return order
 
     async def register_resting(self) -> int:
         """Make sure every open resting order has its rule (an order placed while this agent

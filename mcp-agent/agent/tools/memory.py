@@ -20,7 +20,7 @@ def register(box: ToolBox, person: PersonAgent) -> None:
             str, Field(max_length=32, description="web, telegram, terminal…")
         ] = "chat",
     ) -> c.SavedMessage:
-        return c.SavedMessage.model_validate(await person.memory.save(role, text, channel))
+        return await person.memory.save(role, text, channel)
 
     @box.tool(
         c.SEARCH_CONVERSATION,
@@ -31,5 +31,4 @@ def register(box: ToolBox, person: PersonAgent) -> None:
         limit: Annotated[int, Field(ge=1, le=50)] = 5,
         role: Literal["user", "assistant"] | None = None,
     ) -> c.ConversationMatches:
-        found = await person.memory.search(query, limit, role)
-        return c.ConversationMatches.model_validate({"matches": found})
+        return c.ConversationMatches(matches=await person.memory.search(query, limit, role))

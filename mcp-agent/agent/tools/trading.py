@@ -51,8 +51,7 @@ def register(box: ToolBox, person: PersonAgent) -> None:
                 raise ValueError(f"{order_type} orders are paper only")
             parked = await person.live.request(ticker, side, quantity, order_type, limit_price)
             return c.LiveTradeRequest.model_validate(parked)
-        placed = await person.broker.execute(ticker, side, quantity, order_type, limit_price)
-        return c.PaperTrade.model_validate(placed)
+        return await person.broker.execute(ticker, side, quantity, order_type, limit_price)
 
     @box.tool(
         c.CONFIRM_TRADE, "Place a live order once the person has sent back its confirmation code."
@@ -73,7 +72,7 @@ def register(box: ToolBox, person: PersonAgent) -> None:
 
     @box.tool(c.CANCEL_ORDER, "Cancel an open paper order by its id.")
     async def cancel_order(order_id: Annotated[str, Field(max_length=64)]) -> c.Order:
-        return c.Order.model_validate(await person.broker.cancel(order_id))
+        return await person.broker.cancel(order_id)
 
     @box.tool(
         c.APPLY_RULE_FIRED,
