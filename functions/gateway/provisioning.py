@@ -116,6 +116,8 @@ RESTART_MAX_DELAY_S = 30.0
 #: ... unless it crashed this many times within RESTART_WINDOW_S: then it waits for a message.
 RESTART_MAX_QUICK_CRASHES = 5
 RESTART_WINDOW_S = 120.0
+#: How long a running agent has to answer ``POST /wake`` before it is taken as busy.
+WAKE_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -170,6 +172,9 @@ class LocalProvisioner:
         lock = self._locks.setdefault(user, asyncio.Lock())
         async with lock:  # two messages at once start one agent
             agent = self._agents.get(user)
+            # one believed running is asked first: it may be in the middle of an idle exit
+            if agent is not None and await self._leaving(agent):
+                await self._await_exit(agent)  # a fresh one is started below
             if agent is None or agent.proc.returncode is not None:
                 self._cancel_restart(user)
                 if on_starting is not None:
@@ -178,6 +183,60 @@ class LocalProvisioner:
             if agent.state == "starting":
                 await self._wait_ready(agent)
             return AgentEndpoint(user, f"http://127.0.0.1:{agent.port}/mcp")
+
+    async def _leaving(self, agent: _Agent) -> bool:
+        """Whether a running ``agent`` is in the middle of exiting (see :meth:`_wake`)."""
+        if agent.state != "running" or agent.proc.returncode is not None:
+            return False
+        return not await self._wake(agent)
+
+    async def _wake(self, agent: _Agent) -> bool:
+        """Whether ``agent`` promises to stay for the caller about to get its address.
+
+        Why a promise is asked before the address is handed out: an agent may decide it is
+        idle and exit (code 42) at any moment, and a caller that reached it in the middle of
+        that exit would fail with a connection error. Retrying that failure at the caller is
+        only safe for calls that cannot have had an effect (refused before anything was
+        sent, a read, the MCP initialise); a tool call cut off mid-exit (execute_trade)
+        might have run, so it must never be sent twice, and the caller cannot tell. The
+        agent's ``POST /wake`` (idempotent, so itself always safe to retry) moves the race
+        here: served before the agent's idle decision it resets the idle clock (the caller
+        then has the whole idle timeout, minutes, for its first call, and each call resets
+        it again), after it it is refused (503, or the connection is refused or reset: the
+        agent stops listening at once). False: the agent is leaving, start a fresh one.
+
+        An agent that does not answer in time is busy, not leaving: it is kept (True).
+        """
+        token = mint_token(self._keys, agent.user, "service", 300)
+        url = f"http://127.0.0.1:{agent.port}/wake"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAKE_TIMEOUT_S)) as http,
+                http.post(url, headers={"Authorization": f"Bearer {token}"}) as r,
+            ):
+                if r.status == 503:
+                    return False
+                if r.status != 200:
+                    log.warning("agent answered /wake oddly", user=agent.user, status=r.status)
+                return True
+        except TimeoutError:
+            log.warning("agent did not answer /wake in time; kept", user=agent.user)
+            return True
+        except aiohttp.ClientError:  # refused, reset: it stopped listening or is gone
+            return False
+
+    async def _await_exit(self, agent: _Agent) -> None:
+        """Wait for a leaving agent's process to end (it serves what it has read, flushes
+        and exits 42), stopping it if it takes longer than the grace period."""
+        log.info(
+            "agent was exiting as it was asked for; waiting to start it again", user=agent.user
+        )
+        try:
+            await asyncio.wait_for(asyncio.shield(agent.proc.wait()), STOP_GRACE_S)
+        except TimeoutError:
+            await self.stop(agent.user)
+        if agent.watcher is not None:
+            await agent.watcher  # its exit is counted (idle or crash) before the next start
 
     async def _start(self, user: str, tier: str) -> _Agent:
         isolated = self.cfg.agent.process_isolation == "namespace"

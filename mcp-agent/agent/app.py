@@ -28,6 +28,15 @@ def http_app(person: PersonAgent) -> Any:
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"part": "agent", "healthy": True})
 
+    async def wake(_: Request) -> JSONResponse:
+        """``POST /wake`` (authenticated): the provisioner is about to hand this agent's
+        address to a caller. Served like a call (it resets the idle clock), it promises the
+        agent stays for a while; once the agent decided to exit it answers 503, so the
+        provisioner waits for the exit and starts a fresh agent instead."""
+        if person.activity.exiting:
+            return JSONResponse({"error": "this agent is exiting (idle)"}, status_code=503)
+        return JSONResponse({"awake": True})
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await person.start()
@@ -39,7 +48,14 @@ def http_app(person: PersonAgent) -> Any:
             noting.cancel()
             await person.close()
 
-    app = Starlette(routes=[Route("/healthz", healthz), Mount("/", app=mcp_app)], lifespan=lifespan)
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/wake", wake, methods=["POST"]),
+            Mount("/", app=mcp_app),
+        ],
+        lifespan=lifespan,
+    )
 
     async def noted(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -93,6 +109,11 @@ class HttpServer:
     task: asyncio.Task[None]
 
     async def stop(self) -> None:
+        # stop listening at once (uvicorn itself would only on its next tick): a caller
+        # racing the exit sees "connection refused", which means nothing was sent and is
+        # always safe to retry; requests already read are still served before the exit
+        for listening in self.server.servers:
+            listening.close()
         self.server.should_exit = True
         await self.task
 

@@ -46,6 +46,10 @@ async def wait_until_idle(
         now = clock()
         busy = active_triggers() + activity.in_flight  # never idle in the middle of a call
         if is_idle(now, activity.last_call, timeout_s, busy):
+            # published in the same step as the decision (no await between): a caller's
+            # ``POST /wake`` is either served before it (and resets the clock, so the agent
+            # is not idle) or refused after it; never promised an agent that is leaving
+            activity.exiting = True
             log.info("idle", seconds=round(now - activity.last_call, 1))
             return
         # wake when the timeout would run out, or soon if triggers hold it open

@@ -45,6 +45,9 @@ class Activity:
     calls: int = 0
     #: requests being served now (an agent is never idle in the middle of a call)
     in_flight: int = 0
+    #: set the moment the agent decides to exit idle: it promises no caller to stay awake
+    #: from then on (``POST /wake`` answers 503), so a caller starts a fresh agent instead
+    exiting: bool = False
 
     def touch(self) -> None:
         self.last_call = time.monotonic()

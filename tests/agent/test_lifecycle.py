@@ -18,6 +18,7 @@ from mcp.client.streamable_http import streamable_http_client
 from agent.lifecycle import IDLE_EXIT_CODE, is_idle, wait_until_idle
 from agent.person import Activity
 from launcher.ephemeral import free_port
+from tests.agent.conftest import Agent
 
 
 @pytest.mark.parametrize(
@@ -47,7 +48,29 @@ async def test_a_call_longer_than_the_timeout_does_not_make_the_agent_idle() -> 
     await asyncio.sleep(0.1)
     assert not waiting.done()
     clock[0] = 160.0
+    assert not activity.exiting
     await asyncio.wait_for(waiting, 10)
+    assert activity.exiting  # published with the decision: /wake refuses from now on
+
+
+@pytest.mark.integration
+async def test_wake_holds_an_agent_until_it_decides_to_exit_then_is_refused(
+    agent: Agent,
+) -> None:
+    """The provisioner's ``POST /wake`` before it hands out an agent's address: served, it
+    resets the idle clock; once the agent has decided to exit, 503 (start a fresh one)."""
+    wake = agent.url.removesuffix("/mcp") + "/wake"
+    activity = agent.person.activity
+    async with httpx2.AsyncClient() as http:
+        assert (await http.post(wake)).status_code == 401  # a caller of the platform only
+        headers = {"Authorization": f"Bearer {agent.token()}"}
+        activity.last_call = 0.0
+        assert (await http.post(wake, headers=headers)).status_code == 200
+        assert activity.last_call > 0.0 and activity.in_flight == 0  # the clock restarted
+        # idle at once (a timeout of 0): decided, and /wake no longer promises anything
+        await asyncio.wait_for(wait_until_idle(activity, 0.0, lambda: 0), 10)
+        refused = await http.post(wake, headers=headers)
+        assert refused.status_code == 503 and "exiting" in refused.json()["error"]
 
 
 def start_agent(home: Path, *args: str, idle_s: int = 2) -> tuple[subprocess.Popen[str], str, str]:
