@@ -65,6 +65,19 @@ def _ticks_read(p: RunningPlatform) -> int:
         return int(json.loads(resp.read())["ticks"])
 
 
+def _parts_cpu(p: RunningPlatform) -> dict[str, float]:
+    """CPU seconds each running part has used so far (Linux ``/proc``; else none)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for r in p.supervisor.running:
+        try:
+            fields = Path(f"/proc/{r.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[r.part.name] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return out
+
+
 class _Source:
     """Where the trades are made: at the exchange emulator (the whole path), or written as
     ticks straight into ``market.ticks`` (the stream runner and the relay alone)."""
@@ -149,6 +162,7 @@ async def _measure(
 
     per_batch = max(1, round(rate * BATCH_INTERVAL_S))
     ticks_before = await asyncio.to_thread(_ticks_read, p)
+    parts0 = _parts_cpu(p)
     cpu0, wall0 = time.process_time(), time.monotonic()
     receiver = asyncio.create_task(receive())
     async with _Source(p, into_kafka) as source:
@@ -166,7 +180,11 @@ async def _measure(
     done.set()
     await receiver
     sub.close()
-    generator = (time.process_time() - cpu0) / (time.monotonic() - wall0)
+    wall = time.monotonic() - wall0
+    generator = (time.process_time() - cpu0) / wall
+    parts1 = _parts_cpu(p)
+    busy = sorted(((parts1[k] - v) / wall, k) for k, v in parts0.items() if k in parts1)
+    print("    CPU of a core: " + ", ".join(f"{k} {c:.0%}" for c, k in reversed(busy) if c > 0.02))
     read = await asyncio.to_thread(_ticks_read, p) - ticks_before
     lost = len(sent) - len(latencies)
     if lost:

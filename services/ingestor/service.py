@@ -61,6 +61,7 @@ from dexorder.topics import (
 from services.ingestor.backfill import run_backfill
 from services.ingestor.binance_stream import connect, raw_messages, trade_stream_url
 from services.ingestor.binance_trades import BINANCE_PROTOCOL, BinanceTradeDecoder, spot_symbols
+from services.ingestor.partition import cached_partitioner
 from services.ingestor.trades import MalformedTrade, TradeCursor, owns, tick_from_ccxt
 
 if TYPE_CHECKING:
@@ -136,6 +137,7 @@ class Ingestor:
     _trades_ms: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: figures for ``/healthz`` (this exchange's counters), counted from construction
     counters: PartCounters = field(init=False)
+    _ticks_sent: Counter = field(init=False, repr=False)
     ready: bool = False
     _streams: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _backfills: set[asyncio.Task[None]] = field(default_factory=set)
@@ -171,6 +173,8 @@ class Ingestor:
 
     def __post_init__(self) -> None:
         mine = {"exchange": self.exchange_name}
+        # looked up once: labels() costs more than inc() at 10,000 trades/s
+        self._ticks_sent = TICKS.labels(self.exchange_name)
         self.counters = PartCounters(
             {
                 name: CounterReading(counter, mine)
@@ -212,6 +216,7 @@ class Ingestor:
             acks=1,
             enable_idempotence=False,
             max_batch_size=1 << 20,
+            partitioner=cached_partitioner,
         )
         await self._producer.start()
         if self.relay_xsub:
@@ -427,9 +432,10 @@ class Ingestor:
             now = int(time.time() * 1000)
             ticker = key.decode()
             self._trades_ms[ticker] = (self._trades_ms.get(ticker, (0, 0))[1], now)
+        sent = self._ticks_sent
         for tick in fresh:
             await self._producer.send(MARKET_TICKS, encode(tick), key=key)
-            TICKS.labels(self.exchange_name).inc()
+            sent.inc()
 
     async def _backfill(self, item: WorkItem) -> None:
         log.info(
