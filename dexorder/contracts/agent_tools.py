@@ -210,6 +210,19 @@ class AlertList(ToolResult):
 OrderType = Literal["market", "limit", "stop_loss", "take_profit"]
 
 
+class TradeOrder(BaseModel):
+    """The arguments of ``execute_trade``, one to one with the tool's parameters (a test
+    keeps them so): what the gateway holds until the person confirms the order, then
+    sends to the agent."""
+
+    ticker: str
+    side: Literal["buy", "sell"]
+    quantity: float = Field(gt=0)
+    order_type: OrderType = "market"
+    limit_price: float | None = Field(default=None, gt=0)
+    mode: Literal["paper", "live"] = "paper"
+
+
 class Order(ToolResult):
     """An order of the paper account (the broker's own record: it is kept as this)."""
 

@@ -8,7 +8,13 @@ import json
 import pytest
 from mcp.types import TextContent
 
-from dexorder.contracts.agent_tools import AGENT_TOOLS, PaperTrade, StrategyList, ToolTraits
+from dexorder.contracts.agent_tools import (
+    AGENT_TOOLS,
+    PaperTrade,
+    StrategyList,
+    ToolTraits,
+    TradeOrder,
+)
 from tests.agent.conftest import Agent
 
 pytestmark = pytest.mark.integration
@@ -50,3 +56,23 @@ async def test_every_tool_publishes_its_contract(agent: Agent) -> None:
         assert placed.structured_content is not None
         assert placed.structured_content["fill"] is None
         assert isinstance(AGENT_TOOLS["execute_trade"].parse(placed.structured_content), PaperTrade)
+
+
+def _bare(schema: object) -> object:
+    """A JSON schema without its words (titles, descriptions): what it accepts."""
+    if isinstance(schema, dict):
+        return {k: _bare(v) for k, v in schema.items() if k not in ("title", "description")}
+    if isinstance(schema, list):
+        return [_bare(v) for v in schema]
+    return schema
+
+
+async def test_the_order_the_gateway_holds_is_execute_trades_arguments(agent: Agent) -> None:
+    """The gateway holds an ``execute_trade`` call as a TradeOrder until the person
+    confirms it: the two must accept the same arguments."""
+    async with agent.client() as c:
+        tools = (await c.list_tools()).tools
+    published = next(t.input_schema for t in tools if t.name == "execute_trade")
+    held = TradeOrder.model_json_schema()
+    assert _bare(published["properties"]) == _bare(held["properties"])
+    assert set(published.get("required", [])) == set(held["required"])

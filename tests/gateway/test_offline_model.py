@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.harness.confirmations import is_confirmation, is_refusal
-from gateway.harness.model import ToolSpec
+from gateway.harness.model import Message, ToolSpec
 from gateway.harness.offline import LABEL, OfflineModel, describe, plan
 from gateway.harness.router import complexity
 
@@ -115,8 +115,8 @@ async def test_every_reply_is_labelled_and_unknown_requests_get_help() -> None:
 async def test_a_tool_round_trip_ends_in_a_labelled_description() -> None:
     model = OfflineModel()
     tools = [ToolSpec("get_price", "", {})]
-    messages: list[dict[str, object]] = [{"role": "user", "content": "price of BTC"}]
-    first = await model.reply("", messages, tools)  # type: ignore[arg-type]
+    messages: list[Message] = [{"role": "user", "content": "price of BTC"}]
+    first = await model.reply("", messages, tools)
     (call,) = first.tool_calls
     assert call.name == "get_price"
     messages += [
@@ -137,7 +137,7 @@ async def test_a_tool_round_trip_ends_in_a_labelled_description() -> None:
     async def on_text(t: str) -> None:
         streamed.append(t)
 
-    second = await model.reply("", messages, tools, on_text)  # type: ignore[arg-type]
+    second = await model.reply("", messages, tools, on_text)
     assert second.text == f"{LABEL} BINANCE:BTC/USDT last traded at 64,123.50."
     assert "".join(streamed) == second.text and len(streamed) > 3
 

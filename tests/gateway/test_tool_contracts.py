@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from langgraph.runtime import Runtime
 from mcp import Client
 
 from dexorder.config import Settings
@@ -22,8 +23,9 @@ from dexorder.contracts.agent_tools import (
     SweepRun,
     ToolResultMismatch,
     ToolTraits,
+    TradeOrder,
 )
-from dexorder.contracts.chat import CandlesFrame
+from dexorder.contracts.chat import CandlesFrame, ConfirmFrame
 from dexorder.contracts.platform_tools import (
     GET_CANDLES,
     PLATFORM_TOOLS,
@@ -33,8 +35,8 @@ from dexorder.contracts.platform_tools import (
 )
 from gateway.harness.agent_link import AgentLink, ContextCache, ToolOutcome
 from gateway.harness.confirmations import Confirmations
-from gateway.harness.graph import TurnDeps, _send_attachment
-from gateway.harness.model import ToolCall
+from gateway.harness.graph import TurnDeps, _send_attachment, run_tools
+from gateway.harness.model import ModelReply, ToolCall
 from gateway.harness.offline import OfflineModel, describe
 from gateway.harness.platform_tools import SPECS, PlatformTools
 
@@ -227,3 +229,35 @@ async def test_a_chart_goes_to_the_person_by_the_attachment_trait_not_the_tool_n
     quiet: list[object] = []
     await _send_attachment(_deps({}, quiet), ToolCall("c2", "get_candles", {}), outcome)
     assert quiet == []
+
+
+async def test_an_order_is_held_as_execute_trades_arguments_and_a_wrong_one_is_sent_back() -> None:
+    """An order is checked against TradeOrder before the person is asked: a wrong one goes
+    back to the model as a failed tool call, nothing is held; a right one is held typed."""
+    sent: list[object] = []
+    deps = _deps({EXECUTE_TRADE.name: EXECUTE_TRADE.traits}, sent)
+    turn = Runtime(context=deps)
+    wrong = {"ticker": "BINANCE:BTC/USDT", "side": "hold", "quantity": -1}
+    state = await run_tools(
+        {"messages": [], "last": ModelReply("", [ToolCall("c1", EXECUTE_TRADE.name, wrong)])},
+        turn,
+    )
+    (message,) = state["messages"]
+    assert message["role"] == "user" and not isinstance(message["content"], str)
+    (block,) = message["content"]
+    assert block.get("is_error") and block["tool_use_id"] == "c1"
+    assert "side" in str(block.get("content")) and "quantity" in str(block.get("content"))
+    assert deps.confirmations.peek("u") is None and sent == []
+
+    right = {"ticker": "BINANCE:BTC/USDT", "side": "buy", "quantity": 0.5}
+    state = await run_tools(
+        {"messages": [], "last": ModelReply("", [ToolCall("c2", EXECUTE_TRADE.name, right)])},
+        turn,
+    )
+    assert deps.confirmations.peek("u") == TradeOrder(
+        ticker="BINANCE:BTC/USDT", side="buy", quantity=0.5
+    )
+    assert "Please confirm: buy 0.5 BINANCE:BTC/USDT (market, paper)" in state["reply"]
+    (frame,) = sent
+    assert isinstance(frame, ConfirmFrame)
+    assert frame.order == {**right, "order_type": "market", "mode": "paper"}

@@ -8,7 +8,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx2
 from mcp import Client
@@ -16,6 +15,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import BlobResourceContents, TextResourceContents
 
 from dexorder.contracts.agent_tools import AGENT_TOOLS, ToolResult, ToolTraits
+from dexorder.contracts.chat import JsonObject, JsonValue
 from gateway.harness.model import ToolSpec
 
 #: The four context resources every turn starts from.
@@ -43,7 +43,7 @@ class ToolOutcome:
         """What the model reads of it."""
         return self.value.for_model() if isinstance(self.value, ToolResult) else self.value
 
-    def as_json(self) -> Any:
+    def as_json(self) -> JsonValue:
         """The whole result as JSON values (for callers other than the model)."""
         if isinstance(self.value, ToolResult):
             return self.value.model_dump(mode="json", by_alias=True)
@@ -82,7 +82,7 @@ class AgentLink:
             ]
         return self._tools
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> ToolOutcome:
+    async def call(self, name: str, arguments: JsonObject) -> ToolOutcome:
         """Call a tool; its structured result is validated into its contract's type (a result
         of another shape raises :class:`~dexorder.contracts.agent_tools.ToolResultMismatch`)."""
         result = await self.client.call_tool(name, arguments)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anthropic
 
-from gateway.harness.model import Message, ModelError, ModelReply, OnText, ToolCall, ToolSpec
+from gateway.harness.model import (
+    Message,
+    ModelError,
+    ModelReply,
+    OnText,
+    ToolCall,
+    ToolSpec,
+    to_api,
+)
 
 
 class AnthropicModel:
@@ -24,16 +30,14 @@ class AnthropicModel:
         tools: list[ToolSpec],
         on_text: OnText | None = None,
     ) -> ModelReply:
-        kwargs: dict[str, Any] = {
-            "model": self.name,
-            "max_tokens": self.max_tokens,
-            "system": system,
-            "messages": messages,
-        }
-        if tools:
-            kwargs["tools"] = [t.to_api() for t in tools]
         try:
-            async with self.client.messages.stream(**kwargs) as stream:
+            async with self.client.messages.stream(
+                model=self.name,
+                max_tokens=self.max_tokens,
+                system=system,
+                messages=[to_api(m) for m in messages],
+                tools=[t.to_api() for t in tools] if tools else anthropic.omit,
+            ) as stream:
                 async for text in stream.text_stream:
                     if on_text is not None:
                         await on_text(text)

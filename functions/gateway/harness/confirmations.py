@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+
+from dexorder.contracts.agent_tools import TradeOrder
 
 #: Tools that place orders: never run without a confirmation.
 NEEDS_CONFIRMATION = frozenset({"execute_trade"})
@@ -28,13 +29,10 @@ def is_refusal(text: str) -> bool:
     return bool(_NO.match(text))
 
 
-def describe_order(args: dict[str, Any]) -> str:
-    kind = args.get("order_type", "market")
-    price = f" at {args['limit_price']:,}" if kind == "limit" and args.get("limit_price") else ""
-    return (
-        f"{args.get('side', '?')} {args.get('quantity', '?')} {args.get('ticker', '?')} "
-        f"({kind}{price}, {args.get('mode', 'paper')})"
-    )
+def describe_order(order: TradeOrder) -> str:
+    kind = order.order_type
+    price = f" at {order.limit_price:,}" if kind == "limit" and order.limit_price else ""
+    return f"{order.side} {order.quantity} {order.ticker} ({kind}{price}, {order.mode})"
 
 
 @dataclass
@@ -42,19 +40,19 @@ class Confirmations:
     """One pending order per person (in process; a Redis hash in a multi-replica gateway)."""
 
     ttl_s: float = 300.0
-    _pending: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    _pending: dict[str, tuple[float, TradeOrder]] = field(default_factory=dict)
 
-    def hold(self, user: str, args: dict[str, Any]) -> None:
-        self._pending[user] = (time.monotonic() + self.ttl_s, dict(args))
+    def hold(self, user: str, order: TradeOrder) -> None:
+        self._pending[user] = (time.monotonic() + self.ttl_s, order)
 
-    def peek(self, user: str) -> dict[str, Any] | None:
+    def peek(self, user: str) -> TradeOrder | None:
         entry = self._pending.get(user)
         if entry is None or entry[0] < time.monotonic():
             self._pending.pop(user, None)
             return None
         return entry[1]
 
-    def take(self, user: str) -> dict[str, Any] | None:
+    def take(self, user: str) -> TradeOrder | None:
         found = self.peek(user)
         self._pending.pop(user, None)
         return found

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 import structlog
+from anthropic.types import ToolResultBlockParam
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from pydantic import ValidationError
 
 from dexorder.contracts import agent_tools as contract
 from dexorder.contracts.chat import (
@@ -27,6 +29,7 @@ from dexorder.contracts.chat import (
     ConfirmFrame,
     FrameSink,
     ImageFrame,
+    JsonObject,
     TokenFrame,
     ToolFrame,
 )
@@ -35,7 +38,14 @@ from dexorder.embeddings import EmbeddingUnavailable
 from gateway.harness.agent_link import AgentLink, ContextCache, ToolOutcome
 from gateway.harness.confirmations import Confirmations, describe_order, is_confirmation
 from gateway.harness.knowledge import KnowledgeBase
-from gateway.harness.model import ChatModel, Message, ModelReply, ToolCall, ToolSpec
+from gateway.harness.model import (
+    ChatModel,
+    Message,
+    ModelReply,
+    ToolCall,
+    ToolSpec,
+    UserMessage,
+)
 from gateway.harness.offline import describe, labelled
 from gateway.harness.platform_tools import REMEMBER, PlatformTools
 
@@ -171,7 +181,7 @@ def build_prompt(state: TurnState, runtime: Turn) -> TurnState:
             parts.append("## Related earlier messages\n" + "\n".join(state["memories"]))
         return {
             "system": "\n\n".join(parts),
-            "messages": [{"role": "user", "content": state["text"]}],
+            "messages": [UserMessage(role="user", content=state["text"])],
             "rounds": 0,
             "tokens": 0,
         }
@@ -208,26 +218,33 @@ async def run_tools(state: TurnState, runtime: Turn) -> TurnState:
     deps = runtime.context
     last = state["last"]
     assert last is not None
-    results: list[dict[str, Any]] = []
+    results: list[ToolResultBlockParam] = []
     for call in last.tool_calls:
         if _traits(deps, call.name).needs_confirmation:
-            deps.confirmations.hold(deps.user, call.arguments)
-            order = describe_order(call.arguments)
-            await deps.send(ConfirmFrame(order=call.arguments, text=order))
-            text = (
-                f"{last.text}\n\n" if last.text else ""
-            ) + f"Please confirm: {order}. Reply “yes” to place it; anything else cancels it."
-            return {"reply": labelled(deps.model, text), "last": None}
-        outcome = await _run_tool(deps, call)
-        block: dict[str, Any] = {
-            "type": "tool_result",
-            "tool_use_id": call.id,
-            "content": outcome.as_text()[:50_000],
-        }
+            try:
+                order = contract.TradeOrder.model_validate(call.arguments)
+            except ValidationError as exc:  # the model is told, as the agent would tell it
+                wrong = "; ".join(
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                )
+                outcome = ToolOutcome(f"{call.name}: invalid arguments: {wrong}", is_error=True)
+            else:
+                deps.confirmations.hold(deps.user, order)
+                said = describe_order(order)
+                await deps.send(ConfirmFrame(order=_order_json(order), text=said))
+                text = (
+                    f"{last.text}\n\n" if last.text else ""
+                ) + f"Please confirm: {said}. Reply “yes” to place it; anything else cancels it."
+                return {"reply": labelled(deps.model, text), "last": None}
+        else:
+            outcome = await _run_tool(deps, call)
+        block = ToolResultBlockParam(
+            type="tool_result", tool_use_id=call.id, content=outcome.as_text()[:50_000]
+        )
         if outcome.is_error:
             block["is_error"] = True
         results.append(block)
-    return {"messages": [*state["messages"], {"role": "user", "content": results}]}
+    return {"messages": [*state["messages"], UserMessage(role="user", content=results)]}
 
 
 def after_tools(state: TurnState) -> str:
@@ -238,7 +255,9 @@ async def place_confirmed(state: TurnState, runtime: Turn) -> TurnState:
     deps = runtime.context
     order = deps.confirmations.take(deps.user)
     assert order is not None
-    outcome = await _run_tool(deps, ToolCall("confirmed", contract.EXECUTE_TRADE.name, order))
+    outcome = await _run_tool(
+        deps, ToolCall("confirmed", contract.EXECUTE_TRADE.name, _order_json(order))
+    )
     text = (
         describe(contract.EXECUTE_TRADE.name, outcome.value)
         if not outcome.is_error
@@ -295,11 +314,16 @@ async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
     return outcome
 
 
+def _order_json(order: contract.TradeOrder) -> JsonObject:
+    """A held order as ``execute_trade``'s arguments (unset prices left out)."""
+    return order.model_dump(mode="json", exclude_none=True)
+
+
 def _traits(deps: TurnDeps, tool: str) -> contract.ToolTraits:
     return deps.traits.get(tool) or contract.ToolTraits()
 
 
-async def _remember(deps: TurnDeps, args: dict[str, Any]) -> ToolOutcome:
+async def _remember(deps: TurnDeps, args: JsonObject) -> ToolOutcome:
     fact = str(args.get("fact", "")).strip()
     if not fact or len(fact) > 2000:
         return ToolOutcome("a fact of 1 to 2,000 characters is needed", is_error=True)

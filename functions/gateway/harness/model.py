@@ -1,20 +1,58 @@
 """What the harness needs of a model, whichever answers (Anthropic or the offline model).
 
 Messages use the shape of Anthropic's Messages API (``{"role", "content"}`` with
-``text``, ``tool_use`` and ``tool_result`` blocks), so the Anthropic path passes
-them through unchanged and the offline model reads the same thing.
+``text``, ``tool_use`` and ``tool_result`` blocks), typed by the SDK's own block params,
+so the Anthropic path passes them through unchanged and the offline model reads the same
+thing. Only the blocks the harness makes are allowed: a person's text, the model's text
+and tool calls, and the tool results sent back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Literal, Protocol, TypedDict
+
+from anthropic.types import (
+    AssistantMessageParam,
+    MessageParam,
+    TextBlockParam,
+    ToolParam,
+    ToolResultBlockParam,
+    ToolUseBlockParam,
+    UserMessageParam,
+)
 
 from dexorder.contracts.agent_tools import ToolTraits
+from dexorder.contracts.chat import JsonObject
 
-Message = dict[str, Any]
+#: What the model says in one answer: text and tool calls.
+AssistantBlock = TextBlockParam | ToolUseBlockParam
+
+
+class UserMessage(TypedDict):
+    """The person's text, or the results of the tools the model called."""
+
+    role: Literal["user"]
+    content: str | list[ToolResultBlockParam]
+
+
+class AssistantMessage(TypedDict):
+    """The model's answer, sent back with the tool results."""
+
+    role: Literal["assistant"]
+    content: list[AssistantBlock]
+
+
+Message = UserMessage | AssistantMessage
 OnText = Callable[[str], Awaitable[None]]
+
+
+def to_api(message: Message) -> MessageParam:
+    """``message`` as the SDK's parameter type (a wider union than the harness makes)."""
+    if message["role"] == "user":
+        return UserMessageParam(role="user", content=message["content"])
+    return AssistantMessageParam(role="assistant", content=message["content"])
 
 
 class ModelError(RuntimeError):
@@ -27,23 +65,21 @@ class ToolSpec:
 
     name: str
     description: str
-    input_schema: dict[str, Any]
+    input_schema: JsonObject
     #: what the harness must know of it (an agent tool's ``_meta``; none for the platform's)
     traits: ToolTraits = field(default_factory=ToolTraits)
 
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "input_schema": self.input_schema,
-        }
+    def to_api(self) -> ToolParam:
+        return ToolParam(
+            name=self.name, description=self.description, input_schema=self.input_schema
+        )
 
 
 @dataclass(frozen=True)
 class ToolCall:
     id: str
     name: str
-    arguments: dict[str, Any]
+    arguments: JsonObject
 
 
 @dataclass
@@ -62,14 +98,14 @@ class ModelReply:
 
     def as_message(self) -> Message:
         """The assistant message to send back with the tool results."""
-        blocks: list[dict[str, Any]] = []
+        blocks: list[AssistantBlock] = []
         if self.text:
-            blocks.append({"type": "text", "text": self.text})
+            blocks.append(TextBlockParam(type="text", text=self.text))
         blocks += [
-            {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
+            ToolUseBlockParam(type="tool_use", id=c.id, name=c.name, input=c.arguments)
             for c in self.tool_calls
         ]
-        return {"role": "assistant", "content": blocks}
+        return AssistantMessage(role="assistant", content=blocks)
 
 
 class ChatModel(Protocol):

@@ -14,7 +14,6 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from dexorder.contracts.agent_tools import (
     AGENT_TOOLS,
@@ -34,6 +33,7 @@ from dexorder.contracts.agent_tools import (
     ToolResult,
     Watchlist,
 )
+from dexorder.contracts.chat import JsonObject, JsonValue
 from dexorder.contracts.platform_tools import (
     PLATFORM_TOOLS,
     Backfilled,
@@ -111,16 +111,16 @@ def _range(text: str, now: datetime) -> tuple[str, str]:
     return start.strftime("%Y-%m-%dT%H:%M"), end
 
 
-Rule = Callable[[str, datetime], tuple[str, dict[str, Any]] | None]
+Rule = Callable[[str, datetime], tuple[str, JsonObject] | None]
 
 
-def _price(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+def _price(text: str, now: datetime) -> tuple[str, JsonObject] | None:
     if re.search(r"\b(price|quote|how much is|trading at)\b", text, re.I):
         return "get_price", {"ticker": _ticker(re.sub(r"\bprice\b", "", text, flags=re.I))}
     return None
 
 
-def _listing(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+def _listing(text: str, now: datetime) -> tuple[str, JsonObject] | None:
     lowered = text.lower()
     for word, tool in (
         ("strateg", "list_strategies"),
@@ -136,7 +136,7 @@ def _listing(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def _backtest(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+def _backtest(text: str, now: datetime) -> tuple[str, JsonObject] | None:
     m = re.search(r"\bbacktest (?:the )?(?:strategy )?([a-z_][a-z0-9_]*)", text, re.I)
     if not m:
         return None
@@ -152,7 +152,7 @@ def _backtest(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
     }
 
 
-def _alert(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+def _alert(text: str, now: datetime) -> tuple[str, JsonObject] | None:
     if not re.search(r"\balert\b", text, re.I) or not re.search(
         r"\b(set|add|create|alert me)\b", text, re.I
     ):
@@ -169,11 +169,11 @@ def _alert(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
     }
 
 
-def _trade(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+def _trade(text: str, now: datetime) -> tuple[str, JsonObject] | None:
     m = re.search(rf"\b(buy|sell) {_NUMBER}\s*([a-z:/]+)?", text, re.I)
     if not m:
         return None
-    args: dict[str, Any] = {
+    args: JsonObject = {
         "ticker": _ticker(m.group(4) or ""),
         "side": m.group(1).lower(),
         "quantity": _amount(m.group(2), m.group(3)),
@@ -187,7 +187,7 @@ def _trade(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
     return "execute_trade", args
 
 
-def _candles(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+def _candles(text: str, now: datetime) -> tuple[str, JsonObject] | None:
     m = re.search(r"\b(candles|chart|history)\b", text, re.I)
     if not m:
         return None
@@ -202,7 +202,7 @@ def _candles(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
     }
 
 
-def _read(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+def _read(text: str, now: datetime) -> tuple[str, JsonObject] | None:
     m = re.search(
         r"\b(?:show|read|open) (?:the )?(strategy|indicator) ([a-z_][a-z0-9_]*)", text, re.I
     )
@@ -211,12 +211,12 @@ def _read(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def _live_code(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+def _live_code(text: str, now: datetime) -> tuple[str, JsonObject] | None:
     m = re.fullmatch(r"\s*(?:confirm|code)\s*:?\s*(\d{6})\s*", text, re.I)
     return ("confirm_trade", {"code": m.group(1)}) if m else None
 
 
-def _remember(text: str, now: datetime) -> tuple[str, dict[str, Any]] | None:
+def _remember(text: str, now: datetime) -> tuple[str, JsonObject] | None:
     m = re.match(r"\s*remember(?: that)?[:,]?\s+(.+)", text, re.I | re.S)
     return ("remember", {"fact": m.group(1).strip()}) if m else None
 
@@ -235,7 +235,7 @@ RULES: list[Rule] = [
 ]
 
 
-def plan(text: str, now: datetime | None = None) -> tuple[str, dict[str, Any]] | None:
+def plan(text: str, now: datetime | None = None) -> tuple[str, JsonObject] | None:
     """The tool call a plain request asks for, or None."""
     now = now or datetime.now(UTC)
     for rule in RULES:
@@ -252,34 +252,35 @@ def _last_user_text(messages: list[Message]) -> str:
     return ""
 
 
-def _tool_results(messages: list[Message]) -> list[tuple[str, dict[str, Any] | str, bool]]:
+def _tool_results(messages: list[Message]) -> list[tuple[str, JsonValue, bool]]:
     """(tool name, result, is_error) of the latest round of tool results."""
-    if not messages or messages[-1]["role"] != "user" or isinstance(messages[-1]["content"], str):
+    if not messages:
+        return []
+    last = messages[-1]
+    if last["role"] != "user" or isinstance(last["content"], str):
         return []
     names: dict[str, str] = {}
     for msg in messages:
-        if msg["role"] == "assistant" and not isinstance(msg["content"], str):
+        if msg["role"] == "assistant":
             names |= {b["id"]: b["name"] for b in msg["content"] if b["type"] == "tool_use"}
-    out: list[tuple[str, dict[str, Any] | str, bool]] = []
-    for block in messages[-1]["content"]:
-        if block.get("type") != "tool_result":
-            continue
+    out: list[tuple[str, JsonValue, bool]] = []
+    for block in last["content"]:
         content = block.get("content", "")
-        if isinstance(content, list):
-            content = "".join(c.get("text", "") for c in content if c.get("type") == "text")
+        if not isinstance(content, str):
+            content = "".join(c["text"] for c in content if c["type"] == "text")
         try:
-            value: dict[str, Any] | str = json.loads(content)
-        except (TypeError, ValueError):
-            value = str(content)
+            value: JsonValue = json.loads(content)
+        except ValueError:
+            value = content
         out.append((names.get(block["tool_use_id"], "?"), value, bool(block.get("is_error"))))
     return out
 
 
-def _money(x: Any) -> str:
+def _money(x: object) -> str:
     return f"{float(x):,.2f}" if isinstance(x, int | float) else str(x)
 
 
-def describe(tool: str, result: ToolResult | dict[str, Any] | str) -> str:
+def describe(tool: str, result: ToolResult | JsonValue) -> str:
     """One result in a sentence or a short list, read as its contract's type, the agent's
     tools' and the platform's own alike (a result of another shape raises
     ``ToolResultMismatch``)."""

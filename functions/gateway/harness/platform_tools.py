@@ -15,6 +15,7 @@ from typing import Any
 from dexorder.client import backfill
 from dexorder.config import Settings
 from dexorder.contracts import platform_tools as contract
+from dexorder.contracts.chat import JsonObject
 from dexorder.contracts.platform_tools import Backfilled, CandleSummary, Price
 from dexorder.exchanges import make_exchange
 from dexorder.markets import InvalidTicker, InvalidTimeframe, Ticker, Timeframe
@@ -89,7 +90,7 @@ class PlatformTools:
             self._exchanges[name] = make_exchange(ex.ccxt_id, url)
         return self._exchanges[name]
 
-    async def call(self, name: str, args: dict[str, Any], progress: Progress) -> ToolOutcome:
+    async def call(self, name: str, args: JsonObject, progress: Progress) -> ToolOutcome:
         try:
             if name == contract.GET_PRICE.name:
                 return ToolOutcome(await self._price(str(args.get("ticker", ""))))
@@ -163,7 +164,7 @@ def _ms(ts: Any) -> int:
     return int(ts.timestamp() * 1000) if hasattr(ts, "timestamp") else int(ts)
 
 
-def _range(args: dict[str, Any]) -> tuple[Ticker, Timeframe, int, int]:
+def _range(args: JsonObject) -> tuple[Ticker, Timeframe, int, int]:
     t = Ticker.parse(str(args.get("ticker", "")))
     tf = Timeframe.parse(str(args.get("timeframe", "1h")))
     start, end = parse_when(str(args.get("start", ""))), parse_when(str(args.get("end", "")))
