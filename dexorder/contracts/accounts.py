@@ -187,6 +187,13 @@ class Delivered(Body):
     delivered: str
 
 
+class Held(Body):
+    """``POST /internal/notify``, 202: the event id taken and held (none of the person's
+    channels is reachable now); it reaches them when they next open a chat."""
+
+    held: str
+
+
 # --- the Telegram Bot API update (https://core.telegram.org/bots/api#update) ----------
 
 

@@ -1,7 +1,8 @@
 """Where a person is reachable: their open WebSockets, else their linked Telegram chat.
 
 Critical events (fills, alerts) from the event ROUTER come here; an event that reaches
-no channel is not acknowledged, so it stays in the agent's outbox and comes again.
+no channel is not acknowledged, so it stays in the agent's outbox and comes again. A
+notification from Kafka that reaches none is held instead (``gateway/held.py``).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from dexorder.client import request
 from dexorder.config import Settings
 from dexorder.contracts.accounts import AccountDeleted
 from dexorder.contracts.chat import StatusFrame
+from dexorder.contracts.events import Notification
 from dexorder.embeddings import EmbeddingClient, EmbeddingUnavailable
 from dexorder.record_signing import record_keys
 from dexorder.schemas import ErrorReply, RealtimeRequest
@@ -34,6 +35,7 @@ from gateway.harness.graph import Send
 from gateway.harness.knowledge import DEFAULT_FOLDER, KnowledgeBase
 from gateway.harness.router import ModelRouter
 from gateway.harness.turn import Harness, TurnResult
+from gateway.held import HeldNotifications, UnknownPerson, deliver_held
 from gateway.limits import Limits, MemoryCounter, RedisCounter
 from gateway.provisioning import LocalProvisioner, Provisioner, ProvisioningError
 from gateway.rules import RuleRefused, RuleStore
@@ -113,6 +115,8 @@ class Gateway:
             hub.deliver,
             sender=self._event_sender,
         )
+        #: notifications taken while none of their person's channels was reachable
+        self.held = HeldNotifications(accounts.engine)
         #: sign-up, login and Telegram /link guesses, counted where the rate limits are
         self.throttle = Throttle(limits.counter, AuthPolicies.from_config(cfg.gateway.auth_limits))
         self._turn_locks: dict[str, asyncio.Lock] = {}
@@ -332,6 +336,23 @@ class Gateway:
             await self.limits.spend(user, result.tokens)
         return result
 
+    # --- notifications held while the person is away -------------------------------------
+
+    async def hold_notification(self, note: Notification) -> bool:
+        """Keep ``note`` until its person next connects (False: it is held already);
+        :class:`Refused` (404) when they have no account."""
+        try:
+            taken = await asyncio.to_thread(self.held.hold, note)
+        except UnknownPerson:
+            raise Refused(404, f"no such account: {note.user}") from None
+        if self.hub.online(note.user):  # they connected while it was being held
+            await self.deliver_held(note.user)
+        return taken
+
+    async def deliver_held(self, user: str) -> int:
+        """Deliver what is held for ``user`` (they have just connected); how many."""
+        return await deliver_held(self.held, self.events.delivered, self.hub.deliver, user)
+
     # --- the person's data --------------------------------------------------------------
 
     async def revoke_pat(self, caller: Caller, pat_id: str) -> None:
@@ -356,5 +377,6 @@ class Gateway:
                 ) from None
         await asyncio.to_thread(self.accounts.delete, user)
         await asyncio.to_thread(self.events.delivered.forget_account, user)
+        await asyncio.to_thread(self.held.forget_account, user)
         log.info("account deleted", user=user)
         return AccountDeleted(deleted=user, knowledge_vectors=vectors)

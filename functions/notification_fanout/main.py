@@ -2,8 +2,10 @@
 
 A CloudEvents function: each event's data is one notification
 (:class:`~dexorder.contracts.events.Notification`), handed to the gateway, which delivers
-it once per event id to the person's open chat or Telegram. Undeliverable now → 503, so
-the trigger retries it (and finally dead-letters it); malformed → 400, not retried. A
+it once per event id to the person's open chat or Telegram; when none of them is reachable
+now the gateway holds it durably and answers 202 (it reaches them when they next open a
+chat), so any 2xx is done. The gateway unreachable or failing (5xx) → 503, so the trigger
+retries it (and finally dead-letters it); malformed or for no account → 400, not retried. A
 notification no platform part signed (``dexorder/record_signing.py``) → 403, never
 delivered: the gateway would otherwise put anyone's text into anyone's chat with
 platform authority.
@@ -39,7 +41,7 @@ async def notify_people(event: CloudEvent) -> None:
             f"{cfg.gateway.url}/internal/notify", data=encode_event(notification), headers=headers
         ) as r,
     ):
-        if r.status == 200:
+        if 200 <= r.status < 300:  # delivered, or held for when they connect
             return
         detail = (await r.text())[:300]
     raise HTTPException(503 if r.status >= 500 else 400, f"gateway answered {r.status}: {detail}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -80,6 +80,26 @@ class DeliveredEvent(Base):
     account_id: Mapped[str] = mapped_column(String(63), index=True)
     kind: Mapped[str] = mapped_column(String(64))
     delivered_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class HeldNotification(Base):
+    """A notification taken while none of its person's channels was reachable, delivered
+    (and removed) when they next connect; keyed by event id, so one held per event."""
+
+    __tablename__ = "held_notifications"
+
+    #: the order in which they were taken (delivered in this order)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[str] = mapped_column(String(63))
+    #: the notification's JSON (``dexorder.contracts.events.Notification``)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    held_at: Mapped[int] = mapped_column(BigInteger)
+    #: when a gateway began delivering it (None: nobody is); a claim older than the
+    #: claim timeout is free again (that gateway stopped midway)
+    claimed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    __table_args__ = (Index("ix_held_account", "account_id", "seq"),)
 
 
 class LinkCode(Base):

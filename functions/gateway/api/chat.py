@@ -142,6 +142,9 @@ async def chat_ws(ws: WebSocket) -> None:
     worker = asyncio.create_task(_turns(gw, token, sock, queue))
     try:
         await sock.send(ReadyFrame(account=Account(**asdict(who.account))))
+        # notifications that came while they were away (attached first: one arriving
+        # meanwhile is delivered straight away or found held by this or by its notify)
+        await gw.deliver_held(who.id)
         while True:
             try:
                 msg = await _frame(ws)

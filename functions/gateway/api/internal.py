@@ -6,9 +6,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dexorder.contracts.accounts import AgentAddress, AgentRequest, Delivered
+from dexorder.contracts.accounts import AgentAddress, AgentRequest, Delivered, Held
 from dexorder.contracts.events import BadEvent, decode_notification
-from dexorder.schemas import UserEvent
 from dexorder.tokens import mint_token
 from gateway.api.common import (
     answer,
@@ -19,6 +18,7 @@ from gateway.api.common import (
     gateway_of,
     typed_body,
 )
+from gateway.held import notification_event
 from gateway.platform_calls import is_platform_token
 from gateway.provisioning import ProvisioningError
 from gateway.service import Refused
@@ -33,25 +33,23 @@ def _platform_only(request: Request, what: str) -> None:
 async def notify(request: Request) -> Response:
     """Deliver a notification to its person's channels, once per event id.
 
-    200 when delivered (or delivered before), 503 when no channel of theirs is reachable
-    now (the caller retries), 4xx for bad calls.
+    200 when delivered (or delivered before); 202 when no channel of theirs is reachable
+    now: it is held (durably, once per event id) and delivered when they next open a chat,
+    so the caller is done either way (``gateway/held.py``); 404 for someone with no
+    account, other 4xx for bad calls.
     """
     _platform_only(request, "send notifications")
     try:
         note = decode_notification(await body(request))
     except BadEvent as exc:
         raise Refused(exc.status, str(exc)) from None
-    event = UserEvent(
-        event_id=note.event_id,
-        user=note.user,
-        kind=note.kind,
-        payload=note.payload,
-        created_at=note.created_at,
-        critical=True,
-    )
-    if not await gateway_of(request).events.receive(event):
-        raise Refused(503, f"{event.user} has no reachable channel right now")
-    return answer(Delivered(delivered=event.event_id))
+    bounded(note.event_id, "event_id", 64)  # the width the delivered and held ids are kept in
+    bounded(note.user, "user", 63)
+    gw = gateway_of(request)
+    if await gw.events.receive(notification_event(note)):
+        return answer(Delivered(delivered=note.event_id))
+    await gw.hold_notification(note)
+    return answer(Held(held=note.event_id), status=202)
 
 
 @answers_refusals
