@@ -222,7 +222,7 @@ class LocalProvisioner:
         except TimeoutError:
             log.warning("agent did not answer /wake in time; kept", user=agent.user)
             return True
-        except aiohttp.ClientError:  # refused, reset: it stopped listening or is gone
+        except aiohttp.ClientConnectionError:  # refused, reset: stopped listening, or gone
             return False
 
     async def _await_exit(self, agent: _Agent) -> None:
