@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from gateway.platform_calls import platform_token
 from gateway.telegram import BotApi, check_login_widget, split_message
 from tests.agent.conftest import fill_lake
 from tests.gateway.loopback_telegram import BOT_TOKEN, BotApiServer, serve_bot_api, update
@@ -100,9 +101,14 @@ async def test_alerts_reach_telegram_when_no_chat_is_open(bot: tuple[Served, Bot
     s, api = bot
     alice = await s.sign_up("alice@example.com")
     a_id = alice["account"]["id"]
+    went = {"ticker": "BINANCE:SOL/USDT", "condition": "above", "price": 1, "triggered_price": 2}
+    away = {"event_id": "n-0", "user": a_id, "kind": "alert", "payload": went}
+    status, _ = await s.post("/internal/notify", away, token=platform_token(s.gw.keys))
+    assert status == 202  # no channel yet: held for her
     _, body = await s.post("/api/telegram/link-code", token=alice["access_token"])
     await hook(s, update(1, ALICE_TG, f"/link {body['code']}"))
-    await api.wait_for("sendMessage", 1)
+    linked, held = await api.wait_for("sendMessage", 2)  # linking brings what was held
+    assert "Linked to" in linked["text"] and "SOL/USDT went above 1" in held["text"]
 
     event = alert_event(
         s.gw,
@@ -114,8 +120,8 @@ async def test_alerts_reach_telegram_when_no_chat_is_open(bot: tuple[Served, Bot
         triggered_price=59990,
     )
     await send_event(s.gw.events.endpoint, event)
-    sent = await api.wait_for("sendMessage", 2)
-    assert sent[1]["chat_id"] == ALICE_TG and "went below 60000" in sent[1]["text"]
+    sent = await api.wait_for("sendMessage", 3)
+    assert sent[2]["chat_id"] == ALICE_TG and "went below 60000" in sent[2]["text"]
 
     async with s.socket(alice["access_token"]) as ws:  # with a chat open, it goes there
         event2 = alert_event(
@@ -130,7 +136,7 @@ async def test_alerts_reach_telegram_when_no_chat_is_open(bot: tuple[Served, Bot
         await send_event(s.gw.events.endpoint, event2)
         frame = await ws.until("event")
         assert frame["event_id"] == "alert-2"
-    assert len(api.sent()) == 2
+    assert len(api.sent()) == 3
 
 
 async def test_login_widget_signatures(bot: tuple[Served, BotApiServer]) -> None:

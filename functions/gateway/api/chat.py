@@ -144,7 +144,10 @@ async def chat_ws(ws: WebSocket) -> None:
         await sock.send(ReadyFrame(account=Account(**asdict(who.account))))
         # notifications that came while they were away (attached first: one arriving
         # meanwhile is delivered straight away or found held by this or by its notify)
-        await gw.deliver_held(who.id)
+        try:
+            await gw.deliver_held(who.id)
+        except Exception:  # the database failing: they stay held, the chat still works
+            log.exception("delivering held notifications failed", user=who.id)
         while True:
             try:
                 msg = await _frame(ws)

@@ -113,6 +113,7 @@ async def _link(gw: Gateway, msg: IncomingMessage, code: str) -> None:
         return
     await gw.throttle.succeeded(forget=(keyed[0],))
     await gw.bot.send_text(msg.chat_id, f"Linked to {account.email}. Ask me anything.")
+    await gw.deliver_held(account.id)  # what came while they had no channel: here now
 
 
 routes = [Route("/telegram/webhook", webhook, methods=["POST"])]
