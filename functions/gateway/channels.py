@@ -109,6 +109,10 @@ class ChannelHub:
     def online(self, user: str) -> bool:
         return bool(self._sockets.get(user))
 
+    def people(self) -> list[str]:
+        """Who has a WebSocket open here now."""
+        return list(self._sockets)
+
     async def deliver(self, event: UserEvent) -> bool:
         """Tell the person about ``event``; True once some channel has it."""
         delivered = False

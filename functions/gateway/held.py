@@ -8,6 +8,10 @@ every replica), keyed by event id, and delivers what is held when the person nex
 a chat: in the order it was taken, each marked delivered (``DeliveredEvents``, so once per
 event id) and then removed; a delivery that fails leaves it and the rest held.
 
+With several gateway replicas a notification may reach one that has none of the person's
+WebSockets while another has: so each gateway also looks every :data:`SWEEP_S` for what is
+held for the people connected to it.
+
 At most ``cap`` are held per person; beyond it the oldest are dropped (logged, counted).
 """
 
@@ -33,6 +37,9 @@ log = structlog.get_logger(part="gateway")
 DEFAULT_CAP = 500
 #: a delivery a gateway began this long ago without finishing is taken over by another
 CLAIM_TIMEOUT_MS = 60_000
+#: how often a gateway looks for what was held, while they were connected, for the people
+#: whose WebSockets it holds (the notification reached another replica, which has none)
+SWEEP_S = 5.0
 
 Deliver = Callable[[UserEvent], Awaitable[bool]]
 
@@ -116,6 +123,14 @@ class HeldNotifications:
         with Session(self.engine) as s:
             query = select(func.count()).where(HeldNotification.account_id == account_id)
             return s.scalar(query) or 0
+
+    def people_waiting(self, candidates: list[str]) -> set[str]:
+        """Which of ``candidates`` have something held."""
+        with Session(self.engine) as s:
+            query = select(HeldNotification.account_id).where(
+                HeldNotification.account_id.in_(candidates)
+            )
+            return set(s.scalars(query.distinct()))
 
     def waiting(self, account_id: str) -> list[int]:
         """The held ones of a person, oldest first (their ``seq``)."""

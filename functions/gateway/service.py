@@ -35,7 +35,7 @@ from gateway.harness.graph import Send
 from gateway.harness.knowledge import DEFAULT_FOLDER, KnowledgeBase
 from gateway.harness.router import ModelRouter
 from gateway.harness.turn import Harness, TurnResult
-from gateway.held import HeldNotifications, UnknownPerson, deliver_held
+from gateway.held import SWEEP_S, HeldNotifications, UnknownPerson, deliver_held
 from gateway.limits import Limits, MemoryCounter, RedisCounter
 from gateway.provisioning import LocalProvisioner, Provisioner, ProvisioningError
 from gateway.rules import RuleRefused, RuleStore
@@ -193,6 +193,7 @@ class Gateway:
             self._tasks.append(asyncio.create_task(self._load_knowledge()))
         if self.rules is not None:
             self.rules.start()
+        self._tasks.append(asyncio.create_task(self._sweep_held()))
         if events:
             self._tasks.append(asyncio.create_task(self.events.run()))
             await self.events.ready.wait()
@@ -352,6 +353,19 @@ class Gateway:
     async def deliver_held(self, user: str) -> int:
         """Deliver what is held for ``user`` (they have just connected); how many."""
         return await deliver_held(self.held, self.events.delivered, self.hub.deliver, user)
+
+    async def _sweep_held(self, every_s: float = SWEEP_S) -> None:
+        """Now and then, deliver what another replica held for people connected here."""
+        while True:
+            await asyncio.sleep(every_s)
+            here = self.hub.people()
+            if not here:
+                continue
+            try:
+                for user in await asyncio.to_thread(self.held.people_waiting, here):
+                    await self.deliver_held(user)
+            except Exception:  # the database away for a moment: the next sweep tries again
+                log.exception("delivering held notifications failed")
 
     # --- the person's data --------------------------------------------------------------
 

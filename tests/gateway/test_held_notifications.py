@@ -143,3 +143,15 @@ async def test_a_failed_delivery_leaves_it_and_the_rest_held(engine: Engine) -> 
 
     assert await deliver_held(held, delivered, channel, person.id) == 2  # e-1 not claimed
     assert got == ["e-0", "e-1", "e-2"] and held.count(person.id) == 0
+
+
+@pytest.mark.integration
+async def test_what_another_replica_held_reaches_a_person_connected_here(served: Served) -> None:
+    bob = await served.sign_up("bob@example.com")
+    b_id = bob["account"]["id"]
+    async with served.socket(bob["access_token"]) as ws:
+        # held by a replica without his WebSocket, in the database they share
+        assert served.gw.held.hold(note(b_id, "r-1"))
+        frame = await ws.until("event", timeout=30)  # this gateway's sweep finds it
+        assert frame["event_id"] == "r-1" and frame["payload"] == {"n": "r-1"}
+    await drained(served, b_id)
