@@ -21,8 +21,7 @@ keyed by person or ticker, so one person's events keep their order.
 
 from __future__ import annotations
 
-from typing import Any
-
+from dexorder.contracts.chat import JsonObject
 from triggers.spec import Trigger
 
 NAMESPACE = "dexorder-system"
@@ -53,8 +52,8 @@ def consumer_group(trigger: Trigger) -> str:
     return f"dexorder-trigger-{trigger.name}"
 
 
-def _net() -> dict[str, Any]:
-    def ref(key: str) -> dict[str, Any]:
+def _net() -> JsonObject:
+    def ref(key: str) -> JsonObject:
         return {"secretKeyRef": {"name": KAFKA_AUTH_SECRET, "key": key}}
 
     return {
@@ -68,9 +67,9 @@ def _net() -> dict[str, Any]:
     }
 
 
-def delivery(trigger: Trigger) -> dict[str, Any]:
+def delivery(trigger: Trigger) -> JsonObject:
     """Retries, backoff and the dead-letter sink, as ``triggers.yaml`` says."""
-    out: dict[str, Any] = {
+    out: JsonObject = {
         "retry": trigger.retries,
         "backoffPolicy": trigger.backoff,
         "backoffDelay": _iso_seconds(trigger.backoff_delay_s),
@@ -82,11 +81,11 @@ def delivery(trigger: Trigger) -> dict[str, Any]:
 
 def kafka_source(
     trigger: Trigger, namespace: str = NAMESPACE, bootstrap: str = BOOTSTRAP
-) -> dict[str, Any]:
+) -> JsonObject:
     """The KafkaSource reading ``trigger.topic``: to the function, or to the Broker when
     the function's reply must go on."""
     to_broker = trigger.reply_topic is not None
-    spec: dict[str, Any] = {
+    spec: JsonObject = {
         "consumerGroup": consumer_group(trigger),
         "bootstrapServers": [bootstrap],
         "topics": [trigger.topic],
@@ -113,9 +112,7 @@ def _labels() -> dict[str, str]:
     return {"app.kubernetes.io/part-of": "dexorder", "dexorder.io/role": "eventing"}
 
 
-def kafka_sink(
-    topic: str, namespace: str = NAMESPACE, bootstrap: str = BOOTSTRAP
-) -> dict[str, Any]:
+def kafka_sink(topic: str, namespace: str = NAMESPACE, bootstrap: str = BOOTSTRAP) -> JsonObject:
     """A KafkaSink producing to ``topic`` (binary-mode CloudEvents, Kafka's own headers)."""
     return {
         **_SINK,
@@ -129,7 +126,7 @@ def kafka_sink(
     }
 
 
-def broker(namespace: str = NAMESPACE) -> dict[str, Any]:
+def broker(namespace: str = NAMESPACE) -> JsonObject:
     return {
         **_BROKER,
         "metadata": {
@@ -149,12 +146,12 @@ def broker(namespace: str = NAMESPACE) -> dict[str, Any]:
     }
 
 
-def broker_triggers(trigger: Trigger, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+def broker_triggers(trigger: Trigger, namespace: str = NAMESPACE) -> list[JsonObject]:
     """The call Trigger (``event_type`` → the function) and the reply Trigger
     (``reply_type`` → the KafkaSink of ``reply_topic``)."""
     assert trigger.reply_topic and trigger.event_type and trigger.reply_type
     ordered = {"kafka.eventing.knative.dev/delivery.order": "ordered"}
-    call = {
+    call: JsonObject = {
         "apiVersion": "eventing.knative.dev/v1",
         "kind": "Trigger",
         "metadata": {
@@ -170,7 +167,7 @@ def broker_triggers(trigger: Trigger, namespace: str = NAMESPACE) -> list[dict[s
             "delivery": delivery(trigger),
         },
     }
-    reply = {
+    reply: JsonObject = {
         "apiVersion": "eventing.knative.dev/v1",
         "kind": "Trigger",
         "metadata": {
@@ -190,7 +187,7 @@ def broker_triggers(trigger: Trigger, namespace: str = NAMESPACE) -> list[dict[s
 
 def eventing(
     triggers: list[Trigger], namespace: str = NAMESPACE, bootstrap: str = BOOTSTRAP
-) -> list[dict[str, Any]]:
+) -> list[JsonObject]:
     """Every eventing object of ``triggers``: sources, the Broker and its Triggers, sinks."""
     objects = [kafka_source(t, namespace, bootstrap) for t in triggers]
     with_replies = [t for t in triggers if t.reply_topic]

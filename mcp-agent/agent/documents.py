@@ -7,11 +7,12 @@ commit like any other (``workspace_history`` shows them too).
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agent.workspace import Workspace, WorkspaceError
+from dexorder.contracts.chat import JsonObject
 from dexorder.markets import InvalidTicker, InvalidTimeframe, Ticker, Timeframe
 
 
@@ -59,7 +60,7 @@ class Documents:
         text = self._read("profile")
         return Profile.model_validate_json(text) if text else Profile()
 
-    def set_profile(self, changes: dict[str, Any]) -> Profile:
+    def set_profile(self, changes: JsonObject) -> Profile:
         try:
             profile = Profile.model_validate({**self.profile().model_dump(), **changes})
         except ValidationError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 from starlette.requests import HTTPConnection, Request
@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from dexorder.contracts.accounts import BadRequest, Body, encode
 from dexorder.contracts.accounts import request as typed
+from dexorder.contracts.chat import JsonObject
 from dexorder.json_input import UnsafeInput, decode_json
 from gateway.accounts.store import AccountError
 from gateway.service import Caller, Gateway, Refused
@@ -66,9 +67,7 @@ def caller(conn: HTTPConnection) -> Caller:
     return gateway_of(conn).authenticate(bearer(conn))
 
 
-def json_object(
-    raw: bytes | str, what: str = "the body", check_text: bool = True
-) -> dict[str, Any]:
+def json_object(raw: bytes | str, what: str = "the body", check_text: bool = True) -> JsonObject:
     """The JSON object of ``raw`` (an HTTP body or a WebSocket frame); :class:`Refused`
     (400) when it is not one, or holds what no platform part accepts
     (:mod:`dexorder.json_input`: deep nesting, NUL, lone surrogates, bidi controls)."""
@@ -81,9 +80,10 @@ def json_object(
     return data
 
 
-async def body(request: Request, check_text: bool = True) -> dict[str, Any]:
+async def body(request: Request, check_text: bool = True) -> JsonObject:
     """The request's JSON object; :class:`Refused` (413/400) when too big or not an
-    acceptable object (:func:`json_object`)."""
+    acceptable object (:func:`json_object`). Every caller decodes it into its contract's
+    type at once."""
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > MAX_BODY:
         raise Refused(413, f"request body too large (at most {MAX_BODY // 1024} KB)")
