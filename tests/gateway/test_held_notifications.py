@@ -64,6 +64,8 @@ async def test_a_notification_for_someone_away_is_held_and_reaches_them_once(
     assert await notify(served, b_id, "n-1", ticker="A") == (200, {"delivered": "n-1"})
     assert served.gw.held.count(b_id) == 0
     assert served.gw.held.stats == {"held": 2, "duplicates": 1, "dropped": 0, "delivered": 2}
+    _, health = await served.get("/healthz")
+    assert health["notifications_held"] == 2 and health["notifications_dropped"] == 0
 
     # while he is connected a notification goes straight to him
     async with served.socket(bob["access_token"]) as ws:

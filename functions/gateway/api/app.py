@@ -28,6 +28,10 @@ async def healthz(request: Request) -> Response:
             "events_delivered": e["delivered"],
             "events_pending": e["undelivered"],
             "events_refused": e["forged"] + e["malformed"],
+            # notifications taken for people with no reachable channel, and the oldest
+            # dropped over the per-person cap
+            "notifications_held": gw.held.stats["held"],
+            "notifications_dropped": gw.held.stats["dropped"],
         }
     )
 
