@@ -132,6 +132,8 @@ class Ingestor:
     #: None: on for those (:data:`BINANCE_PROTOCOL`), off for others.
     native_trade_stream: bool | None = None
     _native: BinanceTradeDecoder | None = None
+    #: set once the markets are loaded and the trade path chosen (work may come earlier)
+    _markets_ready: asyncio.Event = field(default_factory=asyncio.Event)
     _http: aiohttp.ClientSession | None = None
     #: ticker → wall-clock ms of the previous and the last batch of trades sent
     _trades_ms: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -233,6 +235,7 @@ class Ingestor:
                 markets = spot_symbols(self._exchange.markets.values())
                 self._native = BinanceTradeDecoder(self.exchange_name, markets, self.max_skew_ms)
                 self._http = aiohttp.ClientSession()
+            self._markets_ready.set()
             # The exchange's markets are a large object graph that lives as long as the
             # process (binance: thousands of markets); every full collection walked all
             # of it, stalling the trade stream 200+ ms at 10,000 trades/s. Frozen, the
@@ -313,6 +316,7 @@ class Ingestor:
 
     async def _stream(self, ticker: Ticker) -> None:
         """Stream one ticker forever, reconnecting with backoff."""
+        await self._markets_ready.wait()
         backoff = Backoff()
         cursor = TradeCursor()
         gap = False
