@@ -23,12 +23,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, Field
 
 from agent.events import EventPublisher
 from dexorder.config import Settings
+from dexorder.contracts.agent_tools import LiveOrder, LiveTrade, LiveTradeRequest
 from dexorder.markets import InvalidTicker, Ticker
 
 CONFIRM_TTL_MS = 5 * 60_000
@@ -158,7 +158,7 @@ class LiveTrading:
 
     async def request(
         self, ticker: str, side: str, quantity: float, order_type: str, limit_price: float | None
-    ) -> dict[str, Any]:
+    ) -> LiveTradeRequest:
         """Check the order and ask the person to confirm it in their channel."""
         self._require_enabled()
         try:
@@ -203,16 +203,16 @@ class LiveTrading:
                 "expires_at": trade.expires_at,
             },
         )
-        return {
-            "status": "awaiting_confirmation",
-            "confirmation_id": trade.id,
-            "summary": summary,
-            "expires_at": trade.expires_at,
-            "next": "the person received a code in their channel; call confirm_trade with it "
+        return LiveTradeRequest(
+            status="awaiting_confirmation",
+            confirmation_id=trade.id,
+            summary=summary,
+            expires_at=trade.expires_at,
+            next="the person received a code in their channel; call confirm_trade with it "
             "only once they send it back",
-        }
+        )
 
-    async def confirm(self, confirmation_id: str | None, code: str) -> dict[str, Any]:
+    async def confirm(self, confirmation_id: str | None, code: str) -> LiveTrade:
         """Place a parked order if ``code`` is the one sent to the person; without an id,
         the one order waiting for a code."""
         now = int(time.time() * 1000)
@@ -245,14 +245,15 @@ class LiveTrading:
         order = await self._place(trade)
         with self.ledger_path.open("a") as ledger:
             ledger.write(
-                json.dumps({"time": now, "notional": trade.notional, "order": order}) + "\n"
+                json.dumps({"time": now, "notional": trade.notional, "order": order.model_dump()})
+                + "\n"
             )
         events = self.events()
         if events is not None:
-            events.critical("fill", {"mode": "live", **order})
-        return {"status": "placed", "order": order}
+            events.critical("fill", {"mode": "live", **order.model_dump()})
+        return LiveTrade(status="placed", order=order)
 
-    async def _place(self, trade: PendingTrade) -> dict[str, Any]:
+    async def _place(self, trade: PendingTrade) -> LiveOrder:
         import ccxt
 
         from dexorder.exchanges import make_exchange
@@ -283,11 +284,12 @@ class LiveTrading:
             raise LiveTradingError(f"the exchange refused the order: {str(exc)[:200]}") from None
         finally:
             await exchange.close()
-        return {
-            "exchange_order_id": placed.get("id"),
-            "ticker": trade.ticker,
-            "side": trade.side,
-            "quantity": placed.get("filled") or trade.quantity,
-            "price": placed.get("average") or placed.get("price"),
-            "status": placed.get("status"),
-        }
+        # CCXT's unified order (a dict of its own), read into the contract's type
+        return LiveOrder(
+            exchange_order_id=placed.get("id"),
+            ticker=trade.ticker,
+            side=trade.side,
+            quantity=placed.get("filled") or trade.quantity,
+            price=placed.get("average") or placed.get("price"),
+            status=placed.get("status"),
+        )

@@ -49,8 +49,7 @@ def register(box: ToolBox, person: PersonAgent) -> None:
         if mode == "live":
             if order_type in ("stop_loss", "take_profit"):
                 raise ValueError(f"{order_type} orders are paper only")
-            parked = await person.live.request(ticker, side, quantity, order_type, limit_price)
-            return c.LiveTradeRequest.model_validate(parked)
+            return await person.live.request(ticker, side, quantity, order_type, limit_price)
         return await person.broker.execute(ticker, side, quantity, order_type, limit_price)
 
     @box.tool(
@@ -62,7 +61,7 @@ def register(box: ToolBox, person: PersonAgent) -> None:
             str | None, Field(max_length=64, description="omit when only one order waits")
         ] = None,
     ) -> c.LiveTrade:
-        return c.LiveTrade.model_validate(await person.live.confirm(confirmation_id, code))
+        return await person.live.confirm(confirmation_id, code)
 
     @box.sync_tool(
         c.GET_POSITIONS, "Cash, positions with PnL, equity and open orders of the paper account."
