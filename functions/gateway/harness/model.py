@@ -11,23 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict
-
-from anthropic.types import (
-    AssistantMessageParam,
-    MessageParam,
-    TextBlockParam,
-    ToolParam,
-    ToolResultBlockParam,
-    ToolUseBlockParam,
-    UserMessageParam,
-)
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, TypedDict
 
 from dexorder.contracts.agent_tools import ToolTraits
 from dexorder.contracts.chat import JsonObject
 
+if TYPE_CHECKING:
+    # types only: the functions image (tool proxy, rule delivery) imports this module
+    # through the agent link and carries no Anthropic SDK
+    from anthropic.types import (
+        MessageParam,
+        TextBlockParam,
+        ToolParam,
+        ToolResultBlockParam,
+        ToolUseBlockParam,
+    )
+
 #: What the model says in one answer: text and tool calls.
-AssistantBlock = TextBlockParam | ToolUseBlockParam
+AssistantBlock: TypeAlias = "TextBlockParam | ToolUseBlockParam"
 
 
 class UserMessage(TypedDict):
@@ -51,8 +52,8 @@ OnText = Callable[[str], Awaitable[None]]
 def to_api(message: Message) -> MessageParam:
     """``message`` as the SDK's parameter type (a wider union than the harness makes)."""
     if message["role"] == "user":
-        return UserMessageParam(role="user", content=message["content"])
-    return AssistantMessageParam(role="assistant", content=message["content"])
+        return {"role": "user", "content": message["content"]}
+    return {"role": "assistant", "content": message["content"]}
 
 
 class ModelError(RuntimeError):
@@ -70,9 +71,11 @@ class ToolSpec:
     traits: ToolTraits = field(default_factory=ToolTraits)
 
     def to_api(self) -> ToolParam:
-        return ToolParam(
-            name=self.name, description=self.description, input_schema=self.input_schema
-        )
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input_schema": self.input_schema,
+        }
 
 
 @dataclass(frozen=True)
@@ -100,9 +103,9 @@ class ModelReply:
         """The assistant message to send back with the tool results."""
         blocks: list[AssistantBlock] = []
         if self.text:
-            blocks.append(TextBlockParam(type="text", text=self.text))
+            blocks.append({"type": "text", "text": self.text})
         blocks += [
-            ToolUseBlockParam(type="tool_use", id=c.id, name=c.name, input=c.arguments)
+            {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
             for c in self.tool_calls
         ]
         return AssistantMessage(role="assistant", content=blocks)
