@@ -16,9 +16,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-# two workers, a test file each: most tests wait on the parts' processes, not the CPU
+# two workers, a test file each: most tests wait on the parts' processes, not the CPU;
+# then the `solo` tests alone (the Flink mini-cluster's job takes both cores and starved
+# a parallel test's parts)
 test: install
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile -m "not solo"
+	$(PY) -m pytest -m solo
 
 unit: install
 	$(PY) -m pytest tests/unit

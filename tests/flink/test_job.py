@@ -22,6 +22,9 @@ from streaming.engine import Folded, fold
 from tests.flink import fixture
 from tests.flink.conftest import FlinkRun
 
+# the mini-cluster takes both cores for its run: alone, after the parallel tests
+pytestmark = pytest.mark.solo
+
 
 @pytest.fixture(scope="module")
 def local(flink_run: FlinkRun) -> Folded:
