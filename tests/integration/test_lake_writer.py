@@ -180,9 +180,16 @@ async def test_the_writer_compacts_on_its_schedule(isolated_env: dict[str, str])
         finally:
             await producer.stop()
         table = ohlc_table(open_catalog(load_config()))
+        for _ in range(1200):  # all six minutes committed (slow on a loaded machine)
+            table.refresh()
+            if table.scan().to_arrow().num_rows == 6:
+                break
+            await asyncio.sleep(0.05)
         runs = health(port).get("maintenance_runs", 0)
-        for _ in range(600):  # the next scheduled round compacts the partition
-            if health(port).get("maintenance_runs", 0) > runs:
+        # two more rounds: a round already under way may have begun before the last commit;
+        # the one after it certainly sees every file and compacts the partition
+        for _ in range(1200):
+            if health(port).get("maintenance_runs", 0) >= runs + 2:
                 break
             await asyncio.sleep(0.05)
         table.refresh()
