@@ -23,7 +23,8 @@ from dexorder.topics import MARKET_CANDLES, MARKET_OHLC_BACKFILL
 from launcher.ephemeral import start_platform
 from streaming.lake_maintenance import files_per_partition
 
-pytestmark = pytest.mark.integration
+# solo: its writer fell behind beside the parallel suite (both tests pass alone)
+pytestmark = [pytest.mark.integration, pytest.mark.solo]
 
 T0 = 1_704_067_200_000
 BATCH = 1_000
