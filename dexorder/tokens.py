@@ -109,16 +109,19 @@ def mint_token(
     kind: TokenKind = "service",
     ttl_s: int = 3600,
     audience: str = AUDIENCE,
+    token_id: str | None = None,
 ) -> str:
     """A token for ``user``'s agent (or for ``audience``), valid ``ttl_s`` seconds: every
-    token expires (and the gateway accepts none longer than ``gateway.max_token_ttl_days``)."""
+    token expires (and the gateway accepts none longer than ``gateway.max_token_ttl_days``).
+    ``token_id`` (the ``jti``) is fresh unless given: every access token of one OAuth grant
+    carries the grant's id, so revoking the grant revokes them all."""
     if keys.private_pem is None:
         raise InvalidToken("this process holds only the public key; it cannot make tokens")
     now = int(time.time())
     claims: dict[str, object] = {
         "sub": check_user_id(user),
         "kind": kind,
-        "jti": uuid.uuid4().hex,
+        "jti": token_id or uuid.uuid4().hex,
         "iat": now,
         "aud": audience,
         "exp": now + ttl_s,
