@@ -351,6 +351,8 @@ def test_platform_parts_stay_in_their_lanes(overlay: str) -> None:
         reached = _reachable(overlay, function)
         assert ("api-server", 443) not in reached and ("kafka", 9092) not in reached
         assert ("postgres", 5432) not in reached
+        # only the tool proxy keeps something (its calls' replies, for redeliveries)
+        assert (("redis", 6379) in reached) == (function == "tool-proxy"), function
     assert ("relay", 5557) not in _reachable(overlay, "gateway")  # only publishers publish
     assert not any(dst == "agent" for dst, _ in _reachable(overlay, "internet"))
 
