@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from zmq.utils import z85
 
 from dexorder.config import ConfigError, Settings
+from dexorder.curve_key import curve_key
 from dexorder.secret_files import secret_file
 
 #: The parts that publish into the relay's XSUB (grep for ``relay_xsub``).
@@ -72,13 +72,10 @@ class RelayServerKeys:
 
 
 def _z85_key(value: str, where: str) -> bytes:
-    key = value.strip().encode()
     try:
-        if len(key) != 40 or len(z85.decode(key)) != 32:
-            raise ValueError
-    except ValueError:
-        raise ConfigError(f"{where}: not a Z85-encoded CURVE key (40 characters)") from None
-    return key
+        return curve_key(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def keypair_from_secret(secret: str, where: str = "relay key") -> CurveKeypair:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from zmq.utils import z85
 
+from dexorder.curve_key import curve_key
 from dexorder.rule_sealing import BadSealKey, RuleSealer, secret_from_file
 from dexorder.schemas import Candle, encode
 from dexorder.topics import ohlc_topic
@@ -29,13 +29,10 @@ from streaming.flink.config import ConfigError, RelayIO
 
 
 def _z85(value: str, where: str) -> bytes:
-    key = value.strip().encode()
     try:
-        if len(key) != 40 or len(z85.decode(key)) != 32:
-            raise ValueError
-    except ValueError:
-        raise ConfigError(f"{where}: not a Z85-encoded CURVE key (40 characters)") from None
-    return key
+        return curve_key(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def job_sealer(cfg: RelayIO) -> RuleSealer:
