@@ -21,22 +21,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import functools
 import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
 import kubernetes_validate  # type: ignore[import-untyped]
-import yaml
 from aiohttp import web
 
-CRDS = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "crds"
+from tests.knative.manifests import crd_validator
+
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _MAX_RETENTION_S = 3600
 Obj = dict[str, Any]
@@ -49,42 +46,9 @@ RESOURCES = {
 }
 
 
-def strict(schema: Obj) -> Obj:
-    """``schema`` with unknown fields refused wherever it lists its fields (the API server
-    prunes them silently; a field Knative does not know is a defect of the template)."""
-    out = copy.deepcopy(schema)
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if (
-                node.get("properties")
-                and not node.get("x-kubernetes-preserve-unknown-fields")
-                and "additionalProperties" not in node
-            ):
-                node["additionalProperties"] = False
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(out)
-    return out
-
-
-@functools.cache
-def service_schema() -> Obj:
-    """Knative's Service CRD schema (v1), strict."""
-    crd = yaml.safe_load((CRDS / "serving-service.yaml").read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return strict(version["schema"]["openAPIV3Schema"])
-
-
-@functools.cache
 def service_validator() -> Any:
-    """A validator of :func:`service_schema`, made once (checking the schema is slow)."""
-    cls = jsonschema.validators.validator_for(service_schema())
-    return cls(service_schema())
+    """The strict validator of Knative's Service CRD (v1), as the manifest tests use it."""
+    return crd_validator("serving.knative.dev/v1", "Service")
 
 
 def _parse_duration_s(text: str) -> float | None:
