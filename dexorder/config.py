@@ -259,6 +259,9 @@ class GatewayConfig(_Section):
     max_token_ttl_days: int = Field(365, ge=1, le=3650)
     auth_limits: AuthLimitsConfig = AuthLimitsConfig()
     host: str = "127.0.0.1"
+    #: The address people and MCP clients reach the gateway at (``https://...`` behind a
+    #: proxy): the OAuth issuer and the ``/mcp`` resource are named by it; unset: ``url``.
+    public_url: str | None = None
     #: HTTP + WebSocket chat, the web page, auth and the Telegram webhook.
     port: int = Field(8700, ge=0, le=65535)
     #: The ROUTER agents send critical events to.
@@ -316,6 +319,11 @@ class GatewayConfig(_Section):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def public_base(self) -> str:
+        """Where the outside reaches the gateway (no trailing slash)."""
+        return (self.public_url or self.url).rstrip("/")
 
     @property
     def events_address(self) -> str:

@@ -143,13 +143,20 @@ class AccountDeleted(Body):
 
 
 class TokenInfo(Body):
-    """A personal access token as listed (the token itself is shown only once)."""
+    """A token as listed: a personal access token (the token itself is shown only once),
+    or an MCP client's OAuth grant (``name``: the client's; ``expires_at``: when its
+    refresh token does). ``DELETE /api/tokens/{id}`` revokes either."""
 
     id: str
     name: str
     created_at: int
     expires_at: int | None
     revoked: bool
+    kind: Literal["pat", "oauth"]
+    #: what the token may do (OAuth grants: ``agent``; personal access tokens: None)
+    scope: str | None
+    #: when a token of the grant was last used (OAuth grants, to the minute)
+    last_used_at: int | None
 
 
 class TokenCreated(TokenInfo):

@@ -267,6 +267,8 @@ class Gateway:
             )
         if agent_claims.token_id in self.accounts.revoked_pat_ids(agent_claims.user):
             raise Refused(401, "token revoked")
+        # an MCP client's OAuth access token (jti: its grant) is listed with its last use
+        self.accounts.oauth.note_use(agent_claims.user, agent_claims.token_id)
         return Caller(self._account(agent_claims.user), "token")
 
     @staticmethod

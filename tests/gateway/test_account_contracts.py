@@ -44,9 +44,30 @@ RESPONSES: list[c.Body] = [
     ),
     c.AccountDeleted(deleted="u0123456789abcdef", knowledge_vectors=3),
     c.TokenList(
-        tokens=[c.TokenInfo(id="j", name="n", created_at=1, expires_at=None, revoked=True)]
+        tokens=[
+            c.TokenInfo(
+                id="j",
+                name="n",
+                created_at=1,
+                expires_at=None,
+                revoked=True,
+                kind="pat",
+                scope=None,
+                last_used_at=None,
+            )
+        ]
     ),
-    c.TokenCreated(token="t", id="j", name="n", created_at=1, expires_at=2, revoked=False),
+    c.TokenCreated(
+        token="t",
+        id="j",
+        name="n",
+        created_at=1,
+        expires_at=2,
+        revoked=False,
+        kind="pat",
+        scope=None,
+        last_used_at=None,
+    ),
     c.LinkCode(code="ABCD1234", send_to_bot="/link ABCD1234", expires_in=600),
     c.AgentAddress(user="u0123456789abcdef", mcp_url="http://127.0.0.1:1/mcp"),
     c.Delivered(delivered="evt-1"),

@@ -110,3 +110,82 @@ class LinkCode(Base):
     code_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     expires_at: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- OAuth 2.1 for MCP clients (gateway.oauth) -------------------------------------------
+
+
+class OAuthClient(Base):
+    """An MCP client registered by dynamic client registration (RFC 7591)."""
+
+    __tablename__ = "oauth_clients"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: the registration as the SDK validated it (``OAuthClientInformationFull`` JSON)
+    info: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class OAuthPending(Base):
+    """An authorization request waiting for its person to log in and allow it."""
+
+    __tablename__ = "oauth_pending"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("oauth_clients.client_id", ondelete="CASCADE")
+    )
+    #: the validated request (``AuthorizationParams`` JSON)
+    params: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class OAuthCode(Base):
+    """An authorization code (stored hashed; used once, within minutes)."""
+
+    __tablename__ = "oauth_codes"
+
+    code_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("oauth_clients.client_id", ondelete="CASCADE")
+    )
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    #: the request it answers (``AuthorizationParams`` JSON: redirect URI, PKCE challenge, scopes)
+    params: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class OAuthGrant(Base):
+    """A person's consent to one MCP client. Its id is the ``jti`` of every access token
+    made under it (the id space of personal access tokens), so revoking it stops them all,
+    at the gateway and at the agent (``state/revoked_tokens``)."""
+
+    __tablename__ = "oauth_grants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    client_id: Mapped[str] = mapped_column(String(64))
+    client_name: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(200))
+    resource: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    #: when its newest refresh token expires (extended at each refresh)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    last_used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    __table_args__ = (Index("ix_oauth_grant_account", "account_id"),)
+
+
+class OAuthRefresh(Base):
+    """A grant's refresh token (stored hashed; rotated on every use: one used twice
+    revokes its grant, as a stolen copy would)."""
+
+    __tablename__ = "oauth_refresh_tokens"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("oauth_grants.id", ondelete="CASCADE"))
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    __table_args__ = (Index("ix_oauth_refresh_grant", "grant_id"),)

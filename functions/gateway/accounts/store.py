@@ -23,6 +23,7 @@ from gateway.accounts.models import (
     RefreshToken,
     TelegramLink,
 )
+from gateway.accounts.oauth_store import GrantView, OAuthStore
 
 TIERS = ("free", "pro", "enterprise")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
@@ -64,6 +65,8 @@ class Accounts:
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.clock = clock
+        #: MCP clients' OAuth grants: their ids share the personal access tokens' id space
+        self.oauth = OAuthStore(engine, clock)
 
     def _now(self) -> int:
         return int(self.clock())
@@ -143,6 +146,7 @@ class Accounts:
 
     def delete(self, account_id: str) -> None:
         """Remove the account and everything keyed by it here (sessions, tokens, links)."""
+        self.oauth.forget_account(account_id)
         with Session(self.engine) as s, s.begin():
             for model in (RefreshToken, PersonalAccessToken, TelegramLink, LinkCode):
                 s.execute(delete(model).where(model.account_id == account_id))
@@ -184,18 +188,24 @@ class Accounts:
                 )
             )
 
-    def revoke_pat(self, account_id: str, pat_id: str) -> PersonalAccessToken:
-        """Revoke one of ``account_id``'s own tokens (another's is "not found")."""
+    def revoke_pat(self, account_id: str, pat_id: str) -> PersonalAccessToken | GrantView:
+        """Revoke one of ``account_id``'s own tokens, a personal access token or an MCP
+        client's OAuth grant (another's is "not found")."""
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
             pat = s.get(PersonalAccessToken, pat_id)
-            if pat is None or pat.account_id != account_id:
-                raise AccountError("no such token", status=404)
-            pat.revoked_at = pat.revoked_at or self._now()
-            return pat
+            if pat is not None and pat.account_id == account_id:
+                pat.revoked_at = pat.revoked_at or self._now()
+                return pat
+        grant = self.oauth.revoke(account_id, pat_id)
+        if grant is None:
+            raise AccountError("no such token", status=404)
+        return grant
 
     def revoked_pat_ids(self, account_id: str) -> set[str]:
+        """The ids of ``account_id``'s revoked tokens: personal access tokens and OAuth
+        grants (the ``jti`` of every access token made under the grant)."""
         with Session(self.engine) as s:
-            return set(
+            pats = set(
                 s.scalars(
                     select(PersonalAccessToken.id).where(
                         PersonalAccessToken.account_id == account_id,
@@ -203,6 +213,7 @@ class Accounts:
                     )
                 )
             )
+        return pats | self.oauth.revoked_ids(account_id)
 
     # --- Telegram --------------------------------------------------------------------
 

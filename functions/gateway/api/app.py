@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from gateway.api import auth, chat, internal, rules, telegram
+from gateway.api import auth, chat, internal, oauth, rules, telegram
 from gateway.functions_host import FUNCTIONS, PlatformOnly, function_app
 from gateway.service import Gateway
 
@@ -62,6 +62,7 @@ def build_app(gateway: Gateway, manage: bool = True) -> Starlette:
             *telegram.routes,
             *internal.routes,
             *rules.routes,
+            *oauth.routes_for(gateway),
             *(
                 Mount(
                     f"/functions/{name}",

@@ -28,6 +28,7 @@ from dexorder.contracts.accounts import (
 )
 from dexorder.contracts.accounts import request as typed
 from gateway.accounts.models import PersonalAccessToken
+from gateway.accounts.oauth_store import GrantView
 from gateway.accounts.sessions import TokenPair
 from gateway.accounts.store import AccountError, AccountView
 from gateway.api.common import (
@@ -188,6 +189,22 @@ def _pat(p: PersonalAccessToken) -> TokenInfo:
         created_at=p.created_at,
         expires_at=p.expires_at,
         revoked=p.revoked_at is not None,
+        kind="pat",
+        scope=None,
+        last_used_at=None,
+    )
+
+
+def _grant(g: GrantView) -> TokenInfo:
+    return TokenInfo(
+        id=g.id,
+        name=g.client_name,
+        created_at=g.created_at,
+        expires_at=g.expires_at,
+        revoked=g.revoked_at is not None,
+        kind="oauth",
+        scope=g.scope,
+        last_used_at=g.last_used_at,
     )
 
 
@@ -204,7 +221,9 @@ async def tokens(request: Request) -> Response:
     who = caller(request)
     gw = gateway_of(request)
     if request.method == "GET":
-        return answer(TokenList(tokens=[_pat(p) for p in gw.accounts.list_pats(who.id)]))
+        pats = [_pat(p) for p in await asyncio.to_thread(gw.accounts.list_pats, who.id)]
+        grants = [_grant(g) for g in await asyncio.to_thread(gw.accounts.oauth.grants, who.id)]
+        return answer(TokenList(tokens=pats + grants))
     gw.require_session(who, "create tokens")
     # every token expires, within the platform's maximum: a longer one (or null, "never")
     # is refused rather than cut short, so nobody holds a token that ends sooner than asked
