@@ -427,6 +427,19 @@ class KnativeConfig(_Section):
     anonymous_retention_days: float = Field(7.0, gt=0)
 
 
+class TelemetryConfig(_Section):
+    """Traces of chat turns (dexorder/telemetry.py): off unless an OTLP endpoint is set."""
+
+    #: The OTLP/HTTP collector's base URL (``http://collector:4318``; spans go to its
+    #: ``/v1/traces``); unset: the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` if set, else
+    #: no traces at all (no exporter, no recording spans).
+    otlp_endpoint: str | None = None
+
+    def endpoint(self) -> str | None:
+        """Where spans go: this setting, else the standard variable, else nowhere."""
+        return self.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
+
+
 def default_home() -> Path:
     return Path(os.environ.get("DEXORDER_HOME") or Path.home() / ".dexorder")
 
@@ -456,6 +469,7 @@ class Settings(BaseSettings):
     embedder: EmbedderConfig = EmbedderConfig()
     gateway: GatewayConfig = GatewayConfig()
     knative: KnativeConfig = KnativeConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
 
     @classmethod
     def settings_customise_sources(

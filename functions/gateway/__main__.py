@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from dexorder import telemetry
 from dexorder.config import load_config
 from dexorder.log import setup_logging
 from dexorder.process import main
@@ -14,6 +15,7 @@ from gateway.service import Gateway
 async def run() -> None:
     cfg = load_config()
     setup_logging("gateway", cfg.log_level)
+    telemetry.setup(cfg.telemetry, "dexorder-gateway")
     app = build_app(Gateway.build(cfg))
     server = uvicorn.Server(
         uvicorn.Config(

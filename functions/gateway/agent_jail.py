@@ -179,9 +179,17 @@ def agent_settings(cfg: Settings, public_pem: str, tokens_file: Path) -> Setting
     )
     # agents never produce to Kafka: a platform record signature is not theirs to make
     kafka = cfg.kafka.model_copy(update={"record_signing_key": None})
+    # the agent's spans go where the gateway's do (its environment is not passed on)
+    telemetry = cfg.telemetry.model_copy(update={"otlp_endpoint": cfg.telemetry.endpoint()})
     # sessions, model keys, Telegram: none of the agent's business (the defaults hold none)
     return cfg.model_copy(
-        update={"agent": agent, "relay": relay, "kafka": kafka, "gateway": GatewayConfig()}
+        update={
+            "agent": agent,
+            "relay": relay,
+            "kafka": kafka,
+            "gateway": GatewayConfig(),
+            "telemetry": telemetry,
+        }
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import structlog
 
+from dexorder import telemetry
 from dexorder.client import request
 from dexorder.config import Settings
 from dexorder.contracts.accounts import AccountDeleted
@@ -321,7 +322,8 @@ class Gateway:
                 await send(StatusFrame(text="Starting your agent…"))
 
             try:
-                endpoint = await self.provisioner.ensure(user, tier, on_starting=starting)
+                with telemetry.span("provision", {"dexorder.tier": tier}):
+                    endpoint = await self.provisioner.ensure(user, tier, on_starting=starting)
             except ProvisioningError as exc:
                 raise Refused(exc.status, str(exc)) from None
             try:

@@ -15,6 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from dexorder import telemetry
 from gateway.function_settings import FunctionSettings
 
 
@@ -34,7 +35,9 @@ class StandaloneHandlers:
                 from gateway.api.app import build_app
                 from gateway.service import Gateway
 
-                self._gateway = Gateway.build(self.config.get())
+                cfg = self.config.get()
+                telemetry.setup(cfg.telemetry, "dexorder-gateway")
+                self._gateway = Gateway.build(cfg)
                 await self._gateway.start(events=False)
                 self._app = build_app(self._gateway, manage=False)
             return self._app

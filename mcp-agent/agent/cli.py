@@ -14,6 +14,7 @@ import typer
 
 from agent.lifecycle import IDLE_EXIT_CODE
 from agent.person import PersonAgent
+from dexorder import telemetry
 from dexorder.config import ConfigError, Settings, load_config
 from dexorder.log import setup_logging
 from dexorder.process import AGENT_LOCKED_EXIT_CODE, AlreadyLocked, agent_lock_file, hold_lock
@@ -66,6 +67,8 @@ def agent(
     cfg = _with_own_tokens(cfg, user)
     person = PersonAgent(cfg, user)
     setup_logging("agent", cfg.log_level)
+    # continues the gateway's traces (their context comes in each MCP request's _meta)
+    telemetry.setup(cfg.telemetry, "dexorder-agent", user=person.user)
     if stdio:
         asyncio.run(_stdio(person))
         return

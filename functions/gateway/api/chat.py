@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -18,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from dexorder import telemetry
 from dexorder.contracts.chat import (
     Account,
     AuthFrame,
@@ -45,7 +47,7 @@ from gateway.api.common import (
     json_object,
     typed_body,
 )
-from gateway.service import Refused
+from gateway.service import Caller, Refused
 
 log = structlog.get_logger(part="gateway")
 
@@ -57,19 +59,33 @@ MAX_QUEUED = 8
 MAX_FRAME_CHARS = MAX_BODY
 
 
+@contextlib.contextmanager
+def _message(channel: str, authenticate: Callable[[], Caller]) -> Iterator[Caller]:
+    """The root span of one chat message's trace (down to the agent's tools and sandbox):
+    the caller authenticated in it, and every span under it theirs."""
+    root = telemetry.span("chat.message", {"chat.channel": channel}, telemetry.SpanKind.SERVER)
+    with root as span:
+        with telemetry.span("authenticate") as auth:
+            who = authenticate()
+            auth.set_attribute(telemetry.USER, who.id)
+        span.set_attribute(telemetry.USER, who.id)
+        with telemetry.as_user(who.id):
+            yield who
+
+
 @answers_refusals
 async def chat_http(request: Request) -> Response:
-    who = caller(request)
-    gw = gateway_of(request)
-    asked = await typed_body(request, ChatRequest)
-    text = bounded(asked.message, "message", gw.cfg.gateway.max_message_chars)
-    progress: list[Progress] = []
+    with _message("http", lambda: caller(request)) as who:
+        gw = gateway_of(request)
+        asked = await typed_body(request, ChatRequest)
+        text = bounded(asked.message, "message", gw.cfg.gateway.max_message_chars)
+        progress: list[Progress] = []
 
-    async def collect(frame: ServerFrame) -> None:
-        if isinstance(frame, Progress):
-            progress.append(frame)
+        async def collect(frame: ServerFrame) -> None:
+            if isinstance(frame, Progress):
+                progress.append(frame)
 
-    result = await gw.chat(who, text, "http", collect)
+        result = await gw.chat(who, text, "http", collect)
     answer = ChatAnswer(
         reply=result.reply,
         model=result.model,
@@ -175,8 +191,8 @@ async def _turns(gw: Any, token: str, sock: _Socket, queue: asyncio.Queue[str]) 
         try:
             # checked again for every message: a session that expired or was logged out,
             # or a token revoked, since the socket opened speaks no more
-            who = gw.authenticate(token)
-            result = await gw.chat(who, text, "web", sock.send)
+            with _message("web", lambda: gw.authenticate(token)) as who:
+                result = await gw.chat(who, text, "web", sock.send)
             await sock.send(
                 ReplyFrame(
                     text=result.reply,

@@ -22,6 +22,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
+from dexorder import telemetry
 from dexorder.contracts import agent_tools as contract
 from dexorder.contracts.chat import (
     Attachment,
@@ -118,7 +119,7 @@ def route_start(state: TurnState, runtime: Turn) -> list[str] | str:
 
 async def fetch_context(state: TurnState, runtime: Turn) -> TurnState:
     deps = runtime.context
-    with _timed(deps, "context_ms"):
+    with _timed(deps, "context_ms"), telemetry.span("context"):
         return {"context": await deps.context.get(deps.user, deps.link)}
 
 
@@ -147,7 +148,7 @@ async def retrieve(state: TurnState, runtime: Turn) -> TurnState:
             return []
         return [f"{m.role}: {m.text[:500]}" for m in outcome.value.matches if m.score > 0.3]
 
-    with _timed(deps, "rag_ms"):
+    with _timed(deps, "rag_ms"), telemetry.span("rag"):
         # both embed the same text: the embedding service computes it once
         snippets, memories = await asyncio.gather(knowledge(), earlier_messages())
     return {"snippets": snippets, "memories": memories}
@@ -194,7 +195,17 @@ async def call_model(state: TurnState, runtime: Turn) -> TurnState:
         await deps.send(TokenFrame(text=text))
 
     t0 = time.perf_counter()
-    reply = await deps.model.reply(state["system"], state["messages"], deps.tools, on_text)
+    with telemetry.span(
+        "model", {"gen_ai.operation.name": "chat", "gen_ai.request.model": deps.model.name}
+    ) as span:
+        reply = await deps.model.reply(state["system"], state["messages"], deps.tools, on_text)
+        span.set_attributes(
+            {
+                "gen_ai.response.model": reply.model or deps.model.name,
+                "gen_ai.usage.input_tokens": reply.input_tokens,
+                "gen_ai.usage.output_tokens": reply.output_tokens,
+            }
+        )
     deps.timings["model_ms"] = deps.timings.get("model_ms", 0.0) + (time.perf_counter() - t0) * 1000
     messages = [*state["messages"], reply.as_message()]
     return {
@@ -270,7 +281,7 @@ async def place_confirmed(state: TurnState, runtime: Turn) -> TurnState:
 
 async def save(state: TurnState, runtime: Turn) -> TurnState:
     deps = runtime.context
-    with _timed(deps, "save_ms"):
+    with _timed(deps, "save_ms"), telemetry.span("save"):
         for role, text in (("user", state["text"]), ("assistant", state.get("reply", ""))):
             if not text.strip():
                 continue
@@ -291,7 +302,10 @@ async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
     async def progress(text: str) -> None:
         await deps.send(ToolFrame(name=call.name, state="progress", text=text))
 
-    with _timed(deps, "tools_ms"):
+    with (
+        _timed(deps, "tools_ms"),
+        telemetry.span(f"tool {call.name}", {"gen_ai.tool.name": call.name}) as span,
+    ):
         if call.name == REMEMBER.name:
             outcome = await _remember(deps, call.arguments)
         elif call.name in PlatformTools.names:
@@ -303,6 +317,8 @@ async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
                 outcome = await deps.link.call(call.name, call.arguments)
             except Exception as exc:  # the agent went away mid-turn: tell the model
                 outcome = ToolOutcome(f"your agent could not run {call.name}: {exc}", True)
+        if outcome.is_error:
+            telemetry.failed(span, "tool_error", outcome.as_text())
         if _traits(deps, call.name).changes_context and not outcome.is_error:
             deps.context.forget(deps.user)
         await _send_attachment(deps, call, outcome)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from dexorder import telemetry
 from dexorder.config import Settings
 from dexorder.contracts.chat import Attachment, TokenFrame
 from dexorder.tokens import TokenKeys, mint_token
@@ -88,7 +89,8 @@ class Harness:
             await send(TokenFrame(text=reply))
             return TurnResult(reply, model.name, 0)
         t0 = time.perf_counter()
-        link, tools = await self._connect(user, mcp_url)
+        with telemetry.span("connect"):  # the held MCP session and the agent's tools
+            link, tools = await self._connect(user, mcp_url)
         deps = TurnDeps(
             user=user,
             tier=tier,

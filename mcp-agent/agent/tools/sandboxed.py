@@ -14,6 +14,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from agent.person import PersonAgent
 from agent.sandbox import SandboxResult, SandboxUnavailable, run_sandboxed
 from agent.sandbox.protocol import Job
+from dexorder import telemetry
 
 
 @contextlib.contextmanager
@@ -29,13 +30,15 @@ def run_inputs(person: PersonAgent) -> Iterator[Path]:
 
 async def _sandbox(person: PersonAgent, job: Job, inputs: Path | None = None) -> SandboxResult:
     try:
-        return await asyncio.to_thread(
-            run_sandboxed,
-            job,
-            workspace=person.workspace.root,
-            inputs=inputs,
-            limits=person.limits,
-            mode=person.sandbox_mode,
-        )
+        kind = str(type(job).__struct_config__.tag)  # python, validate, backtest
+        with telemetry.span(f"sandbox {kind}", {"dexorder.sandbox.mode": person.sandbox_mode}):
+            return await asyncio.to_thread(
+                run_sandboxed,
+                job,
+                workspace=person.workspace.root,
+                inputs=inputs,
+                limits=person.limits,
+                mode=person.sandbox_mode,
+            )
     except SandboxUnavailable as exc:
         raise ToolError(str(exc)) from None

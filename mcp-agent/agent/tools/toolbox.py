@@ -13,13 +13,16 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import ParamSpec, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from opentelemetry.trace import Span
 from pydantic import BaseModel
 
 from agent.person import PersonAgent
+from dexorder import telemetry
 from dexorder.contracts.agent_tools import AgentTool
 from dexorder.embeddings import EmbeddingUnavailable
 
@@ -31,6 +34,12 @@ T = TypeVar("T")
 #: own errors — WorkspaceError, AlertError, OrderError, LiveTradingError, InvalidTicker,
 #: MemoryRequestError … — are ValueErrors.)
 DOMAIN_ERRORS: tuple[type[Exception], ...] = (ValueError, TimeoutError, EmbeddingUnavailable)
+
+
+def _span(contract: AgentTool[R]) -> AbstractContextManager[Span]:
+    """The tool's span: a child of the MCP SDK's span for the request, which continues the
+    gateway's trace; an error the tool raises is recorded on it."""
+    return telemetry.span(f"tool {contract.name}", {"gen_ai.tool.name": contract.name})
 
 
 class ToolBox:
@@ -48,10 +57,11 @@ class ToolBox:
             @functools.wraps(fn)
             async def run(*args: P.args, **kwargs: P.kwargs) -> BaseModel:
                 self.person.activity.touch()
-                try:
-                    return contract.publish(await fn(*args, **kwargs))
-                except DOMAIN_ERRORS as exc:
-                    raise ToolError(str(exc)) from None
+                with _span(contract):
+                    try:
+                        return contract.publish(await fn(*args, **kwargs))
+                    except DOMAIN_ERRORS as exc:
+                        raise ToolError(str(exc)) from None
 
             self._add(run, fn, contract, description)
             return fn
@@ -67,10 +77,11 @@ class ToolBox:
             @functools.wraps(fn)
             def run(*args: P.args, **kwargs: P.kwargs) -> BaseModel:
                 self.person.activity.touch()
-                try:
-                    return contract.publish(fn(*args, **kwargs))
-                except DOMAIN_ERRORS as exc:
-                    raise ToolError(str(exc)) from None
+                with _span(contract):  # on the SDK's worker thread, the request's context
+                    try:
+                        return contract.publish(fn(*args, **kwargs))
+                    except DOMAIN_ERRORS as exc:
+                        raise ToolError(str(exc)) from None
 
             self._add(run, fn, contract, description)
             return fn
