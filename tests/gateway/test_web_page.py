@@ -58,6 +58,9 @@ async def test_the_page_chats_and_draws_charts(page: tuple[Served, Page], tmp_pa
     await p.fill("#password", "correct horse battery")
     await p.click("#signup")
     await p.wait_for_function("document.querySelector('#who').textContent === 'alice@example.com'")
+    # signed up: the form is gone and the chat is there (the form's grid once outranked .hidden)
+    assert not await p.locator("#auth").is_visible()
+    assert await p.locator("#text").is_visible()
 
     await ask(p, "list my strategies")
     await p.wait_for_function(
