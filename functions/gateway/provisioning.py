@@ -14,7 +14,14 @@ never outlive the gateway (a parent-death signal), never run twice for one perso
 (the agent holds a lock in the person's folder for its life; exit code 43 if it
 cannot), and leftovers of an earlier gateway (the lock's holder, checked to be an
 agent of this home) are ended when the gateway starts and before a person's agent
-is started or their folder deleted. An agent that crashes while it watches alerts
+is started or their folder deleted.
+
+Several gateway replicas on one machine share the home's agents: each agent carries its
+gateway's pid (``DEXORDER_GATEWAY_PID``); an agent whose gateway still runs is no
+leftover, and a replica that finds one for the person adopts it (its port is on its
+command line) instead of starting another. Who starts an agent is decided under the
+person's ``agent:<user>`` lease (``gateway.leases``: Redis across replicas), so two
+replicas receiving a first message at once start one. An agent that crashes while it watches alerts
 or open orders is started again at once, with backoff, and given up on (logged)
 after repeated quick crashes.
 """
@@ -66,6 +73,7 @@ from gateway.agent_jail import (
     lake_folders,
     write_settings,
 )
+from gateway.leases import Leases, LocalLeases
 
 AgentState = Literal["stopped", "starting", "running", "idle", "crashed"]
 
@@ -86,6 +94,9 @@ class AgentEndpoint:
 
 
 class Provisioner(Protocol):
+    #: who may start a person's agent (``agent:<user>``); the gateway gives its own
+    leases: Leases
+
     async def ensure(
         self, user: str, tier: str, on_starting: Callable[[], Awaitable[None]] | None = None
     ) -> AgentEndpoint:
@@ -116,6 +127,8 @@ RESTART_MAX_DELAY_S = 30.0
 #: ... unless it crashed this many times within RESTART_WINDOW_S: then it waits for a message.
 RESTART_MAX_QUICK_CRASHES = 5
 RESTART_WINDOW_S = 120.0
+#: The environment variable naming the pid of the gateway that started an agent.
+GATEWAY_PID_ENV = "DEXORDER_GATEWAY_PID"
 #: How long a running agent has to answer ``POST /wake`` before it is taken as busy.
 WAKE_TIMEOUT_S = 10.0
 
@@ -141,8 +154,8 @@ class LocalProvisioner:
     cfg: Settings
     ready_timeout_s: float = 120.0
     env: dict[str, str] = field(default_factory=dict)
+    leases: Leases = field(default_factory=LocalLeases)
     _agents: dict[str, _Agent] = field(default_factory=dict)
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _last_exit: dict[str, AgentState] = field(default_factory=dict)
     stats: dict[str, int] = field(
         default_factory=lambda: {"started": 0, "idle_exits": 0, "crashes": 0}
@@ -169,13 +182,16 @@ class LocalProvisioner:
         self, user: str, tier: str, on_starting: Callable[[], Awaitable[None]] | None = None
     ) -> AgentEndpoint:
         check_user_id(user)
-        lock = self._locks.setdefault(user, asyncio.Lock())
-        async with lock:  # two messages at once start one agent
+        # two messages at once (on this replica or two) start one agent
+        async with self.leases.hold(f"agent:{user}"):
             agent = self._agents.get(user)
             # one believed running is asked first: it may be in the middle of an idle exit
             if agent is not None and await self._leaving(agent):
                 await self._await_exit(agent)  # a fresh one is started below
             if agent is None or agent.proc.returncode is not None:
+                adopted = await self._adopt(user)
+                if adopted is not None:
+                    return adopted
                 self._cancel_restart(user)
                 if on_starting is not None:
                     await on_starting()
@@ -184,13 +200,30 @@ class LocalProvisioner:
                 await self._wait_ready(agent)
             return AgentEndpoint(user, f"http://127.0.0.1:{agent.port}/mcp")
 
+    async def _adopt(self, user: str) -> AgentEndpoint | None:
+        """The agent of ``user`` another live gateway replica of this home started, if it
+        runs and stays (see :meth:`_wake`); one that is leaving is waited for."""
+        for pid in lock_holders(agent_lock_file(self.cfg.agent_dir(user))):
+            if not _is_agent_of(pid, Path(self.cfg.home), user) or not _owner_alive(pid):
+                continue
+            port = _port_of(pid)
+            if port is None:
+                continue
+            if await self._wake(user, port):
+                log.info("agent of another gateway replica used", user=user, pid=pid)
+                return AgentEndpoint(user, f"http://127.0.0.1:{port}/mcp")
+            deadline = time.monotonic() + STOP_GRACE_S
+            while pid_alive(pid) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # it lets go of its lock as it exits
+        return None
+
     async def _leaving(self, agent: _Agent) -> bool:
         """Whether a running ``agent`` is in the middle of exiting (see :meth:`_wake`)."""
         if agent.state != "running" or agent.proc.returncode is not None:
             return False
-        return not await self._wake(agent)
+        return not await self._wake(agent.user, agent.port)
 
-    async def _wake(self, agent: _Agent) -> bool:
+    async def _wake(self, user: str, port: int) -> bool:
         """Whether ``agent`` promises to stay for the caller about to get its address.
 
         Why a promise is asked before the address is handed out: an agent may decide it is
@@ -207,8 +240,8 @@ class LocalProvisioner:
 
         An agent that does not answer in time is busy, not leaving: it is kept (True).
         """
-        token = mint_token(self._keys, agent.user, "service", 300)
-        url = f"http://127.0.0.1:{agent.port}/wake"
+        token = mint_token(self._keys, user, "service", 300)
+        url = f"http://127.0.0.1:{port}/wake"
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAKE_TIMEOUT_S)) as http,
@@ -217,10 +250,10 @@ class LocalProvisioner:
                 if r.status == 503:
                     return False
                 if r.status != 200:
-                    log.warning("agent answered /wake oddly", user=agent.user, status=r.status)
+                    log.warning("agent answered /wake oddly", user=user, status=r.status)
                 return True
         except TimeoutError:
-            log.warning("agent did not answer /wake in time; kept", user=agent.user)
+            log.warning("agent did not answer /wake in time; kept", user=user)
             return True
         except aiohttp.ClientConnectionError:  # refused, reset: stopped listening, or gone
             return False
@@ -274,6 +307,8 @@ class LocalProvisioner:
                 "DEXORDER_CONFIG": str(config_file),
                 "DEXORDER_SECRETS": os.devnull,  # all it may know is in its config
                 "DEXORDER_AGENT__TIER": tier,
+                # whose it is: another replica of this home adopts it while this one runs
+                GATEWAY_PID_ENV: str(os.getpid()),
             },
         )
         command = [sys.executable, "-m", "agent", "--user", user, "--port", str(port)]
@@ -440,12 +475,12 @@ class LocalProvisioner:
         tmp.replace(state / "revoked_tokens")  # the agent reads it whole or not at all
 
     async def delete(self, user: str) -> None:
-        lock = self._locks.setdefault(check_user_id(user), asyncio.Lock())
-        async with lock:  # no message starts the agent again while its folder goes
+        # no message (to any replica) starts the agent again while its folder goes
+        async with self.leases.hold(f"agent:{check_user_id(user)}"):
             await self.stop(user)
             # an agent of this person this gateway did not start (an earlier gateway's,
-            # one run by hand) would write on into a folder being deleted
-            await end_leftover(self.cfg.home, user)
+            # another replica's, one run by hand) would write on into a folder being deleted
+            await end_leftover(self.cfg.home, user, replicas_too=True)
             await asyncio.to_thread(shutil.rmtree, self.cfg.agent_dir(user), True)
             await asyncio.to_thread(shutil.rmtree, self._run_dir(user), True)
         (Path(self.cfg.home) / "logs" / "agents" / f"{user}.log").unlink(missing_ok=True)
@@ -477,11 +512,32 @@ def _is_agent_of(pid: int, home: Path, user: str) -> bool:
     return their_home is not None and os.path.realpath(their_home) == os.path.realpath(home)
 
 
-def _leftovers(home: Path, users: list[str]) -> list[tuple[str, int]]:
+def _owner_alive(pid: int) -> bool:
+    """Whether agent ``pid``'s gateway is another replica that still runs. Agents die
+    with their gateway (a parent-death signal), so a live owner pid is that gateway."""
+    owner = process_env(pid, GATEWAY_PID_ENV)
+    if owner is None or not owner.isdigit() or int(owner) == os.getpid():
+        return False
+    return pid_alive(int(owner))
+
+
+def _port_of(pid: int) -> int | None:
+    args = process_args(pid)
+    if "--port" in args and args.index("--port") + 1 < len(args):
+        port = args[args.index("--port") + 1]
+        return int(port) if port.isdigit() else None
+    return None
+
+
+def _leftovers(home: Path, users: list[str], replicas_too: bool = False) -> list[tuple[str, int]]:
+    """Agents of ``users`` under ``home`` this gateway did not start; those of another
+    running replica only if ``replicas_too``."""
     found = []
     for user in users:
         for pid in lock_holders(agent_lock_file(home / "agents" / user)):
-            if pid != os.getpid() and _is_agent_of(pid, home, user):
+            if pid == os.getpid() or not _is_agent_of(pid, home, user):
+                continue
+            if replicas_too or not _owner_alive(pid):
                 found.append((user, pid))
     return found
 
@@ -508,9 +564,12 @@ def end_leftovers(home: Path, grace_s: float = STOP_GRACE_S) -> None:
     _signal_all([(u, pid) for u, pid in found if pid_alive(pid)], signal.SIGKILL)
 
 
-async def end_leftover(home: Path, user: str, grace_s: float = STOP_GRACE_S) -> None:
-    """End the agent of ``user`` this gateway did not start, if one runs; as above."""
-    found = _leftovers(Path(home), [user])
+async def end_leftover(
+    home: Path, user: str, grace_s: float = STOP_GRACE_S, replicas_too: bool = False
+) -> None:
+    """End the agent of ``user`` this gateway did not start, if one runs; as above
+    (``replicas_too``: even one another running replica started)."""
+    found = _leftovers(Path(home), [user], replicas_too)
     if not found:
         return
     _signal_all(found, signal.SIGTERM)

@@ -76,6 +76,7 @@ IMAGES: dict[str, Image] = {
             {
                 "websockets": "uvicorn's ws='websockets-sansio' (the WebSocket chat)",
                 "psycopg2-binary": "the accounts database on PostgreSQL (gateway.database_url)",
+                "psycopg-binary": "psycopg 3's libpq build: the chat checkpoints on PostgreSQL",
                 **_ICEBERG_DRIVERS,
             },
         ),

@@ -109,7 +109,7 @@ async def test_the_router_picks_by_tier_and_complexity_and_trades_wait_for_a_yes
     assert [f for f in sent if f["type"] == "confirm"]
     assert not [f for f in sent if f["type"] == "tool"]  # nothing was sent to the agent
     assert not (agent.person.state_dir / "paper.json").exists()
-    assert harness.confirmations.peek(agent.person.user) is not None
+    assert await harness.pending_order(agent.person.user) is not None
 
 
 async def test_model_errors_are_told_not_raised(setup: tuple[Harness, Agent, MessagesApi]) -> None:

@@ -1,11 +1,22 @@
 """One chat turn as a LangGraph graph (DESIGN.md's chat turn).
 
     START ─┬─ fetch_context ─┐
-           ├─ retrieve ──────┴─ build_prompt ─ call_model ⇄ run_tools
-           └─ place_confirmed ─────────────────────────────┴─ save ─ END
+           └─ retrieve ──────┴─ build_prompt ─ call_model ⇄ run_tools
+                                                      │            │
+                   place_confirmed ─────────────────── save ───────┴─ END
+                          ↑                            │ (an order asked for)
+                          └── yes ── await_confirmation ┘  ↺ interrupt() until the next message
 
 The gateway keeps no conversation state: each turn starts from the agent's context
 resources (cached a few minutes) and what RAG finds; both messages are saved to the agent.
+
+The one exception: an order the model asks for. ``run_tools`` holds it in the state and,
+once the turn's messages are saved, ``await_confirmation`` waits in ``interrupt()``: the
+turn ends there, its checkpoint (``checkpoints.py``, shared by the gateway's replicas)
+keeping the order. The person's next message resumes it (``Command(resume=text)``): a
+"yes" places the order (once: the resumed step is checkpointed before the order goes
+out, so a replica dying while placing it never leaves it to be placed again), a refusal
+answers "Cancelled", and anything else cancels it and is answered as a new turn.
 """
 
 from __future__ import annotations
@@ -18,8 +29,10 @@ from typing import Any, TypedDict
 
 import structlog
 from anthropic.types import ToolResultBlockParam
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import Command, interrupt
 from pydantic import ValidationError
 
 from dexorder import telemetry
@@ -37,7 +50,7 @@ from dexorder.contracts.chat import (
 from dexorder.contracts.platform_tools import Remembered
 from dexorder.embeddings import EmbeddingUnavailable
 from gateway.harness.agent_link import AgentLink, ContextCache, ToolOutcome
-from gateway.harness.confirmations import Confirmations, describe_order, is_confirmation
+from gateway.harness.confirmations import describe_order, is_confirmation, is_refusal
 from gateway.harness.knowledge import KnowledgeBase
 from gateway.harness.model import (
     ChatModel,
@@ -71,7 +84,6 @@ class TurnDeps:
     platform: PlatformTools
     knowledge: KnowledgeBase | None
     context: ContextCache
-    confirmations: Confirmations
     send: Send
     max_rounds: int = 8
     timings: dict[str, float] = field(default_factory=dict)
@@ -90,6 +102,10 @@ class TurnState(TypedDict, total=False):
     tokens: int
     model: str
     reply: str
+    #: the order waiting for the person's "yes" (``execute_trade``'s arguments)
+    pending: JsonObject | None
+    #: the order the person's message cancelled by being something else
+    cancelled: JsonObject | None
 
 
 Turn = Runtime[TurnDeps]
@@ -108,13 +124,6 @@ class _timed:
 
 
 # --- nodes --------------------------------------------------------------------------
-
-
-def route_start(state: TurnState, runtime: Turn) -> list[str] | str:
-    deps = runtime.context
-    if deps.confirmations.peek(deps.user) is not None and is_confirmation(state["text"]):
-        return "place_confirmed"
-    return ["fetch_context", "retrieve"]
 
 
 async def fetch_context(state: TurnState, runtime: Turn) -> TurnState:
@@ -240,13 +249,23 @@ async def run_tools(state: TurnState, runtime: Turn) -> TurnState:
                 )
                 outcome = ToolOutcome(f"{call.name}: invalid arguments: {wrong}", is_error=True)
             else:
-                deps.confirmations.hold(deps.user, order)
                 said = describe_order(order)
                 await deps.send(ConfirmFrame(order=_order_json(order), text=said))
                 text = (
                     f"{last.text}\n\n" if last.text else ""
                 ) + f"Please confirm: {said}. Reply “yes” to place it; anything else cancels it."
-                return {"reply": labelled(deps.model, text), "last": None}
+                # what waits in the checkpoint: the order and the turn's answer, no more
+                # (the next message starts from the agent's context again)
+                return {
+                    "reply": labelled(deps.model, text),
+                    "last": None,
+                    "pending": _order_json(order),
+                    "messages": [],
+                    "context": {},
+                    "snippets": [],
+                    "memories": [],
+                    "system": "",
+                }
         else:
             outcome = await _run_tool(deps, call)
         block = ToolResultBlockParam(
@@ -262,13 +281,46 @@ def after_tools(state: TurnState) -> str:
     return "save" if state.get("last") is None else "call_model"
 
 
+def after_save(state: TurnState) -> str:
+    return "await_confirmation" if state.get("pending") else END
+
+
+async def await_confirmation(state: TurnState, runtime: Turn) -> Command[str]:
+    """Wait for the person's next message (the turn ends here), then act on it."""
+    order = state.get("pending")
+    assert order is not None
+    # run again from the top when resumed: nothing before this line may have effects
+    answer = str(interrupt(order))
+    if is_confirmation(answer):
+        return Command(goto="place_confirmed", update={"text": answer, "cancelled": None})
+    if is_refusal(answer):
+        deps = runtime.context
+        said = describe_order(contract.TradeOrder.model_validate(order))
+        reply = labelled(deps.model, f"Cancelled: {said} was not placed.")
+        await deps.send(TokenFrame(text=reply))
+        return Command(
+            goto=END,
+            update={
+                "text": answer,
+                "reply": reply,
+                "pending": None,
+                "cancelled": None,
+                "model": deps.model.name,
+                "tokens": 0,
+            },
+        )
+    # anything else cancels it and is a turn of its own
+    return Command(
+        goto=["fetch_context", "retrieve"],
+        update={"text": answer, "pending": None, "cancelled": order},
+    )
+
+
 async def place_confirmed(state: TurnState, runtime: Turn) -> TurnState:
     deps = runtime.context
-    order = deps.confirmations.take(deps.user)
+    order = state.get("pending")
     assert order is not None
-    outcome = await _run_tool(
-        deps, ToolCall("confirmed", contract.EXECUTE_TRADE.name, _order_json(order))
-    )
+    outcome = await _run_tool(deps, ToolCall("confirmed", contract.EXECUTE_TRADE.name, order))
     text = (
         describe(contract.EXECUTE_TRADE.name, outcome.value)
         if not outcome.is_error
@@ -276,7 +328,7 @@ async def place_confirmed(state: TurnState, runtime: Turn) -> TurnState:
     )
     text = labelled(deps.model, text)
     await deps.send(TokenFrame(text=text))
-    return {"reply": text, "model": deps.model.name, "tokens": 0}
+    return {"reply": text, "model": deps.model.name, "tokens": 0, "pending": None}
 
 
 async def save(state: TurnState, runtime: Turn) -> TurnState:
@@ -386,8 +438,9 @@ async def _attach(
     await deps.send(item)
 
 
-def build_graph() -> Any:
-    """The compiled turn graph (compiled once; each turn passes its own deps as its context)."""
+def build_graph(checkpointer: BaseCheckpointSaver[Any] | None = None) -> Any:
+    """The compiled turn graph (compiled once; each turn passes its own deps as its context
+    and its person's thread); ``checkpointer`` keeps the turns waiting for a "yes"."""
     g = StateGraph(TurnState, context_schema=TurnDeps)
     g.add_node("fetch_context", fetch_context)
     g.add_node("retrieve", retrieve)
@@ -396,11 +449,17 @@ def build_graph() -> Any:
     g.add_node("run_tools", run_tools)
     g.add_node("place_confirmed", place_confirmed)
     g.add_node("save", save)
-    g.add_conditional_edges(START, route_start, ["fetch_context", "retrieve", "place_confirmed"])
+    g.add_node(
+        "await_confirmation",
+        await_confirmation,
+        destinations=("place_confirmed", "fetch_context", "retrieve", END),
+    )
+    g.add_edge(START, "fetch_context")
+    g.add_edge(START, "retrieve")
     g.add_edge(["fetch_context", "retrieve"], "build_prompt")
     g.add_edge("build_prompt", "call_model")
     g.add_conditional_edges("call_model", after_model, ["run_tools", "save"])
     g.add_conditional_edges("run_tools", after_tools, ["call_model", "save"])
     g.add_edge("place_confirmed", "save")
-    g.add_edge("save", END)
-    return g.compile()
+    g.add_conditional_edges("save", after_save, ["await_confirmation", END])
+    return g.compile(checkpointer=checkpointer)

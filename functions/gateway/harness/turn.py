@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
+from langchain_core.runnables import RunnableConfig
+from langgraph.types import Command
 
 from dexorder import telemetry
 from dexorder.config import Settings
+from dexorder.contracts.agent_tools import TradeOrder
 from dexorder.contracts.chat import Attachment, TokenFrame
 from dexorder.tokens import TokenKeys, mint_token
 from gateway.harness.agent_link import AgentLink, AgentLinks, ContextCache
-from gateway.harness.confirmations import (
-    Confirmations,
-    describe_order,
-    is_confirmation,
-    is_refusal,
-)
+from gateway.harness.checkpoints import Checkpoints, open_checkpoints
+from gateway.harness.confirmations import CONFIRM_TTL_S, describe_order
 from gateway.harness.graph import Send, TurnDeps, build_graph
 from gateway.harness.knowledge import KnowledgeBase
 from gateway.harness.model import ModelError, ToolSpec
-from gateway.harness.offline import labelled
 from gateway.harness.platform_tools import REMEMBER, SPECS, PlatformTools
 from gateway.harness.router import ModelRouter
 
@@ -57,9 +58,39 @@ class Harness:
         self.knowledge = knowledge
         self.platform = PlatformTools(cfg)
         self.context = ContextCache(ttl_s=cfg.gateway.context_cache_s)
-        self.confirmations = Confirmations()
         self.links = AgentLinks(max_age_s=_TOKEN_TTL_S - 600)
-        self.graph = build_graph()
+        #: how long an order waits for the person's "yes"; after it, it is cancelled
+        self.confirm_ttl_s = CONFIRM_TTL_S
+        #: the turn graph and its checkpoints, opened by the first turn (they need a loop)
+        self.checkpoints: Checkpoints | None = None
+        self.graph: Any = None
+        self._opening = asyncio.Lock()
+
+    async def _ready(self) -> Any:
+        async with self._opening:
+            if self.checkpoints is None:
+                self.checkpoints = await open_checkpoints(self.cfg.gateway.database_url)
+                self.graph = build_graph(self.checkpoints.saver)
+        return self.graph
+
+    @staticmethod
+    def _thread(user: str) -> RunnableConfig:
+        return {"configurable": {"thread_id": user}}
+
+    async def pending_order(self, user: str) -> TradeOrder | None:
+        """The order waiting for ``user``'s "yes", if one waits and is not too old."""
+        graph = await self._ready()
+        snapshot = await graph.aget_state(self._thread(user))
+        if not snapshot.interrupts or snapshot.created_at is None:
+            return None
+        age = datetime.now(UTC) - datetime.fromisoformat(snapshot.created_at)
+        if age.total_seconds() > self.confirm_ttl_s:
+            return None
+        return TradeOrder.model_validate(snapshot.interrupts[0].value)
+
+    async def _drop_thread(self, user: str) -> None:
+        assert self.checkpoints is not None
+        await self.checkpoints.saver.adelete_thread(user)
 
     def agent_token(self, user: str) -> str:
         """A service token for ``user``'s agent, made for each MCP session opened: it
@@ -75,19 +106,18 @@ class Harness:
         """Drop everything held for ``user`` (they left, or their agent was reset)."""
         await self.links.drop(user)
         self.context.forget(user)
-        self.confirmations.take(user)
+        await self._ready()
+        await self._drop_thread(user)
 
     async def turn(
         self, *, user: str, tier: str, channel: str, text: str, mcp_url: str, send: Send
     ) -> TurnResult:
-        cancelled = None
-        if not is_confirmation(text):
-            cancelled = self.confirmations.take(user)
+        graph = await self._ready()
+        # an order waits for this message (asked on any replica): it resumes that turn
+        waiting = await self.pending_order(user) is not None
+        if not waiting:  # a finished, abandoned or too old turn: this one starts afresh
+            await self._drop_thread(user)
         model = self.router.choose(tier, text)
-        if cancelled is not None and is_refusal(text):
-            reply = labelled(model, f"Cancelled: {describe_order(cancelled)} was not placed.")
-            await send(TokenFrame(text=reply))
-            return TurnResult(reply, model.name, 0)
         t0 = time.perf_counter()
         with telemetry.span("connect"):  # the held MCP session and the agent's tools
             link, tools = await self._connect(user, mcp_url)
@@ -103,26 +133,40 @@ class Harness:
             platform=self.platform,
             knowledge=self.knowledge,
             context=self.context,
-            confirmations=self.confirmations,
             send=send,
             max_rounds=self.cfg.gateway.max_tool_rounds,
         )
         deps.timings["connect_ms"] = (time.perf_counter() - t0) * 1000
         try:
-            state = await self.graph.ainvoke({"text": text}, context=deps)
+            if waiting:
+                # "sync": the resumed step is saved before an order goes out, so a replica
+                # dying while placing it leaves nothing waiting to be placed again
+                state = await graph.ainvoke(
+                    Command(resume=text), self._thread(user), context=deps, durability="sync"
+                )
+            else:  # saved only where it stops: at an order waiting for a "yes"
+                state = await graph.ainvoke(
+                    {"text": text, "pending": None, "cancelled": None},
+                    self._thread(user),
+                    context=deps,
+                    durability="exit",
+                )
         except ModelError as exc:
+            await self._settle(user)
             reply = f"Sorry, I could not answer: {exc}"
             await send(TokenFrame(text=reply))
             return TurnResult(reply, model.name, 0, deps.attachments, deps.timings)
-        except Exception:
+        except BaseException:
+            await asyncio.shield(self._settle(user))
             await self.links.drop(user)  # the next turn starts a fresh session
             raise
+        if not state.get("__interrupt__"):
+            await self._drop_thread(user)  # nothing waits: the gateway keeps nothing
         reply = state.get("reply", "")
-        if cancelled is not None:
-            note = (
-                f"\n\n(The order waiting for your confirmation, {describe_order(cancelled)}, "
-                "was cancelled.)"
-            )
+        cancelled = state.get("cancelled")
+        if cancelled:
+            said = describe_order(TradeOrder.model_validate(cancelled))
+            note = f"\n\n(The order waiting for your confirmation, {said}, was cancelled.)"
             await send(TokenFrame(text=note))
             reply += note
         deps.timings["turn_ms"] = (time.perf_counter() - t0) * 1000
@@ -133,6 +177,14 @@ class Harness:
             deps.attachments,
             deps.timings,
         )
+
+    async def _settle(self, user: str) -> None:
+        """After a turn that failed: keep the thread only if its order still waits."""
+        try:
+            if await self.pending_order(user) is None:
+                await self._drop_thread(user)
+        except Exception:  # the database away: the hourly sweep, or the next turn, drops it
+            log.exception("could not settle a failed turn's checkpoint", user=user)
 
     async def _connect(self, user: str, mcp_url: str) -> tuple[AgentLink, list[ToolSpec]]:
         """The person's open MCP session and tools; one fresh try if the held one broke."""
@@ -152,3 +204,5 @@ class Harness:
         await self.router.close()
         if self.knowledge is not None:
             await self.knowledge.close()
+        if self.checkpoints is not None:
+            await self.checkpoints.close()

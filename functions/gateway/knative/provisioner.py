@@ -37,6 +37,7 @@ from dexorder.config import Settings
 from dexorder.tokens import AgentTokens, check_user_id, embedder_token, mint_token, token_keys
 from gateway.knative import manifests
 from gateway.knative.api import Cluster, ClusterError, Condition, KService
+from gateway.leases import Leases, LocalLeases
 from gateway.provisioning import TOKEN_TTL_S, AgentEndpoint, AgentState, ProvisioningError
 
 log = structlog.get_logger(part="gateway")
@@ -131,7 +132,8 @@ class KnativeProvisioner:
 
     cfg: Settings
     cluster: Cluster | None = None
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    #: who makes a person's Service (``agent:<user>``): Redis leases across replicas
+    leases: Leases = field(default_factory=LocalLeases)
     _states: dict[str, AgentState] = field(default_factory=dict)
     _endpoints: dict[str, tuple[float, str, AgentEndpoint]] = field(default_factory=dict)
     _tokens_at: dict[str, float] = field(default_factory=dict)
@@ -167,8 +169,8 @@ class KnativeProvisioner:
         the_tier = self.tiers.get(tier)
         if the_tier is None:
             raise ProvisioningError(f"your agent cannot be started: unknown tier {tier!r}")
-        lock = self._locks.setdefault(user, asyncio.Lock())
-        async with lock:  # two messages at once make one Service
+        # two messages at once (on this replica or two) make one Service
+        async with self.leases.hold(f"agent:{user}"):
             held = self._endpoints.get(user)
             if (
                 held is not None
