@@ -248,8 +248,13 @@ class GatewayConfig(_Section):
     enabled: bool = True
     #: SQLAlchemy URL of the accounts database; default SQLite under the home folder.
     database_url: str | None = None
-    #: Redis for rate limits and budgets shared by replicas; unset: in-process.
+    #: Redis for rate limits, budgets and turn leases shared by replicas; unset: in-process.
     redis_url: str | None = None
+    #: Prefix of the gateway's lease keys in Redis (replicas sharing one Redis use the same).
+    redis_prefix: str = "dexorder:"
+    #: How long a replica's hold on a person's turn (or agent start) lasts without renewal:
+    #: a replica that dies mid-turn locks its person out at most this long (seconds).
+    turn_lease_s: float = Field(30.0, gt=0, le=600)
     #: Signs login sessions (keep it in secrets.yaml); made under ``state/`` when unset.
     session_secret: str | None = None
     access_ttl_s: int = Field(900, ge=60, le=86_400)

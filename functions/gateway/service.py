@@ -37,6 +37,7 @@ from gateway.harness.knowledge import DEFAULT_FOLDER, KnowledgeBase
 from gateway.harness.router import ModelRouter
 from gateway.harness.turn import Harness, TurnResult
 from gateway.held import SWEEP_S, HeldNotifications, UnknownPerson, deliver_held
+from gateway.leases import Leases, LocalLeases, leases_for
 from gateway.limits import Limits, MemoryCounter, RedisCounter
 from gateway.provisioning import LocalProvisioner, Provisioner, ProvisioningError
 from gateway.rules import RuleRefused, RuleStore
@@ -94,12 +95,17 @@ class Gateway:
         keys: TokenKeys,
         bot: BotApi | None,
         rules: RuleStore | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.cfg = cfg
         self.accounts = accounts
         self.sessions = sessions
         self.limits = limits
         self.provisioner = provisioner
+        #: a person's turns (``turn:<user>``) and agent starts (``agent:<user>``) one at a
+        #: time across replicas: Redis leases when ``gateway.redis_url`` is set
+        self.leases = leases or LocalLeases()
+        provisioner.leases = self.leases
         self.harness = harness
         self.hub = hub
         self.keys = keys
@@ -120,7 +126,6 @@ class Gateway:
         self.held = HeldNotifications(accounts.engine)
         #: sign-up, login and Telegram /link guesses, counted where the rate limits are
         self.throttle = Throttle(limits.counter, AuthPolicies.from_config(cfg.gateway.auth_limits))
-        self._turn_locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.telegram_updates = SeenUpdates()
@@ -179,7 +184,17 @@ class Gateway:
 
             rules = RuleStore(cfg.kafka.bootstrap_servers, record_keys(cfg), ask_stream=ask_stream)
         return cls(
-            cfg, accounts, sessions, Limits(counter), provisioner, harness, hub, keys, bot, rules
+            cfg,
+            accounts,
+            sessions,
+            Limits(counter),
+            provisioner,
+            harness,
+            hub,
+            keys,
+            bot,
+            rules,
+            leases_for(g),
         )
 
     # --- life ---------------------------------------------------------------------------
@@ -233,6 +248,7 @@ class Gateway:
             await self.bot.close()
         if isinstance(self.limits.counter, RedisCounter):
             await self.limits.counter.close()
+        await self.leases.close()
         self.accounts.engine.dispose()
 
     # --- who is calling ---------------------------------------------------------------
@@ -315,8 +331,8 @@ class Gateway:
         verdict = await self.limits.budget(user, tier)
         if not verdict.allowed:
             raise Refused(429, verdict.detail)
-        lock = self._turn_locks.setdefault(user, asyncio.Lock())
-        async with lock:  # one conversation per person: turns from all channels in order
+        # one conversation per person: turns from all channels and replicas in order
+        async with self.leases.hold(f"turn:{user}"):
 
             async def starting() -> None:
                 await send(StatusFrame(text="Starting your agent…"))
