@@ -17,6 +17,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from dexorder.kafka_auth import (
+    KafkaAuthError,
+    KafkaConnection,
+    SaslMechanism,
+    SecurityProtocol,
+    read_secret_file,
+)
+
 
 class ConfigError(ValueError):
     """Invalid configuration; the message names every bad key."""
@@ -36,6 +44,23 @@ class KafkaConfig(_Section):
     #: deliver or act on them. Unset (one machine): state/kafka_record_ed25519.pem.
     record_signing_key: str | None = None
     record_verify_key: str | None = None
+    #: How the parts connect (dexorder/kafka_auth.py): plaintext on one machine; in the
+    #: cluster SASL_SSL with each part's own principal (knative/README.md).
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    #: The SASL password: in secrets.yaml only (refused in config.yaml), or ...
+    sasl_password: str | None = None
+    #: ... a file holding it (a mounted Secret's key, e.g. a Strimzi KafkaUser's password).
+    sasl_password_file: str | None = None
+    #: The CA (PEM file) the brokers' TLS certificates are checked against; unset: the system's.
+    ssl_cafile: str | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> KafkaConfig:
+        if self.sasl_password and self.sasl_password_file:
+            raise ValueError("give kafka.sasl_password or kafka.sasl_password_file, not both")
+        return self
 
     def brokers(self) -> str:
         """``bootstrap_servers`` for a part that needs Kafka; unset is a :class:`ConfigError`
@@ -43,6 +68,26 @@ class KafkaConfig(_Section):
         if not self.bootstrap_servers:
             raise ConfigError("kafka.bootstrap_servers is not set (dexorder up sets it)")
         return self.bootstrap_servers
+
+    def connection(self) -> KafkaConnection:
+        """Where and how the parts connect (every Kafka client takes it: dexorder/kafka.py);
+        the password file is read now. Settings that cannot work are a :class:`ConfigError`."""
+        try:
+            password = self.sasl_password
+            if self.sasl_password_file:
+                password = read_secret_file(self.sasl_password_file, "kafka.sasl_password_file")
+            conn = KafkaConnection(
+                self.brokers(),
+                security_protocol=self.security_protocol,
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_username=self.sasl_username,
+                sasl_password=password,
+                ssl_cafile=self.ssl_cafile,
+            )
+            conn.check()
+        except KafkaAuthError as exc:
+            raise ConfigError(str(exc)) from None
+        return conn
 
 
 def tcp_address(host: str, port: int) -> str:
@@ -294,6 +339,11 @@ class GatewayConfig(_Section):
     model_strategy: Literal["balanced", "cost", "speed", "quality"] = "balanced"
     #: Most model calls in one turn (each tool round is one).
     max_tool_rounds: int = Field(8, ge=1, le=50)
+    #: How long the tool proxy keeps a call's reply for redeliveries of its event (seconds).
+    tool_call_memory_s: int = Field(86_400, ge=60)
+    #: A call claimed this long ago without a reply died midway (its pod was killed): it is
+    #: answered with an error, never run again. Over the tool proxy's timeoutSeconds (450).
+    tool_call_lease_s: int = Field(480, ge=1)
     #: How long the tool proxy keeps a call's reply for redeliveries of its event (seconds).
     tool_call_memory_s: int = Field(86_400, ge=60)
     #: A call claimed this long ago without a reply died midway (its pod was killed): it is
@@ -560,7 +610,14 @@ def load_config(home: Path | None = None) -> Settings:
     home = home or default_home()
     config_path = Path(os.environ.get("DEXORDER_CONFIG") or home / "config.yaml")
     secrets_path = Path(os.environ.get("DEXORDER_SECRETS") or home / "secrets.yaml")
-    files = _deep_merge(_read_yaml(config_path), _read_yaml(secrets_path))
+    config_file = _read_yaml(config_path)
+    if isinstance(config_file.get("kafka"), dict) and config_file["kafka"].get("sasl_password"):
+        # config.yaml is a ConfigMap in the cluster, readable by more than this part
+        raise ConfigError(
+            f"{config_path}: kafka.sasl_password belongs in secrets.yaml (or in a file named"
+            " by kafka.sasl_password_file), never in config.yaml"
+        )
+    files = _deep_merge(config_file, _read_yaml(secrets_path))
     files = _drop_env_overridden(files, _env_keys())
     files.setdefault("home", home)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")

@@ -39,6 +39,9 @@ PUBLISHER_OF = {
     "dexorder-lake-writer": "lake-writer",
     "dexorder-ingestor": "ingestor",
 }
+#: Each Kafka-using Secret's principal (``kafka.sasl_username``) is the Secret's own name,
+#: as in the ACL table of knative/README.md; its password comes from your Kafka (a Strimzi
+#: KafkaUser's Secret), so it is left for you to add.
 
 
 def table() -> dict[str, dict[str, Any]]:
@@ -77,6 +80,8 @@ def make(
         for key in row["keys"]:
             if key == "agent.service_token":  # the function's own, with an expiry
                 value: Any = platform_token(token_keys, ttl_s=token_days * 86_400)
+            elif key == "kafka.sasl_username":
+                value = name
             elif key == "relay.publisher_secret_key":
                 value = publishers[PUBLISHER_OF[name]][1].decode()
             elif key in generated:

@@ -47,6 +47,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, In, LessThanOrEqual
 from pyiceberg.table import Table
 
+from dexorder import kafka
 from dexorder.health import PartCounters
 from dexorder.lake.query import get_candles, ms_to_iso
 from dexorder.lake.table import OFFSETS_PROPERTY, ohlc_table, open_catalog
@@ -178,7 +179,7 @@ def history_ready(table: Table, done: BackfillDone) -> HistoryReady:
 class LakeWriter:
     """Runs until :meth:`stop`."""
 
-    bootstrap: str
+    bootstrap: kafka.Bootstrap
     relay_xsub: RelayPublisher | str  # the part's CURVE keys (a bare address: no relay)
     open_table: Callable[[], Table]
     group_id: str = "dexorder-lake-writer"
@@ -216,7 +217,7 @@ class LakeWriter:
         publishing with the part's relay keys."""
         w = cfg.writer
         return cls(
-            bootstrap=cfg.kafka.brokers(),
+            bootstrap=cfg.kafka.connection(),
             relay_xsub=publisher(cfg, "lake-writer"),
             open_table=lambda: ohlc_table(open_catalog(cfg), cfg.lake.namespace),
             group_id=w.group_id,
@@ -256,8 +257,8 @@ class LakeWriter:
 
     async def _consume(self, table: Table) -> None:
         start_offsets = committed_offsets(table)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+        consumer = kafka.consumer(
+            self.bootstrap,
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

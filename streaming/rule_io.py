@@ -38,7 +38,8 @@ from dexorder.contracts.rules import (
     encode_record,
     notification_kind,
 )
-from dexorder.kafka import ensure_topics
+from dexorder.kafka import Bootstrap, ensure_topics
+from dexorder.kafka import consumer as kafka_consumer
 from dexorder.record_signing import ForgedRecord, RecordKeys, signed_record, verify_record
 from dexorder.topics import KAFKA_TOPICS, MARKET_RULES, NOTIFICATIONS, RULES_FIRED
 from streaming.rules import RuleBook
@@ -120,7 +121,7 @@ def rule_problem(
 class RuleFeed:
     """``market.rules`` into ``book``: :meth:`load` reads it all, :meth:`follow` keeps up."""
 
-    bootstrap: str
+    bootstrap: Bootstrap
     book: RuleBook
     keys: RecordKeys
     #: records dropped since start, by reason
@@ -132,8 +133,8 @@ class RuleFeed:
         exactly its active rules (a restored rule the topic no longer has goes)."""
         # made here when missing, so there is always something to follow
         await ensure_topics(self.bootstrap, {MARKET_RULES: KAFKA_TOPICS[MARKET_RULES]})
-        consumer = self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None
+        consumer = self._consumer = kafka_consumer(
+            self.bootstrap, enable_auto_commit=False, group_id=None
         )
         await consumer.start()
         await consumer.topics()  # fresh metadata: the topic may be new
@@ -246,7 +247,7 @@ class LiveRules:
     """The runner's rules at run time: the book (restored from the checkpoint, then read
     from ``market.rules`` and followed) and the writer of what fires."""
 
-    bootstrap: str
+    bootstrap: Bootstrap
     keys: RecordKeys
     book: RuleBook = field(default_factory=RuleBook)
     _feed: RuleFeed | None = None

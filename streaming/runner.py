@@ -41,9 +41,10 @@ import msgspec
 import structlog
 import zmq
 import zmq.asyncio
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter, Gauge
 
+from dexorder import kafka
 from dexorder.health import CounterReading, PartCounters, StreamFeed
 from dexorder.market_validation import DEFAULT_MAX_SKEW_MS, candle_problem
 from dexorder.record_signing import RecordKeys, record_keys
@@ -85,7 +86,7 @@ def _now_ms() -> int:
 class StreamRunner:
     """Runs until :meth:`stop`; ``state_dir`` holds the checkpoint."""
 
-    bootstrap: str
+    bootstrap: kafka.Bootstrap
     relay_xsub: RelayPublisher | str  # the part's CURVE keys (a bare address: no relay)
     state_dir: Path
     group_id: str = "dexorder-stream"
@@ -122,7 +123,7 @@ class StreamRunner:
         """The runner of the ``stream`` section, publishing with the part's relay keys."""
         s = cfg.stream
         return cls(
-            bootstrap=cfg.kafka.brokers(),
+            bootstrap=cfg.kafka.connection(),
             relay_xsub=publisher(cfg, "stream"),
             state_dir=cfg.state_dir("stream"),
             group_id=s.group_id,
@@ -188,15 +189,13 @@ class StreamRunner:
             mended = pipeline.book.forget_future(_now_ms(), self.max_skew_ms)
             if mended:
                 log.warning("dropped future-dated state from the checkpoint", tickers=mended)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, linger_ms=5, acks="all", enable_idempotence=False
-        )
+        producer = kafka.producer(self.bootstrap, linger_ms=5, acks="all", enable_idempotence=False)
         await producer.start()
         await self._recover_emitted(pipeline, checkpoints.candle_offsets)
         if live is not None:
             await live.start(producer, saved.rules if saved is not None else b"")
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+        consumer = kafka.consumer(
+            self.bootstrap,
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -319,7 +318,7 @@ class StreamRunner:
         """Mark closed candles emitted after the checkpoint so they are not emitted again."""
         if not pipeline.book.tickers:
             return  # a fresh start: nothing of ours can be there yet
-        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        reader = kafka.consumer(self.bootstrap, enable_auto_commit=False)
         await reader.start()
         try:
             parts = reader.partitions_for_topic(MARKET_CANDLES) or set()

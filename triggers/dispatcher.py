@@ -42,6 +42,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter
 
+from dexorder import kafka
 from dexorder.contracts.events import BadEvent, check_record
 from dexorder.health import PartCounters
 from dexorder.kafka import ensure_topics
@@ -130,7 +131,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: kafka.Bootstrap,
         triggers: list[Trigger],
         url_for: Callable[[Trigger], str],
         *,
@@ -166,7 +167,7 @@ class Dispatcher:
         checking records with the platform's record keys; ``auth`` makes its bearer token."""
         functions = f"{cfg.gateway.url}/functions"
         return cls(
-            cfg.kafka.brokers(),
+            cfg.kafka.connection(),
             triggers,
             lambda t: f"{functions}/{t.function}/",
             record_keys=configured_record_keys(cfg),
@@ -184,7 +185,7 @@ class Dispatcher:
                 if extra:
                     topics[extra] = 3
         await ensure_topics(self.bootstrap, topics)
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        producer = kafka.producer(self.bootstrap, acks="all")
         await producer.start()
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         try:
@@ -208,8 +209,8 @@ class Dispatcher:
         # One dispatcher serves a machine: it takes every partition itself instead of
         # joining a consumer group (joins cost seconds each on the embedded broker); the
         # group id keeps its committed offsets, so a restart resumes where it stopped.
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+        consumer = kafka.consumer(
+            self.bootstrap,
             group_id=f"dexorder-trigger-{trigger.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -25,6 +25,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from dexorder import kafka
 from dexorder.contracts.rules import (
     BadRule,
     OrderTrigger,
@@ -165,7 +166,7 @@ class RuleStore:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: kafka.Bootstrap,
         keys: RecordKeys,
         limits: RuleLimits | None = None,
         ready_timeout_s: float = 10.0,
@@ -220,12 +221,10 @@ class RuleStore:
     async def _follow(self) -> None:
         await ensure_topics(self.bootstrap, {MARKET_RULES: KAFKA_TOPICS[MARKET_RULES]})
         if self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            producer = kafka.producer(self.bootstrap, acks="all")
             await producer.start()
             self._producer = producer
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None
-        )
+        consumer = kafka.consumer(self.bootstrap, enable_auto_commit=False, group_id=None)
         await consumer.start()
         try:
             await consumer.topics()  # fresh metadata: the topic may be new

@@ -35,6 +35,7 @@ import zmq.asyncio
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge
 
+from dexorder import kafka
 from dexorder.exchanges import make_exchange
 from dexorder.health import CounterReading, IngestorFeed, PartCounters
 from dexorder.lake.query import lake_missing
@@ -110,7 +111,7 @@ class Ingestor:
 
     exchange_name: str
     ccxt_id: str
-    bootstrap: str
+    bootstrap: kafka.Bootstrap
     work_address: str
     symbols: list[str]
     emulator_url: str | None = None
@@ -159,7 +160,7 @@ class Ingestor:
         return cls(
             exchange_name=ex.name.upper(),
             ccxt_id=ex.ccxt_id,
-            bootstrap=cfg.kafka.brokers(),
+            bootstrap=cfg.kafka.connection(),
             work_address=cfg.relay.work_address,
             relay_xsub=publisher(cfg, "ingestor"),
             symbols=ex.symbols,
@@ -212,8 +213,8 @@ class Ingestor:
         )
         # A full batch makes send() wait until the one produce request in flight returns,
         # and the trade stream stalls behind it; 1 MiB holds seconds of a busy ticker.
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+        self._producer = kafka.producer(
+            self.bootstrap,
             linger_ms=1,
             acks=1,
             enable_idempotence=False,

@@ -66,6 +66,56 @@ class KafkaIO(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: from the stream part's Secret): ``market.rules`` records are checked with it and the
     #: records a fired rule becomes are signed with it (:mod:`streaming.flink.records`)
     record_key_file: str | None = None
+    #: as the platform's ``kafka`` section (dexorder/kafka_auth.py): in the cluster SASL_SSL
+    #: with the stream part's principal; the password and the CA come as files (the pod's
+    #: init container writes them from the Secret and the platform's ConfigMap)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password_file: str | None = None
+    ssl_cafile: str | None = None
+
+    def __post_init__(self) -> None:
+        sasl = self.security_protocol.startswith("SASL_")
+        given = (self.sasl_mechanism, self.sasl_username, self.sasl_password_file)
+        if sasl and not all(given):
+            raise ConfigError(
+                f"kafka: security_protocol {self.security_protocol} needs sasl_mechanism, "
+                "sasl_username and sasl_password_file"
+            )
+        if not sasl and any(given):
+            raise ConfigError(
+                "kafka: SASL settings need security_protocol SASL_SSL or SASL_PLAINTEXT"
+            )
+        if self.ssl_cafile and self.security_protocol not in ("SSL", "SASL_SSL"):
+            raise ConfigError("kafka: ssl_cafile needs security_protocol SSL or SASL_SSL")
+
+    def client_properties(self) -> dict[str, str]:
+        """The Kafka client properties of the connector's security (``properties.*`` in a
+        table's WITH clause); the password file is read now."""
+        props: dict[str, str] = {"security.protocol": self.security_protocol}
+        if self.ssl_cafile:
+            props["ssl.truststore.type"] = "PEM"
+            props["ssl.truststore.location"] = self.ssl_cafile
+        if self.sasl_mechanism and self.sasl_username and self.sasl_password_file:
+            password = Path(self.sasl_password_file).read_text().removesuffix("\n")
+            # the SQL connector jar shades the Kafka client: its login modules are renamed
+            module = "org.apache.flink.kafka.shaded.org.apache.kafka.common.security." + (
+                "plain.PlainLoginModule"
+                if self.sasl_mechanism == "PLAIN"
+                else "scram.ScramLoginModule"
+            )
+            props["sasl.mechanism"] = self.sasl_mechanism
+            props["sasl.jaas.config"] = (
+                f'{module} required username="{_jaas(self.sasl_username)}" '
+                f'password="{_jaas(password)}";'
+            )
+        return props
+
+
+def _jaas(value: str) -> str:
+    """A JAAS option value inside double quotes."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 class RelayIO(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

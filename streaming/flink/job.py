@@ -226,6 +226,19 @@ _RAW = (
 )
 
 
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def kafka_table_options(k: job_config.KafkaIO, topic: str) -> str:
+    """A Kafka table's connector options: ``_RAW`` and the client's security (TLS, SASL)."""
+    security = "".join(
+        f", {_sql_text('properties.' + key)} = {_sql_text(value)}"
+        for key, value in k.client_properties().items()
+    )
+    return _RAW.format(bootstrap=k.bootstrap, topic=topic) + security
+
+
 def _tables(env: StreamExecutionEnvironment, cfg: JobConfig) -> Any:
     """The job's table environment with the Kafka tables declared (once per env)."""
     t_env = _TABLE_ENVS.get(id(env))
@@ -243,14 +256,14 @@ def _tables(env: StreamExecutionEnvironment, cfg: JobConfig) -> Any:
     )
     t_env.execute_sql(
         f"CREATE TEMPORARY TABLE ticks_in (k BYTES, v BYTES) WITH ("
-        f"{_RAW.format(bootstrap=k.bootstrap, topic=k.ticks_topic)}, {read}, "
+        f"{kafka_table_options(k, k.ticks_topic)}, {read}, "
         f"'scan.startup.mode' = '{k.startup}')"
     )
     # the compacted rules topic is read whole on a first start (later: from the checkpoint)
     t_env.execute_sql(
         "CREATE TEMPORARY TABLE rules_in (k BYTES, v BYTES, headers MAP<STRING, BYTES> METADATA) "
         "WITH ("
-        f"{_RAW.format(bootstrap=k.bootstrap, topic=k.rules_topic)}, {read}, "
+        f"{kafka_table_options(k, k.rules_topic)}, {read}, "
         "'scan.startup.mode' = 'earliest-offset')"
     )
     guarantee = "exactly-once" if k.exactly_once else "at-least-once"
@@ -263,7 +276,7 @@ def _tables(env: StreamExecutionEnvironment, cfg: JobConfig) -> Any:
     ):
         t_env.execute_sql(
             f"CREATE TEMPORARY TABLE {table} ({columns}) WITH ("
-            f"{_RAW.format(bootstrap=k.bootstrap, topic=topic)}, "
+            f"{kafka_table_options(k, topic)}, "
             f"'sink.delivery-guarantee' = '{guarantee}', "
             f"'sink.transactional-id-prefix' = '{k.transactional_id_prefix}-{table}', "
             "'properties.transaction.timeout.ms' = '900000')"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dexorder.config import ConfigError, Settings
+from dexorder.kafka_auth import KafkaConnection
 from dexorder.relay_keys import RelayPublisher
 from dexorder.tokens import new_keys
 from services.embedder.server import Embedder
@@ -56,7 +57,7 @@ def test_stream_runner(tmp_path: Path) -> None:
         },
     )
     r = StreamRunner.from_config(cfg)
-    assert (r.bootstrap, r.group_id) == (BROKERS, "g-stream")
+    assert (r.bootstrap, r.group_id) == (KafkaConnection(BROKERS), "g-stream")
     assert (r.allowed_lateness_ms, r.live_update_interval_ms) == (333, 44)
     assert (r.checkpoint_interval_ms, r.fetch_max_wait_ms, r.max_skew_ms) == (555, 66, 1234)
     assert r.state_dir == tmp_path / "state" / "stream"
@@ -76,7 +77,12 @@ def test_lake_writer(tmp_path: Path) -> None:
         },
     )
     w = LakeWriter.from_config(cfg)
-    assert (w.bootstrap, w.group_id, w.batch_rows, w.batch_ms) == (BROKERS, "g-lake", 77, 88)
+    assert (w.bootstrap, w.group_id, w.batch_rows, w.batch_ms) == (
+        KafkaConnection(BROKERS),
+        "g-lake",
+        77,
+        88,
+    )
     assert w.max_skew_ms == 1234
     assert w.maintenance == MaintenancePolicy(
         interval_s=9, compact_min_files=3, snapshot_retention_ms=1_800_000, keep_snapshots=4
@@ -103,7 +109,11 @@ def test_ingestor(tmp_path: Path) -> None:
         ],
     )
     i = Ingestor.from_config(cfg, cfg.exchange_config("KRAKEN"))
-    assert (i.exchange_name, i.ccxt_id, i.bootstrap) == ("KRAKEN", "krakenpro", BROKERS)
+    assert (i.exchange_name, i.ccxt_id, i.bootstrap) == (
+        "KRAKEN",
+        "krakenpro",
+        KafkaConnection(BROKERS),
+    )
     assert i.work_address == "tcp://10.0.0.7:6655"
     assert (i.symbols, i.transport, i.poll_interval_s) == (["SOL/USD"], "polling", 0.25)
     assert (i.shard_index, i.shard_count, i.max_skew_ms) == (2, 3, 1234)
@@ -143,7 +153,7 @@ def test_trigger_dispatcher(tmp_path: Path) -> None:
     cfg = settings(tmp_path, gateway={"host": "10.0.0.9", "port": 8123})
     triggers = load_triggers()
     d = Dispatcher.from_config(cfg, triggers, auth=lambda: "token")
-    assert (d.bootstrap, d.triggers) == (BROKERS, triggers)
+    assert (d.bootstrap, d.triggers) == (KafkaConnection(BROKERS), triggers)
     assert d.url_for(triggers[0]) == f"http://10.0.0.9:8123/functions/{triggers[0].function}/"
     assert d.auth is not None and d.auth() == "token"
 
