@@ -344,11 +344,6 @@ class GatewayConfig(_Section):
     #: A call claimed this long ago without a reply died midway (its pod was killed): it is
     #: answered with an error, never run again. Over the tool proxy's timeoutSeconds (450).
     tool_call_lease_s: int = Field(480, ge=1)
-    #: How long the tool proxy keeps a call's reply for redeliveries of its event (seconds).
-    tool_call_memory_s: int = Field(86_400, ge=60)
-    #: A call claimed this long ago without a reply died midway (its pod was killed): it is
-    #: answered with an error, never run again. Over the tool proxy's timeoutSeconds (450).
-    tool_call_lease_s: int = Field(480, ge=1)
     #: Telegram bot token (BotFather); unset: no Telegram channel.
     telegram_bot_token: str | None = None
     #: The secret Telegram sends in X-Telegram-Bot-Api-Secret-Token (setWebhook's secret_token).
