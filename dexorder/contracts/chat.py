@@ -5,9 +5,10 @@ Every frame is a JSON object whose ``type`` names its kind. The client sends ``a
 first (unless its upgrade request carries an ``Authorization`` header), then a
 ``message`` per thing it says; the server answers ``ready``, then per turn any of
 ``status``, ``token``, ``tool``, ``confirm``, ``candles``, ``image``, and ``reply`` (the
-whole answer) or ``error``; ``event`` comes at any time. A field marked ``?`` may be
-absent. New kinds (the workspace's subscription frames) are new members of
-:data:`ServerFrame` / :data:`ClientFrame`; a reader ignores fields it does not know.
+whole answer) or ``error``; ``event`` comes at any time. The web workspace also sends
+``subscribe`` / ``unsubscribe`` for live market candles (``{ticker}|ohlc:{tf}``, tickers
+the relay knows, a few per socket), answered ``subscribed`` then ``ohlc`` frames. A field
+marked ``?`` may be absent; a reader ignores fields it does not know.
 
 FRAMES (generated from the types by :func:`frame_table`; a test keeps it so):
 
@@ -15,6 +16,10 @@ FRAMES (generated from the types by :func:`frame_table`; a test keeps it so):
     The caller's bearer token (session or platform token).
 → ``message``: text
     Something the person says to their agent.
+→ ``subscribe``: topic
+    Live candles of a market: ``topic`` is ``{ticker}|ohlc:{tf}`` (market data only).
+→ ``unsubscribe``: topic
+    No more updates of ``topic``.
 ← ``ready``: account
     The socket is authenticated; whose account it speaks for.
 ← ``status``: text
@@ -36,6 +41,11 @@ FRAMES (generated from the types by :func:`frame_table`; a test keeps it so):
     A refusal or failure, with the HTTP status it would have had.
 ← ``event``: kind, event_id, text, payload
     A fill, an alert or another event of the person's, as it happens.
+← ``subscribed``: topic
+    A ``subscribe`` was taken: ``ohlc`` frames of ``topic`` follow.
+← ``ohlc``: topic, time, open, high, low, close, volume, closed
+    A live candle of a subscribed topic (the open one as it changes, at most a few a
+    second, and each one as it closes); ``time`` is its open time (ms).
 
 ``python -m dexorder.contracts.chat`` prints the JSON Schema of both unions.
 """
@@ -77,6 +87,18 @@ class MessageFrame(Frame, tag="message"):
     """Something the person says to their agent."""
 
     text: str
+
+
+class SubscribeFrame(Frame, tag="subscribe"):
+    """Live candles of a market: ``topic`` is ``{ticker}|ohlc:{tf}`` (market data only)."""
+
+    topic: str
+
+
+class UnsubscribeFrame(Frame, tag="unsubscribe"):
+    """No more updates of ``topic``."""
+
+    topic: str
 
 
 # --- server → client ------------------------------------------------------------------
@@ -170,7 +192,27 @@ class EventFrame(Frame, tag="event"):
     payload: JsonObject
 
 
-ClientFrame = AuthFrame | MessageFrame
+class SubscribedFrame(Frame, tag="subscribed"):
+    """A ``subscribe`` was taken: ``ohlc`` frames of ``topic`` follow."""
+
+    topic: str
+
+
+class OhlcFrame(Frame, tag="ohlc"):
+    """A live candle of a subscribed topic (the open one as it changes, at most a few a
+    second, and each one as it closes); ``time`` is its open time (ms)."""
+
+    topic: str
+    time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    closed: bool
+
+
+ClientFrame = AuthFrame | MessageFrame | SubscribeFrame | UnsubscribeFrame
 ServerFrame = (
     ReadyFrame
     | StatusFrame
@@ -182,6 +224,8 @@ ServerFrame = (
     | ReplyFrame
     | ErrorFrame
     | EventFrame
+    | SubscribedFrame
+    | OhlcFrame
 )
 #: What a turn shows besides its text: the charts (HTTP answer, Telegram photos).
 Attachment = CandlesFrame | ImageFrame

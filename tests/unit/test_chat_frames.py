@@ -23,11 +23,15 @@ from dexorder.contracts.chat import (
     ImageFrame,
     InvalidFrame,
     MessageFrame,
+    OhlcFrame,
     ReadyFrame,
     ReplyFrame,
     StatusFrame,
+    SubscribedFrame,
+    SubscribeFrame,
     TokenFrame,
     ToolFrame,
+    UnsubscribeFrame,
 )
 from dexorder.json_input import decode_json
 
@@ -117,11 +121,40 @@ SERVER_FRAMES: list[tuple[Frame, dict[str, object]]] = [
             "payload": {"price": 1},
         },
     ),
+    (
+        SubscribedFrame(topic="BINANCE:BTC/USDT|ohlc:1m"),
+        {"type": "subscribed", "topic": "BINANCE:BTC/USDT|ohlc:1m"},
+    ),
+    (
+        OhlcFrame(
+            topic="BINANCE:BTC/USDT|ohlc:1m",
+            time=1704067200000,
+            open=1.0,
+            high=2.5,
+            low=0.5,
+            close=2.0,
+            volume=3.0,
+            closed=False,
+        ),
+        {
+            "type": "ohlc",
+            "topic": "BINANCE:BTC/USDT|ohlc:1m",
+            "time": 1704067200000,
+            "open": 1.0,
+            "high": 2.5,
+            "low": 0.5,
+            "close": 2.0,
+            "volume": 3.0,
+            "closed": False,
+        },
+    ),
 ]
 
 CLIENT_FRAMES: list[tuple[Frame, dict[str, object]]] = [
     (AuthFrame(token="t"), {"type": "auth", "token": "t"}),
     (MessageFrame(text="hi"), {"type": "message", "text": "hi"}),
+    (SubscribeFrame(topic="X:A/B|ohlc:1m"), {"type": "subscribe", "topic": "X:A/B|ohlc:1m"}),
+    (UnsubscribeFrame(topic="X:A/B|ohlc:1m"), {"type": "unsubscribe", "topic": "X:A/B|ohlc:1m"}),
 ]
 
 
@@ -199,5 +232,10 @@ def test_the_module_prints_the_json_schema_of_both_unions() -> None:
     schema = json.loads(out)
     mapping = schema["server_frame"]["discriminator"]["mapping"]
     assert set(mapping) == {json.loads(chat.encode(f))["type"] for f, _ in SERVER_FRAMES}
-    assert set(schema["client_frame"]["discriminator"]["mapping"]) == {"auth", "message"}
+    assert set(schema["client_frame"]["discriminator"]["mapping"]) == {
+        "auth",
+        "message",
+        "subscribe",
+        "unsubscribe",
+    }
     assert "ToolFrame" in schema["$defs"]

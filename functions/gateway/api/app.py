@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from gateway.api import auth, chat, internal, oauth, rules, telegram
+from gateway.api import auth, chat, internal, oauth, rules, telegram, workspace
 from gateway.functions_host import FUNCTIONS, PlatformOnly, function_app
 from gateway.service import Gateway
 
@@ -67,6 +67,7 @@ def build_app(gateway: Gateway, manage: bool = True) -> Starlette:
                 Mount(
                     f"/functions/{name}",
                     app=PlatformOnly(function_app(name, gateway.cfg), gateway.keys),
+            *workspace.routes,
                 )
                 for name in FUNCTIONS
             ),

@@ -33,6 +33,9 @@ from dexorder.contracts.chat import (
     ReadyFrame,
     ReplyFrame,
     ServerFrame,
+    SubscribedFrame,
+    SubscribeFrame,
+    UnsubscribeFrame,
     client_frame,
     encode,
 )
@@ -47,6 +50,8 @@ from gateway.api.common import (
     json_object,
     typed_body,
 )
+from gateway.api.workspace import feed_of
+from gateway.live import BadTopic, FeedUnavailable, Subscriptions, TooMany, UnknownMarket
 from gateway.service import Caller, Refused
 
 log = structlog.get_logger(part="gateway")
@@ -156,6 +161,7 @@ async def chat_ws(ws: WebSocket) -> None:
     gw.hub.attach(who.id, sock.send)
     queue: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED)
     worker = asyncio.create_task(_turns(gw, token, sock, queue))
+    subs = Subscriptions(feed_of(ws), sock.send)  # live market candles only, never events
     try:
         await sock.send(ReadyFrame(account=Account(**asdict(who.account))))
         # notifications that came while they were away (attached first: one arriving
@@ -167,6 +173,9 @@ async def chat_ws(ws: WebSocket) -> None:
         while True:
             try:
                 msg = await _frame(ws)
+                if isinstance(msg, SubscribeFrame | UnsubscribeFrame):
+                    await _subscription(subs, msg, sock)
+                    continue
                 if not isinstance(msg, MessageFrame):
                     raise Refused(400, 'expected {"type": "message", "text": "…"}')
             except Refused as exc:  # the socket stays open: the next frame may be right
@@ -180,9 +189,32 @@ async def chat_ws(ws: WebSocket) -> None:
         pass
     finally:
         gw.hub.detach(who.id, sock.send)
+        await subs.close()
         worker.cancel()
         with contextlib.suppress(BaseException):
             await worker
+
+
+async def _subscription(
+    subs: Subscriptions, msg: SubscribeFrame | UnsubscribeFrame, sock: _Socket
+) -> None:
+    """A page's ``subscribe`` (answered ``subscribed`` or an error frame) or
+    ``unsubscribe``."""
+    if isinstance(msg, UnsubscribeFrame):
+        subs.unsubscribe(msg.topic)
+        return
+    try:
+        topic = await subs.subscribe(msg.topic)
+    except BadTopic as exc:
+        await sock.send(ErrorFrame(status=400, text=str(exc)))
+    except UnknownMarket as exc:
+        await sock.send(ErrorFrame(status=404, text=str(exc)))
+    except TooMany as exc:
+        await sock.send(ErrorFrame(status=429, text=str(exc)))
+    except FeedUnavailable as exc:
+        await sock.send(ErrorFrame(status=503, text=str(exc)))
+    else:
+        await sock.send(SubscribedFrame(topic=topic))
 
 
 async def _turns(gw: Any, token: str, sock: _Socket, queue: asyncio.Queue[str]) -> None:

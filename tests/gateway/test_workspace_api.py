@@ -1,0 +1,164 @@
+"""The web workspace's server side: live candle subscriptions over the chat WebSocket
+(fed from the relay, coalesced, capped, market data only), candles for a range, and
+the person's own workspace through their agent — against the whole platform."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+import gateway.live
+from gateway.live import MAX_SUBSCRIPTIONS
+from launcher.ephemeral import RunningPlatform
+from tests.gateway.served import Served, serve_gateway
+from tests.integration.test_realtime_path import trade
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+BTC_1M = "BINANCE:BTC/USDT|ohlc:1m"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def served(shared_platform: RunningPlatform) -> AsyncIterator[Served]:
+    async with serve_gateway(shared_platform.cfg) as s:
+        yield s
+
+
+async def test_subscribe_streams_live_candles_coalesced(
+    served: Served, shared_platform: RunningPlatform
+) -> None:
+    alice = await served.sign_up("sub-alice@example.com")
+    async with served.socket(alice["access_token"]) as ws:
+        await ws.ws.send_str(json.dumps({"type": "subscribe", "topic": "binance:btc/usdt|ohlc:1m"}))
+        assert await ws.until("subscribed") == {"type": "subscribed", "topic": BTC_1M}
+        # trades until one reaches the page (the ingestor may still be connecting)
+        price = 43_210.5
+        for _ in range(120):
+            await trade(shared_platform, "BTCUSDT", price, 0.1)
+            try:
+                frame = await ws.until("ohlc", timeout=0.5)
+            except TimeoutError:
+                continue
+            if frame["close"] == price:
+                break
+        else:
+            raise AssertionError("no live candle reached the socket")
+        assert frame["topic"] == BTC_1M and frame["closed"] is False
+        # a burst of trades arrives as at most a few updates a second, the last one kept
+        t0 = time.monotonic()
+        for i in range(40):
+            await trade(shared_platform, "BTCUSDT", 43_000 + i, 0.1)
+        seen: list[dict[str, object]] = []
+        while not seen or seen[-1]["close"] != 43_039:
+            seen.append(await ws.until("ohlc", timeout=10))
+        elapsed = time.monotonic() - t0
+        assert len(seen) <= 4 * elapsed + 2, (len(seen), elapsed)
+
+        await ws.ws.send_str(json.dumps({"type": "unsubscribe", "topic": BTC_1M}))
+        await ws.ws.send_str(json.dumps({"type": "subscribe", "topic": "EVENT:x|alert"}))
+        error = await ws.until("error")
+        assert error["status"] == 400 and "ohlc" in str(error["text"])
+
+
+async def test_subscriptions_are_checked_and_capped(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert MAX_SUBSCRIPTIONS >= 20  # a watchlist and a chart fit
+    # the platform follows two tickers: a smaller cap to reach it
+    monkeypatch.setattr(gateway.live, "MAX_SUBSCRIPTIONS", 3)
+    bob = await served.sign_up("sub-bob@example.com")
+    async with served.socket(bob["access_token"]) as ws:
+        await ws.ws.send_str(json.dumps({"type": "subscribe", "topic": "KRAKEN:BTC/USD|ohlc:1m"}))
+        error = await ws.until("error")
+        assert error["status"] == 404 and "KRAKEN" in str(error["text"])
+        topics = [f"BINANCE:{b}/USDT|ohlc:{tf}" for b in ("BTC", "ETH") for tf in ("1m", "5m")]
+        for topic in topics[:3]:
+            await ws.ws.send_str(json.dumps({"type": "subscribe", "topic": topic}))
+            assert (await ws.until("subscribed"))["topic"] == topic
+        await ws.ws.send_str(json.dumps({"type": "subscribe", "topic": topics[3]}))
+        error = await ws.until("error")
+        assert error["status"] == 429
+        # one given up makes room
+        await ws.ws.send_str(json.dumps({"type": "unsubscribe", "topic": topics[0]}))
+        await ws.ws.send_str(json.dumps({"type": "subscribe", "topic": topics[3]}))
+        assert (await ws.until("subscribed"))["topic"] == topics[3]
+
+
+async def test_candles_for_a_range(served: Served) -> None:
+    token = (await served.sign_up("candles@example.com"))["access_token"]
+    q = "ticker=BINANCE:BTC/USDT&timeframe=1h&start=2024-01-01&end=2024-01-03"
+    status, body = await served.get(f"/api/candles?{q}", token=token)
+    assert status == 200, body
+    assert body["ticker"] == "BINANCE:BTC/USDT" and len(body["candles"]) == 48
+    assert body["candles"][0][0] == 1704067200000 and len(body["candles"][0]) == 6
+    for bad, why in [
+        ("ticker=BTC&timeframe=1h&start=2024-01-01&end=2024-01-02", "ticker"),
+        ("ticker=BINANCE:BTC/USDT&timeframe=7h&start=2024-01-01&end=2024-01-02", "timeframe"),
+        ("ticker=BINANCE:BTC/USDT&timeframe=1h&start=2024-01-03&end=2024-01-02", "before"),
+        ("ticker=BINANCE:BTC/USDT&timeframe=1h&start=soon&end=2024-01-02", "date"),
+        ("ticker=BINANCE:BTC/USDT&timeframe=1h&end=2024-01-02", "start"),
+    ]:
+        status, body = await served.get(f"/api/candles?{bad}", token=token)
+        assert status == 400 and why in body["error"], (bad, body)
+    assert (await served.get(f"/api/candles?{q}"))[0] == 401
+
+
+async def test_the_workspace_is_the_callers_own(served: Served) -> None:
+    carol = (await served.sign_up("ws-carol@example.com"))["access_token"]
+    dave = (await served.sign_up("ws-dave@example.com"))["access_token"]
+    status, body = await served.post(
+        "/api/workspace/alerts",
+        {"ticker": "binance:eth/usdt", "condition": "above", "price": 99_999},
+        token=carol,
+    )
+    assert status == 200, body
+    alert_id = body["id"]
+    assert body["ticker"] == "BINANCE:ETH/USDT"
+    alerts = (await served.get("/api/workspace/alerts", token=carol))[1]["alerts"]
+    assert [a["id"] for a in alerts] == [alert_id]
+    # another person sees none of it, and cannot delete it
+    assert (await served.get("/api/workspace/alerts", token=dave))[1]["alerts"] == []
+    status, body = await served.delete(f"/api/workspace/alerts/{alert_id}", token=dave)
+    assert status == 400
+    status, body = await served.delete(f"/api/workspace/alerts/{alert_id}", token=carol)
+    assert status == 200 and body["id"] == alert_id
+
+    status, _ = await served.post(
+        "/api/workspace/alerts", {"ticker": "BTC", "condition": "above", "price": 1}, token=carol
+    )
+    assert status == 400
+    status, body = await served.post(
+        "/api/workspace/alerts",
+        {"ticker": "BINANCE:BTC/USDT", "condition": "sideways", "price": 1},
+        token=carol,
+    )
+    assert status == 400 and "condition" in body["error"]
+
+    async with served.http.put(
+        served.url + "/api/workspace/watchlist",
+        json={"tickers": ["binance:btc/usdt"]},
+        headers={"Authorization": f"Bearer {carol}"},
+    ) as r:
+        assert r.status == 200 and (await r.json())["watchlist"] == ["BINANCE:BTC/USDT"]
+    status, body = await served.get("/api/workspace/watchlist", token=carol)
+    assert body["watchlist"] == ["BINANCE:BTC/USDT"]
+    status, body = await served.get("/api/workspace/strategies", token=carol)
+    assert status == 200 and any(s["name"] == "sma_cross" for s in body["strategies"])
+    status, body = await served.get("/api/workspace/strategies/sma_cross", token=carol)
+    assert status == 200 and "def " in body["code"]
+    status, body = await served.get("/api/workspace/positions", token=carol)
+    assert status == 200 and body["positions"] == [] and body["open_orders"] == []
+    assert (await served.get("/api/workspace/positions"))[0] == 401
+
+
+async def test_the_chart_library_is_served(served: Served) -> None:
+    async with served.http.get(
+        served.url + "/vendor/lightweight-charts.standalone.production.js"
+    ) as r:
+        assert r.status == 200 and "LightweightCharts" in await r.text()
+    async with served.http.get(served.url + "/vendor/README") as r:
+        assert r.status == 404
