@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,11 @@ _GATEWAY_SPANS = InMemorySpanExporter()
 _installed = False
 
 
-def gateway_exporter() -> InMemorySpanExporter:
+@pytest.fixture
+def gateway_spans() -> Iterator[InMemorySpanExporter]:
     """This process's spans (the gateway's), kept in memory: the tracer provider is
-    process-wide and installed once, so every test of this process shares the exporter."""
+    process-wide and installed once, so every test of this process shares the exporter
+    (emptied after each: later tests of this process do not pile spans up in it)."""
     global _installed
     if not _installed:
         current = trace.get_tracer_provider()
@@ -47,7 +50,8 @@ def gateway_exporter() -> InMemorySpanExporter:
             trace.set_tracer_provider(tp)
         _installed = True
     _GATEWAY_SPANS.clear()
-    return _GATEWAY_SPANS
+    yield _GATEWAY_SPANS
+    _GATEWAY_SPANS.clear()
 
 
 def received(s: ReadableSpan) -> ReceivedSpan:
@@ -82,9 +86,8 @@ def client_spans_answered(gateway: list[ReceivedSpan], agent: list[ReceivedSpan]
 
 
 async def test_one_trace_from_the_websocket_message_to_the_agents_tools_and_sandbox(
-    tmp_path: Path,
+    tmp_path: Path, gateway_spans: InMemorySpanExporter
 ) -> None:
-    memory = gateway_exporter()
     async with otlp_receiver() as (receiver, url):
         cfg = gateway_settings(tmp_path / "home")
         cfg = cfg.model_copy(update={"telemetry": TelemetryConfig(otlp_endpoint=url)})
@@ -101,6 +104,11 @@ async def test_one_trace_from_the_websocket_message_to_the_agents_tools_and_sand
                     (f["name"], f["state"]) for f in failed if f["type"] == "tool"
                 ]
 
+            status, answer = await served.post(
+                "/api/chat", {"message": "what alerts do I have"}, token=alice["access_token"]
+            )
+            assert status == 200 and "no alerts" in answer["reply"]
+
             # the sandbox, reached as the gateway reaches it: an MCP call under a span
             endpoint = await served.gw.provisioner.ensure(user, "free")
             with telemetry.as_user(user), telemetry.span("test.run_python"):
@@ -109,10 +117,10 @@ async def test_one_trace_from_the_websocket_message_to_the_agents_tools_and_sand
                 ) as calls:
                     assert await calls.ok("run_python", code="result = 6 * 7")
 
-        gateway = [received(s) for s in memory.get_finished_spans()]
+        gateway = [received(s) for s in gateway_spans.get_finished_spans()]
         roots = [s for s in gateway if s.name == "chat.message"]
-        assert len(roots) == 2 and all(r.parent_id is None for r in roots)
-        assert all(r.attributes["chat.channel"] == "web" for r in roots)
+        assert [r.attributes["chat.channel"] for r in roots] == ["web", "web", "http"]
+        assert all(r.parent_id is None for r in roots)
         turns = [r.trace_id for r in roots]
         sandbox_trace = one(gateway, "test.run_python").trace_id
         ours = [s for s in gateway if s.trace_id in {*turns, sandbox_trace}]
@@ -161,6 +169,12 @@ async def test_one_trace_from_the_websocket_message_to_the_agents_tools_and_sand
     assert failed_here.status == 2 and failed_here.attributes["error.type"] == "tool_error"
     failed_there = one(second, "tool read_strategy", "dexorder-agent")
     assert failed_there.status == 2
+
+    # --- the HTTP chat: its own trace, down to the agent's tool ---
+    over_http = in_trace(gateway, turns[2]) + in_trace(agent, turns[2])
+    assert one(over_http, "tool list_alerts", "dexorder-agent").parent_id == (
+        one(over_http, "tools/call list_alerts").span_id
+    )
 
     # --- the sandbox: the run_python tool's job under its tool span ---
     run = in_trace(agent, sandbox_trace)
