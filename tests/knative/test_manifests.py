@@ -253,6 +253,10 @@ def _endpoints(overlay: str) -> dict[str, Endpoint]:
             "postgres": _pod("postgres", "dexorder-data", {"app": "postgresql"}),
             "redis": _pod("redis", "dexorder-data", {"app": "redis"}),
             "qdrant": _pod("qdrant", "dexorder-data", {"app": "qdrant"}),
+            "prometheus": _pod(
+                "prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"}
+            ),
+            "grafana": _pod("grafana", "monitoring", {"app.kubernetes.io/name": "grafana"}),
             "api-server": Endpoint("api-server", ip="10.96.0.1"),
             "internet": Endpoint("internet", ip="203.0.113.10"),
             "metadata": Endpoint("metadata", ip="169.254.169.254"),
@@ -264,7 +268,7 @@ def _endpoints(overlay: str) -> dict[str, Endpoint]:
 PORTS = {
     "gateway": [8012, 8080, 5580],
     "telegram-webhook": [8012],
-    "relay": [5555, 5557, 5558, 5559],
+    "relay": [5555, 5557, 5558, 5559, 5560],
     "embedder": [5570],
     "agent": [8012, 8080],
     "other-agent": [8012, 8080],
@@ -280,6 +284,8 @@ PORTS = {
     "metadata": [80],
     "ingestor-binance": [5561],
     "lake-writer": [5563],
+    "stream-runner": [5562],
+    "prometheus": [9090],
     "exchange-emulator": [8765],
     **{f: [8012] for f in FUNCTIONS},
 }
@@ -355,6 +361,27 @@ def test_platform_parts_stay_in_their_lanes(overlay: str) -> None:
         assert (("redis", 6379) in reached) == (function == "tool-proxy"), function
     assert ("relay", 5557) not in _reachable(overlay, "gateway")  # only publishers publish
     assert not any(dst == "agent" for dst, _ in _reachable(overlay, "internet"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheus_scrapes_each_parts_metrics_port_and_nothing_else(overlay: str) -> None:
+    cfg = _config(overlay, "dexorder-config")
+    scraped = {"relay", "ingestor-binance", "stream-runner", "lake-writer", "embedder"}
+    parts = {name for name in _endpoints(overlay) if name in scraped}  # stream-runner: dev
+    metrics = {(name, HEALTH_PORT[name](cfg)) for name in parts}
+    assert ("relay", 5560) in metrics and ("lake-writer", 5563) in metrics
+    endpoints = _endpoints(overlay)
+    ours = ("dexorder-system", "dexorder-agents")  # (outside them nothing is isolated)
+    reached = {
+        (d, p) for d, p in _reachable(overlay, "prometheus") if endpoints[d].namespace in ours
+    }
+    assert reached == metrics  # no agent, no function, the gateway not
+    # only Prometheus: another pod of its namespace reaches none of it
+    assert not _reachable(overlay, "grafana") & metrics
+    # and every other way in to those ports stays shut (agents, functions, the gateway)
+    for src in PORTS:
+        if src != "prometheus":
+            assert not (_reachable(overlay, src) & metrics - {("embedder", 5570)}), src
 
 
 # --- Secrets by need --------------------------------------------------------------------
