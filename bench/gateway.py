@@ -12,7 +12,9 @@ platform, not an LLM. Figures, each beside a baseline from the same run:
 * turns/s over 50 concurrent WebSocket sessions (50 people, each agent warm, each turn
   one MCP tool); baseline: turns/s of one session alone;
 * cold first answer: a new person's first message → reply (provisioning included),
-  p50 of 5; baseline: a warm answer of the same kind.
+  p50 of 5; baseline: a warm answer of the same kind;
+* an outside MCP client's tool call through the door (``/mcp``, a personal access
+  token), p50/p99; baseline: the same call straight to the agent (:mod:`bench.mcp_door`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 import aiohttp
 
 from bench.common import free_port, pct, row
+from bench.mcp_door import door_latency
 from dexorder.config import load_config
 from dexorder.tokens import mint_token, token_keys
 from gateway.accounts.db import engine_for
@@ -248,6 +251,9 @@ async def _run(env: dict[str, str]) -> dict[str, float]:
         out |= {"cold_first_answer_s": pct(cold, 50) / 1000}
         for s in sessions:
             await s.close()
+
+        # --- the MCP door: an outside client's tool call through /mcp vs straight -----------
+        out |= await door_latency(http, base, home, people[0]["access_token"])
     return out
 
 

@@ -67,6 +67,9 @@ class Caller:
     account: AccountView
     via: Literal["session", "token"]
     session: SessionClaims | None = None
+    #: the id (``jti``) of the platform token it came with (a personal access token, an
+    #: OAuth grant's access token): what the person's agent is told when it is revoked
+    token_id: str | None = None
 
     @property
     def id(self) -> str:
@@ -286,7 +289,7 @@ class Gateway:
             raise Refused(401, "token revoked")
         # an MCP client's OAuth access token (jti: its grant) is listed with its last use
         self.accounts.oauth.note_use(agent_claims.user, agent_claims.token_id)
-        return Caller(self._account(agent_claims.user), "token")
+        return Caller(self._account(agent_claims.user), "token", token_id=agent_claims.token_id)
 
     @staticmethod
     def require_session(caller: Caller, what: str) -> None:

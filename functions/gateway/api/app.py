@@ -13,6 +13,7 @@ from starlette.routing import Mount, Route
 
 from gateway.api import auth, chat, internal, oauth, rules, telegram, workspace
 from gateway.functions_host import FUNCTIONS, PlatformOnly, function_app
+from gateway.mcp_door import McpDoor
 from gateway.service import Gateway
 
 PAGE = Path(__file__).resolve().parent.parent / "page" / "index.html"
@@ -42,6 +43,8 @@ async def page(request: Request) -> Response:
 
 def build_app(gateway: Gateway, manage: bool = True) -> Starlette:
     """The app over ``gateway``; ``manage`` starts and closes it with the app."""
+    # outside MCP clients' one door; its GET streams linger as the harness's sessions do
+    door = McpDoor(gateway, stream_linger_s=gateway.harness.links.linger_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -50,6 +53,7 @@ def build_app(gateway: Gateway, manage: bool = True) -> Starlette:
         try:
             yield
         finally:
+            await door.close()
             if manage:
                 await gateway.close()
 
@@ -57,6 +61,7 @@ def build_app(gateway: Gateway, manage: bool = True) -> Starlette:
         routes=[
             Route("/", page),
             Route("/healthz", healthz),
+            Route("/mcp", door, methods=["GET", "POST", "DELETE"]),
             *auth.routes,
             *chat.routes,
             *telegram.routes,
@@ -75,4 +80,5 @@ def build_app(gateway: Gateway, manage: bool = True) -> Starlette:
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.state.mcp_door = door
     return app

@@ -1,0 +1,547 @@
+"""The one door for outside MCP clients: ``/mcp`` on the gateway, proxied to the caller's agent.
+
+An MCP client (Claude Desktop, an IDE, the SDK's ``Client``) speaks streamable HTTP to
+``<gateway>/mcp`` with a bearer token: a personal access token, an OAuth access token or
+a login session (:meth:`Gateway.authenticate`). The door
+
+* refuses a missing, invalid, expired or revoked token (401 with ``WWW-Authenticate:
+  Bearer resource_metadata=...``, where an OAuth client finds how to get one);
+* sends every request to the agent of the person the token names, never anyone else's:
+  the target is the authenticated person's, whatever the request says;
+* starts that agent if it sleeps (``provisioner.ensure``, under the provisioner's
+  per-person lock the chat uses too) for a POST, the only request that calls it; a
+  GET (a stream for what the server may send) and a DELETE never wake an agent;
+* replaces the client's Authorization by a token the agent accepts: minted per request,
+  living two minutes, of kind ``pat`` (a call from outside, never the platform's
+  ``service`` kind, which the agent trusts more) and carrying the ``jti`` of the
+  caller's token, so the agent's own list of revoked tokens (``state/revoked_tokens``)
+  stops it too; the agent never holds the person's long-lived token;
+* streams both ways without buffering responses (SSE included); passes
+  ``Mcp-Session-Id``, ``MCP-Protocol-Version``, ``Last-Event-ID`` and the trace context
+  (``traceparent``) on; drops hop-by-hop headers; caps the request body;
+* ends the upstream request when the client goes (its disconnect reaches the agent),
+  so no request it left behind holds the agent's idle clock or, on Knative, its pod.
+
+Sessions across an agent's sleep. Clients of the current protocol (2026-07-28) have no
+session: each POST stands alone, and one after the agent slept simply wakes it. Clients
+of the handshake-era protocol hold an ``Mcp-Session-Id`` the agent made, which a fresh
+agent does not know (404). The door then opens a session on the fresh agent with the
+client's own ``initialize`` (kept when it went through this door, else one with the
+client's protocol version), and sends the request again on it: the 404 means the agent
+ran nothing, so sending it again is safe. The client keeps its session id; the door
+translates it. What the door keeps is per replica and bounded; a replica that never saw
+the session makes the same fresh start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import anyio
+import httpx2
+import msgspec
+import structlog
+from mcp_types import LATEST_PROTOCOL_VERSION
+
+from dexorder.tokens import mint_token
+from gateway.provisioning import ProvisioningError
+from gateway.service import Caller, Gateway, Refused
+
+log = structlog.get_logger(part="gateway")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: The largest request body the door takes (a JSON-RPC message: a tool call's arguments,
+#: a strategy's source among them).
+MAX_BODY = 1024 * 1024
+#: How long the token the door hands the agent for one request lives (checked as the
+#: request starts; a long tool call is not cut by it).
+AGENT_TOKEN_TTL_S = 120
+#: How many sessions' ``initialize`` (and translated ids) a replica keeps.
+MAX_SESSIONS = 10_000
+#: Where a refused client learns how to get a token (the OAuth protected-resource metadata).
+METADATA_PATH = "/.well-known/oauth-protected-resource"
+
+SESSION = b"mcp-session-id"
+VERSION = b"mcp-protocol-version"
+#: Hop-by-hop headers (RFC 9110 7.6.1), never forwarded, either way.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+#: Not passed to the agent: the client's credentials (replaced), the gateway's own address,
+#: and the length (the body is sent as read).
+_NOT_TO_AGENT = HOP_BY_HOP | {b"host", b"authorization", b"cookie", b"content-length"}
+#: Not passed back: what the gateway's own server writes (date, server) and the agent's
+#: own challenge (the door answers a refused token itself).
+_NOT_TO_CLIENT = HOP_BY_HOP | {b"date", b"server", b"www-authenticate", b"set-cookie"}
+
+Headers = list[tuple[bytes, bytes]]
+
+
+# --- pure parts ------------------------------------------------------------------------
+
+
+def _named_by_connection(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    """Headers the ``Connection`` header marks hop-by-hop for this connection."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named |= {v.strip().lower() for v in value.split(b",") if v.strip()}
+    return named
+
+
+def to_agent(headers: Iterable[tuple[bytes, bytes]], token: str, session: str | None) -> Headers:
+    """The client's headers as the agent gets them: end-to-end ones only, the agent's token
+    for Authorization, and the agent's session id for the client's (when translated)."""
+    given = list(headers)
+    drop = _NOT_TO_AGENT | _named_by_connection(given)
+    out = [(n.lower(), v) for n, v in given if n.lower() not in drop and n.lower() != SESSION]
+    if session is not None:
+        out.append((SESSION, session.encode("latin-1")))
+    out.append((b"authorization", f"Bearer {token}".encode()))
+    return out
+
+
+def to_client(headers: Iterable[tuple[bytes, bytes]], session: str | None) -> Headers:
+    """The agent's response headers as the client gets them (its own session id restored)."""
+    given = list(headers)
+    drop = _NOT_TO_CLIENT | _named_by_connection(given)
+    out = []
+    for name, value in given:
+        low = name.lower()
+        if low in drop:
+            continue
+        if low == SESSION and session is not None:
+            value = session.encode("latin-1")
+        out.append((low, value))
+    return out
+
+
+def header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for n, v in headers:
+        if n.lower() == name:
+            return v.decode("latin-1")
+    return None
+
+
+class _Probe(msgspec.Struct):
+    """As much of a JSON-RPC message as the door looks at."""
+
+    method: str | None = None
+
+
+def is_initialize(body: bytes) -> bool:
+    """Whether ``body`` is the handshake-era ``initialize`` request."""
+    try:
+        return msgspec.json.decode(body, type=_Probe).method == "initialize"
+    except msgspec.MsgspecError:  # a batch, or not JSON: the agent answers it
+        return False
+
+
+def fresh_initialize(protocol_version: str | None) -> bytes:
+    """An ``initialize`` for a session the door did not see begin (no client capabilities:
+    the agent asks its clients for nothing)."""
+    return msgspec.json.encode(
+        {
+            "jsonrpc": "2.0",
+            "id": "dexorder-door-resume",
+            "method": "initialize",
+            "params": {
+                "protocolVersion": protocol_version or LATEST_PROTOCOL_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "dexorder-mcp-door", "version": "1"},
+            },
+        }
+    )
+
+
+class _InitResult(msgspec.Struct, rename="camel"):
+    protocol_version: str
+
+
+class _InitReply(msgspec.Struct):
+    result: _InitResult
+
+
+def negotiated_version(body: bytes, content_type: str) -> str | None:
+    """The protocol version an ``initialize`` reply agreed (JSON, or one SSE event)."""
+    if "text/event-stream" in content_type:
+        data = [line[5:].strip() for line in body.splitlines() if line.startswith(b"data:")]
+        body = data[-1] if data else b""
+    try:
+        return msgspec.json.decode(body, type=_InitReply).result.protocol_version
+    except msgspec.MsgspecError:
+        return None
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Bounded(Generic[K, V]):
+    """A mapping keeping its ``size`` most recently used entries."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._d: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._d.get(key)
+        if value is not None:
+            self._d.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._d[key] = value
+        self._d.move_to_end(key)
+        while len(self._d) > self.size:
+            self._d.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        self._d.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+# --- the door --------------------------------------------------------------------------
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, message: str, headers: Headers | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or []
+
+
+@dataclass
+class _Awake:
+    """A person's agent as this door last reached it."""
+
+    url: str
+    last_call: float
+
+
+class McpDoor:
+    """The ASGI app served at ``/mcp`` (GET, POST, DELETE)."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        max_body: int = MAX_BODY,
+        stream_linger_s: float | None = None,
+        http: httpx2.AsyncClient | None = None,
+    ) -> None:
+        self.gw = gateway
+        self.max_body = max_body
+        #: a GET stream is ended once the person made no call through this door for this
+        #: long (Knative: an open request keeps the agent's pod up); None: it lasts as long
+        #: as the agent (one machine: the agent's idle clock does not count listening)
+        self.stream_linger_s = stream_linger_s
+        self._http = http
+        self._awake: dict[str, _Awake] = {}
+        #: (person, session id the agent gave) → the client's ``initialize`` body
+        self._inits: Bounded[tuple[str, str], bytes] = Bounded(MAX_SESSIONS)
+        #: (person, the client's session id) → the id of the agent session serving it now
+        self._sessions: Bounded[tuple[str, str], str] = Bounded(MAX_SESSIONS)
+        self.stats = {"requests": 0, "refused": 0, "resumed": 0, "disconnects": 0}
+
+    @property
+    def http(self) -> httpx2.AsyncClient:
+        if self._http is None:
+            self._http = httpx2.AsyncClient(
+                # no read timeout: a stream waits as long as its client does, and a tool
+                # call (a backtest) as long as the agent lets it run
+                timeout=httpx2.Timeout(connect=10.0, read=None, write=30.0, pool=10.0),
+                limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=100),
+                follow_redirects=False,
+            )
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # --- one request ---------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # pragma: no cover - routed here for HTTP only
+            return
+        self.stats["requests"] += 1
+        try:
+            await self._serve(scope, receive, send)
+        except _Refusal as exc:
+            self.stats["refused"] += 1
+            await _answer(send, exc.status, exc.message, exc.headers)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        if method not in ("GET", "POST", "DELETE"):
+            raise _Refusal(405, "the MCP endpoint takes GET, POST and DELETE")
+        headers: Headers = list(scope["headers"])
+        caller = await self._authenticate(scope, headers)
+        body = await self._body(receive, headers)
+        user = caller.id
+        client_session = header(headers, SESSION)
+        if method == "POST":
+            url = await self._wake(caller)
+        else:
+            awake = self._awake_url(user)
+            if awake is None:
+                # never woken to listen or to end a session: a sleeping agent has no session
+                if method == "DELETE":
+                    await _answer(send, 204, None)
+                    return
+                raise _Refusal(
+                    405, "no stream for server messages while your agent sleeps; POST wakes it"
+                )
+            url = awake
+        agent_session = self._agent_session(user, client_session)
+        upstream = await self._send(caller, method, url, headers, body, agent_session)
+        if upstream.status_code == 404 and method == "POST" and client_session is not None:
+            # the agent does not know the session (it slept since): nothing ran, so the
+            # request goes again on a session opened for this client on the fresh agent
+            await upstream.aclose()
+            agent_session = await self._resume(caller, url, headers, client_session)
+            upstream = await self._send(caller, method, url, headers, body, agent_session)
+        if upstream.status_code == 401:  # the agent's own revocation list refused it
+            message = (await upstream.aread()).decode("utf-8", "replace")
+            await upstream.aclose()
+            raise _Refusal(401, _agent_error(message), self._challenge(scope))
+        session = header(upstream.headers.raw, SESSION)
+        if method == "POST" and client_session is None and session and is_initialize(body):
+            self._inits.put((user, session), body)
+            log.info("mcp session opened at the door", user=user, via=caller.via)
+        if method == "DELETE" and client_session is not None and upstream.is_success:
+            self._sessions.pop((user, client_session))
+        try:
+            await self._relay(
+                upstream, receive, send, client_session if agent_session else None, user, method
+            )
+        finally:
+            await upstream.aclose()
+            if method == "POST":
+                self._touch(user, url)
+
+    async def _authenticate(self, scope: Scope, headers: Headers) -> Caller:
+        scheme, _, token = (header(headers, b"authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _Refusal(401, "missing bearer token", self._challenge(scope))
+        try:
+            return await asyncio.to_thread(self.gw.authenticate, token.strip())
+        except Refused as exc:
+            extra = self._challenge(scope) if exc.status == 401 else []
+            raise _Refusal(exc.status, exc.message, extra) from None
+
+    def _challenge(self, scope: Scope) -> Headers:
+        """``WWW-Authenticate`` naming where this resource's OAuth metadata is (RFC 9728)."""
+        scheme = scope.get("scheme", "http")
+        host = header(scope["headers"], b"host") or self.gw.cfg.gateway.url.split("://", 1)[1]
+        root = scope.get("root_path", "")
+        url = f"{scheme}://{host}{root}{METADATA_PATH}"
+        return [(b"www-authenticate", f'Bearer resource_metadata="{url}"'.encode())]
+
+    async def _body(self, receive: Receive, headers: Headers) -> bytes:
+        size = header(headers, b"content-length")
+        if size is not None and size.isdigit() and int(size) > self.max_body:
+            raise _Refusal(413, f"request body too large (at most {self.max_body // 1024} KB)")
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Refusal(400, "the client went away")  # nobody reads the answer
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_body:
+                raise _Refusal(413, f"request body too large (at most {self.max_body // 1024} KB)")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    # --- the person's agent ----------------------------------------------------------------
+
+    async def _wake(self, caller: Caller) -> str:
+        try:
+            endpoint = await self.gw.provisioner.ensure(caller.id, caller.account.tier)
+        except ProvisioningError as exc:
+            raise _Refusal(exc.status, str(exc)) from None
+        self._touch(caller.id, endpoint.mcp_url)
+        return endpoint.mcp_url
+
+    def _touch(self, user: str, url: str) -> None:
+        self._awake[user] = _Awake(url, time.monotonic())
+
+    def _awake_url(self, user: str) -> str | None:
+        """The address of ``user``'s agent if it is awake (as far as this door knows)."""
+        seen = self._awake.get(user)
+        if seen is None or self.gw.provisioner.state(user) != "running":
+            return None
+        if self.stream_linger_s is not None and self._idle_for(seen) >= self.stream_linger_s:
+            return None
+        return seen.url
+
+    @staticmethod
+    def _idle_for(seen: _Awake) -> float:
+        return time.monotonic() - seen.last_call
+
+    def _agent_session(self, user: str, client_session: str | None) -> str | None:
+        if client_session is None:
+            return None
+        return self._sessions.get((user, client_session))
+
+    def _agent_token(self, caller: Caller) -> str:
+        # kind "pat": a call from outside; the jti of the caller's token, so that the
+        # agent's revocation list refuses it as the door does
+        return mint_token(
+            self.gw.keys, caller.id, "pat", AGENT_TOKEN_TTL_S, token_id=caller.token_id
+        )
+
+    async def _send(
+        self,
+        caller: Caller,
+        method: str,
+        url: str,
+        headers: Headers,
+        body: bytes,
+        agent_session: str | None,
+    ) -> httpx2.Response:
+        session = agent_session or header(headers, SESSION)
+        request = self.http.build_request(
+            method,
+            url,
+            headers=to_agent(headers, self._agent_token(caller), session),
+            content=body if method == "POST" else None,
+        )
+        try:
+            return await self.http.send(request, stream=True)
+        except httpx2.TimeoutException:
+            raise _Refusal(504, "your agent did not answer in time; try again") from None
+        except httpx2.TransportError as exc:
+            log.warning("agent unreachable through the door", user=caller.id, error=str(exc))
+            if method != "POST":
+                raise _Refusal(405, "your agent is not awake; POST wakes it") from None
+            raise _Refusal(503, "your agent could not be reached; try again") from None
+
+    async def _resume(self, caller: Caller, url: str, headers: Headers, client_session: str) -> str:
+        """Open a session on the agent for ``client_session`` (see the module's docstring)."""
+        user = caller.id
+        old = self._sessions.get((user, client_session)) or client_session
+        init = self._inits.get((user, old)) or fresh_initialize(header(headers, VERSION))
+        base = [
+            (b"content-type", b"application/json"),
+            (b"accept", b"application/json, text/event-stream"),
+        ]
+        opened = await self._send(caller, "POST", url, base, init, None)
+        try:
+            reply = await opened.aread()
+        finally:
+            await opened.aclose()
+        session = header(opened.headers.raw, SESSION)
+        if opened.status_code != 200 or session is None:
+            raise _Refusal(
+                502, f"your agent did not open a session for this client ({opened.status_code})"
+            )
+        version = negotiated_version(reply, opened.headers.get("content-type", ""))
+        done = msgspec.json.encode({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        extra = [(VERSION, version.encode())] if version else []
+        initialized = await self._send(caller, "POST", url, base + extra, done, session)
+        await initialized.aclose()
+        self._inits.put((user, session), init)
+        self._sessions.put((user, client_session), session)
+        self.stats["resumed"] += 1
+        log.info("mcp session resumed on a fresh agent", user=user)
+        return session
+
+    # --- the answer ----------------------------------------------------------------------
+
+    async def _relay(
+        self,
+        upstream: httpx2.Response,
+        receive: Receive,
+        send: Send,
+        client_session: str | None,
+        user: str,
+        method: str,
+    ) -> None:
+        """Stream ``upstream`` to the client as it comes; stop (and so close the upstream
+        request) when the client leaves, or, for a GET stream with a linger, when the
+        person has stopped calling."""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": upstream.status_code,
+                "headers": to_client(upstream.headers.raw, client_session),
+            }
+        )
+        left = False
+        async with anyio.create_task_group() as tg:
+
+            async def client_left() -> None:
+                nonlocal left
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                left = True
+                self.stats["disconnects"] += 1
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(client_left)
+            if method == "GET" and self.stream_linger_s is not None:
+                tg.start_soon(self._end_when_quiet, user, tg.cancel_scope)
+            with contextlib.suppress(httpx2.HTTPError):  # the agent went: the stream ends
+                async for chunk in upstream.aiter_raw():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            tg.cancel_scope.cancel()
+        if not left:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _end_when_quiet(self, user: str, scope: anyio.CancelScope) -> None:
+        assert self.stream_linger_s is not None
+        while True:
+            seen = self._awake.get(user)
+            quiet = self.stream_linger_s if seen is None else self._idle_for(seen)
+            if quiet >= self.stream_linger_s:
+                scope.cancel()
+                return
+            await anyio.sleep(self.stream_linger_s - quiet)
+
+
+def _agent_error(body: str) -> str:
+    try:
+        reason = msgspec.json.decode(body.encode(), type=dict[str, str]).get("error")
+    except msgspec.MsgspecError:
+        reason = None
+    return reason or "token refused by your agent"
+
+
+async def _answer(
+    send: Send, status: int, message: str | None, headers: Headers | None = None
+) -> None:
+    body = msgspec.json.encode({"error": message}) if message is not None else b""
+    out = [*(headers or [])]
+    if body:
+        out += [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": body})
