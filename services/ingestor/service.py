@@ -213,9 +213,13 @@ class Ingestor:
         )
         # A full batch makes send() wait until the one produce request in flight returns,
         # and the trade stream stalls behind it; 1 MiB holds seconds of a busy ticker.
+        # No linger: the trades of one socket read are all appended before the sender
+        # runs, so they go in one produce request anyway, and trades read while it is in
+        # flight (one per broker) wait for its answer together; a linger only added its
+        # own wait (and a timer wake-up) to every trade.
         self._producer = kafka.producer(
             self.bootstrap,
-            linger_ms=1,
+            linger_ms=0,
             acks=1,
             enable_idempotence=False,
             max_batch_size=1 << 20,
