@@ -7,18 +7,34 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import secrets
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import httpx
+import httpx2
 import pytest
+from mcp import Client
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import (
+    AuthorizationCodeResult,
+    OAuthClientInformationFull,
+    OAuthClientMetadata,
+    OAuthToken,
+)
+from mcp.types import TextContent
+from pydantic import AnyUrl
 from sqlalchemy import Engine
 
+from gateway.accounts.oauth_store import OAuthStore
+from gateway.accounts.store import Accounts
 from gateway.service import Refused
 from tests.gateway.served import Served, gateway_settings, serve_gateway
 
@@ -432,3 +448,126 @@ async def test_the_login_page_is_throttled_like_the_login(
     # the right password is refused as well while the account is locked
     r = await allow(http, request_id, csrf, "alice@example.com")
     assert r.status_code == 429
+
+
+class _Memory:
+    """The SDK client's token storage, in memory."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+@pytest.mark.integration
+async def test_the_sdk_client_logs_in_by_browser_and_calls_its_agent_through_the_door(
+    served: Served, http: httpx.AsyncClient
+) -> None:
+    """The MCP SDK's own OAuth client, from the door's 401 to a tool call: the "browser"
+    is this test, logging in on the gateway's page."""
+    alice = await served.sign_up("alice@example.com")
+    if (await http.post("/mcp", json={})).status_code == 404:
+        pytest.skip("the gateway's /mcp door is not served")
+    landed: list[str] = []
+
+    async def browser(authorization_url: str) -> None:
+        async with httpx.AsyncClient(follow_redirects=False) as b:
+            to_page = await b.get(authorization_url)
+            assert to_page.status_code == 302, to_page.text
+            page = await b.get(to_page.headers["location"])
+            request_id = re.search(r'name="request" value="([^"]+)"', page.text)
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert request_id and csrf, page.text
+            r = await b.post(
+                f"{served.url}/oauth/login",
+                data={
+                    "request": request_id.group(1),
+                    "csrf": csrf.group(1),
+                    "email": "alice@example.com",
+                    "password": PASSWORD,
+                    "decision": "allow",
+                },
+            )
+            assert r.status_code == 303, r.text
+            landed.append(r.headers["location"])
+
+    async def callback() -> AuthorizationCodeResult:
+        query = parse_qs(urlparse(landed[-1]).query)
+        return AuthorizationCodeResult(code=query["code"][0], state=query["state"][0])
+
+    storage = _Memory()
+    auth = OAuthClientProvider(
+        f"{served.url}/mcp",
+        OAuthClientMetadata(
+            client_name="SDK client",
+            redirect_uris=[AnyUrl(REDIRECT)],
+            grant_types=["authorization_code", "refresh_token"],
+            response_types=["code"],
+            token_endpoint_auth_method="none",
+        ),
+        storage,
+        redirect_handler=browser,
+        callback_handler=callback,
+    )
+    async with (
+        httpx2.AsyncClient(auth=auth, timeout=120) as h,
+        Client(streamable_http_client(f"{served.url}/mcp", http_client=h)) as client,  # type: ignore[arg-type]
+    ):
+        result = await client.call_tool("set_watchlist", {"tickers": ["BINANCE:ETH/USDT"]})
+        assert not result.is_error, result
+        got = await client.call_tool("get_watchlist", {})
+        first = got.content[0]
+        assert isinstance(first, TextContent)
+        assert json.loads(first.text)["watchlist"] == ["BINANCE:ETH/USDT"]
+    assert len(landed) == 1 and storage.tokens is not None
+    access = storage.tokens.access_token
+    assert who(served, access) == alice["account"]["id"]
+
+    # revoked from her token list: the door refuses the token at once
+    status, listed = await served.get("/api/tokens", alice["access_token"])
+    (grant,) = [t for t in listed["tokens"] if t["kind"] == "oauth"]
+    assert grant["name"] == "SDK client"
+    status, _ = await served.delete(f"/api/tokens/{grant['id']}", alice["access_token"])
+    assert status == 204
+    r = await http.post(
+        "/mcp",
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={
+            "Authorization": f"Bearer {access}",
+            "Accept": "application/json, text/event-stream",
+        },
+    )
+    assert r.status_code == 401 and "resource_metadata=" in r.headers["www-authenticate"]
+
+
+def test_each_one_time_thing_is_used_once_by_racing_replicas(engine: Engine) -> None:
+    """Two replicas (two stores, one database) spending the same code, pending request
+    and refresh token at the same moment: one wins, the other gets nothing."""
+    alice = Accounts(engine).sign_up("alice@example.com", PASSWORD)
+    stores = [OAuthStore(engine), OAuthStore(engine)]
+    stores[0].save_client("c1", b"{}")
+
+    def race(spend: Any) -> list[Any]:
+        with ThreadPoolExecutor(2) as pool:
+            return [r for r in pool.map(spend, stores) if r is not None]
+
+    for _ in range(5):
+        request_id = stores[0].hold("c1", b"{}", 600)
+        assert len(race(lambda s, r=request_id: s.take_pending(r))) == 1
+        code = stores[0].issue_code("c1", alice.id, b"{}", 120)
+        won = race(lambda s, c=code: s.open_grant(c, "IDE", "agent", None, 3600))
+        assert len(won) == 1
+        _, refresh_token = won[0]
+        assert len(race(lambda s, t=refresh_token: s.rotate(t, 3600))) == 1
+    assert len(stores[1].grants(alice.id)) == 5
