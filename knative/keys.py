@@ -122,7 +122,7 @@ def main() -> None:
         )
         _write(args.out / f"{name}.yaml", head + yaml.safe_dump(tree, sort_keys=False))
         print(
-            f"kubectl -n {NAMESPACE} create secret generic {name} "
+            f"kubectl -n {table()[name].get('namespace', NAMESPACE)} create secret generic {name} "
             f"--from-file=secrets.yaml={args.out / (name + '.yaml')}"
         )
     _write(args.out / "public.yaml", yaml.safe_dump(public, sort_keys=False))

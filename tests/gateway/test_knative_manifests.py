@@ -98,9 +98,12 @@ def test_the_agent_runs_locked_down_and_sees_only_its_own_things() -> None:
     secrets = [v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v]
     assert claims == [m.pvc_name("alice")]
     assert container["args"] == ["--user", "alice", "--port", str(m.AGENT_PORT)]
-    assert secrets == [m.tokens_secret_name("alice")]
+    # its own tokens, and the lake's read-only credentials every agent shares
+    assert secrets == [m.tokens_secret_name("alice"), m.LAKE_SECRET]
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["DEXORDER_SECRETS"] == "/dev/null"
+    mounts = {v["mountPath"]: v["name"] for v in container["volumeMounts"]}
+    assert env["DEXORDER_SECRETS"] == f"{m.LAKE_MOUNT}/secrets.yaml"
+    assert mounts[m.LAKE_MOUNT] == "lake"
     assert "PRIVATE" not in json.dumps(svc).upper()
     assert json.loads(env["DEXORDER_AGENT__IDLE_TIMEOUT_S"]) == {
         "free": None,

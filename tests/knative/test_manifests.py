@@ -250,7 +250,13 @@ def _endpoints(overlay: str) -> dict[str, Endpoint]:
             "activator": _pod("activator", "knative-serving", {"app": "activator"}),
             "kube-dns": _pod("kube-dns", "kube-system", {"k8s-app": "kube-dns"}),
             "kafka": _pod("kafka", "kafka", {"strimzi.io/kind": "Kafka"}),
-            "postgres": _pod("postgres", "dexorder-data", {"app": "postgresql"}),
+            # the lake's catalog, labelled for agents (knative/base/networkpolicies.yaml)
+            "postgres": _pod(
+                "postgres", "dexorder-data", {"app": "postgresql", "dexorder.io/lake": "catalog"}
+            ),
+            # a database server that is not the lake's (e.g. the accounts' own)
+            "other-postgres": _pod("other-postgres", "dexorder-data", {"app": "postgresql"}),
+            "minio": _pod("minio", "dexorder-data", {"app": "minio", "dexorder.io/lake": "store"}),
             "redis": _pod("redis", "dexorder-data", {"app": "redis"}),
             "qdrant": _pod("qdrant", "dexorder-data", {"app": "qdrant"}),
             "prometheus": _pod(
@@ -277,6 +283,8 @@ PORTS = {
     "kube-dns": [53],
     "kafka": [9092],
     "postgres": [5432],
+    "other-postgres": [5432],
+    "minio": [9000, 9001],
     "redis": [6379],
     "qdrant": [6333],
     "api-server": [443, 6443],
@@ -291,13 +299,15 @@ PORTS = {
 }
 
 #: What an agent may open, all of it; anything else (other agents, the API server, Kafka,
-#: the databases, the ingress, other platform parts, plain HTTP out) it may not.
+#: other databases, the ingress, other platform parts, plain HTTP out) it may not.
 AGENT_EGRESS = {
     ("gateway", 8080),
     ("gateway", 5580),
     ("relay", 5558),
     ("relay", 5559),
     ("embedder", 5570),
+    ("postgres", 5432),  # the lake's catalog, read-only role (knative/lake/reader-role.sql)
+    ("minio", 9000),  # the lake's files, read-only keys
     ("kube-dns", 53),
     ("internet", 443),
 }

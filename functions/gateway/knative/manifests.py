@@ -24,7 +24,13 @@ The agent image's ENTRYPOINT runs ``python -m agent`` as uid 10001; the Service 
   gateway addresses, the token *public* key (``agent.token_public_key``);
 * ``/var/run/dexorder/tokens/tokens.json``: its own tokens (service + embedder, the
   :class:`dexorder.tokens.AgentTokens` JSON), from its Secret, renewed by the gateway and
-  re-read on every use;
+  re-read on every use; beside it ``revoked_tokens``, the ids of the person's revoked
+  tokens (re-read on every request: the kubelet brings a changed Secret within a minute);
+* ``/etc/dexorder/secrets/secrets.yaml`` (``DEXORDER_SECRETS``): the lake's read-only
+  credentials, the same for every agent (Secret :data:`LAKE_SECRET`: ``lake.catalog_uri``
+  with a catalog role that may only read, ``lake.warehouse``, ``lake.properties`` with S3
+  keys that may only read the warehouse; knative/lake/). Agents read history straight
+  from the lake (DESIGN), which holds only market data, the same for everyone;
 * ``/tmp``: a scratch folder on the node's disk (the root filesystem is read-only).
 
 Idleness is Knative's: the tier's idle time (``agent.idle_timeout_s``) becomes
@@ -43,6 +49,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -68,6 +75,12 @@ DATA_MOUNT = "/var/lib/dexorder"
 CONFIG_MOUNT = "/etc/dexorder/config"
 TOKENS_MOUNT = "/var/run/dexorder/tokens"
 TOKENS_KEY = "tokens.json"
+#: Beside the tokens: the ids of the person's revoked tokens, one a line (the agent
+#: refuses them as it refuses those in its ``state/revoked_tokens``).
+REVOKED_KEY = "revoked_tokens"
+#: The lake's read-only credentials, one Secret for all agents (key ``secrets.yaml``).
+LAKE_SECRET = "dexorder-agent-lake"
+LAKE_MOUNT = "/etc/dexorder/secrets"
 SCRATCH_SIZE = "256Mi"
 #: Longest a request to an agent may run or wait for its first byte: a backtest sweep (the
 #: sandbox's wall limit is 30 s a run); within Knative's 600 s cap.
@@ -381,7 +394,7 @@ def agent_env(tier: Tier) -> list[EnvVar]:
     return [
         EnvVar(name="DEXORDER_HOME", value=DATA_MOUNT),
         EnvVar(name="DEXORDER_CONFIG", value=f"{CONFIG_MOUNT}/config.yaml"),
-        EnvVar(name="DEXORDER_SECRETS", value="/dev/null"),
+        EnvVar(name="DEXORDER_SECRETS", value=f"{LAKE_MOUNT}/secrets.yaml"),
         EnvVar(name="DEXORDER_AGENT__HOST", value="0.0.0.0"),
         EnvVar(name="DEXORDER_AGENT__TIER", value=tier.name),
         EnvVar(name="DEXORDER_AGENT__TOKENS_FILE", value=f"{TOKENS_MOUNT}/{TOKENS_KEY}"),
@@ -419,6 +432,7 @@ def agent_service_model(
             VolumeMount(name="workspace", mount_path=DATA_MOUNT),
             VolumeMount(name="config", mount_path=CONFIG_MOUNT, read_only=True),
             VolumeMount(name="tokens", mount_path=TOKENS_MOUNT, read_only=True),
+            VolumeMount(name="lake", mount_path=LAKE_MOUNT, read_only=True),
             VolumeMount(name="tmp", mount_path="/tmp"),
         ],
     )
@@ -426,6 +440,7 @@ def agent_service_model(
         Volume(name="workspace", persistent_volume_claim=PvcSource(claim_name=pvc_name(user))),
         Volume(name="config", config_map=ConfigMapSource(name=config_map)),
         Volume(name="tokens", secret=SecretSource(secret_name=tokens_secret_name(user))),
+        Volume(name="lake", secret=SecretSource(secret_name=LAKE_SECRET)),
         Volume(name="tmp", empty_dir=EmptyDirSource(size_limit=SCRATCH_SIZE)),
     ]
     return KnativeService(
@@ -484,11 +499,19 @@ def agent_pvc(
 
 
 def agent_tokens_secret(
-    user: str, tokens_json: str, *, namespace: str = NAMESPACE
+    user: str,
+    tokens_json: str,
+    *,
+    namespace: str = NAMESPACE,
+    revoked: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The Secret holding ``user``'s agent's own tokens (``tokens_json``: an
-    :class:`~dexorder.tokens.AgentTokens` as JSON); the only secret an agent gets."""
+    :class:`~dexorder.tokens.AgentTokens` as JSON) and the ids of the person's ``revoked``
+    tokens; the only secret an agent gets."""
     return Secret(
         metadata=_meta(user, tokens_secret_name(user), namespace),
-        string_data={TOKENS_KEY: tokens_json},
+        string_data={
+            TOKENS_KEY: tokens_json,
+            REVOKED_KEY: "".join(f"{t}\n" for t in sorted(revoked)),
+        },
     ).manifest()
