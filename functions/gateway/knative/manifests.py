@@ -507,7 +507,7 @@ def agent_tokens_secret(
 ) -> dict[str, Any]:
     """The Secret holding ``user``'s agent's own tokens (``tokens_json``: an
     :class:`~dexorder.tokens.AgentTokens` as JSON) and the ids of the person's ``revoked``
-    tokens; the only secret an agent gets."""
+    tokens; the only secret of its own an agent gets (all share the lake's read-only one)."""
     return Secret(
         metadata=_meta(user, tokens_secret_name(user), namespace),
         string_data={
