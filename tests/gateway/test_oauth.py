@@ -35,7 +35,8 @@ from sqlalchemy import Engine
 
 from gateway.accounts.oauth_store import OAuthStore
 from gateway.accounts.store import Accounts
-from gateway.service import Refused
+from gateway.api.oauth import routes_for
+from gateway.service import Gateway, Refused
 from tests.gateway.served import Served, gateway_settings, serve_gateway
 
 PASSWORD = "correct horse battery"
@@ -571,3 +572,20 @@ def test_each_one_time_thing_is_used_once_by_racing_replicas(engine: Engine) -> 
         _, refresh_token = won[0]
         assert len(race(lambda s, t=refresh_token: s.rotate(t, 3600))) == 1
     assert len(stores[1].grants(alice.id)) == 5
+
+
+async def test_oauth_is_on_only_where_its_issuer_can_be(tmp_path: Path) -> None:
+    """OAuth 2.1 wants https off this machine: a plain-http public address turns it off
+    (with a log line) rather than stopping the gateway; an https one names the issuer."""
+    for public_url, on in (
+        ("http://gateway.example.com", False),
+        ("https://gateway.example.com/", True),
+        (None, True),  # http://127.0.0.1:port: this machine
+    ):
+        gw = Gateway.build(gateway_settings(tmp_path / str(on), public_url=public_url))
+        try:
+            paths = {getattr(r, "path", "") for r in routes_for(gw)}
+            assert ("/authorize" in paths) is on, public_url
+            assert ("/.well-known/oauth-protected-resource" in paths) is on
+        finally:
+            await gw.close()
