@@ -1,5 +1,5 @@
 """The web chat page in headless Chromium (Debian's, driven by Playwright): sign up, a
-streamed reply, a candle chart and a backtest chart inline, an alert arriving live."""
+streamed reply, the agent's candles in the chart panel, a backtest chart inline, an alert arriving live."""
 
 from __future__ import annotations
 
@@ -70,9 +70,9 @@ async def test_the_page_chats_and_draws_charts(page: tuple[Served, Page], tmp_pa
     assert await p.locator(".msg.tool").count() >= 1  # tool progress shown
 
     await ask(p, "candles of BTC on 1h from 2024-01-01 to 2024-01-05")
-    canvas = p.locator("canvas.candles")
-    await canvas.wait_for(timeout=60_000)
-    shot = Image.open(io.BytesIO(await canvas.screenshot())).convert("RGB")
+    # the chart panel follows the agent's candles
+    await p.wait_for_function("document.querySelector('#chart').dataset.candles === '96'")
+    shot = Image.open(io.BytesIO(await p.locator("#chart").screenshot())).convert("RGB")
     colours = {
         shot.getpixel((x, y)) for x in range(0, shot.width, 2) for y in range(0, shot.height, 2)
     }
