@@ -300,6 +300,12 @@ class GatewayConfig(_Section):
     #: How long a replica's hold on a person's turn (or agent start) lasts without renewal:
     #: a replica that dies mid-turn locks its person out at most this long (seconds).
     turn_lease_s: float = Field(30.0, gt=0, le=600)
+    #: How long a replica that received a person's event waits for the replica holding
+    #: their WebSocket to say it delivered it, before sending it to Telegram (seconds).
+    replica_answer_s: float = Field(0.5, gt=0, le=30)
+    #: How long a replica's record of holding a person's WebSocket lasts unrenewed (it is
+    #: renewed every third of it): a replica that died stops being asked after this.
+    presence_ttl_s: float = Field(15.0, ge=1, le=600)
     #: Signs login sessions (keep it in secrets.yaml); made under ``state/`` when unset.
     session_secret: str | None = None
     access_ttl_s: int = Field(900, ge=60, le=86_400)

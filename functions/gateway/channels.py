@@ -1,8 +1,9 @@
 """Where a person is reachable: their open WebSockets, else their linked Telegram chat.
 
-Critical events (fills, alerts) from the event ROUTER come here; an event that reaches
-no channel is not acknowledged, so it stays in the agent's outbox and comes again. A
-notification from Kafka that reaches none is held instead (``gateway/held.py``).
+Critical events (fills, alerts) from the event ROUTER come here; a person whose sockets
+are at another gateway replica gets them there (``gateway/replica_fanout.py``). An event
+that reaches no channel is not acknowledged, so it stays in the agent's outbox and comes
+again. A notification from Kafka that reaches none is held instead (``gateway/held.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dexorder.contracts.rules import (
 from dexorder.schemas import UserEvent
 from gateway.accounts.store import Accounts
 from gateway.charts import candles_png
+from gateway.replica_fanout import LoneReplica, Reach, Replicas
 from gateway.telegram import BotApi, TelegramError
 
 log = structlog.get_logger(part="gateway")
@@ -91,20 +93,28 @@ def event_message(event: UserEvent) -> EventFrame:
 class ChannelHub:
     """The person's live channels in this gateway process."""
 
-    def __init__(self, accounts: Accounts, bot: BotApi | None) -> None:
+    def __init__(
+        self, accounts: Accounts, bot: BotApi | None, replicas: Replicas | None = None
+    ) -> None:
         self.accounts = accounts
         self.bot = bot
+        #: the other gateway replicas, where the person's socket may be instead
+        self.replicas: Replicas = replicas or LoneReplica()
         self._sockets: dict[str, set[Outbox]] = {}
 
-    def attach(self, user: str, outbox: Outbox) -> None:
+    async def attach(self, user: str, outbox: Outbox) -> None:
+        first = not self._sockets.get(user)
         self._sockets.setdefault(user, set()).add(outbox)
+        if first:  # recorded before the socket is told it is ready: events find it
+            await self.replicas.present(user)
 
-    def detach(self, user: str, outbox: Outbox) -> None:
+    async def detach(self, user: str, outbox: Outbox) -> None:
         sockets = self._sockets.get(user)
         if sockets is not None:
             sockets.discard(outbox)
             if not sockets:
                 del self._sockets[user]
+                await self.replicas.absent(user)
 
     def online(self, user: str) -> bool:
         return bool(self._sockets.get(user))
@@ -114,7 +124,19 @@ class ChannelHub:
         return list(self._sockets)
 
     async def deliver(self, event: UserEvent) -> bool:
-        """Tell the person about ``event``; True once some channel has it."""
+        """Tell the person about ``event``; True once some channel has it: their sockets
+        here, else their sockets at another replica, else their Telegram chat."""
+        if await self.to_sockets(event):
+            return True
+        reach = await self.replicas.ask(event)
+        if reach is Reach.DELIVERED:
+            return True
+        if reach is Reach.UNSURE:  # another replica may have it: not Telegram too
+            return False
+        return await self.to_telegram(event)
+
+    async def to_sockets(self, event: UserEvent) -> bool:
+        """Write ``event`` to the person's sockets in this process; True once one has it."""
         delivered = False
         for outbox in list(self._sockets.get(event.user, ())):
             try:
@@ -122,8 +144,9 @@ class ChannelHub:
                 delivered = True
             except Exception as exc:  # a socket closing as we write
                 log.info("websocket gone while delivering", user=event.user, error=str(exc))
-        if delivered:
-            return True
+        return delivered
+
+    async def to_telegram(self, event: UserEvent) -> bool:
         chat_id = await asyncio.to_thread(self.accounts.telegram_chat, event.user)
         if chat_id is None or self.bot is None:
             return False

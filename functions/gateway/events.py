@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from dexorder.schemas import EventAck, InvalidMessage, UserEvent, decode, encode
 from gateway.accounts.models import DeliveredEvent
+from gateway.replica_fanout import Claims, LocalClaims
 
 Deliver = Callable[[UserEvent], Awaitable[bool]]
 
@@ -67,17 +68,21 @@ class EventRouter:
         delivered: DeliveredEvents,
         deliver: Deliver,
         sender: Callable[[str], str] | None = None,
+        claims: Claims | None = None,
     ) -> None:
         """``sender(auth)`` names the person an event's token belongs to (raising if it is
-        not a valid token); when given, an event for anyone else is refused."""
+        not a valid token); when given, an event for anyone else is refused. ``claims``:
+        who is delivering an event id now, shared by the replicas (in process by default)."""
         self.endpoint = endpoint
         self.delivered = delivered
         self.deliver = deliver
         self.sender = sender
+        self.claims: Claims = claims or LocalClaims()
         self.stats = {
             "received": 0,
             "delivered": 0,
             "duplicates": 0,
+            "claimed_elsewhere": 0,
             "undelivered": 0,
             "malformed": 0,
             "forged": 0,
@@ -136,18 +141,36 @@ class EventRouter:
             return False
 
     async def receive(self, event: UserEvent) -> bool:
-        """Deliver ``event`` once per event id; True when it can be acknowledged."""
+        """Deliver ``event`` once per event id; True when it can be acknowledged.
+
+        The event id is claimed first: the same event reaching two replicas at once (an
+        agent that re-sent it after reconnecting elsewhere) is delivered by the one that
+        claimed it; the other does not acknowledge it yet (the agent sends it again and
+        then finds it delivered). A failed delivery releases the claim; a replica dying
+        mid-delivery leaves it to expire."""
         if await asyncio.to_thread(self.delivered.seen, event.event_id):
             self.stats["duplicates"] += 1
             return True
+        token = await self.claims.claim(event.event_id)
+        if token is None:
+            self.stats["claimed_elsewhere"] += 1
+            return False
         try:
-            ok = await self.deliver(event)
-        except Exception:
-            log.exception("delivering an event failed", event_id=event.event_id)
-            ok = False
-        if not ok:
-            self.stats["undelivered"] += 1
-            return False  # no ack: the agent sends it again
-        await asyncio.to_thread(self.delivered.mark, event)
-        self.stats["delivered"] += 1
-        return True
+            # looked at again under the claim: a replica may have delivered it, recorded
+            # it and released its claim between the look above and the claim
+            if await asyncio.to_thread(self.delivered.seen, event.event_id):
+                self.stats["duplicates"] += 1
+                return True
+            try:
+                ok = await self.deliver(event)
+            except Exception:
+                log.exception("delivering an event failed", event_id=event.event_id)
+                ok = False
+            if not ok:
+                self.stats["undelivered"] += 1
+                return False  # no ack: the agent sends it again
+            await asyncio.to_thread(self.delivered.mark, event)
+            self.stats["delivered"] += 1
+            return True
+        finally:
+            await self.claims.release(event.event_id, token)

@@ -40,6 +40,9 @@ from gateway.held import SWEEP_S, HeldNotifications, UnknownPerson, deliver_held
 from gateway.leases import Leases, LocalLeases, leases_for
 from gateway.limits import Limits, MemoryCounter, RedisCounter
 from gateway.provisioning import LocalProvisioner, Provisioner, ProvisioningError
+from gateway.replica_contracts import fanout_key
+from gateway.replica_fanout import Here, LoneReplica, Replicas
+from gateway.replica_redis import RedisReplicas
 from gateway.rules import RuleRefused, RuleStore
 from gateway.telegram import BotApi, SeenUpdates
 from gateway.throttle import AuthPolicies, Throttle
@@ -124,6 +127,7 @@ class Gateway:
             DeliveredEvents(accounts.engine),
             hub.deliver,
             sender=self._event_sender,
+            claims=hub.replicas.claims,
         )
         #: notifications taken while none of their person's channels was reachable
         self.held = HeldNotifications(accounts.engine)
@@ -145,7 +149,8 @@ class Gateway:
         sessions = Sessions(
             accounts, _session_secret(cfg), g.access_ttl_s, g.refresh_ttl_days * 86_400
         )
-        counter = RedisCounter(g.redis_url) if g.redis_url else MemoryCounter()
+        limits_prefix = f"{g.redis_prefix}limits:"  # tests sharing one Redis use their own
+        counter = RedisCounter(g.redis_url, limits_prefix) if g.redis_url else MemoryCounter()
         keys = token_keys(cfg)
         knowledge = None
         if cfg.embedder.enabled:
@@ -173,7 +178,16 @@ class Gateway:
         if g.provisioner == "knative":
             # an open MCP session is an open request, which keeps an agent's pod up
             harness.links.linger_s = cfg.knative.session_linger_s
-        hub = ChannelHub(accounts, bot)
+        replicas: Replicas = LoneReplica()
+        if g.redis_url:  # events go to whichever replica holds the person's socket
+            replicas = RedisReplicas(
+                g.redis_url,
+                g.redis_prefix,
+                fanout_key(_session_secret(cfg)),
+                answer_s=g.replica_answer_s,
+                presence_ttl_s=g.presence_ttl_s,
+            )
+        hub = ChannelHub(accounts, bot, replicas)
         rules = None
         if cfg.kafka.bootstrap_servers:
             router = cfg.relay.router_address
@@ -213,6 +227,15 @@ class Gateway:
         if self.rules is not None:
             self.rules.start()
         self._tasks.append(asyncio.create_task(self._sweep_held()))
+        await self.hub.replicas.start(
+            Here(
+                online=self.hub.online,
+                people=self.hub.people,
+                to_sockets=self.hub.to_sockets,
+                mark=lambda event: asyncio.to_thread(self.events.delivered.mark, event),
+                deliver_held=self.deliver_held,
+            )
+        )
         if events:
             self._tasks.append(asyncio.create_task(self.events.run()))
             await self.events.ready.wait()
@@ -243,6 +266,7 @@ class Gateway:
         for task in [*self._tasks, *self._background]:
             with contextlib.suppress(BaseException):
                 await task
+        await self.hub.replicas.close()
         if self.rules is not None:
             await self.rules.close()
         await self.harness.close()
@@ -371,6 +395,8 @@ class Gateway:
             raise Refused(404, f"no such account: {note.user}") from None
         if self.hub.online(note.user):  # they connected while it was being held
             await self.deliver_held(note.user)
+        else:  # or connected to another replica: it delivers now, not at its next sweep
+            await self.hub.replicas.held_waiting(note.user)
         return taken
 
     async def deliver_held(self, user: str) -> int:

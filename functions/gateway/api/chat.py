@@ -158,7 +158,7 @@ async def chat_ws(ws: WebSocket) -> None:
         return
     except WebSocketDisconnect:
         return
-    gw.hub.attach(who.id, sock.send)
+    await gw.hub.attach(who.id, sock.send)
     queue: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED)
     worker = asyncio.create_task(_turns(gw, token, sock, queue))
     subs = Subscriptions(feed_of(ws), sock.send)  # live market candles only, never events
@@ -188,9 +188,9 @@ async def chat_ws(ws: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        gw.hub.detach(who.id, sock.send)
-        await subs.close()
         worker.cancel()
+        await subs.close()
+        await gw.hub.detach(who.id, sock.send)
         with contextlib.suppress(BaseException):
             await worker
 
