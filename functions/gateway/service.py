@@ -167,7 +167,8 @@ class Gateway:
             # imported only here: the Kubernetes client is of no use on one machine
             from gateway.knative.provisioner import KnativeProvisioner
 
-            provisioner = KnativeProvisioner(cfg)
+            # revoked tokens' ids go to the agents too (their token Secret)
+            provisioner = KnativeProvisioner(cfg, revoked_ids=accounts.revoked_pat_ids)
         if provisioner is None:
             provisioner = LocalProvisioner(
                 cfg,

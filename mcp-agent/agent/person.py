@@ -214,8 +214,14 @@ class PersonAgent:
             self._noted_work = count
 
     def revoked_tokens(self) -> frozenset[str]:
-        """Ids of the person's revoked personal access tokens (the gateway writes them)."""
-        path = self.state_dir / "revoked_tokens"
-        if not path.is_file():
-            return frozenset()
-        return frozenset(line.strip() for line in path.read_text().splitlines() if line.strip())
+        """Ids of the person's revoked tokens (personal access tokens, OAuth grants), as the
+        gateway writes them: ``state/revoked_tokens`` (one machine), or beside the agent's
+        own tokens (``revoked_tokens`` in the Secret mounted on Knative)."""
+        paths = [self.state_dir / "revoked_tokens"]
+        if self.cfg.agent.tokens_file:
+            paths.append(Path(self.cfg.agent.tokens_file).with_name("revoked_tokens"))
+        ids: set[str] = set()
+        for path in paths:
+            if path.is_file():
+                ids.update(line.strip() for line in path.read_text().splitlines() if line.strip())
+        return frozenset(ids)

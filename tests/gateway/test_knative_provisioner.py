@@ -328,3 +328,39 @@ async def test_agents_that_never_sleep_get_fresh_tokens_from_a_gateway_that_just
         await p.close()
     assert api.get("secrets", m.tokens_secret_name("sleepy")) is None
     assert api.get("secrets", m.tokens_secret_name("odd")) is None
+
+
+async def test_revoked_tokens_go_beside_the_agents_tokens_and_stay_through_renewals(
+    tmp_path: Path, api: LoopbackKubernetes
+) -> None:
+    """On Knative the agent reads the ids of its person's revoked tokens from its token
+    Secret: revoking writes them (with fresh tokens: the Secret is replaced whole, never
+    read), and a renewal writes them again from the accounts database."""
+    from gateway.provisioning import TOKEN_TTL_S
+
+    revoked = {"old-pat"}
+    p = KnativeProvisioner(
+        settings(tmp_path, api, ready_timeout_s=10), revoked_ids=lambda user: set(revoked)
+    )
+    try:
+        await p.ensure(USER, "free")
+
+        def in_secret() -> tuple[str, AgentTokens]:
+            secret = api.get("secrets", m.tokens_secret_name(USER))
+            assert secret is not None
+            data = secret["data"]
+            return data[m.REVOKED_KEY], AgentTokens.model_validate_json(data[m.TOKENS_KEY])
+
+        assert in_secret()[0] == "old-pat\n"
+        revoked.add("claude-desktop")
+        await p.revoke_tokens(USER, set(revoked))
+        ids, tokens = in_secret()
+        assert ids == "claude-desktop\nold-pat\n"
+        assert verify_token(p._keys, tokens.service).user == USER  # still its tokens
+        p._tokens_at[USER] -= TOKEN_TTL_S / 2 + 1
+        p._endpoints.clear()
+        await p.ensure(USER, "free")  # renewed: the ids are written again
+        assert in_secret()[0] == "claude-desktop\nold-pat\n"
+        assert not any(r[0] == "GET" and "/secrets" in r[1] for r in api.requests)
+    finally:
+        await p.close()

@@ -17,8 +17,9 @@ message, an API server out of reach.
 
 Not done here, by design: stopping (Knative scales to zero after the tier's retention),
 deleting (the gateway may not delete agents; the lifecycle sweeper removes those of
-deleted accounts), revoking tokens in the agent (in the cluster the gateway is the only
-door to an agent, and it refuses revoked personal access tokens itself).
+deleted accounts). Revoked tokens: the gateway, the only door to an agent, refuses them at
+once; their ids also go into the agent's token Secret (``revoked_tokens``), which the
+agent reads on every request.
 """
 
 from __future__ import annotations
@@ -138,6 +139,9 @@ class KnativeProvisioner:
     _endpoints: dict[str, tuple[float, str, AgentEndpoint]] = field(default_factory=dict)
     _tokens_at: dict[str, float] = field(default_factory=dict)
     _renewer: asyncio.Task[None] | None = None
+    #: the ids of a person's revoked tokens (the accounts database's), written beside the
+    #: agent's tokens each time they are (the Secret is replaced whole, never read)
+    revoked_ids: Callable[[str], set[str]] | None = None
     #: how often the agents' tokens are looked at (renewed at half their life)
     renew_every_s: float = 600.0
     stats: dict[str, int] = field(
@@ -222,12 +226,16 @@ class KnativeProvisioner:
         at = self._tokens_at.get(user)
         if at is not None and time.monotonic() - at < TOKEN_TTL_S / 2:
             return
+        revoked = await asyncio.to_thread(self.revoked_ids, user) if self.revoked_ids else set()
+        await self._write_tokens(user, revoked)
+
+    async def _write_tokens(self, user: str, revoked: set[str]) -> None:
         tokens = AgentTokens(
             service=mint_token(self._keys, user, "service", TOKEN_TTL_S),
             embedder=embedder_token(self._keys, user, TOKEN_TTL_S),
         )
         secret = manifests.agent_tokens_secret(
-            user, tokens.model_dump_json(), namespace=self.k.namespace
+            user, tokens.model_dump_json(), namespace=self.k.namespace, revoked=revoked
         )
         try:
             await self._api.put_secret(secret)
@@ -396,9 +404,10 @@ class KnativeProvisioner:
         self._states[user] = "stopped"
 
     async def revoke_tokens(self, user: str, token_ids: set[str]) -> None:
-        """Nothing to tell the agent: in the cluster only the gateway reaches agents, and it
-        refuses revoked personal access tokens itself (``Gateway.authenticate``)."""
-        del user, token_ids
+        """Write ``token_ids`` beside the agent's tokens (its Secret, fresh tokens with them):
+        the agent refuses them once the kubelet has brought the change (within a minute);
+        the gateway, the only door to agents, refuses them at once (``authenticate``)."""
+        await self._write_tokens(check_user_id(user), token_ids)
 
     async def delete(self, user: str) -> None:
         """Forget the person here; the lifecycle sweeper removes their Service, PVC and
