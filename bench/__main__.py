@@ -17,6 +17,7 @@ from bench import (
     rules,
     sandbox,
     stream_throughput,
+    workspace,
 )
 
 BENCHES = {
@@ -31,6 +32,7 @@ BENCHES = {
     "knative": knative.main,
     "flink": flink.main,
     "alerts": alerts.main,
+    "workspace": workspace.main,
 }
 
 

@@ -1,5 +1,6 @@
 """The web chat page in headless Chromium (Debian's, driven by Playwright): sign up, a
-streamed reply, the agent's candles in the chart panel, a backtest chart inline, an alert arriving live."""
+streamed reply, the agent's candles in the chart panel, a backtest chart inline, an
+alert arriving live."""
 
 from __future__ import annotations
 
