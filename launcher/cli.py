@@ -377,6 +377,36 @@ def chat(
 
 
 @app.command()
+def token(
+    name: Annotated[str, typer.Option(help="What it is for (shown in GET /api/tokens)")] = "mcp",
+    days: Annotated[int, typer.Option(min=1, help="How long it lasts")] = 90,
+) -> None:
+    """A personal access token of the local person for an outside MCP client (Claude
+    Desktop, an IDE): the gateway's /mcp URL, the token, and a Claude Desktop entry."""
+    from datetime import UTC, datetime
+
+    from launcher.mcp_token import claude_desktop_config, make_token
+
+    cfg = config_or_exit()
+    if days > cfg.gateway.max_token_ttl_days:
+        err.print(
+            f"[red]error:[/red] --days is at most gateway.max_token_ttl_days "
+            f"({cfg.gateway.max_token_ttl_days})"
+        )
+        raise typer.Exit(2)
+    made = make_token(cfg, name, days)
+    until = datetime.fromtimestamp(made.expires_at or 0, UTC).strftime("%Y-%m-%d")
+    console.print(f"MCP URL: {made.mcp_url}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"token: {made.token}", markup=False, highlight=False, soft_wrap=True)
+    err.print(
+        f"[dim]shown once; valid until {until}; revoke it with DELETE /api/tokens/{made.token_id}. "
+        "Any MCP client: the URL with the header Authorization: Bearer <token>. "
+        "Claude Desktop (claude_desktop_config.json):[/dim]"
+    )
+    err.print(claude_desktop_config(made), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
 def live(
     user: Annotated[str, typer.Option("--user", help="The person whose account this is")],
     enable: Annotated[bool, typer.Option("--enable/--disable", help="Turn live trading on/off")],

@@ -25,7 +25,7 @@ from dexorder.process import free_port
 from dexorder.tokens import mint_token
 from gateway.mcp_door import McpDoor, to_agent, to_client
 from tests.agent.conftest import fill_lake
-from tests.gateway.served import Served, gateway_settings, serve_gateway
+from tests.gateway.served import Served, gateway_settings, run_cli, serve_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -314,6 +314,27 @@ async def test_a_get_stream_ends_when_its_client_leaves_and_after_the_linger(
         await task
         await door.close()
     del alice
+
+
+async def test_dexorder_token_makes_a_pat_for_the_local_person_that_opens_the_door(
+    served: Served,
+) -> None:
+    cfg = served.gw.cfg
+    env = {"DEXORDER_HOME": str(cfg.home), "DEXORDER_GATEWAY__PORT": str(cfg.gateway.port)}
+    code, out, errs = await run_cli(env, "token", "--name", "claude", "--days", "7")
+    assert code == 0, errs
+    lines = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+    assert lines["MCP URL"] == served.url + "/mcp"
+    token = lines["token"]
+    config = json.loads(errs[errs.index("{") :])
+    server = config["mcpServers"]["dexorder"]
+    assert server["args"][1] == served.url + "/mcp"
+    assert server["env"]["AUTH_HEADER"] == f"Bearer {token}"
+    async with mcp(served.url + "/mcp", token) as c:
+        profile = json.loads(text_of((await c.read_resource("context://user-profile")).contents))
+        assert profile["user"] == cfg.gateway.local_user
+    code, _, errs = await run_cli(env, "token", "--days", "9999")
+    assert code == 2 and "at most" in errs
 
 
 def test_headers_hop_by_hop_dropped_credentials_replaced_sessions_translated() -> None:
