@@ -67,12 +67,12 @@ def build_app(gateway: Gateway, manage: bool = True) -> Starlette:
             *telegram.routes,
             *internal.routes,
             *rules.routes,
+            *workspace.routes,
             *oauth.routes_for(gateway),
             *(
                 Mount(
                     f"/functions/{name}",
                     app=PlatformOnly(function_app(name, gateway.cfg), gateway.keys),
-            *workspace.routes,
                 )
                 for name in FUNCTIONS
             ),
