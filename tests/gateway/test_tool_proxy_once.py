@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,12 +18,15 @@ import redis.asyncio as redis
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent, from_http
 
+from dexorder.contracts.events import ToolCall, encode_event
 from gateway.call_once import (
     CallRecord,
     CallStore,
     Decision,
     MemoryCallStore,
     RedisCallStore,
+    call_digest,
+    call_key,
     decide,
 )
 from gateway.platform_calls import platform_token
@@ -186,3 +190,33 @@ async def test_a_redelivered_call_runs_once_and_gets_the_same_reply(served: Serv
     status, text = await _deliver(served, reused)
     assert status == 422 and "another call" in str(text)
     assert len(await _alerts(served, alice)) == 2
+
+
+async def test_a_call_whose_run_died_midway_is_answered_never_run_again(tmp_path: Path) -> None:
+    """A claim without a reply past the lease (its pod was killed mid-call): the tool may
+    have run, so a redelivery answers with an error saying so, the same one every time."""
+    prefix = "dexorder:toolcalls:"  # the tool proxy's own, in a Redis shared by this test only
+    async with serve_gateway(gateway_settings(tmp_path / "home", redis_url=REDIS)) as served:
+        person = await served.sign_up("carol@example.com")
+        _, pat = await served.post("/api/tokens", {"name": "j"}, token=person["access_token"])
+        call = _call(pat["token"], "set_alert", ALERT, id=f"died-{uuid.uuid4().hex}")
+        key = call_key(person["account"]["id"], "/test", call["id"])
+        content = encode_event(ToolCall(tool="set_alert", arguments=ALERT))
+        lease = served.gw.cfg.gateway.tool_call_lease_s
+        store = RedisCallStore(REDIS, prefix=prefix)
+        try:
+            died = CallRecord(
+                digest=call_digest("set_alert", content), claimed_at=time.time() - lease - 1
+            )
+            assert await store.claim(key, died, 60) is None
+            first = await _deliver(served, call)
+            again = await _deliver(served, call)
+        finally:
+            await store.release(key)
+            await store.close()
+        assert first[0] == again[0] == 200
+        assert isinstance(first[1], CloudEvent) and isinstance(again[1], CloudEvent)
+        assert first[1]["id"] == again[1]["id"]
+        result = _data(first[1])
+        assert result["is_error"] and "may or may not have run" in result["result"]
+        assert await _alerts(served, pat["token"]) == []  # not run by the redeliveries
