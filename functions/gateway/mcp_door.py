@@ -263,6 +263,7 @@ class McpDoor:
         self._inits: Bounded[tuple[str, str], bytes] = Bounded(MAX_SESSIONS)
         #: (person, the client's session id) → the id of the agent session serving it now
         self._sessions: Bounded[tuple[str, str], str] = Bounded(MAX_SESSIONS)
+        self._resuming: dict[tuple[str, str], asyncio.Lock] = {}
         self.stats = {"requests": 0, "refused": 0, "resumed": 0, "disconnects": 0}
 
     @property
@@ -322,7 +323,9 @@ class McpDoor:
             # the agent does not know the session (it slept since): nothing ran, so the
             # request goes again on a session opened for this client on the fresh agent
             await upstream.aclose()
-            agent_session = await self._resume(caller, url, headers, client_session)
+            agent_session = await self._resume(
+                caller, url, headers, client_session, agent_session or client_session
+            )
             upstream = await self._send(caller, method, url, headers, body, agent_session)
         if upstream.status_code == 401:  # the agent's own revocation list refused it
             message = (await upstream.aread()).decode("utf-8", "replace")
@@ -442,10 +445,28 @@ class McpDoor:
                 raise _Refusal(405, "your agent is not awake; POST wakes it") from None
             raise _Refusal(503, "your agent could not be reached; try again") from None
 
-    async def _resume(self, caller: Caller, url: str, headers: Headers, client_session: str) -> str:
-        """Open a session on the agent for ``client_session`` (see the module's docstring)."""
+    async def _resume(
+        self, caller: Caller, url: str, headers: Headers, client_session: str, unknown: str
+    ) -> str:
+        """A session on the agent for ``client_session``, whose agent session ``unknown``
+        the agent no longer knows (see the module's docstring). Requests of one session
+        that failed together (a client sends several at once) open one session."""
+        key = (caller.id, client_session)
+        lock = self._resuming.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                current = self._sessions.get(key) or client_session
+                if current != unknown:  # opened meanwhile for a request beside this one
+                    return current
+                return await self._open_session(caller, url, headers, client_session, current)
+        finally:
+            if not lock.locked() and self._resuming.get(key) is lock:
+                del self._resuming[key]
+
+    async def _open_session(
+        self, caller: Caller, url: str, headers: Headers, client_session: str, old: str
+    ) -> str:
         user = caller.id
-        old = self._sessions.get((user, client_session)) or client_session
         init = self._inits.get((user, old)) or fresh_initialize(header(headers, VERSION))
         base = [
             (b"content-type", b"application/json"),

@@ -249,9 +249,13 @@ async def test_a_sleeping_agent_is_woken_by_a_call_and_sessions_carry_on(
             listed = data(await modern.call_tool("get_watchlist", {}))
             assert listed["watchlist"] == ["BINANCE:ETH/USDT"]
             assert p.stats["started"] >= started + 1 and p.stats["crashes"] == 0
-            # the legacy session, unknown to the fresh agent, carries on
-            assert data(await old.call_tool("get_watchlist", {}))["watchlist"]
-            assert "mcp session resumed on a fresh agent" in capsys.readouterr().out
+            # the legacy session, unknown to the fresh agent, carries on: two requests at
+            # once, refused together, open one session there
+            both = await asyncio.gather(
+                old.call_tool("get_watchlist", {}), old.call_tool("get_positions", {})
+            )
+            assert data(both[0])["watchlist"] and data(both[1])["cash"] == 10_000
+            assert capsys.readouterr().out.count("mcp session resumed on a fresh agent") == 1
 
 
 async def test_a_get_stream_ends_when_its_client_leaves_and_after_the_linger(
