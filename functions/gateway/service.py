@@ -200,7 +200,7 @@ class Gateway:
                         "the relay refused a rule's ticker", ticker=ticker, reason=reply.message
                     )
 
-            rules = RuleStore(cfg.kafka.bootstrap_servers, record_keys(cfg), ask_stream=ask_stream)
+            rules = RuleStore(cfg.kafka.connection(), record_keys(cfg), ask_stream=ask_stream)
         return cls(
             cfg,
             accounts,
