@@ -62,6 +62,26 @@ class BacktestBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     end: str
 
 
+class ProgressLine(msgspec.Struct, kw_only=True):
+    """With ``?progress=1`` the answer is NDJSON: lines of how far the work got (fetching
+    history from the exchange)..."""
+
+    progress: str
+
+
+class ResultLine(msgspec.Struct, kw_only=True):
+    """... then the answer itself, as it would have been without ``progress``..."""
+
+    result: msgspec.Raw
+
+
+class ErrorLine(msgspec.Struct, kw_only=True):
+    """... or the error the work ended with (its HTTP status, had it not streamed)."""
+
+    error: str
+    status: int
+
+
 _encoder = msgspec.json.Encoder()
 
 

@@ -107,6 +107,28 @@ async def test_candles_for_a_range(served: Served) -> None:
     assert (await served.get(f"/api/candles?{q}"))[0] == 401
 
 
+async def test_candles_with_progress_while_history_is_fetched(served: Served) -> None:
+    token = (await served.sign_up("progress@example.com"))["access_token"]
+    q = "ticker=BINANCE:ETH/USDT&timeframe=1h&start=2024-02-01&end=2024-02-03&progress=1"
+    async with served.http.get(
+        f"{served.url}/api/candles?{q}", headers={"Authorization": f"Bearer {token}"}
+    ) as r:
+        assert r.status == 200 and r.content_type == "application/x-ndjson"
+        lines = [json.loads(line) for line in (await r.text()).splitlines()]
+    progress = [line["progress"] for line in lines[:-1]]
+    assert progress and "fetching BINANCE:ETH/USDT 1h history" in progress[0], lines
+    assert len(lines[-1]["result"]["candles"]) == 48
+    # in the lake now: nothing to fetch, the result alone
+    async with served.http.get(
+        f"{served.url}/api/candles?{q}", headers={"Authorization": f"Bearer {token}"}
+    ) as r:
+        lines = [json.loads(line) for line in (await r.text()).splitlines()]
+    assert len(lines) == 1 and len(lines[0]["result"]["candles"]) == 48
+    # bad input is still refused before anything streams
+    status, body = await served.get(f"/api/candles?{q.replace('1h', '7h')}", token=token)
+    assert status == 400 and "timeframe" in body["error"]
+
+
 async def test_the_workspace_is_the_callers_own(served: Served) -> None:
     carol = (await served.sign_up("ws-carol@example.com"))["access_token"]
     dave = (await served.sign_up("ws-dave@example.com"))["access_token"]

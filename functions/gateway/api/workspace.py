@@ -14,18 +14,26 @@ them too) and reaches only the caller's agent.
 - ``GET /api/workspace/strategies``, ``GET .../strategies/{name}``
 - ``POST /api/workspace/backtests`` (:class:`BacktestBody`)
 
-An agent's refusal (no such alert, a bad ticker) is a 400 with its message.
+An agent's refusal (no such alert, a bad ticker) is a 400 with its message. Candles and
+backtests take ``?progress=1``: the answer is then NDJSON, lines of progress while missing
+history is fetched from the exchange, then the result or the error (bad input is still
+refused with its status before anything streams).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from dexorder.client import backfill
+from dexorder.config import Settings
 from dexorder.contracts import agent_tools as tools
 from dexorder.contracts.agent_tools import AgentTool, ToolResult
 from dexorder.contracts.chat import JsonObject
@@ -35,7 +43,10 @@ from dexorder.contracts.workspace import (
     BacktestBody,
     Bar,
     Candles,
+    ErrorLine,
     OrderBody,
+    ProgressLine,
+    ResultLine,
     WatchlistBody,
     encode,
 )
@@ -63,6 +74,66 @@ def feed_of(conn: Any) -> MarketFeed:
 
 def _json(value: ToolResult) -> Response:
     return Response(value.model_dump_json(by_alias=True), media_type="application/json")
+
+
+Say = Callable[[str], None]
+Work = Callable[[Say], Awaitable[bytes]]
+
+
+async def _answer(request: Request, work: Work) -> Response:
+    """``work``'s JSON; with ``?progress=1`` NDJSON: its progress lines, then its result
+    (or the error it ended with, the status already sent)."""
+    if request.query_params.get("progress") != "1":
+        return Response(await work(lambda _: None), media_type="application/json")
+    return StreamingResponse(_lines(work), media_type="application/x-ndjson")
+
+
+async def _lines(work: Work) -> AsyncIterator[bytes]:
+    said: asyncio.Queue[str] = asyncio.Queue()
+    task = asyncio.ensure_future(work(said.put_nowait))
+    try:
+        while not task.done() or not said.empty():
+            getter = asyncio.ensure_future(said.get())
+            done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                yield encode(ProgressLine(progress=getter.result())) + b"\n"
+            else:
+                getter.cancel()
+        try:
+            result = task.result()
+        except Refused as exc:
+            yield encode(ErrorLine(error=exc.message, status=exc.status)) + b"\n"
+        else:
+            yield encode(ResultLine(result=msgspec.Raw(result))) + b"\n"
+    finally:
+        task.cancel()
+
+
+async def _backfilled(cfg: Settings, ticker: str, tf: str, start: int, end: int, say: Say) -> None:
+    """The lake holds ``[start, end)`` of the market, fetched from the exchange first if
+    it lacks some (saying how far it got); 503 if that fails."""
+    from dexorder.lake.query import lake_missing
+    from dexorder.lake.table import ohlc_table, open_catalog
+
+    try:
+        table = await asyncio.to_thread(lambda: ohlc_table(open_catalog(cfg), cfg.lake.namespace))
+        missing = await asyncio.to_thread(lake_missing, table, ticker, tf, start, end)
+    except OSError as exc:
+        raise Refused(503, f"the lake is unavailable: {exc}") from None
+    if not missing:
+        return
+    say(f"fetching {ticker} {tf} history from the exchange")
+    ready = await backfill(
+        ticker,
+        tf,
+        start,
+        end,
+        config=cfg,
+        timeout_s=120,
+        on_progress=lambda fetched, total: say(f"fetched {fetched:,} of {total:,} candles"),
+    )
+    if ready.error:
+        raise Refused(503, f"fetching the history failed: {ready.error}")
 
 
 def _when(text: str | None, name: str) -> int:
@@ -123,15 +194,25 @@ async def candles(request: Request) -> Response:
     start, end = _when(q.get("start"), "start"), _when(q.get("end"), "end")
     if end <= start:
         raise Refused(400, "start must be before end")
-    try:
-        frame = await load_candles(gateway_of(request).cfg, ticker, tf, start, end)
-    except MarketDataError as exc:
-        status = 404 if str(exc).startswith("no ") else 400
-        if "fetching them failed" in str(exc):
-            status = 503
-        raise Refused(status, str(exc)) from None
-    except OSError as exc:  # the lake's storage away
-        raise Refused(503, f"the lake is unavailable: {exc}") from None
+    cfg = gateway_of(request).cfg
+
+    async def work(say: Say) -> bytes:
+        await _backfilled(cfg, ticker, tf, start, end, say)
+        try:
+            frame = await load_candles(cfg, ticker, tf, start, end)
+        except MarketDataError as exc:
+            status = 404 if str(exc).startswith("no ") else 400
+            if "fetching them failed" in str(exc):
+                status = 503
+            raise Refused(status, str(exc)) from None
+        except OSError as exc:  # the lake's storage away
+            raise Refused(503, f"the lake is unavailable: {exc}") from None
+        return _bars(ticker, tf, frame)
+
+    return await _answer(request, work)
+
+
+def _bars(ticker: str, tf: str, frame: Any) -> bytes:
     tail = frame.tail(MAX_BARS)
     rows: list[Bar] = [
         (int(ts.timestamp() * 1000), float(o), float(h), float(lo), float(c), float(v))
@@ -141,8 +222,7 @@ async def candles(request: Request) -> Response:
             strict=True,
         )
     ]
-    answer = Candles(ticker=ticker, timeframe=tf, candles=rows)
-    return Response(encode(answer), media_type="application/json")
+    return encode(Candles(ticker=ticker, timeframe=tf, candles=rows))
 
 
 def _agent_route(tool: AgentTool[Any]) -> Any:
@@ -214,7 +294,15 @@ async def post_backtest(request: Request) -> Response:
         "start": body.start,
         "end": body.end,
     }
-    return _json(await call_agent(gw, who, tools.RUN_BACKTEST, args))
+
+    async def work(say: Say) -> bytes:
+        # the history first, here, where its progress can be told; then the agent runs it
+        await _backfilled(gw.cfg, ticker, tf, start, end, say)
+        say(f"running {body.strategy} on {ticker} {tf}")
+        run: ToolResult = await call_agent(gw, who, tools.RUN_BACKTEST, args)
+        return run.model_dump_json(by_alias=True).encode()
+
+    return await _answer(request, work)
 
 
 async def vendored(request: Request) -> Response:
