@@ -32,6 +32,9 @@ log = structlog.get_logger(part="gateway")
 MAX_SUBSCRIPTIONS = 32
 #: The shortest gap between two updates of one topic on one socket (4 a second at most).
 MIN_INTERVAL_S = 0.25
+#: After the relay did not answer, subscriptions are refused at once for this long (a
+#: page subscribing its whole watchlist must not wait out the relay's time-out for each).
+RELAY_DOWN_S = 10.0
 
 
 class BadTopic(ValueError):
@@ -120,16 +123,20 @@ class MarketFeed:
         self._listeners: dict[str, set[Listener]] = {}
         self._sub: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._relay_down_until = 0.0
 
     async def add(self, topic: str, listener: Listener) -> None:
         """``listener`` gets ``topic``'s candles; :class:`UnknownMarket` if the relay refuses
         its ticker, :class:`FeedUnavailable` if it does not answer."""
         if topic not in self._listeners:
             ticker = topic.partition("|")[0]
+            if time.monotonic() < self._relay_down_until:
+                raise FeedUnavailable("live prices are unavailable (the relay does not answer)")
             try:
                 # the relay starts streaming it (an ingestor follows it) or refuses it
                 reply = await request(self.cfg.relay.router_address, RealtimeRequest(ticker=ticker))
             except RelayError as exc:
+                self._relay_down_until = time.monotonic() + RELAY_DOWN_S
                 raise FeedUnavailable(f"live prices are unavailable: {exc}") from None
             if isinstance(reply, ErrorReply):
                 raise UnknownMarket(f"no such market {ticker}: {reply.message}")

@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 import gateway.live
-from gateway.live import MAX_SUBSCRIPTIONS
+from dexorder.config import Settings
+from dexorder.process import free_port
+from gateway.live import MAX_SUBSCRIPTIONS, FeedUnavailable, MarketFeed
 from launcher.ephemeral import RunningPlatform
 from tests.gateway.served import Served, serve_gateway
 from tests.integration.test_realtime_path import trade
@@ -184,3 +187,19 @@ async def test_the_chart_library_is_served(served: Served) -> None:
         assert r.status == 200 and "LightweightCharts" in await r.text()
     async with served.http.get(served.url + "/vendor/README") as r:
         assert r.status == 404
+
+
+async def test_a_relay_that_does_not_answer_is_told_at_once_after_the_first_wait(
+    tmp_path: Path,
+) -> None:
+    cfg = Settings(home=tmp_path, relay={"router_port": free_port()})  # nobody there
+    feed = MarketFeed(cfg)
+    t0 = time.monotonic()
+    with pytest.raises(FeedUnavailable):
+        await feed.add(BTC_1M, lambda topic, candle: None)
+    assert time.monotonic() - t0 >= 4  # the relay's answer waited for
+    t0 = time.monotonic()
+    with pytest.raises(FeedUnavailable, match="does not answer"):
+        await feed.add("BINANCE:ETH/USDT|ohlc:1m", lambda topic, candle: None)
+    assert time.monotonic() - t0 < 0.5
+    feed.close()
