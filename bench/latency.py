@@ -89,9 +89,9 @@ class _Source:
 
     async def __aenter__(self) -> _Source:
         if self.into_kafka:
-            # as the ingestor writes them: same key, so the same partition
+            # as the ingestor writes them: same key, so the same partition, and no linger
             self.producer = AIOKafkaProducer(
-                bootstrap_servers=self.p.bootstrap, linger_ms=1, acks=1, max_batch_size=1 << 20
+                bootstrap_servers=self.p.bootstrap, linger_ms=0, acks=1, max_batch_size=1 << 20
             )
             await self.producer.start()
         else:
