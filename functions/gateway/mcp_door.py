@@ -357,11 +357,16 @@ class McpDoor:
             raise _Refusal(exc.status, exc.message, extra) from None
 
     def _challenge(self, scope: Scope) -> Headers:
-        """``WWW-Authenticate`` naming where this resource's OAuth metadata is (RFC 9728)."""
-        scheme = scope.get("scheme", "http")
-        host = header(scope["headers"], b"host") or self.gw.cfg.gateway.url.split("://", 1)[1]
-        root = scope.get("root_path", "")
-        url = f"{scheme}://{host}{root}{METADATA_PATH}"
+        """``WWW-Authenticate`` naming where this resource's OAuth metadata is (RFC 9728):
+        at ``gateway.public_url`` (the OAuth issuer's address) when set, else where the
+        client reached the gateway."""
+        g = self.gw.cfg.gateway
+        if g.public_url:
+            base = g.public_base
+        else:
+            host = header(scope["headers"], b"host") or g.url.split("://", 1)[1]
+            base = f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}"
+        url = f"{base}{METADATA_PATH}"
         return [(b"www-authenticate", f'Bearer resource_metadata="{url}"'.encode())]
 
     async def _body(self, receive: Receive, headers: Headers) -> bytes:

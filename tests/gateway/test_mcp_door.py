@@ -191,6 +191,16 @@ async def test_missing_invalid_and_revoked_tokens_are_refused_with_the_metadata_
         assert big.status_code == 413 and "too large" in big.json()["error"]
 
 
+async def test_the_metadata_address_is_the_public_one_where_it_is_set(tmp_path: Path) -> None:
+    cfg = gateway_settings(tmp_path / "home", public_url="https://dexorder.example/")
+    async with serve_gateway(cfg) as s, httpx2.AsyncClient() as http:
+        r = await http.post(s.url + "/mcp", json=INITIALIZE)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == (
+        'Bearer resource_metadata="https://dexorder.example/.well-known/oauth-protected-resource"'
+    )
+
+
 async def test_revoking_a_token_stops_an_open_session_at_the_door_and_at_the_agent(
     served: Served,
 ) -> None:
