@@ -345,6 +345,8 @@ class GatewayConfig(_Section):
     model_strategy: Literal["balanced", "cost", "speed", "quality"] = "balanced"
     #: Most model calls in one turn (each tool round is one).
     max_tool_rounds: int = Field(8, ge=1, le=50)
+    #: Most write → validate → fix rounds of a workflow writing a strategy or indicator.
+    workflow_rounds: int = Field(3, ge=1, le=10)
     #: How long the tool proxy keeps a call's reply for redeliveries of its event (seconds).
     tool_call_memory_s: int = Field(86_400, ge=60)
     #: A call claimed this long ago without a reply died midway (its pod was killed): it is

@@ -49,6 +49,7 @@ from dexorder.contracts.chat import (
 )
 from dexorder.contracts.platform_tools import Remembered
 from dexorder.embeddings import EmbeddingUnavailable
+from gateway.harness import delegates
 from gateway.harness.agent_link import AgentLink, ContextCache, ToolOutcome
 from gateway.harness.confirmations import describe_order, is_confirmation, is_refusal
 from gateway.harness.knowledge import KnowledgeBase
@@ -62,6 +63,8 @@ from gateway.harness.model import (
 )
 from gateway.harness.offline import describe, labelled
 from gateway.harness.platform_tools import REMEMBER, PlatformTools
+from gateway.harness.skills.registry import choose as choose_skill
+from gateway.harness.subagents.loop import Delegation
 
 log = structlog.get_logger(part="gateway")
 
@@ -86,6 +89,10 @@ class TurnDeps:
     context: ContextCache
     send: Send
     max_rounds: int = 8
+    #: most write → validate rounds of a workflow (``gateway.workflow_rounds``)
+    workflow_rounds: int = 3
+    #: tokens spent by skills, subagents and workflows (the turn's too)
+    delegated_tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     attachments: list[Attachment] = field(default_factory=list)
 
@@ -189,6 +196,10 @@ def build_prompt(state: TurnState, runtime: Turn) -> TurnState:
             )
         if state.get("memories"):
             parts.append("## Related earlier messages\n" + "\n".join(state["memories"]))
+        skill = choose_skill(state["text"])
+        if skill is not None and any(t.name == skill.tool_name for t in deps.tools):
+            # the router's pick: a skill made for this kind of request
+            parts.append(f"## Suggested\nThe tool {skill.tool_name} is made for this request.")
         return {
             "system": "\n\n".join(parts),
             "messages": [UserMessage(role="user", content=state["text"])],
@@ -274,7 +285,11 @@ async def run_tools(state: TurnState, runtime: Turn) -> TurnState:
         if outcome.is_error:
             block["is_error"] = True
         results.append(block)
-    return {"messages": [*state["messages"], UserMessage(role="user", content=results)]}
+    spent, deps.delegated_tokens = deps.delegated_tokens, 0
+    return {
+        "messages": [*state["messages"], UserMessage(role="user", content=results)],
+        "tokens": state.get("tokens", 0) + spent,
+    }
 
 
 def after_tools(state: TurnState) -> str:
@@ -362,6 +377,8 @@ async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
             outcome = await _remember(deps, call.arguments)
         elif call.name in PlatformTools.names:
             outcome = await deps.platform.call(call.name, call.arguments, progress)
+        elif call.name in delegates.names():
+            outcome = await _delegate(deps, call)
         elif _traits(deps, call.name).hidden:
             outcome = ToolOutcome(f"{call.name} is done by the platform itself", is_error=True)
         else:
@@ -380,6 +397,22 @@ async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
         else ToolFrame(name=call.name, state="done")
     )
     return outcome
+
+
+async def _delegate(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
+    """A skill, subagent or workflow: its tools run as the turn's do (the person sees
+    each), held to its own allowlist; its tokens are the turn's."""
+
+    async def run_tool(inner: ToolCall) -> ToolOutcome:
+        if _traits(deps, inner.name).needs_confirmation:  # orders wait for a "yes" in the chat
+            return ToolOutcome(f"{inner.name} is only for the conversation itself", True)
+        return await _run_tool(deps, inner)
+
+    delegation = Delegation(deps.model, deps.tools, run_tool, deps.send, deps.workflow_rounds)
+    try:
+        return await delegates.run(delegation, call)
+    finally:
+        deps.delegated_tokens += delegation.spent_tokens
 
 
 def _order_json(order: contract.TradeOrder) -> JsonObject:

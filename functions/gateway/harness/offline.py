@@ -42,6 +42,7 @@ from dexorder.contracts.platform_tools import (
     Remembered,
 )
 from gateway.harness.model import ChatModel, Message, ModelReply, OnText, ToolCall, ToolSpec
+from gateway.harness.reports import Report
 
 LABEL = "[offline model]"
 NAME = "offline"
@@ -60,7 +61,11 @@ HELP = (
     "I understand plain requests such as: “price of BTC”, “list my strategies”, "
     "“backtest sma_cross on 1h since January”, “set an alert at 70k”, "
     "“buy 0.1 BTC on paper”, “show my positions”, “my alerts”, “candles of ETH on 4h "
-    "since 2024-01-01”. Configure an Anthropic API key for free-form conversation."
+    "since 2024-01-01”, “explain the backtest of sma_cross”, “review my positions' risk”, "
+    "“summarise the market for my watchlist”, “analyse my watchlist”, “write a strategy "
+    "called rsi_dip that buys when RSI is under 30”, “write an indicator called my_atr "
+    "(ATR)”, “sweep sma_cross by sharpe”. Configure an Anthropic API key for free-form "
+    "conversation."
 )
 
 
@@ -216,6 +221,72 @@ def _live_code(text: str, now: datetime) -> tuple[str, JsonObject] | None:
     return ("confirm_trade", {"code": m.group(1)}) if m else None
 
 
+def _skill(text: str, now: datetime) -> tuple[str, JsonObject] | None:
+    """Requests for a skill (explain a backtest, review risk, summarise the market)."""
+    m = re.search(
+        r"\bexplain\b.*\bbacktest\b(?: of| for)? (?:the )?(?:strategy )?([a-z_]\w*)", text, re.I
+    )
+    if m:
+        tf = _TIMEFRAME.search(text)
+        start, end = _range(text, now)
+        return "skill_explain_backtest", {
+            "strategy": m.group(1),
+            "ticker": _ticker(text[m.end() :]),
+            "timeframe": tf.group(1).lower() if tf else "1h",
+            "start": start,
+            "end": end,
+        }
+    if re.search(r"\b(risk|exposure|concentration)\b", text, re.I) and re.search(
+        r"\b(position|portfolio|my)", text, re.I
+    ):
+        return "skill_review_risk", {}
+    if re.search(r"\b(summar[iy]\w*|overview|brief)\b", text, re.I) and re.search(
+        r"\b(market|watchlist)", text, re.I
+    ):
+        return "skill_market_summary", {}
+    return None
+
+
+_NAMED = re.compile(r"\b(?:called|named)\s+[`'\"]?([a-z_][a-z0-9_]*)", re.I)
+
+
+def _delegated(text: str, now: datetime) -> tuple[str, JsonObject] | None:
+    """Requests for a subagent or workflow: write a strategy or an indicator, analyse the
+    watchlist, sweep a strategy's parameters."""
+    named = _NAMED.search(text)
+    m = re.search(r"\b(write|create|make|build|code)\b.*?\b(strategy|indicator)\b", text, re.I)
+    if m:
+        kind = m.group(2).lower()
+        key = next(
+            (k for k in ("rsi", "ema", "sma", "bollinger", "atr") if k in text.lower()), kind
+        )
+        name = named.group(1).lower() if named else f"my_{key}"
+        if kind == "indicator":
+            return "workflow_write_indicator", {"name": name, "request": text}
+        args: JsonObject = {"name": name, "request": text}
+        if re.search(r"\b(since|from)\b", text, re.I):  # the backtest's period
+            args["start"], args["end"] = _range(text, now)
+        return "agent_strategy_author", args
+    if re.search(r"\banaly[sz]\w*\b", text, re.I) and re.search(
+        r"\b(market|watchlist)", text, re.I
+    ):
+        return "agent_market_analyst", {"request": text}
+    m = re.search(r"\b(?:sweep|optimi[sz]e|tune)\s+(?:the )?(?:strategy )?([a-z_]\w*)", text, re.I)
+    if m:
+        tf = _TIMEFRAME.search(text)
+        start, end = _range(text, now)
+        by = re.search(r"\bby (sharpe|sortino|total_return|cagr|profit_factor)\b", text, re.I)
+        return "workflow_sweep", {
+            "strategy": m.group(1),
+            "ticker": _ticker(text[m.end() :]),
+            "timeframe": tf.group(1).lower() if tf else "1h",
+            "start": start,
+            "end": end,
+            "rank_by": by.group(1).lower() if by else "sharpe",
+        }
+    return None
+
+
 def _remember(text: str, now: datetime) -> tuple[str, JsonObject] | None:
     m = re.match(r"\s*remember(?: that)?[:,]?\s+(.+)", text, re.I | re.S)
     return ("remember", {"fact": m.group(1).strip()}) if m else None
@@ -225,6 +296,8 @@ def _remember(text: str, now: datetime) -> tuple[str, JsonObject] | None:
 RULES: list[Rule] = [
     _live_code,
     _remember,
+    _skill,
+    _delegated,
     _backtest,
     _trade,
     _alert,
@@ -288,10 +361,21 @@ def describe(tool: str, result: ToolResult | JsonValue) -> str:
         return result
     if isinstance(result, ToolResult):
         return _describe_result(result)
+    report = _report_type(tool)
+    if report is not None:
+        return report.model_validate(result).text()
     contract = AGENT_TOOLS.get(tool) or PLATFORM_TOOLS.get(tool)
     if contract is not None:
         return _describe_result(contract.validate(result))
     return json.dumps(result)[:2000]
+
+
+def _report_type(tool: str) -> type[Report] | None:
+    """The result type of a skill, subagent or workflow ``tool`` (imported late: they run
+    the model, which imports this module)."""
+    from gateway.harness.delegates import reports
+
+    return reports().get(tool)
 
 
 _SHOWN_FIGURES = ("total_return", "sharpe", "max_drawdown", "win_rate", "trades", "final_equity")
@@ -378,6 +462,8 @@ def _describe_result(result: ToolResult) -> str:
             return "Watchlist: " + (", ".join(tickers) or "empty") + "."
         case SourceFile(code=code):
             return f"```python\n{code}\n```"
+        case Report():
+            return result.text()
     return result.for_model()[:2000]
 
 

@@ -17,6 +17,7 @@ from dexorder.config import Settings
 from dexorder.contracts.agent_tools import TradeOrder
 from dexorder.contracts.chat import Attachment, TokenFrame
 from dexorder.tokens import TokenKeys, mint_token
+from gateway.harness import delegates
 from gateway.harness.agent_link import AgentLink, AgentLinks, ContextCache
 from gateway.harness.checkpoints import Checkpoints, open_checkpoints
 from gateway.harness.confirmations import CONFIRM_TTL_S, describe_order
@@ -100,7 +101,9 @@ class Harness:
     async def _tools(self, link: AgentLink) -> list[ToolSpec]:
         agent_tools = [t for t in await link.tools() if not t.traits.hidden]
         mine = [REMEMBER] if self.knowledge is not None else []
-        return [*SPECS, *mine, *agent_tools]
+        tools = [*SPECS, *mine, *agent_tools]
+        # skills, subagents and workflows whose tools this agent has
+        return tools + delegates.specs({t.name for t in tools})
 
     async def forget(self, user: str) -> None:
         """Drop everything held for ``user`` (they left, or their agent was reset)."""
@@ -135,6 +138,7 @@ class Harness:
             context=self.context,
             send=send,
             max_rounds=self.cfg.gateway.max_tool_rounds,
+            workflow_rounds=self.cfg.gateway.workflow_rounds,
         )
         deps.timings["connect_ms"] = (time.perf_counter() - t0) * 1000
         try:

@@ -1,0 +1,1 @@
+"""Subagents: a model with deeper context of its own, run as a LangGraph subgraph."""

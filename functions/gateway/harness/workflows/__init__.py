@@ -1,0 +1,1 @@
+"""Workflows: LangGraph state machines with validation loops (write → validate → fix)."""

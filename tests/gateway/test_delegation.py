@@ -1,0 +1,207 @@
+"""Skills, subagents and workflows in whole turns: the official SDK against the loopback
+Messages API (scripted per test), the person's real agent, its sandbox validating files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dexorder.config import Settings
+from dexorder.contracts.chat import ServerFrame, encode
+from dexorder.tokens import token_keys
+from gateway.harness.router import ModelRouter
+from gateway.harness.skills.review_risk import RiskReview
+from gateway.harness.subagents.market_analyst import SCOPE as ANALYST
+from gateway.harness.turn import Harness
+from tests.agent.conftest import Agent, serve_agent
+from tests.gateway.loopback_anthropic import API_KEY, MessagesApi, serve_messages_api
+
+pytestmark = pytest.mark.integration
+
+# line 8 calls a TA-Lib function that does not exist: the sandbox names the line
+BROKEN = '''"""Long while the close is over its SMA."""
+import talib
+
+PARAMS = {"period": 20, "size": 1.0}
+
+
+def signals(candles, period=20, size=1.0, **_):
+    average = talib.SMAA(candles["close"], timeperiod=period)
+    return (candles["close"] > average) * size
+'''
+FIXED = BROKEN.replace("talib.SMAA", "talib.SMA")
+
+
+def tool_use(name: str, args: dict[str, Any], n: int = 1) -> dict[str, Any]:
+    return {"type": "tool_use", "id": f"toolu_{name}_{n}", "name": name, "input": args}
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[Harness, Agent, MessagesApi]]:
+    async with serve_messages_api() as (url, api):
+        cfg = Settings(
+            home=tmp_path / "home",
+            embedder={"enabled": False},
+            gateway={
+                "anthropic_api_key": API_KEY,
+                "anthropic_base_url": url,
+                "workflow_rounds": 2,
+            },
+        )
+        async with serve_agent(cfg) as agent:
+            harness = Harness(cfg, token_keys(cfg), ModelRouter(cfg.gateway, API_KEY), None)
+            try:
+                yield harness, agent, api
+            finally:
+                await harness.close()
+
+
+async def run(harness: Harness, agent: Agent, text: str) -> tuple[Any, list[dict[str, Any]]]:
+    sent: list[dict[str, Any]] = []
+
+    async def send(frame: ServerFrame) -> None:
+        sent.append(json.loads(encode(frame)))
+
+    result = await harness.turn(
+        user=agent.person.user, tier="free", channel="web", text=text, mcp_url=agent.url, send=send
+    )
+    return result, sent
+
+
+def last_results(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool results the last message of a request carries."""
+    content = request["messages"][-1]["content"]
+    assert isinstance(content, list)
+    return content
+
+
+def progress(sent: list[dict[str, Any]], tool: str) -> list[str]:
+    return [f["text"] for f in sent if f["type"] == "tool" and f["name"] == tool and "text" in f]
+
+
+async def test_a_broken_strategy_is_fixed_on_the_second_round_and_the_workflow_stops(
+    setup: tuple[Harness, Agent, MessagesApi],
+) -> None:
+    harness, agent, api = setup
+    ask = {"name": "over_sma", "request": "long while the close is over its 20-candle SMA"}
+    api.replies = [
+        [tool_use("workflow_write_strategy", ask)],
+        [tool_use("write_strategy", {"name": "over_sma", "code": BROKEN}, 1)],
+        [tool_use("write_strategy", {"name": "over_sma", "code": FIXED}, 2)],
+        [{"type": "text", "text": "Saved over_sma after one fix."}],
+    ]
+    result, sent = await run(harness, agent, "write me a strategy over the SMA")
+
+    assert result.reply == "Saved over_sma after one fix."
+    # exactly: the turn, two drafts, the turn again; no third draft after success
+    assert len(api.requests) == 4
+    first_draft, second_draft, back = api.requests[1:]
+    # the workflow's model may only write the file
+    assert [t["name"] for t in first_draft["tools"]] == ["write_strategy"]
+    (error,) = last_results(second_draft)
+    assert error["is_error"] is True
+    assert "line 8" in error["content"] and "talib.SMAA" in error["content"]
+    steps = progress(sent, "workflow_write_strategy")
+    assert steps[0] == "round 1: writing strategy over_sma"
+    assert steps[1].startswith("round 1: validation failed: ")
+    assert steps[-1].startswith("round 2: validated on ")
+    (done,) = last_results(back)
+    written = json.loads(done["content"])
+    assert written["saved"] is True and written["rounds"] == 2 and len(written["errors"]) == 1
+    saved = agent.person.workspace.read("strategies", "over_sma")
+    assert saved == FIXED
+
+
+async def test_a_model_that_keeps_failing_is_stopped_after_n_rounds(
+    setup: tuple[Harness, Agent, MessagesApi],
+) -> None:
+    harness, agent, api = setup
+    ask = {"name": "never", "request": "long over the SMA"}
+    api.replies = [
+        [tool_use("workflow_write_strategy", ask)],
+        [tool_use("write_strategy", {"name": "never", "code": BROKEN}, 1)],
+        [tool_use("write_strategy", {"name": "never", "code": BROKEN}, 2)],
+        [{"type": "text", "text": "I could not get it to validate."}],
+    ]
+    _, sent = await run(harness, agent, "write a strategy")
+
+    assert len(api.requests) == 4  # workflow_rounds = 2: no third draft
+    (done,) = last_results(api.requests[3])
+    assert done["is_error"] is True
+    written = json.loads(done["content"])
+    assert written["saved"] is False and written["rounds"] == 2
+    assert written["stopped"].startswith("Stopped after 2 rounds: the strategy never still does")
+    assert "line 8" in written["stopped"]
+    tool_states = [f["state"] for f in sent if f.get("name") == "workflow_write_strategy"]
+    assert tool_states[0] == "start" and tool_states[-1] == "error"
+    assert "never" not in agent.person.workspace.names("strategies")
+
+
+async def test_a_subagent_is_held_to_its_allowlist(
+    setup: tuple[Harness, Agent, MessagesApi],
+) -> None:
+    harness, agent, api = setup
+    agent.person.documents.set_watchlist([])  # no markets to fetch candles of
+    api.replies = [
+        [tool_use("agent_market_analyst", {"request": "how do my markets look?"})],
+        # the analyst tries to write a file: refused, never run
+        [tool_use("write_strategy", {"name": "sneaky", "code": FIXED})],
+        [{"type": "text", "text": "Nothing on your watchlist to analyse."}],
+        [{"type": "text", "text": "Your watchlist is empty."}],
+    ]
+    result, sent = await run(harness, agent, "analyse my watchlist")
+
+    assert result.reply == "Your watchlist is empty."
+    analyst_first, analyst_second = api.requests[1:3]
+    offered = {t["name"] for t in analyst_first["tools"]}
+    assert offered <= ANALYST.tools and "write_strategy" not in offered
+    assert "You are a market analyst" in analyst_first["system"]
+    (refused,) = last_results(analyst_second)
+    assert refused["is_error"] is True
+    assert refused["content"].startswith("write_strategy is not available to the market analyst")
+    assert "sneaky" not in agent.person.workspace.names("strategies")
+    assert ("write_strategy", "error") in [(f.get("name"), f.get("state")) for f in sent]
+    (answer,) = last_results(api.requests[3])
+    assert json.loads(answer["content"])["analysis"] == "Nothing on your watchlist to analyse."
+
+
+async def test_a_skill_called_as_a_tool_returns_its_typed_output(
+    setup: tuple[Harness, Agent, MessagesApi],
+) -> None:
+    harness, agent, api = setup
+    good = {
+        "equity": 10_000,
+        "cash": 10_000,
+        "positions": [],
+        "warnings": [],
+        "summary": "All in cash: no risk taken.",
+    }
+    api.replies = [
+        [tool_use("skill_review_risk", {})],
+        [tool_use("answer", {"summary": "fine"}, 1)],  # not the shape: sent back
+        [tool_use("answer", good, 2)],
+        [{"type": "text", "text": "You hold only cash."}],
+    ]
+    result, _ = await run(harness, agent, "review my positions' risk")
+
+    assert result.reply == "You hold only cash."
+    turn_tools = {t["name"]: t for t in api.requests[0]["tools"]}
+    assert {"skill_review_risk", "skill_market_summary", "skill_explain_backtest"} <= set(
+        turn_tools
+    )
+    # the router suggested the skill made for the request
+    assert "skill_review_risk is made for this request" in api.requests[0]["system"]
+    skill_first, skill_second = api.requests[1:3]
+    assert {t["name"] for t in skill_first["tools"]} == {"get_positions", "get_price", "answer"}
+    answer_tool = next(t for t in skill_first["tools"] if t["name"] == "answer")
+    assert answer_tool["input_schema"] == RiskReview.model_json_schema()
+    assert "get_positions" in skill_first["messages"][0]["content"]  # gathered first
+    (wrong,) = last_results(skill_second)
+    assert wrong["is_error"] is True and "does not fit its shape" in wrong["content"]
+    (typed,) = last_results(api.requests[3])
+    review = RiskReview.model_validate_json(typed["content"])
+    assert review.summary == "All in cash: no risk taken." and review.equity == 10_000
