@@ -286,6 +286,13 @@ class AuthLimitsConfig(_Section):
     signups_per_hour: int = Field(10, ge=1)
 
 
+class ModelPrice(_Section):
+    """What a model costs, in US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
 class GatewayConfig(_Section):
     """The gateway: accounts, sessions, limits, chat channels, the model."""
 
@@ -343,6 +350,28 @@ class GatewayConfig(_Section):
     #: cost/speed: the tier's cheaper model always; quality: its better one; balanced: by
     #: how hard the request looks.
     model_strategy: Literal["balanced", "cost", "speed", "quality"] = "balanced"
+    #: Retries of a model call the API turned away for a moment (429, 529 overloaded,
+    #: 5xx): the Anthropic SDK's own (backoff from 0.5 s doubling to at most 8 s, minus up
+    #: to 25 % jitter, or what the API's retry-after asks); then the tier's fallback model.
+    model_retries: int = Field(2, ge=0, le=10)
+    #: What a turn falls back to when its model stays overloaded, by tier: the first of
+    #: the tier's list that is not the model that failed (a tier not listed has none).
+    fallback_models: dict[str, list[str]] = {
+        "free": ["claude-sonnet-4-6"],
+        "pro": ["claude-sonnet-4-6", "claude-haiku-4-5"],
+        "enterprise": ["claude-opus-4-6", "claude-sonnet-4-6"],
+    }
+    #: Price of every model the router may pick (US$ per million tokens, input/output):
+    #: what each model call costs is counted against the person's monthly budget.
+    model_prices: dict[str, ModelPrice] = {
+        "claude-haiku-4-5": ModelPrice(input=1.0, output=5.0),
+        "claude-sonnet-4-6": ModelPrice(input=3.0, output=15.0),
+        "claude-opus-4-6": ModelPrice(input=5.0, output=25.0),
+        "claude-opus-4-7": ModelPrice(input=5.0, output=25.0),
+    }
+    #: What a person's model calls may cost a month, by tier (US$; null: no budget). Free:
+    #: about 200 short turns on Haiku. The local person of ``dexorder up`` is on free.
+    monthly_budget_usd: dict[str, float | None] = {"free": 1.0, "pro": 25.0, "enterprise": None}
     #: Most model calls in one turn (each tool round is one).
     max_tool_rounds: int = Field(8, ge=1, le=50)
     #: Most write → validate → fix rounds of a workflow writing a strategy or indicator.
@@ -364,6 +393,15 @@ class GatewayConfig(_Section):
     #: Who runs people's agents: "local" (a subprocess each, this machine) or "knative"
     #: (a Knative Service each in the cluster, scaled to zero when idle; see ``knative``).
     provisioner: Literal["local", "knative"] = "local"
+
+    @model_validator(mode="after")
+    def _every_model_priced(self) -> GatewayConfig:
+        picked = {m for table in self.models.values() for m in table.values()}
+        picked |= {m for models in self.fallback_models.values() for m in models}
+        unpriced = sorted(picked - set(self.model_prices))
+        if unpriced:
+            raise ValueError(f"gateway.model_prices lacks {', '.join(unpriced)}")
+        return self
 
     @model_validator(mode="after")
     def _tokens_within_the_maximum(self) -> GatewayConfig:

@@ -129,7 +129,9 @@ class MeAnswer(Body):
 
     account: Account
     llm_tokens_this_month: int
-    llm_token_budget: int | None  # null: no monthly cap (enterprise)
+    #: what the month's model calls cost, and the tier's monthly budget (US$)
+    llm_cost_this_month_usd: float
+    llm_budget_usd: float | None  # null: no monthly cap (enterprise)
     requests_per_minute: int
     agent: AgentState
     telegram_linked: bool

@@ -1,9 +1,15 @@
-"""Rate limits and monthly LLM-token budgets per licence tier.
+"""Rate limits and monthly model budgets per licence tier.
 
 In Redis when ``gateway.redis_url`` is set (shared by every gateway replica),
 in this process otherwise. Windows are fixed (per minute, per calendar month
 in UTC), which is what people can reason about: "20 messages a minute",
-"200k tokens this month".
+"US$1 of model use this month".
+
+The budget is money, not tokens: the tiers' models differ fivefold in price (Haiku to
+Opus) and an output token costs five input ones, so a token budget either starves the
+cheap model or lets the dear one spend five times as much, and a fallback to a dearer
+model would go uncounted. Tokens are still counted, for the person to see. Costs are
+kept as whole micro-dollars (Redis counts integers).
 """
 
 from __future__ import annotations
@@ -18,15 +24,30 @@ from typing import Protocol
 @dataclass(frozen=True)
 class TierLimits:
     requests_per_minute: int
-    #: None: no budget
-    monthly_llm_tokens: int | None
+    #: US dollars of model use a month; None: no budget
+    monthly_budget_usd: float | None
 
 
 TIER_LIMITS = {
-    "free": TierLimits(requests_per_minute=20, monthly_llm_tokens=200_000),
-    "pro": TierLimits(requests_per_minute=120, monthly_llm_tokens=5_000_000),
-    "enterprise": TierLimits(requests_per_minute=1_200, monthly_llm_tokens=None),
+    "free": TierLimits(requests_per_minute=20, monthly_budget_usd=1.0),
+    "pro": TierLimits(requests_per_minute=120, monthly_budget_usd=25.0),
+    "enterprise": TierLimits(requests_per_minute=1_200, monthly_budget_usd=None),
 }
+
+_MICRO = 1_000_000
+
+
+def tier_limits(budgets_usd: dict[str, float | None]) -> dict[str, TierLimits]:
+    """The tiers' limits with the configured monthly budgets (``gateway.monthly_budget_usd``)."""
+    return {
+        tier: TierLimits(limits.requests_per_minute, budgets_usd.get(tier))
+        for tier, limits in TIER_LIMITS.items()
+    }
+
+
+def cost_usd(price_in: float, price_out: float, input_tokens: int, output_tokens: int) -> float:
+    """What a model call cost, from its price per million input and output tokens."""
+    return (input_tokens * price_in + output_tokens * price_out) / 1_000_000
 
 
 @dataclass(frozen=True)
@@ -139,24 +160,41 @@ class Limits:
             )
         return Verdict(True)
 
+    def _keys(self, account_id: str) -> tuple[str, str]:
+        month = month_key(self.clock())
+        return f"tokens:{account_id}:{month}", f"cost:{account_id}:{month}"
+
     async def budget(self, account_id: str, tier: str) -> Verdict:
-        """Whether the account has LLM tokens left this month."""
-        budget = self.tiers[tier].monthly_llm_tokens
+        """Whether the account has model budget left this month."""
+        budget = self.tiers[tier].monthly_budget_usd
         if budget is None:
             return Verdict(True)
-        used = await self.counter.get(f"tokens:{account_id}:{month_key(self.clock())}")
-        if used >= budget:
-            return Verdict(
-                False,
-                detail=f"monthly LLM budget of {budget:,} tokens used up on the {tier} tier",
-            )
+        spent = await self.counter.get(self._keys(account_id)[1])
+        if spent >= budget * _MICRO:
+            return Verdict(False, detail=_used_up(budget, tier))
         return Verdict(True)
 
-    async def spend(self, account_id: str, tokens: int) -> int:
-        """Add ``tokens`` to this month's use; returns the month's total."""
-        return await self.counter.incr(
-            f"tokens:{account_id}:{month_key(self.clock())}", tokens, 40 * 86_400
-        )
+    async def spend(self, account_id: str, tokens: int, usd: float = 0.0) -> int:
+        """Add a model call's ``tokens`` and cost to this month's; the month's tokens."""
+        tokens_key, cost_key = self._keys(account_id)
+        if usd > 0:
+            await self.counter.incr(cost_key, max(1, round(usd * _MICRO)), 40 * 86_400)
+        return await self.counter.incr(tokens_key, tokens, 40 * 86_400)
+
+    async def charge(self, account_id: str, tier: str, tokens: int, usd: float) -> str | None:
+        """Count one model call; what to tell the person if it used the budget up."""
+        await self.spend(account_id, tokens, usd)
+        verdict = await self.budget(account_id, tier)
+        return None if verdict.allowed else verdict.detail
 
     async def used(self, account_id: str) -> int:
-        return await self.counter.get(f"tokens:{account_id}:{month_key(self.clock())}")
+        """Tokens used this month."""
+        return await self.counter.get(self._keys(account_id)[0])
+
+    async def spent_usd(self, account_id: str) -> float:
+        """What the month's model calls cost so far (US$)."""
+        return await self.counter.get(self._keys(account_id)[1]) / _MICRO
+
+
+def _used_up(budget: float, tier: str) -> str:
+    return f"monthly model budget of US${budget:,.2f} used up on the {tier} tier"

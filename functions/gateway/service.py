@@ -34,11 +34,12 @@ from gateway.channels import ChannelHub
 from gateway.events import DeliveredEvents, EventRouter
 from gateway.harness.graph import Send
 from gateway.harness.knowledge import DEFAULT_FOLDER, KnowledgeBase
+from gateway.harness.model import ModelReply
 from gateway.harness.router import ModelRouter
 from gateway.harness.turn import Harness, TurnResult
 from gateway.held import SWEEP_S, HeldNotifications, UnknownPerson, deliver_held
 from gateway.leases import Leases, LocalLeases, leases_for
-from gateway.limits import Limits, MemoryCounter, RedisCounter
+from gateway.limits import Limits, MemoryCounter, RedisCounter, tier_limits
 from gateway.provisioning import LocalProvisioner, Provisioner, ProvisioningError
 from gateway.replica_contracts import fanout_key
 from gateway.replica_fanout import Here, LoneReplica, Replicas
@@ -205,7 +206,7 @@ class Gateway:
             cfg,
             accounts,
             sessions,
-            Limits(counter),
+            Limits(counter, tier_limits(g.monthly_budget_usd)),
             provisioner,
             harness,
             hub,
@@ -371,6 +372,12 @@ class Gateway:
             except ProvisioningError as exc:
                 raise Refused(exc.status, str(exc)) from None
             try:
+
+                async def meter(reply: ModelReply) -> str | None:
+                    # each model call as it answers: a turn stops between tool rounds
+                    # once the budget is used up, and a turn that fails still counts
+                    return await self.limits.charge(user, tier, reply.tokens, reply.cost_usd)
+
                 result = await self.harness.turn(
                     user=user,
                     tier=tier,
@@ -378,11 +385,11 @@ class Gateway:
                     text=text,
                     mcp_url=endpoint.mcp_url,
                     send=send,
+                    meter=meter,
                 )
             finally:
                 self.harness.links.release(user)  # closed after a while (Knative), or kept
-        if result.tokens:
-            await self.limits.spend(user, result.tokens)
+        log.info("turn", user=user, model=result.model, why=result.why, cost_usd=result.cost_usd)
         return result
 
     # --- notifications held while the person is away -------------------------------------

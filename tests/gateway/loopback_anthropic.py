@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,12 +20,15 @@ class MessagesApi:
     """Answers each request with the next scripted reply; keeps the requests it got.
 
     A reply is a list of content blocks (``{"type": "text", "text"}`` or
-    ``{"type": "tool_use", "id", "name", "input"}``), or ``(status, error_type)``.
+    ``{"type": "tool_use", "id", "name", "input"}``), or ``(status, error_type)``, or
+    ``(status, error_type, headers)`` (a ``retry-after``, say). ``times`` is when each
+    request arrived (``time.monotonic()``), for what the client waited between them.
     """
 
     def __init__(self) -> None:
         self.replies: list[Any] = []
         self.requests: list[dict[str, Any]] = []
+        self.times: list[float] = []
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
         # the SDK sends the key as x-api-key or (2.x) as a bearer token; the API takes both
@@ -37,11 +41,12 @@ class MessagesApi:
             return _error(400, "invalid_request_error", "anthropic-version header is required")
         body = await request.json()
         self.requests.append(body)
+        self.times.append(time.monotonic())
         if not self.replies:
             return _error(500, "api_error", "no scripted reply left")
         reply = self.replies.pop(0)
         if isinstance(reply, tuple):
-            return _error(reply[0], reply[1], "scripted failure")
+            return _error(reply[0], reply[1], "scripted failure", *reply[2:])
         stop = "tool_use" if any(b["type"] == "tool_use" for b in reply) else "end_turn"
         usage_in, usage_out = 100 + len(json.dumps(body)) // 40, 10 + len(json.dumps(reply)) // 8
         message = {
@@ -117,9 +122,13 @@ class MessagesApi:
         return resp
 
 
-def _error(status: int, kind: str, message: str) -> web.Response:
+def _error(
+    status: int, kind: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.json_response(
-        {"type": "error", "error": {"type": kind, "message": message}}, status=status
+        {"type": "error", "error": {"type": kind, "message": message}},
+        status=status,
+        headers=headers,
     )
 
 

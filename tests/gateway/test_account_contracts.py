@@ -37,7 +37,8 @@ RESPONSES: list[c.Body] = [
     c.MeAnswer(
         account=ACCOUNT,
         llm_tokens_this_month=12,
-        llm_token_budget=None,
+        llm_cost_this_month_usd=0.0,
+        llm_budget_usd=None,
         requests_per_minute=20,
         agent="running",
         telegram_linked=False,

@@ -146,8 +146,8 @@ async def test_bad_tokens_bad_bodies_and_rate_limits_get_clear_4xx(served: Serve
     status, body = await served.post("/api/chat", {"message": "my alerts"}, token=token)
     assert status == 429 and "2 requests a minute" in body["error"]
 
-    served.gw.limits.tiers = {**served.gw.limits.tiers, "free": TierLimits(1000, 10)}
-    await served.gw.limits.spend(alice["account"]["id"], 10)
+    served.gw.limits.tiers = {**served.gw.limits.tiers, "free": TierLimits(1000, 0.01)}
+    await served.gw.limits.spend(alice["account"]["id"], 10, 0.01)
     status, body = await served.post("/api/chat", {"message": "my alerts"}, token=token)
     assert status == 429 and "budget" in body["error"]
 

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.limits import Counter, Limits, MemoryCounter, RedisCounter, TierLimits
+from gateway.limits import Counter, Limits, MemoryCounter, RedisCounter, TierLimits, cost_usd
 
 TIERS = {
-    "free": TierLimits(requests_per_minute=3, monthly_llm_tokens=1_000),
-    "enterprise": TierLimits(requests_per_minute=100, monthly_llm_tokens=None),
+    "free": TierLimits(requests_per_minute=3, monthly_budget_usd=0.01),
+    "enterprise": TierLimits(requests_per_minute=100, monthly_budget_usd=None),
 }
 
 
@@ -46,10 +46,16 @@ async def test_requests_past_the_rate_are_refused_until_the_next_minute(
 async def test_the_monthly_budget(counter: Counter, clock: list[float]) -> None:
     limits = Limits(counter, TIERS, clock=lambda: clock[0])
     assert (await limits.budget("alice", "free")).allowed
-    assert await limits.spend("alice", 600) == 600
-    assert await limits.spend("alice", 500) == 1_100
+    # 1,000 in + 1,000 out on Haiku (US$1 / US$5 a million): US$0.006
+    usd = cost_usd(1.0, 5.0, 1_000, 1_000)
+    assert usd == pytest.approx(0.006)
+    assert await limits.charge("alice", "free", 2_000, usd) is None
+    said = await limits.charge("alice", "free", 2_000, usd)  # US$0.012 of US$0.01
+    assert said is not None and "US$0.01" in said and "free tier" in said
     refused = await limits.budget("alice", "free")
-    assert not refused.allowed and "1,000 tokens" in refused.detail
+    assert not refused.allowed and refused.detail == said
+    assert await limits.used("alice") == 4_000  # tokens still counted, for the person
+    assert await limits.spent_usd("alice") == pytest.approx(0.012)
     assert (await limits.budget("alice", "enterprise")).allowed  # no budget on that tier
     clock[0] += 31 * 86_400  # next month
     assert (await limits.budget("alice", "free")).allowed and await limits.used("alice") == 0

@@ -174,7 +174,8 @@ async def me(request: Request) -> Response:
         MeAnswer(
             account=Account(**asdict(who.account)),
             llm_tokens_this_month=used,
-            llm_token_budget=tier.monthly_llm_tokens,
+            llm_cost_this_month_usd=round(await gw.limits.spent_usd(who.id), 6),
+            llm_budget_usd=tier.monthly_budget_usd,
             requests_per_minute=tier.requests_per_minute,
             agent=gw.provisioner.state(who.id),
             telegram_linked=gw.accounts.telegram_chat(who.id) is not None,

@@ -109,6 +109,11 @@ class TurnState(TypedDict, total=False):
     tokens: int
     model: str
     reply: str
+    #: what the turn's model calls cost (US$) and why the last one's model answered
+    cost_usd: float
+    why: str
+    #: the budget ran out between tool rounds: the turn stops (what to tell the person)
+    over_budget: str | None
     #: the order waiting for the person's "yes" (``execute_trade``'s arguments)
     pending: JsonObject | None
     #: the order the person's message cancelled by being something else
@@ -205,6 +210,8 @@ def build_prompt(state: TurnState, runtime: Turn) -> TurnState:
             "messages": [UserMessage(role="user", content=state["text"])],
             "rounds": 0,
             "tokens": 0,
+            "cost_usd": 0.0,
+            "over_budget": None,
         }
 
 
@@ -224,22 +231,54 @@ async def call_model(state: TurnState, runtime: Turn) -> TurnState:
                 "gen_ai.response.model": reply.model or deps.model.name,
                 "gen_ai.usage.input_tokens": reply.input_tokens,
                 "gen_ai.usage.output_tokens": reply.output_tokens,
+                # why this model (tier, complexity, strategy, a fallback after retries)
+                "dexorder.model.why": reply.why or "offline",
+                "dexorder.model.retries": reply.retries,
+                "dexorder.model.fallback_from": reply.fallback_from,
+                "dexorder.model.cost_usd": reply.cost_usd,
             }
         )
     deps.timings["model_ms"] = deps.timings.get("model_ms", 0.0) + (time.perf_counter() - t0) * 1000
+    deps.timings["model_retries"] = deps.timings.get("model_retries", 0) + reply.retries
     messages = [*state["messages"], reply.as_message()]
+    over = reply.over_budget  # counted as it answered (``router.MeteredModel``)
+    text = reply.text
+    if over and reply.tool_calls:  # stopped between tool rounds: say so, and what was done
+        note = _stopped(over, messages)
+        await deps.send(TokenFrame(text=note))
+        text = f"{text}{note}"
     return {
         "messages": messages,
         "last": reply,
         "rounds": state.get("rounds", 0) + 1,
         "tokens": state.get("tokens", 0) + reply.tokens,
+        "cost_usd": state.get("cost_usd", 0.0) + reply.cost_usd,
+        "why": reply.why,
         "model": reply.model or deps.model.name,
-        "reply": reply.text,
+        "reply": text,
+        "over_budget": over,
     }
+
+
+def _stopped(over: str, messages: list[Message]) -> str:
+    """The turn's polite end when the budget runs out with tools still to run."""
+    ran = [
+        b["name"]
+        for m in messages[:-1]  # the last answer's calls will not run
+        if m["role"] == "assistant"
+        for b in m["content"]
+        if b["type"] == "tool_use"
+    ]
+    done = f"Done so far: {', '.join(ran)}." if ran else "No tools had run yet."
+    return (
+        f"\n\nI have to stop here ({over}). {done} Ask again next month, or ask for a higher tier."
+    )
 
 
 def after_model(state: TurnState, runtime: Turn) -> str:
     last = state.get("last")
+    if state.get("over_budget"):
+        return "save"
     if last is not None and last.tool_calls and state.get("rounds", 0) < runtime.context.max_rounds:
         return "run_tools"
     return "save"
@@ -369,6 +408,10 @@ async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
     async def progress(text: str) -> None:
         await deps.send(ToolFrame(name=call.name, state="progress", text=text))
 
+    async def agent_progress(text: str, fraction: float | None) -> None:
+        # the agent tool's own MCP progress (a backtest's steps), with its percent
+        await progress(f"{text} ({fraction:.0%})" if fraction is not None else text)
+
     with (
         _timed(deps, "tools_ms"),
         telemetry.span(f"tool {call.name}", {"gen_ai.tool.name": call.name}) as span,
@@ -383,7 +426,7 @@ async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
             outcome = ToolOutcome(f"{call.name} is done by the platform itself", is_error=True)
         else:
             try:
-                outcome = await deps.link.call(call.name, call.arguments)
+                outcome = await deps.link.call(call.name, call.arguments, agent_progress)
             except Exception as exc:  # the agent went away mid-turn: tell the model
                 outcome = ToolOutcome(f"your agent could not run {call.name}: {exc}", True)
         if outcome.is_error:

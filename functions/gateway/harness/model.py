@@ -57,7 +57,13 @@ def to_api(message: Message) -> MessageParam:
 
 
 class ModelError(RuntimeError):
-    """The model could not answer; the message is for the person."""
+    """The model could not answer; the message is for the person. ``busy``: turned away
+    for a moment (rate limited, overloaded, a server error) after the SDK's retries, so
+    another model may answer; ``retries``: how many the SDK made."""
+
+    def __init__(self, message: str, *, busy: bool = False, retries: int = 0) -> None:
+        super().__init__(message)
+        self.busy, self.retries = busy, retries
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,16 @@ class ModelReply:
     model: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
+    #: what the call cost (US$, by ``gateway.model_prices``; the offline model's is 0)
+    cost_usd: float = 0.0
+    #: why this model answered (tier, complexity, strategy; a fallback and after what)
+    why: str = ""
+    #: calls the API turned away before this answer (all models tried)
+    retries: int = 0
+    #: the model this one stood in for, when it is a fallback
+    fallback_from: str = ""
+    #: the person's monthly budget ran out with this call: what to tell them
+    over_budget: str | None = None
 
     @property
     def tokens(self) -> int:

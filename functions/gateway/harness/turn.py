@@ -25,7 +25,7 @@ from gateway.harness.graph import Send, TurnDeps, build_graph
 from gateway.harness.knowledge import KnowledgeBase
 from gateway.harness.model import ModelError, ToolSpec
 from gateway.harness.platform_tools import REMEMBER, SPECS, PlatformTools
-from gateway.harness.router import ModelRouter
+from gateway.harness.router import Meter, MeteredModel, ModelRouter
 
 log = structlog.get_logger(part="gateway")
 
@@ -41,6 +41,9 @@ class TurnResult:
     tokens: int
     attachments: list[Attachment] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: what its model calls cost (US$) and why the model that answered last did
+    cost_usd: float = 0.0
+    why: str = ""
 
 
 class Harness:
@@ -113,14 +116,26 @@ class Harness:
         await self._drop_thread(user)
 
     async def turn(
-        self, *, user: str, tier: str, channel: str, text: str, mcp_url: str, send: Send
+        self,
+        *,
+        user: str,
+        tier: str,
+        channel: str,
+        text: str,
+        mcp_url: str,
+        send: Send,
+        meter: Meter | None = None,
     ) -> TurnResult:
+        """One turn; ``meter`` counts each model call against the person's budget (and
+        ends the turn between tool rounds once it is used up)."""
         graph = await self._ready()
         # an order waits for this message (asked on any replica): it resumes that turn
         waiting = await self.pending_order(user) is not None
         if not waiting:  # a finished, abandoned or too old turn: this one starts afresh
             await self._drop_thread(user)
         model = self.router.choose(tier, text)
+        if meter is not None:  # every model call of the turn, its delegates' too
+            model = MeteredModel(model, meter)
         t0 = time.perf_counter()
         with telemetry.span("connect"):  # the held MCP session and the agent's tools
             link, tools = await self._connect(user, mcp_url)
@@ -180,6 +195,8 @@ class Harness:
             state.get("tokens", 0),
             deps.attachments,
             deps.timings,
+            state.get("cost_usd", 0.0),
+            state.get("why", ""),
         )
 
     async def _settle(self, user: str) -> None:
