@@ -101,17 +101,23 @@ class Skill(Generic[In, Out]):
 AnySkill = Skill[Any, Any]
 
 
-@cache
-def skills() -> dict[str, AnySkill]:
-    """Every skill of this package, by its tool name: each module's ``SKILL``."""
+def discover(package: str) -> dict[str, AnySkill]:
+    """The skills of ``package`` by tool name: each of its modules' ``SKILL``."""
     found: dict[str, AnySkill] = {}
-    package = importlib.import_module(__package__ or "gateway.harness.skills")
-    for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        module = importlib.import_module(f"{package}.{info.name}")
         skill = getattr(module, "SKILL", None)
         if isinstance(skill, Skill):
+            if skill.tool_name in found:
+                raise ValueError(f"two skills named {skill.name} in {package}")
             found[skill.tool_name] = skill
     return dict(sorted(found.items()))
+
+
+@cache
+def skills() -> dict[str, AnySkill]:
+    """Every skill of this package, by its tool name."""
+    return discover(__package__ or "gateway.harness.skills")
 
 
 def choose(text: str) -> AnySkill | None:
