@@ -14,6 +14,11 @@ count): every trade seen means every one of them. The load generator (this
 process) and the exchange emulator share the machine's cores with the platform;
 each row says how much of a core the generator took and the load average.
 
+Each rate also prints the Kafka hop alone, from the stream runner's
+``stream_tick_read_age_seconds`` (a record's create time, the producer's append, to the
+runner's read; bucket bounds, so "p99 <= 5 ms"): the embedded broker's share, which grows
+with its uptime (README, (c)).
+
 A third row writes the ticks straight into ``market.ticks`` (as the ingestor
 would) at 10k/s: the stream runner and the relay alone, without the exchange
 side (the emulator and CCXT), which costs the most CPU per trade.
@@ -41,6 +46,7 @@ import aiohttp
 import zmq
 import zmq.asyncio
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import pct, row
 from dexorder.client import request
@@ -63,6 +69,32 @@ def _ticks_read(p: RunningPlatform) -> int:
     url = f"http://127.0.0.1:{p.cfg.stream.health_port}/healthz"
     with urllib.request.urlopen(url, timeout=5) as resp:
         return int(json.loads(resp.read())["ticks"])
+
+
+def _read_ages(p: RunningPlatform) -> dict[float, float]:
+    """The stream runner's ``stream_tick_read_age_seconds`` so far: observations at most
+    ``le`` seconds old, by ``le`` (its ``/metrics``)."""
+    url = f"http://127.0.0.1:{p.cfg.stream.health_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        float(s.labels["le"]): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "stream_tick_read_age_seconds"
+        for s in family.samples
+        if s.name.endswith("_bucket")
+    }
+
+
+def _age_pct(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The bucket bound (ms) at or under which ``q`` % of the reads between the two
+    readings were (inf: beyond the largest bucket)."""
+    counts = {le: after[le] - before.get(le, 0.0) for le in sorted(after)}
+    total = counts.get(math.inf, 0.0)
+    for le, n in counts.items():
+        if total and n >= total * q / 100:
+            return le * 1000
+    return math.inf
 
 
 def _parts_cpu(p: RunningPlatform) -> dict[str, float]:
@@ -162,6 +194,7 @@ async def _measure(
 
     per_batch = max(1, round(rate * BATCH_INTERVAL_S))
     ticks_before = await asyncio.to_thread(_ticks_read, p)
+    ages0 = await asyncio.to_thread(_read_ages, p)
     parts0 = _parts_cpu(p)
     cpu0, wall0 = time.process_time(), time.monotonic()
     receiver = asyncio.create_task(receive())
@@ -185,6 +218,11 @@ async def _measure(
     parts1 = _parts_cpu(p)
     busy = sorted(((parts1[k] - v) / wall, k) for k, v in parts0.items() if k in parts1)
     print("    CPU of a core: " + ", ".join(f"{k} {c:.0%}" for c, k in reversed(busy) if c > 0.02))
+    ages1 = await asyncio.to_thread(_read_ages, p)
+    print(
+        "    Kafka hop (a record's create time to the runner's read, the oldest of each fetch):"
+        f" p50 <= {_age_pct(ages0, ages1, 50):g} ms, p99 <= {_age_pct(ages0, ages1, 99):g} ms"
+    )
     read = await asyncio.to_thread(_ticks_read, p) - ticks_before
     lost = len(sent) - len(latencies)
     if lost:

@@ -42,7 +42,7 @@ import structlog
 import zmq
 import zmq.asyncio
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from dexorder import kafka
 from dexorder.health import CounterReading, PartCounters, StreamFeed
@@ -73,6 +73,21 @@ RESETS = Counter(
     "stream_offset_resets_total",
     "Partitions read again from the beginning: the topic was created again",
     ["topic"],
+)
+#: seconds; fine below 20 ms, the live path's target
+READ_AGE_BUCKETS: tuple[float, ...] = (
+    *(0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05),
+    *(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0),
+)
+#: The Kafka hop of the live path, where most of its latency is (README, benchmark (c)):
+#: a slow or overloaded broker shows here first. The oldest record of each partition's
+#: batch stands for the batch; its time is the producer's (the ingestor's append), so
+#: across hosts the clocks' skew is in it too.
+READ_AGE = Histogram(
+    "stream_tick_read_age_seconds",
+    "Age of a tick record when the runner reads it: its Kafka create time to the read "
+    "(the oldest record of each partition's batch)",
+    buckets=READ_AGE_BUCKETS,
 )
 
 log = structlog.get_logger(part="stream")
@@ -239,6 +254,7 @@ class StreamRunner:
                     closed.extend(result.closed)
                     touched |= result.touched
                     TICKS.inc(len(records))
+                    READ_AGE.observe(max(0, now - records[0].timestamp) / 1000)
                     if result.malformed:
                         MALFORMED.inc(result.malformed)
                         log.warning("malformed tick records", count=result.malformed)
