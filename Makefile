@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 
-.PHONY: up install test unit lint bench clean flink-venv flink-job
+.PHONY: up install test unit lint bench eval clean flink-venv flink-job
 
 up: install
 	$(VENV)/bin/dexorder up
@@ -32,6 +32,11 @@ lint: install
 
 bench: install
 	$(PY) -m bench
+
+# 30 plain requests scored by the tools they lead to: Claude with ANTHROPIC_API_KEY set,
+# else the offline model (bench/eval.py)
+eval: install
+	$(PY) -m bench.eval
 
 # The PyFlink job (streaming/flink/) in its own virtualenv: apache-flink pins pyarrow 16,
 # which clashes with pyiceberg's. Needs Java 17 (Debian: openjdk-17-jre-headless).
