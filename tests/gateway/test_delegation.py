@@ -17,7 +17,7 @@ from gateway.harness.router import ModelRouter
 from gateway.harness.skills.review_risk import RiskReview
 from gateway.harness.subagents.market_analyst import SCOPE as ANALYST
 from gateway.harness.turn import Harness
-from tests.agent.conftest import Agent, serve_agent
+from tests.agent.conftest import Agent, fill_lake, serve_agent
 from tests.gateway.loopback_anthropic import API_KEY, MessagesApi, serve_messages_api
 
 pytestmark = pytest.mark.integration
@@ -52,6 +52,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[Harness, Agent, MessagesA
                 "workflow_rounds": 2,
             },
         )
+        fill_lake(cfg, days=20)  # 2024-01-01 .. 2024-01-21, hourly BTC
         async with serve_agent(cfg) as agent:
             harness = Harness(cfg, token_keys(cfg), ModelRouter(cfg.gateway, API_KEY), None)
             try:
@@ -205,3 +206,66 @@ async def test_a_skill_called_as_a_tool_returns_its_typed_output(
     (typed,) = last_results(api.requests[3])
     review = RiskReview.model_validate_json(typed["content"])
     assert review.summary == "All in cash: no risk taken." and review.equity == 10_000
+
+
+async def test_the_strategy_author_plans_writes_fixes_backtests_and_reports(
+    setup: tuple[Harness, Agent, MessagesApi],
+) -> None:
+    harness, agent, api = setup
+    ask = {
+        "name": "over_sma",
+        "request": "long while the close is over its SMA",
+        "start": "2024-01-02",
+        "end": "2024-01-20",
+    }
+    api.replies = [
+        [tool_use("agent_strategy_author", ask)],
+        [{"type": "text", "text": "Plan: long while close > SMA(20), flat otherwise."}],
+        [tool_use("write_strategy", {"name": "over_sma", "code": BROKEN}, 1)],
+        [tool_use("write_strategy", {"name": "over_sma", "code": FIXED}, 2)],
+        [{"type": "text", "text": "over_sma traded often; judge it on more months."}],
+        [{"type": "text", "text": "Done: over_sma is saved and backtested."}],
+    ]
+    result, sent = await run(harness, agent, "write a strategy over the SMA")
+
+    assert result.reply == "Done: over_sma is saved and backtested."
+    assert len(api.requests) == 6
+    plan, first_draft, _, report = api.requests[1:5]
+    # its context: the person's strategies and indicators, the SDK's documented interfaces
+    assert "sma_cross" in plan["system"] and "def signals(candles" in plan["system"]
+    assert "rsi" in plan["system"] and "tools" not in plan
+    assert "Plan: long while close > SMA(20)" in first_draft["messages"][0]["content"]
+    assert "Backtest on BINANCE:BTC/USDT 1h" in report["messages"][0]["content"]
+    (done,) = last_results(api.requests[5])
+    authored = json.loads(done["content"])
+    assert authored["written"]["rounds"] == 2 and authored["written"]["saved"] is True
+    assert authored["report"] == "over_sma traded often; judge it on more months."
+    assert authored["chart"].startswith("backtest://") and "sharpe" in authored["figures"]
+    assert [f["caption"] for f in sent if f["type"] == "image"] == [
+        "Backtest of over_sma on BINANCE:BTC/USDT"
+    ]
+    steps = progress(sent, "agent_strategy_author")
+    assert steps[0] == "reading your strategies and indicators"
+    assert steps[1] == "plan: Plan: long while close > SMA(20), flat otherwise."
+    assert "backtesting over_sma on BINANCE:BTC/USDT 1h" in steps
+
+
+async def test_a_subagent_stops_at_its_own_round_budget(
+    setup: tuple[Harness, Agent, MessagesApi],
+) -> None:
+    harness, agent, api = setup
+    agent.person.documents.set_watchlist([])
+    looping = [[tool_use("list_alerts", {}, n)] for n in range(ANALYST.max_rounds)]
+    api.replies = [
+        [tool_use("agent_market_analyst", {})],
+        *looping,
+        [{"type": "text", "text": "The analyst ran out of rounds."}],
+    ]
+    result, _ = await run(harness, agent, "analyse my watchlist")
+
+    assert result.reply == "The analyst ran out of rounds."
+    assert len(api.requests) == 1 + ANALYST.max_rounds + 1  # no call past its budget
+    (answer,) = last_results(api.requests[-1])
+    analysis = json.loads(answer["content"])
+    assert analysis["stopped"] == f"the market analyst stopped after {ANALYST.max_rounds} rounds"
+    assert analysis["rounds"] == ANALYST.max_rounds
