@@ -46,7 +46,9 @@ async def emulator() -> AsyncIterator[tuple[str, EmulatorState]]:
 async def _subscribers(url: str, stream: str, n: int) -> None:
     """Wait until ``n`` connections subscribe to ``stream`` at the emulator."""
     async with aiohttp.ClientSession() as s:
-        for _ in range(300):
+        # up to a minute: an ingestor process starting on a loaded machine (its imports
+        # alone) took longer than the 15 s this once allowed
+        for _ in range(1200):
             stats = await (await s.get(f"{url}/emulator/stats")).json()
             if stats["subscriptions"].get(stream, 0) >= n:
                 return
