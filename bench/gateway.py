@@ -14,7 +14,10 @@ platform, not an LLM. Figures, each beside a baseline from the same run:
 * cold first answer: a new person's first message → reply (provisioning included),
   p50 of 5; baseline: a warm answer of the same kind;
 * an outside MCP client's tool call through the door (``/mcp``, a personal access
-  token), p50/p99; baseline: the same call straight to the agent (:mod:`bench.mcp_door`).
+  token), p50/p99; baseline: the same call straight to the agent (:mod:`bench.mcp_door`);
+* first, on their own fresh PostgreSQL + Redis (:mod:`bench.gateway_scale`): turns/s with
+  two gateway replicas against one, and the gateway's RSS per idle chat WebSocket at
+  1,000 open, beside the bare process's.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 import aiohttp
 
 from bench.common import free_port, pct, row
+from bench.gateway_scale import scale
 from bench.mcp_door import door_latency
 from dexorder.config import load_config
 from dexorder.tokens import mint_token, token_keys
@@ -292,11 +296,12 @@ async def _bare_mcp(home: Path, base: str, user: str) -> tuple[list[float], list
 
 def main() -> dict[str, float]:
     print("(f) gateway: chat turns over WebSocket, offline model, real agents and embedder")
+    scaled = scale()  # first: the MCP door's rows stay the last ones
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         home.mkdir()
         with _platform(home) as env:
-            return asyncio.run(_run(env))
+            return asyncio.run(_run(env)) | scaled
 
 
 if __name__ == "__main__":
