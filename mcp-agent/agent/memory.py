@@ -4,6 +4,9 @@ Messages are appended to ``messages.jsonl`` (the record; nothing is lost if
 the embedding service is down) and indexed in an embedded Qdrant collection
 with all-MiniLM-L6-v2 vectors from the platform's embedding service.
 Messages not yet indexed are indexed on the next save or search.
+
+Each save also folds what fell out of the recent window into the rolling summary
+(``summary.json``, :mod:`agent.summary`), served as ``context://conversation-summary``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
+from agent.summary import Digest, fold, render
 from dexorder.contracts.agent_tools import ConversationMatch, SavedMessage
 from dexorder.embeddings import DIMENSIONS, MAX_TEXT_CHARS, EmbeddingClient
 
@@ -33,6 +37,7 @@ class ConversationMemory:
         self.log_path = folder / "messages.jsonl"
         self.indexed_path = folder / "indexed_upto"
         self.qdrant_path = folder / "qdrant"
+        self.summary_path = folder / "summary.json"
         self.embedder = embedder
         self._client: Any = None
         self._lock = asyncio.Lock()  # the log file: appends and reads
@@ -82,11 +87,39 @@ class ConversationMemory:
         async with self._lock:
             with self.log_path.open("a") as f:
                 f.write(message.model_dump_json() + "\n")
+            digest = self._digest()
+            folded = fold(digest, self.messages())
+            if folded is not digest:
+                self._keep(folded)
         if self._indexer is None or self._indexer.done():
             # a save does not wait for the embedder (~10 ms a message); an indexer already
             # running picks this message up in its next round
             self._indexer = asyncio.create_task(self._index_pending())
         return message
+
+    def _digest(self) -> Digest:
+        if not self.summary_path.is_file():
+            return Digest()
+        return Digest.model_validate_json(self.summary_path.read_text())
+
+    def _keep(self, digest: Digest) -> None:
+        tmp = self.summary_path.with_suffix(".tmp")
+        tmp.write_text(digest.model_dump_json())
+        tmp.replace(self.summary_path)  # never half a file
+
+    def summary(self) -> str:
+        """The rolling summary: older messages folded, the recent ones as they were."""
+        return render(self._digest(), self.messages())
+
+    async def write_summary(self, text: str, upto: int) -> Digest:
+        """A model's digest of the first ``upto`` messages in place of the folded one."""
+        async with self._lock:
+            count = len(self.messages())
+            if not 0 < upto <= count:
+                raise MemoryRequestError(f"upto must be 1 to {count}, the messages kept")
+            digest = self._digest().written(text, upto)
+            self._keep(fold(digest, self.messages()))
+            return digest
 
     async def flush(self) -> bool:
         """Index what is not indexed yet; False if the embedding service is down."""

@@ -49,10 +49,11 @@ def _context_resources(box: ToolBox, person: PersonAgent) -> None:
     @box.resource(
         "context://conversation-summary",
         mime_type="text/markdown",
-        description="A summary of the conversation so far",
+        description="The conversation so far: older messages folded into a bounded "
+        "summary, the recent ones as they were",
     )
     def conversation_summary() -> str:
-        return docs.summary()
+        return person.memory.summary()
 
     @box.resource(
         "context://workspace-state",

@@ -114,27 +114,40 @@ class ContextCache:
     """Each person's context resources, reused for ``ttl_s`` seconds (1-5 minutes).
 
     A tool that changes the workspace drops that person's entry, so the next turn
-    does not see a watchlist or an alert list from before the change.
+    does not see a watchlist or an alert list from before the change; a saved turn makes
+    the next read the conversation summary again (its recent messages changed).
     """
 
     ttl_s: float = 120.0
     _entries: dict[str, tuple[float, dict[str, str]]] = field(default_factory=dict)
+    #: people whose conversation changed since their entry was read
+    _said: set[str] = field(default_factory=set)
     hits: int = 0
     misses: int = 0
 
     async def get(self, user: str, link: AgentLink) -> dict[str, str]:
         entry = self._entries.get(user)
         now = time.monotonic()
+        said = user in self._said
+        self._said.discard(user)
         if entry is not None and now - entry[0] < self.ttl_s:
             self.hits += 1
+            if said:  # one resource, not four
+                summary = await link.read_text(CONTEXT_RESOURCES["summary"])
+                entry[1]["summary"] = summary
             return entry[1]
         self.misses += 1
         context = await link.context()
         self._entries[user] = (now, context)
         return context
 
+    def conversation_changed(self, user: str) -> None:
+        """``user``'s turn was saved: their next turn reads the summary afresh."""
+        self._said.add(user)
+
     def forget(self, user: str) -> None:
         self._entries.pop(user, None)
+        self._said.discard(user)
 
 
 class AgentLinks:

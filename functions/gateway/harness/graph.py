@@ -396,6 +396,7 @@ async def save(state: TurnState, runtime: Turn) -> TurnState:
             )
             if outcome.is_error:
                 log.warning("saving a message failed", user=deps.user, error=outcome.as_text())
+        deps.context.conversation_changed(deps.user)  # the summary's recent messages
     return {}
 
 

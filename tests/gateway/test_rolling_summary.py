@@ -1,0 +1,88 @@
+"""Bounded context: over a 200-turn conversation through the harness, the system prompt
+(what ``build_prompt`` made, as the loopback Messages API received it) of turn 200 is no
+larger than that of turn 20 plus the summary's cap, and still knows what was decided."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.summary import DIGEST_CHARS, MAX_CHARS
+from dexorder.config import Settings
+from dexorder.contracts.chat import ServerFrame, encode
+from dexorder.tokens import token_keys
+from gateway.harness.router import ModelRouter
+from gateway.harness.turn import Harness
+from tests.agent.conftest import serve_agent
+from tests.gateway.loopback_anthropic import API_KEY, serve_messages_api
+
+pytestmark = pytest.mark.integration
+
+TICKERS = ["BINANCE:BTC/USDT", "BINANCE:ETH/USDT", "BINANCE:SOL/USDT", "BINANCE:ARB/USDT"]
+FILLER = "Markets were choppy and I looked at a lot of charts today without much conviction. "
+
+
+#: turns run through the whole harness (the others are saved as its save step saves them)
+MEASURED = (1, 20, 100, 199, 200)
+
+
+def message(n: int) -> str:
+    """A long-ish message with one decision in it, different each turn."""
+    ticker = TICKERS[n % len(TICKERS)]
+    return f"Turn {n}. " + FILLER * 8 + f"I decided to watch {ticker} with a stop at {1000 + n}."
+
+
+async def test_the_prompt_of_turn_200_is_no_larger_than_turn_20_plus_the_cap(
+    tmp_path: Path,
+) -> None:
+    async with serve_messages_api() as (url, api):
+        cfg = Settings(
+            home=tmp_path / "home",
+            embedder={"enabled": False},
+            # the context cached as usual: a saved turn makes the next read the summary again
+            gateway={"anthropic_api_key": API_KEY, "anthropic_base_url": url},
+        )
+        async with serve_agent(cfg) as agent:
+            harness = Harness(cfg, token_keys(cfg), ModelRouter(cfg.gateway, API_KEY), None)
+            sent: list[Any] = []
+
+            async def send(frame: ServerFrame) -> None:
+                sent.append(json.loads(encode(frame)))
+
+            try:
+                for n in range(1, 201):
+                    answer = f"Noted for turn {n}. " + FILLER
+                    if n not in MEASURED:  # saved as the harness's save step saves a turn
+                        await agent.person.memory.save("user", message(n), "web")
+                        await agent.person.memory.save("assistant", answer, "web")
+                        continue
+                    api.replies = [[{"type": "text", "text": answer}]]
+                    await harness.turn(
+                        user=agent.person.user,
+                        tier="free",
+                        channel="web",
+                        text=message(n),
+                        mcp_url=agent.url,
+                        send=send,
+                    )
+            finally:
+                await harness.close()
+            kept = agent.person.memory.messages()
+
+    assert len(kept) == 400  # nothing is lost: the log keeps every message
+    prompts = dict(zip(MEASURED, (r["system"] for r in api.requests), strict=True))
+    turn20, turn200 = prompts[20], prompts[200]
+    assert len(turn200) <= len(turn20) + DIGEST_CHARS
+    # and, all along, bounded by the summary's own cap
+    assert max(map(len, prompts.values())) - len(prompts[1]) <= MAX_CHARS
+    assert harness.context.misses == 1  # one full read; then the summary alone, each turn
+    # the last messages are there as they were; an old decision is folded, not lost yet
+    assert "Turn 199." in turn200 and "Noted for turn 199." in turn200
+    assert "### Earlier (summarised)" in turn200
+    assert "I decided to watch BINANCE:SOL/USDT with a stop at 1190." in turn200
+    assert "Tickers talked about:" in turn200 and "BINANCE:ARB/USDT" in turn200
+    # and the filler of folded messages is not
+    assert turn200.count(FILLER.strip()) < turn20.count(FILLER.strip()) + 3
