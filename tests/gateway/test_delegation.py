@@ -13,7 +13,8 @@ import pytest
 from dexorder.config import Settings
 from dexorder.contracts.chat import ServerFrame, encode
 from dexorder.tokens import token_keys
-from gateway.harness.router import ModelRouter
+from gateway.harness.model import ModelReply
+from gateway.harness.router import Meter, ModelRouter
 from gateway.harness.skills.review_risk import RiskReview
 from gateway.harness.subagents.market_analyst import SCOPE as ANALYST
 from gateway.harness.turn import Harness
@@ -61,14 +62,22 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[Harness, Agent, MessagesA
                 await harness.close()
 
 
-async def run(harness: Harness, agent: Agent, text: str) -> tuple[Any, list[dict[str, Any]]]:
+async def run(
+    harness: Harness, agent: Agent, text: str, meter: Meter | None = None
+) -> tuple[Any, list[dict[str, Any]]]:
     sent: list[dict[str, Any]] = []
 
     async def send(frame: ServerFrame) -> None:
         sent.append(json.loads(encode(frame)))
 
     result = await harness.turn(
-        user=agent.person.user, tier="free", channel="web", text=text, mcp_url=agent.url, send=send
+        user=agent.person.user,
+        tier="free",
+        channel="web",
+        text=text,
+        mcp_url=agent.url,
+        send=send,
+        meter=meter,
     )
     return result, sent
 
@@ -269,3 +278,30 @@ async def test_a_subagent_stops_at_its_own_round_budget(
     analysis = json.loads(answer["content"])
     assert analysis["stopped"] == f"the market analyst stopped after {ANALYST.max_rounds} rounds"
     assert analysis["rounds"] == ANALYST.max_rounds
+
+
+async def test_a_budget_used_up_inside_a_subagent_stops_it_and_the_turn(
+    setup: tuple[Harness, Agent, MessagesApi],
+) -> None:
+    harness, agent, api = setup
+    agent.person.documents.set_watchlist([])
+    counted: list[int] = []
+
+    async def meter(reply: ModelReply) -> str | None:
+        counted.append(reply.tokens)
+        return "your monthly budget is used up" if len(counted) >= 2 else None
+
+    api.replies = [
+        [tool_use("agent_market_analyst", {})],
+        [tool_use("list_alerts", {}, 1)],  # over budget with this answer: not run
+        [{"type": "text", "text": "Nothing to add."}],
+    ]
+    result, sent = await run(harness, agent, "analyse my watchlist", meter)
+
+    assert len(api.requests) == 3 and len(counted) == 3  # every call counted, none more
+    (answer,) = last_results(api.requests[2])
+    stopped = json.loads(answer["content"])["stopped"]
+    assert stopped == "the market analyst stopped: your monthly budget is used up"
+    starts = [f["name"] for f in sent if f["type"] == "tool" and f["state"] == "start"]
+    assert starts.count("list_alerts") == 1  # the analyst's gathering; not the model's call
+    assert result.tokens == sum(counted)  # the subagent's tokens are the turn's

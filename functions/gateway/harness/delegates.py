@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -120,10 +121,21 @@ def reports() -> dict[str, type[Report]]:
     return out | {n: s.output for n, s in skills().items()}
 
 
+@cache
+def _all_specs() -> list[tuple[frozenset[str], bool, ToolSpec]]:
+    """Each delegate's spec (its JSON schema made once: ~2 ms a turn otherwise), with the
+    tools it needs and whether it needs all of them (else any)."""
+    out = [(s.tools, False, s.spec()) for s in skills().values()]
+    return out + [(d.needs, True, d.spec()) for d in DELEGATES.values()]
+
+
 def specs(available: set[str]) -> list[ToolSpec]:
     """The delegate tools whose tools the turn has (``available``: the turn's tool names)."""
-    offered = [s.spec() for s in skills().values() if s.tools & available]
-    return offered + [d.spec() for d in DELEGATES.values() if d.needs <= available]
+    return [
+        spec
+        for needs, every, spec in _all_specs()
+        if (needs <= available if every else needs & available)
+    ]
 
 
 async def run(d: Delegation, call: ToolCall) -> ToolOutcome:

@@ -91,8 +91,9 @@ class TurnDeps:
     max_rounds: int = 8
     #: most write → validate rounds of a workflow (``gateway.workflow_rounds``)
     workflow_rounds: int = 3
-    #: tokens spent by skills, subagents and workflows (the turn's too)
+    #: tokens and money spent by skills, subagents and workflows (the turn's too)
     delegated_tokens: int = 0
+    delegated_cost_usd: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     attachments: list[Attachment] = field(default_factory=list)
 
@@ -325,9 +326,11 @@ async def run_tools(state: TurnState, runtime: Turn) -> TurnState:
             block["is_error"] = True
         results.append(block)
     spent, deps.delegated_tokens = deps.delegated_tokens, 0
+    paid, deps.delegated_cost_usd = deps.delegated_cost_usd, 0.0
     return {
         "messages": [*state["messages"], UserMessage(role="user", content=results)],
         "tokens": state.get("tokens", 0) + spent,
+        "cost_usd": state.get("cost_usd", 0.0) + paid,
     }
 
 
@@ -453,6 +456,7 @@ async def _delegate(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
         return await delegates.run(delegation, call)
     finally:
         deps.delegated_tokens += delegation.spent_tokens
+        deps.delegated_cost_usd += delegation.spent_cost_usd
 
 
 def _order_json(order: contract.TradeOrder) -> JsonObject:

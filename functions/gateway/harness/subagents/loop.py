@@ -62,8 +62,16 @@ class Delegation:
     send: FrameSink
     #: most write → validate rounds of a workflow
     workflow_rounds: int = 3
-    #: tokens its model calls spent (added to the turn's)
+    #: tokens and money its model calls spent (added to the turn's)
     spent_tokens: int = 0
+    spent_cost_usd: float = 0.0
+
+    def count(self, reply: ModelReply) -> str | None:
+        """Count ``reply``'s tokens and cost; why the person's budget is used up, if it is
+        (the turn's model is metered: ``ModelReply.over_budget``)."""
+        self.spent_tokens += reply.tokens
+        self.spent_cost_usd += reply.cost_usd
+        return reply.over_budget
 
     async def progress(self, name: str, text: str) -> None:
         """A line of progress the person sees under the running tool ``name``."""
@@ -112,19 +120,21 @@ def answer_spec(output: type[BaseModel], what: str) -> ToolSpec:
 async def _think(state: LoopState, runtime: Runtime[_LoopDeps]) -> LoopState:
     d = runtime.context
     reply = await d.delegation.model.reply(d.system, state["messages"], d.tools)
-    tokens = state.get("tokens", 0) + reply.tokens
-    d.delegation.spent_tokens += reply.tokens
-    return {
+    over = d.delegation.count(reply)
+    update: LoopState = {
         "messages": [*state["messages"], reply.as_message()],
         "last": reply,
         "rounds": state.get("rounds", 0) + 1,
-        "tokens": tokens,
+        "tokens": state.get("tokens", 0) + reply.tokens,
     }
+    if over:  # the person's budget: no more rounds, whatever this one asked for
+        update["stopped"] = f"{d.scope.name} stopped: {over}"
+    return update
 
 
-def _after_think(state: LoopState, runtime: Runtime[_LoopDeps]) -> str:
+def _after_think(state: LoopState) -> str:
     last = state.get("last")
-    if last is None or not last.tool_calls:
+    if last is None or not last.tool_calls or state.get("stopped"):
         return END
     return "act"
 

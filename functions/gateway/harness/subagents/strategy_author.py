@@ -81,6 +81,8 @@ class AuthorState(TypedDict, total=False):
     report: str
     rounds: int
     tokens: int
+    #: the person's budget is used up (why)
+    over: str | None
 
 
 @dataclass
@@ -95,6 +97,8 @@ class _Deps:
 
 
 def _over_budget(state: AuthorState) -> str | None:
+    if state.get("over"):
+        return f"{SCOPE.name} stopped: {state.get('over')}"
     if state.get("rounds", 0) >= SCOPE.max_rounds:
         return f"{SCOPE.name} stopped after {SCOPE.max_rounds} model calls"
     if state.get("tokens", 0) >= SCOPE.max_tokens:
@@ -119,11 +123,13 @@ async def _gather(state: AuthorState, runtime: Runtime[_Deps]) -> AuthorState:
 async def _ask_model(w: _Deps, state: AuthorState, text: str) -> tuple[str, AuthorState]:
     system = PROMPT.format(sdk=templates.sdk_doc(), context=state.get("context", ""))
     reply = await w.d.model.reply(system, [UserMessage(role="user", content=text)], [])
-    w.d.spent_tokens += reply.tokens
+    over = w.d.count(reply)
     spent: AuthorState = {
         "rounds": state.get("rounds", 0) + 1,
         "tokens": state.get("tokens", 0) + reply.tokens,
     }
+    if over:
+        spent["over"] = over
     return reply.text.strip(), spent
 
 
@@ -146,6 +152,14 @@ async def _plan(state: AuthorState, runtime: Runtime[_Deps]) -> AuthorState:
 
 async def _write(state: AuthorState, runtime: Runtime[_Deps]) -> AuthorState:
     w = runtime.context
+    stop = _over_budget(state)
+    if stop is not None:
+        ask_name = w.ask.name
+        return {
+            "written": write_code.WrittenFile(
+                kind="strategy", name=ask_name, saved=False, rounds=0, stopped=stop
+            )
+        }
     # the write loop's rounds come out of this subagent's budget (one is kept to report)
     left = max(1, SCOPE.max_rounds - state.get("rounds", 0) - 1)
     d = Delegation(
@@ -155,6 +169,7 @@ async def _write(state: AuthorState, runtime: Runtime[_Deps]) -> AuthorState:
     context = f"Plan:\n{state.get('plan', '')}\n\n{state.get('context', '')}"
     written = await write_code.write(d, "strategy", ask, w.shown_as, context)
     w.d.spent_tokens += d.spent_tokens
+    w.d.spent_cost_usd += d.spent_cost_usd
     return {
         "written": written,
         "rounds": state.get("rounds", 0) + (0 if w.d.model.offline else written.rounds),

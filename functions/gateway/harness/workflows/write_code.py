@@ -109,8 +109,10 @@ async def _draft(state: WriteState, runtime: Runtime[_Deps]) -> WriteState:
     spec = next((t for t in w.d.tools if t.name == w.tool), None)
     tools: list[ToolSpec] = [spec] if spec is not None else []
     reply = await w.d.model.reply(w.system, state["messages"], tools)
-    w.d.spent_tokens += reply.tokens
+    over = w.d.count(reply)
     messages = [*state["messages"], reply.as_message()]
+    if over:
+        return {"rounds": rounds, "messages": messages, "stopped": f"Stopped: {over}."}
     call = next((c for c in reply.tool_calls if c.name == w.tool), None)
     if call is None:
         said = reply.text.strip()[:300] or "nothing"
