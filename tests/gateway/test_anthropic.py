@@ -118,3 +118,23 @@ async def test_model_errors_are_told_not_raised(setup: tuple[Harness, Agent, Mes
     result, sent = await run(harness, agent, "hello")
     assert result.reply.startswith("Sorry, I could not answer") and "400" in result.reply
     assert sent[-1]["type"] == "token"
+
+
+async def test_an_order_not_confirmed_within_its_time_is_cancelled(
+    setup: tuple[Harness, Agent, MessagesApi],
+) -> None:
+    harness, agent, api = setup
+    order = {"ticker": "BINANCE:BTC/USDT", "side": "buy", "quantity": 0.5}
+    api.replies = [
+        [{"type": "tool_use", "id": "toolu_03", "name": "execute_trade", "input": order}],
+        [{"type": "text", "text": "Nothing is waiting for a yes."}],
+    ]
+    result, _ = await run(harness, agent, "buy 0.5 BTC")
+    assert "Please confirm" in result.reply
+    assert await harness.pending_order(agent.person.user) is not None
+    harness.confirm_ttl_s = 0.0  # its five minutes have passed
+    assert await harness.pending_order(agent.person.user) is None
+    result, sent = await run(harness, agent, "yes")
+    assert result.reply == "Nothing is waiting for a yes."  # an ordinary turn
+    assert not [f for f in sent if f["type"] == "tool"]
+    assert not (agent.person.state_dir / "paper.json").exists()
