@@ -34,7 +34,6 @@ from dexorder.contracts.platform_tools import (
     Price,
 )
 from gateway.harness.agent_link import AgentLink, ContextCache, ToolOutcome
-from gateway.harness.confirmations import Confirmations
 from gateway.harness.graph import TurnDeps, _send_attachment, run_tools
 from gateway.harness.model import ModelReply, ToolCall
 from gateway.harness.offline import OfflineModel, describe
@@ -210,7 +209,6 @@ def _deps(traits: dict[str, ToolTraits], sent: list[object]) -> TurnDeps:
         platform=PlatformTools(Settings()),
         knowledge=None,
         context=ContextCache(),
-        confirmations=Confirmations(),
         send=send,
     )
 
@@ -247,14 +245,17 @@ async def test_an_order_is_held_as_execute_trades_arguments_and_a_wrong_one_is_s
     (block,) = message["content"]
     assert block.get("is_error") and block["tool_use_id"] == "c1"
     assert "side" in str(block.get("content")) and "quantity" in str(block.get("content"))
-    assert deps.confirmations.peek("u") is None and sent == []
+    assert state.get("pending") is None and sent == []
 
     right = {"ticker": "BINANCE:BTC/USDT", "side": "buy", "quantity": 0.5}
     state = await run_tools(
         {"messages": [], "last": ModelReply("", [ToolCall("c2", EXECUTE_TRADE.name, right)])},
         turn,
     )
-    assert deps.confirmations.peek("u") == TradeOrder(
+    # held in the turn's state (checkpointed where the graph waits for the "yes")
+    pending = state.get("pending")
+    assert pending is not None
+    assert TradeOrder.model_validate(pending) == TradeOrder(
         ticker="BINANCE:BTC/USDT", side="buy", quantity=0.5
     )
     assert "Please confirm: buy 0.5 BINANCE:BTC/USDT (market, paper)" in state["reply"]
