@@ -138,3 +138,23 @@ async def test_an_order_not_confirmed_within_its_time_is_cancelled(
     assert result.reply == "Nothing is waiting for a yes."  # an ordinary turn
     assert not [f for f in sent if f["type"] == "tool"]
     assert not (agent.person.state_dir / "paper.json").exists()
+
+
+async def test_the_answer_to_a_waiting_order_costs_nothing_again(
+    setup: tuple[Harness, Agent, MessagesApi],
+) -> None:
+    """The turn that asked was accounted for; a yes or no resumes it and costs nothing."""
+    harness, agent, api = setup
+    order = {"ticker": "BINANCE:BTC/USDT", "side": "buy", "quantity": 0.5}
+    ask = [{"type": "tool_use", "id": "toolu_04", "name": "execute_trade", "input": order}]
+    api.replies = [ask, ask]
+    asked, _ = await run(harness, agent, "buy 0.5 BTC")
+    assert asked.tokens > 0 and asked.cost_usd > 0
+    refused, sent = await run(harness, agent, "no")
+    assert refused.reply.startswith("Cancelled: buy 0.5 BINANCE:BTC/USDT")
+    assert (refused.tokens, refused.cost_usd) == (0, 0.0)
+    asked, _ = await run(harness, agent, "buy 0.5 BTC")
+    placed, sent = await run(harness, agent, "yes")  # no live price here: refused by the agent
+    assert [f["state"] for f in sent if f["type"] == "tool"] == ["start", "error"]
+    assert (placed.tokens, placed.cost_usd) == (0, 0.0)
+    assert await harness.pending_order(agent.person.user) is None

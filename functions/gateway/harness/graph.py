@@ -349,7 +349,11 @@ async def await_confirmation(state: TurnState, runtime: Turn) -> Command[str]:
     # run again from the top when resumed: nothing before this line may have effects
     answer = str(interrupt(order))
     if is_confirmation(answer):
-        return Command(goto="place_confirmed", update={"text": answer, "cancelled": None})
+        # what this turn costs starts again (the asking turn's was accounted for then)
+        return Command(
+            goto="place_confirmed",
+            update={"text": answer, "cancelled": None, "tokens": 0, "cost_usd": 0.0, "why": ""},
+        )
     if is_refusal(answer):
         deps = runtime.context
         said = describe_order(contract.TradeOrder.model_validate(order))
@@ -364,6 +368,8 @@ async def await_confirmation(state: TurnState, runtime: Turn) -> Command[str]:
                 "cancelled": None,
                 "model": deps.model.name,
                 "tokens": 0,
+                "cost_usd": 0.0,
+                "why": "",
             },
         )
     # anything else cancels it and is a turn of its own
