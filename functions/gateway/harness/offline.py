@@ -254,11 +254,21 @@ def _delegated(text: str, now: datetime) -> tuple[str, JsonObject] | None:
     """Requests for a subagent or workflow: write a strategy or an indicator, analyse the
     watchlist, sweep a strategy's parameters."""
     named = _NAMED.search(text)
-    m = re.search(r"\b(write|create|make|build|code)\b.*?\b(strategy|indicator)\b", text, re.I)
+    m = re.search(
+        r"\b(write|create|make|build|code)\s+(?:me\s+)?(?:a|an|new)\s+(?:new\s+)?"
+        r"(?:[\w-]+\s+){0,2}(strategy|indicator)\b",
+        text,
+        re.I,
+    )
     if m:
         kind = m.group(2).lower()
         key = next(
-            (k for k in ("rsi", "ema", "sma", "bollinger", "atr") if k in text.lower()), kind
+            (
+                k
+                for k in ("rsi", "ema", "sma", "bollinger", "atr")
+                if re.search(rf"\b{k}", text, re.I)
+            ),
+            kind,
         )
         name = named.group(1).lower() if named else f"my_{key}"
         if kind == "indicator":
@@ -271,7 +281,12 @@ def _delegated(text: str, now: datetime) -> tuple[str, JsonObject] | None:
         r"\b(market|watchlist)", text, re.I
     ):
         return "agent_market_analyst", {"request": text}
-    m = re.search(r"\b(?:sweep|optimi[sz]e|tune)\s+(?:the )?(?:strategy )?([a-z_]\w*)", text, re.I)
+    m = re.search(
+        r"\b(?:sweep|optimi[sz]e|tune)\s+(?:my |the )?(?:strategy )?"
+        r"(?!(?:my|the|portfolio|positions|strategy|strategies|risk)\b)([a-z_]\w*)",
+        text,
+        re.I,
+    )
     if m:
         tf = _TIMEFRAME.search(text)
         start, end = _range(text, now)
