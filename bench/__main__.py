@@ -8,6 +8,7 @@ import time
 from bench import (
     agent,
     alerts,
+    context,
     flink,
     gateway,
     history,
@@ -27,6 +28,7 @@ BENCHES = {
     "history": history.main,
     "agent": agent.main,
     "gateway": gateway.main,
+    "context": context.main,
     "sandbox": sandbox.main,
     "rules": rules.main,
     "knative": knative.main,
@@ -79,6 +81,12 @@ def main(argv: list[str]) -> int:
         g = results["gateway"]
         checks.append(("(f) gateway overhead p50 < 30 ms", g["overhead_p50_ms"] < 30))
         checks.append(("(f) cold first answer < 3 s", g["cold_first_answer_s"] < 3))
+    if "context" in results:
+        c = results["context"]
+        grown = c["prompt_chars_200"] - c["prompt_chars_20"]
+        cap = c["summary_cap_chars"]
+        checks.append(("(f2) prompt of turn 200 <= turn 20 + summary cap", grown <= cap))
+        checks.append(("(f2) harness overhead p50 < 30 ms", c["overhead_p50_last20_ms"] < 30))
     if results.get("sandbox"):
         added = results["sandbox"]["added_ms"]
         checks.append(("(g) sandbox isolation adds < 300 ms to start-up", added < 300))
