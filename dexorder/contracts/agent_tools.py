@@ -160,6 +160,17 @@ class ConversationMatches(ToolResult):
     matches: list[ConversationMatch]
 
 
+class ConversationDigest(ToolResult):
+    """The folded part of the rolling conversation summary, for the gateway's model to
+    rewrite: how many messages it covers, its lines, and the messages folded without a
+    model since its last digest (``role: text``, each cut)."""
+
+    folded: int
+    by: Literal["extractive", "model"]
+    lines: list[str]
+    unwritten: list[str]
+
+
 # --- alerts ---------------------------------------------------------------------------
 
 
@@ -386,6 +397,38 @@ class SweepRun(ToolResult):
     combinations: int
 
 
+class IndicatorLine(BaseModel):
+    """One line of an indicator: a value per time of :attr:`IndicatorSeries.times`
+    (None where it has none: its warm-up, a gap)."""
+
+    name: str
+    values: list[float | None]
+
+
+#: The most points of an indicator's series one call answers with (the newest).
+MAX_INDICATOR_POINTS = 5000
+#: Points of a series the model is shown (the page draws them all).
+POINTS_FOR_MODEL = 10
+
+
+class IndicatorSeries(ToolResult):
+    """An indicator of the person's workspace computed over a market's candles (in the
+    sandbox): the candles' open times (ms) and a line per output of ``compute``."""
+
+    indicator: str
+    ticker: str
+    timeframe: str
+    params: dict[str, ParamValue]
+    times: list[int]
+    lines: list[IndicatorLine]
+
+    def for_model(self) -> str:
+        # the model needs the latest values, not thousands of points
+        n = POINTS_FOR_MODEL
+        lines = [line.model_copy(update={"values": line.values[-n:]}) for line in self.lines]
+        return self.model_copy(update={"times": self.times[-n:], "lines": lines}).model_dump_json()
+
+
 class PythonRun(ToolResult):
     result: Any
     output: str
@@ -471,6 +514,12 @@ WORKSPACE_HISTORY = AgentTool[History]("workspace_history", History)
 REVERT_FILE = AgentTool[RevertedFile]("revert_file", RevertedFile, _CHANGES)
 SAVE_MESSAGE = AgentTool[SavedMessage]("save_message", SavedMessage, ToolTraits(hidden=True))
 SEARCH_CONVERSATION = AgentTool[ConversationMatches]("search_conversation", ConversationMatches)
+CONVERSATION_DIGEST = AgentTool[ConversationDigest](
+    "conversation_digest", ConversationDigest, ToolTraits(hidden=True)
+)
+WRITE_SUMMARY = AgentTool[ConversationDigest](
+    "write_summary", ConversationDigest, ToolTraits(hidden=True, changes_context=True)
+)
 GET_WATCHLIST = AgentTool[Watchlist]("get_watchlist", Watchlist)
 SET_WATCHLIST = AgentTool[Watchlist]("set_watchlist", Watchlist, _CHANGES)
 SET_ALERT = AgentTool[Alert]("set_alert", Alert, _CHANGES)
@@ -492,6 +541,7 @@ RUN_BACKTEST = AgentTool[BacktestRun | SweepRun](
     "run_backtest", OneOf[BacktestRun | SweepRun], ToolTraits(attachment=True)
 )
 RUN_PYTHON = AgentTool[PythonRun]("run_python", PythonRun)
+COMPUTE_INDICATOR = AgentTool[IndicatorSeries]("compute_indicator", IndicatorSeries)
 
 #: Every tool of the agent, by name.
 AGENT_TOOLS: dict[str, AgentTool[Any]] = {
@@ -507,6 +557,8 @@ AGENT_TOOLS: dict[str, AgentTool[Any]] = {
         REVERT_FILE,
         SAVE_MESSAGE,
         SEARCH_CONVERSATION,
+        CONVERSATION_DIGEST,
+        WRITE_SUMMARY,
         GET_WATCHLIST,
         SET_WATCHLIST,
         SET_ALERT,
@@ -520,5 +572,6 @@ AGENT_TOOLS: dict[str, AgentTool[Any]] = {
         APPLY_RULE_FIRED,
         RUN_BACKTEST,
         RUN_PYTHON,
+        COMPUTE_INDICATOR,
     )
 }

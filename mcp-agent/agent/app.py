@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -24,6 +26,7 @@ def http_app(person: PersonAgent) -> Any:
     """The ASGI app: ``/mcp`` (MCP streamable HTTP, authenticated) and ``/healthz``."""
     mcp = build_server(person)
     mcp_app = mcp.streamable_http_app(json_response=True, streamable_http_path="/mcp")
+    _streams_when_accepted(mcp.session_manager)
 
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"part": "agent", "healthy": True})
@@ -58,6 +61,9 @@ def http_app(person: PersonAgent) -> Any:
     )
 
     async def noted(scope: Any, receive: Any, send: Any) -> None:
+        _accepts_streams.set(
+            any(k == b"accept" and b"text/event-stream" in v for k, v in scope.get("headers", ()))
+        )
         if scope["type"] != "http" or scope["method"] != "POST":
             # a GET is a client's open stream for what the server may send: listening,
             # not a call (it must not keep the agent awake)
@@ -77,6 +83,41 @@ def http_app(person: PersonAgent) -> Any:
         revoked=person.revoked_tokens,
         on_request=person.activity.touch,
     )
+
+
+#: Whether the request being served accepts an SSE answer (its Accept header).
+_accepts_streams: ContextVar[bool] = ContextVar("accepts_streams", default=False)
+
+
+class _StreamsWhenAccepted(StreamableHTTPSessionManager):
+    """The SDK picks JSON or SSE answers once per server (``json_response``); this picks
+    it per request of the 2026 protocol (the SDK's own client, the gateway's), from its
+    Accept header: a client that accepts SSE gets a stream when a call has more to say
+    than its result — a tool's progress notifications (a backtest's steps) travel on it
+    first, where one JSON body would drop them; a call that says nothing more is still
+    one JSON body. A client that accepts JSON only (the spec asks for both; some scripts
+    send one) keeps JSON. Sessions of the handshake era stay JSON, as before (no progress
+    there)."""
+
+    @property
+    def json_response(self) -> bool:
+        return not _accepts_streams.get()
+
+    @json_response.setter
+    def json_response(self, value: bool) -> None:
+        pass  # the SDK's one setting is not used
+
+    def _admit_session(self, requestor: Any) -> Any:
+        # a handshake-era session is opened for all its requests: JSON for them all
+        token = _accepts_streams.set(False)
+        try:
+            return super()._admit_session(requestor)
+        finally:
+            _accepts_streams.reset(token)
+
+
+def _streams_when_accepted(manager: StreamableHTTPSessionManager) -> None:
+    manager.__class__ = _StreamsWhenAccepted
 
 
 async def _note_work(person: PersonAgent, every_s: float = 1.0) -> None:

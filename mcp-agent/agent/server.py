@@ -13,7 +13,7 @@ import json
 from mcp.server.mcpserver import MCPServer
 
 from agent.person import PersonAgent
-from agent.tools import alerts, backtests, memory, strategies, trading, workspace
+from agent.tools import alerts, backtests, indicators, memory, strategies, trading, workspace
 from agent.tools.toolbox import ToolBox
 
 INSTRUCTIONS = (
@@ -29,7 +29,7 @@ def build_server(person: PersonAgent) -> MCPServer:
     )
     box = ToolBox(mcp, person)
     _context_resources(box, person)
-    for domain in (strategies, workspace, memory, alerts, trading, backtests):
+    for domain in (strategies, workspace, memory, alerts, trading, backtests, indicators):
         domain.register(box, person)
     return mcp
 

@@ -8,15 +8,20 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
+import talib
 
 import gateway.live
 from dexorder.config import Settings
 from dexorder.process import free_port
+from dexorder.tokens import mint_token
 from gateway.live import MAX_SUBSCRIPTIONS, FeedUnavailable, MarketFeed
 from launcher.ephemeral import RunningPlatform
+from tests.gateway.agent_calls import agent_session
 from tests.gateway.served import Served, serve_gateway
 from tests.integration.test_realtime_path import trade
 
@@ -203,3 +208,96 @@ async def test_a_relay_that_does_not_answer_is_told_at_once_after_the_first_wait
         await feed.add("BINANCE:ETH/USDT|ohlc:1m", lambda topic, candle: None)
     assert time.monotonic() - t0 < 0.5
     feed.close()
+
+
+async def ndjson(
+    served: Served, method: str, path: str, token: str, **kw: Any
+) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with served.http.request(method, served.url + path, headers=headers, **kw) as r:
+        assert r.status == 200 and r.content_type == "application/x-ndjson", await r.text()
+        return [json.loads(line) for line in (await r.text()).splitlines()]
+
+
+#: An indicator that passes validation (its sample has 400 candles) and fails on others.
+FRAGILE = """\"\"\"Fails on real candles.\"\"\"
+
+def compute(candles):
+    if len(candles) != 400:
+        raise RuntimeError("only works on 400 candles")
+    return candles["close"]
+"""
+
+
+async def test_an_indicator_of_the_workspace_computed_in_the_sandbox(served: Served) -> None:
+    erin = await served.sign_up("ind-erin@example.com")
+    frank = await served.sign_up("ind-frank@example.com")
+    token = erin["access_token"]
+    status, body = await served.get("/api/workspace/indicators", token=token)
+    assert status == 200 and [i["name"] for i in body["indicators"]] == ["rsi"], body
+
+    # the example RSI over 48 hourly candles: the values TA-Lib gives for their closes
+    q = "ticker=binance:btc/usdt&timeframe=1h&start=2024-03-01&end=2024-03-03"
+    status, series = await served.get(f"/api/workspace/indicators/rsi/series?{q}", token=token)
+    assert status == 200, series
+    status, candles = await served.get(f"/api/candles?{q}", token=token)
+    assert status == 200, candles
+    assert series["ticker"] == "BINANCE:BTC/USDT" and series["params"] == {"period": 14}
+    assert series["times"] == [row[0] for row in candles["candles"]]
+    [line] = series["lines"]
+    closes = np.array([row[4] for row in candles["candles"]])
+    expected = talib.RSI(closes, timeperiod=14)
+    assert line["values"][:14] == [None] * 14  # its warm-up
+    assert np.allclose(np.array(line["values"][14:], dtype=float), expected[14:])
+
+    # bad input: 400 with what was wrong, before the agent is asked
+    for path, why in [
+        (f"/api/workspace/indicators/nope/series?{q}", "no indicator named 'nope'"),
+        (f"/api/workspace/indicators/bad-name/series?{q}", "invalid name"),
+        (f"/api/workspace/indicators/rsi/series?{q.replace('03-03', '02-03')}", "before"),
+        (f"/api/workspace/indicators/rsi/series?{q.replace('1h', '7h')}", "timeframe"),
+        (
+            "/api/workspace/indicators/rsi/series?ticker=BTC&start=2024-03-01&end=2024-03-02",
+            "ticker",
+        ),
+    ]:
+        status, body = await served.get(path, token=token)
+        assert status == 400 and why in body["error"], (path, body)
+    assert (await served.get(f"/api/workspace/indicators/rsi/series?{q}"))[0] == 401
+
+    # another person's indicator is theirs alone
+    f_id = frank["account"]["id"]
+    endpoint = await served.gw.provisioner.ensure(f_id, "free")
+    async with agent_session(endpoint.mcp_url, mint_token(served.gw.keys, f_id)) as agent:
+        await agent.ok("write_indicator", name="fragile", code=FRAGILE)
+    status, body = await served.get(f"/api/workspace/indicators/fragile/series?{q}", token=token)
+    assert status == 400 and "no indicator named 'fragile'" in body["error"], body
+    assert "fragile" not in str((await served.get("/api/workspace/indicators", token=token))[1])
+
+    # one that raises: its own error, its line, as a 400 (streamed: the error line)
+    f_token = frank["access_token"]
+    status, body = await served.get(f"/api/workspace/indicators/fragile/series?{q}", token=f_token)
+    assert status == 400, body
+    assert "line 5: RuntimeError: only works on 400 candles" in body["error"], body
+    lines = await ndjson(
+        served, "GET", f"/api/workspace/indicators/fragile/series?{q}&progress=1", f_token
+    )
+    assert lines[-1]["status"] == 400 and "only works on 400" in lines[-1]["error"], lines
+
+
+async def test_a_backtests_progress_comes_from_the_run_before_its_result(served: Served) -> None:
+    token = (await served.sign_up("bt-progress@example.com"))["access_token"]
+    body = {
+        "strategy": "sma_cross",
+        "ticker": "BINANCE:BTC/USDT",
+        "timeframe": "1h",
+        "start": "2024-01-02",
+        "end": "2024-01-09",
+    }
+    lines = await ndjson(served, "POST", "/api/workspace/backtests?progress=1", token, json=body)
+    assert "result" in lines[-1] and lines[-1]["result"]["strategy"] == "sma_cross", lines[-1]
+    said = [line["progress"] for line in lines[:-1]]
+    # the agent's own steps (MCP progress of run_backtest), with how far it got, in order
+    steps = [s for s in said if s.endswith("%)")]
+    assert [s.rsplit("(", 1)[1] for s in steps] == ["0%)", "33%)", "67%)", "100%)"], said
+    assert "running sma_cross on 168 candles in the sandbox (33%)" in steps, said

@@ -1,9 +1,10 @@
 """The web workspace in headless Chromium (Debian's, driven by Playwright) against the
 platform `dexorder up` runs (exchange emulator, relay, stream, lake writer, gateway,
 triggers; one for the module): the chart draws candles and follows trades live, the
-watchlist's prices move, an alert made in its panel fires and is shown, a backtest
-from the strategies panel shows its metrics and chart, a paper order's fill reaches
-the positions, the page fits a phone, and it reconnects when the gateway restarts.
+watchlist's prices move, an indicator of the person's workspace is drawn over the chart,
+an alert made in its panel fires and is shown, a backtest from the strategies panel
+shows its metrics and chart, a paper order's fill reaches the positions, the page fits
+a phone, and it reconnects when the gateway restarts.
 No test may leave an error in the browser's console."""
 
 from __future__ import annotations
@@ -172,6 +173,51 @@ async def test_chart_live_watchlist_and_phone_width(
         )
         assert width[0] <= width[1], width
         (tmp_path / "phone.png").write_bytes(await page.screenshot(full_page=True))
+
+
+def orange(shot: bytes) -> int:
+    """Pixels of the first indicator overlay's colour (#ff6d00) in a chart's screenshot."""
+    img = Image.open(io.BytesIO(shot)).convert("RGB")
+    px = [img.getpixel((x, y)) for x in range(img.width) for y in range(img.height)]
+    return sum(1 for r, g, b in px if r > 220 and 80 < g < 150 and b < 60)
+
+
+async def test_an_indicator_of_the_workspace_drawn_over_the_chart(
+    browser: Browser, up: RunningPlatform
+) -> None:
+    async with workspace(browser, up, "overlay@example.com") as page:
+        await page.wait_for_function(
+            "Number(document.querySelector('#chart').dataset.candles || 0) > 100", timeout=120_000
+        )
+        assert orange(await page.locator("#chart").screenshot()) == 0
+        # the person's indicators are offered; the example RSI is drawn over the candles
+        await page.wait_for_function(
+            "[...document.querySelectorAll('#ind-pick option')].some(o => o.value === 'rsi')",
+            timeout=60_000,
+        )
+        await page.select_option("#ind-pick", "rsi")
+        await page.click("#ind-form button")
+        drawn = page.locator("#ind-on li[data-indicator='rsi'][data-state='drawn']")
+        await drawn.wait_for(timeout=120_000)
+        candles = await page.evaluate("document.querySelector('#chart').dataset.candles")
+        assert await drawn.get_attribute("data-points") == candles
+        assert orange(await page.locator("#chart").screenshot()) > 100, "no overlay line drawn"
+        # another timeframe: the overlay is computed again for it
+        await page.select_option("#chart-tf", "4h")
+        await page.click("#chart-form button")
+        await page.wait_for_function(
+            "document.querySelector('#chart').getAttribute('aria-label').includes(' 4h ')"
+            " && document.querySelector(\"#ind-on li[data-indicator='rsi']\").dataset.points"
+            " === document.querySelector('#chart').dataset.candles",
+            timeout=120_000,
+        )
+        await drawn.wait_for(timeout=60_000)
+        assert orange(await page.locator("#chart").screenshot()) > 100
+        assert await page.text_content("#ind-error") == ""
+        # taken off the chart, its line is gone
+        await page.click("#ind-on li[data-indicator='rsi'] button")
+        await page.wait_for_function("!document.querySelector('#ind-on li')")
+        assert orange(await page.locator("#chart").screenshot()) == 0
 
 
 async def test_an_alert_made_in_its_panel_fires_and_is_shown(

@@ -13,11 +13,16 @@ them too) and reaches only the caller's agent.
   :class:`OrderBody`), ``DELETE .../orders/{id}``
 - ``GET /api/workspace/strategies``, ``GET .../strategies/{name}``
 - ``POST /api/workspace/backtests`` (:class:`BacktestBody`)
+- ``GET /api/workspace/indicators``; ``GET .../indicators/{name}/series?ticker=&timeframe=
+  &start=&end=``: the person's indicator computed over the range's candles in their agent's
+  sandbox (:class:`~dexorder.contracts.agent_tools.IndicatorSeries`); 400 unknown indicator,
+  bad range, or the indicator's own error (its line and message)
 
 An agent's refusal (no such alert, a bad ticker) is a 400 with its message. Candles and
 backtests take ``?progress=1``: the answer is then NDJSON, lines of progress while missing
 history is fetched from the exchange, then the result or the error (bad input is still
-refused with its status before anything streams).
+refused with its status before anything streams); a backtest's lines then include the
+run's own steps, as its agent reports them (MCP progress).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from dexorder.contracts.workspace import (
     encode,
 )
 from dexorder.markets import InvalidTicker, InvalidTimeframe, Ticker, Timeframe
-from dexorder.times import parse_when
+from dexorder.times import iso, parse_when
 from gateway.api.common import answers_refusals, caller, gateway_of, typed_body
 from gateway.harness.agent_link import AgentLink
 from gateway.live import MarketFeed
@@ -156,9 +161,16 @@ def _market(ticker: str, timeframe: str | None = None) -> tuple[str, str]:
     return t, tf
 
 
-async def call_agent(gw: Gateway, who: Caller, tool: AgentTool[Any], args: JsonObject) -> Any:
+async def call_agent(
+    gw: Gateway, who: Caller, tool: AgentTool[Any], args: JsonObject, say: Say | None = None
+) -> Any:
     """``tool``'s typed result from ``who``'s own agent (started if asleep); its error as
-    a 400, an agent that cannot be reached as a 503."""
+    a 400, an agent that cannot be reached as a 503. ``say`` hears the tool's progress."""
+
+    async def heard(text: str, fraction: float | None) -> None:
+        if say is not None and text:
+            say(f"{text} ({fraction:.0%})" if fraction is not None else text)
+
     try:
         endpoint = await gw.provisioner.ensure(who.id, who.account.tier)
     except ProvisioningError as exc:
@@ -169,7 +181,7 @@ async def call_agent(gw: Gateway, who: Caller, tool: AgentTool[Any], args: JsonO
             who.id, endpoint.mcp_url, lambda: gw.harness.agent_token(who.id)
         )
         try:
-            outcome = await link.call(tool.name, args)
+            outcome = await link.call(tool.name, args, heard if say is not None else None)
             break
         except Exception as exc:
             await links.drop(who.id)
@@ -299,8 +311,33 @@ async def post_backtest(request: Request) -> Response:
         # the history first, here, where its progress can be told; then the agent runs it
         await _backfilled(gw.cfg, ticker, tf, start, end, say)
         say(f"running {body.strategy} on {ticker} {tf}")
-        run: ToolResult = await call_agent(gw, who, tools.RUN_BACKTEST, args)
+        run: ToolResult = await call_agent(gw, who, tools.RUN_BACKTEST, args, say)
         return run.model_dump_json(by_alias=True).encode()
+
+    return await _answer(request, work)
+
+
+@answers_refusals
+async def indicator_series(request: Request) -> Response:
+    gw, who = gateway_of(request), caller(request)
+    q = request.query_params
+    ticker, tf = _market(q.get("ticker", ""), q.get("timeframe", "1h"))
+    start, end = _when(q.get("start"), "start"), _when(q.get("end"), "end")
+    if end <= start:
+        raise Refused(400, "start must be before end")
+    args: JsonObject = {
+        "name": request.path_params["name"],
+        "ticker": ticker,
+        "timeframe": tf,
+        "start": iso(start),
+        "end": iso(end),
+    }
+
+    async def work(say: Say) -> bytes:
+        # the candles first, here (the agent reads the lake; it does not fetch history)
+        await _backfilled(gw.cfg, ticker, tf, start, end, say)
+        series: ToolResult = await call_agent(gw, who, tools.COMPUTE_INDICATOR, args, say)
+        return series.model_dump_json().encode()
 
     return await _answer(request, work)
 
@@ -329,4 +366,6 @@ routes = [
     Route(f"{_W}/strategies", _agent_route(tools.LIST_STRATEGIES)),
     Route(f"{_W}/strategies/{{name}}", _agent_route(tools.READ_STRATEGY)),
     Route(f"{_W}/backtests", post_backtest, methods=["POST"]),
+    Route(f"{_W}/indicators", _agent_route(tools.LIST_INDICATORS)),
+    Route(f"{_W}/indicators/{{name}}/series", indicator_series),
 ]

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx2
@@ -25,6 +25,11 @@ CONTEXT_RESOURCES = {
     "workspace": "context://workspace-state",
     "instructions": "context://system-prompt",
 }
+
+
+#: Told how far a tool got while it runs (the MCP progress notifications of the call):
+#: its message, and the fraction done when the tool said so.
+OnProgress = Callable[[str, float | None], Awaitable[None]]
 
 
 class AgentCallError(RuntimeError):
@@ -82,10 +87,23 @@ class AgentLink:
             ]
         return self._tools
 
-    async def call(self, name: str, arguments: JsonObject) -> ToolOutcome:
+    async def call(
+        self, name: str, arguments: JsonObject, progress: OnProgress | None = None
+    ) -> ToolOutcome:
         """Call a tool; its structured result is validated into its contract's type (a result
-        of another shape raises :class:`~dexorder.contracts.agent_tools.ToolResultMismatch`)."""
-        result = await self.client.call_tool(name, arguments)
+        of another shape raises :class:`~dexorder.contracts.agent_tools.ToolResultMismatch`).
+        ``progress`` hears the tool's progress notifications while it runs."""
+
+        tell = progress
+
+        # named as the SDK's ProgressFnT names them
+        async def heard(progress: float, total: float | None, message: str | None) -> None:
+            assert tell is not None
+            await tell(message or "", progress / total if total else None)
+
+        result = await self.client.call_tool(
+            name, arguments, progress_callback=heard if tell is not None else None
+        )
         if result.is_error:
             return ToolOutcome("".join(getattr(c, "text", "") for c in result.content), True)
         contract = AGENT_TOOLS.get(name)

@@ -418,6 +418,10 @@ async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
     async def progress(text: str) -> None:
         await deps.send(ToolFrame(name=call.name, state="progress", text=text))
 
+    async def agent_progress(text: str, fraction: float | None) -> None:
+        # the agent tool's own MCP progress (a backtest's steps), with its percent
+        await progress(f"{text} ({fraction:.0%})" if fraction is not None else text)
+
     with (
         _timed(deps, "tools_ms"),
         telemetry.span(f"tool {call.name}", {"gen_ai.tool.name": call.name}) as span,
@@ -432,7 +436,7 @@ async def _run_tool(deps: TurnDeps, call: ToolCall) -> ToolOutcome:
             outcome = ToolOutcome(f"{call.name} is done by the platform itself", is_error=True)
         else:
             try:
-                outcome = await deps.link.call(call.name, call.arguments)
+                outcome = await deps.link.call(call.name, call.arguments, agent_progress)
             except Exception as exc:  # the agent went away mid-turn: tell the model
                 outcome = ToolOutcome(f"your agent could not run {call.name}: {exc}", True)
         if outcome.is_error:

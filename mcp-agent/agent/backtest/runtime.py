@@ -81,6 +81,34 @@ def validate_indicator(name: str, source: str) -> tuple[int, int, str]:
     return lines, len(candles), _doc(module)
 
 
+def compute_indicator(
+    name: str, candles: pd.DataFrame, params: dict[str, Any]
+) -> tuple[list[tuple[str, np.ndarray]], dict[str, Any]]:
+    """Indicator ``name``'s lines over ``candles`` (each a value per candle) and the
+    parameters it ran with; its own failure as a :class:`StrategyError` naming its line."""
+    module = _load("indicators", name)
+    if not callable(getattr(module, "compute", None)):
+        raise StrategyError("an indicator must define compute(candles, **params)")
+    known = getattr(module, "PARAMS", {})
+    unknown = set(params) - set(known)
+    if unknown:
+        raise StrategyError(f"unknown parameter(s) {sorted(unknown)}; {name} takes {sorted(known)}")
+    merged = {**known, **params}
+    try:
+        out = module.compute(candles, **merged)
+    except BaseException as exc:
+        raise StrategyError(where(exc, f"indicators/{name}.py")) from None
+    values = _as_values(out, len(candles), "compute")
+    if values.ndim == 1:
+        label = str(out.name) if isinstance(out, pd.Series) and out.name is not None else name
+        return [(label, values)], merged
+    if isinstance(out, pd.DataFrame):
+        labels = [str(c) for c in out.columns]
+    else:
+        labels = [f"{name}_{i}" for i in range(values.shape[1])]
+    return [(label, values[:, i]) for i, label in enumerate(labels)], merged
+
+
 def _params(module: ModuleType, given: dict[str, Any]) -> dict[str, Any]:
     params = {**getattr(module, "PARAMS", {}), **given}
     unknown = set(given) - set(getattr(module, "PARAMS", {})) - set(EXIT_KEYS)

@@ -17,6 +17,9 @@ from agent.backtest.engine import Costs
 from agent.sandbox.protocol import (
     BacktestJob,
     BacktestOutcome,
+    IndicatorJob,
+    IndicatorLineOut,
+    IndicatorOutcome,
     Job,
     Outcome,
     ParamValue,
@@ -43,6 +46,8 @@ def run(job: Job, workspace: Path, inputs: Path, scratch: Path) -> Outcome:
             return _python(job, workspace, inputs, scratch)
         if isinstance(job, ValidateJob):
             return _validate(job)
+        if isinstance(job, IndicatorJob):
+            return _indicator(job, inputs)
         return _backtest(job, inputs, scratch)
     except runtime.StrategyError as exc:
         raise JobError(str(exc)) from None
@@ -99,6 +104,19 @@ def _validate(job: ValidateJob) -> ValidationOutcome:
         return ValidationOutcome(n, doc, lines)
     n, doc = runtime.validate_strategy(job.name, job.code)
     return ValidationOutcome(n, doc)
+
+
+def _indicator(job: IndicatorJob, inputs: Path) -> IndicatorOutcome:
+    candles = pd.read_parquet(inputs / job.candles)
+    lines, params = runtime.compute_indicator(job.name, candles, dict(job.params))
+    return IndicatorOutcome(
+        lines=[
+            # NaN (a line's warm-up, a gap) has no JSON: None, which the page leaves out
+            IndicatorLineOut(label, [float(v) if math.isfinite(v) else None for v in values])
+            for label, values in lines
+        ],
+        params=_params(params),
+    )
 
 
 def _score(value: Any) -> float:

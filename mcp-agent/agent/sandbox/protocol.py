@@ -62,7 +62,16 @@ class BacktestJob(msgspec.Struct, tag="backtest", frozen=True):
     max_combinations: int = 200
 
 
-Job = PythonJob | ValidateJob | BacktestJob
+class IndicatorJob(msgspec.Struct, tag="indicator", frozen=True):
+    """Compute indicator ``name`` from the workspace over the candles file in inputs."""
+
+    name: str
+    candles: str
+    filename: str
+    params: dict[str, Scalar] = {}
+
+
+Job = PythonJob | ValidateJob | BacktestJob | IndicatorJob
 
 
 class SandboxSpec(msgspec.Struct, frozen=True):
@@ -123,7 +132,19 @@ class SweepOutcome(msgspec.Struct, tag="sweep", frozen=True):
     rank_by: str
 
 
-Outcome = PythonOutcome | ValidationOutcome | BacktestOutcome | SweepOutcome
+class IndicatorLineOut(msgspec.Struct, frozen=True):
+    """One line of an indicator: a value per candle (None where it has none yet)."""
+
+    name: str
+    values: list[float | None]
+
+
+class IndicatorOutcome(msgspec.Struct, tag="indicator", frozen=True):
+    lines: list[IndicatorLineOut]
+    params: dict[str, ParamValue]
+
+
+Outcome = PythonOutcome | ValidationOutcome | BacktestOutcome | SweepOutcome | IndicatorOutcome
 
 #: How a run that did not finish its job failed: a limit, the policy, or the code itself.
 FailureKind = Literal["memory", "policy", "error"]

@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import msgspec
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
@@ -53,6 +54,7 @@ def register(box: ToolBox, person: PersonAgent) -> None:
         timeframe: Annotated[str, Field(description="1m 5m 15m 1h 4h 1d")],
         start: When,
         end: When,
+        ctx: Context[Any, Any],
         params: Annotated[
             dict[str, c.ParamValue],
             Field(description="strategy parameters; a list value is swept"),
@@ -65,6 +67,8 @@ def register(box: ToolBox, person: PersonAgent) -> None:
         ws.read("strategies", strategy)
         tf = Timeframe.parse(timeframe)
         start_ms, end_ms = parse_when(start), parse_when(end)
+        # what the caller sees while it runs (MCP progress: a no-op unless it asked)
+        await ctx.report_progress(0, 3, f"loading {ticker} {tf.value} candles")
         candles = await _market().load_candles(person.cfg, ticker, tf.value, start_ms, end_ms)
         try:
             job = BacktestJob(
@@ -81,12 +85,18 @@ def register(box: ToolBox, person: PersonAgent) -> None:
             raise ToolError(
                 f"params must map names to numbers, text, true/false or lists of them: {exc}"
             ) from None
+        await ctx.report_progress(
+            1, 3, f"running {strategy} on {len(candles):,} candles in the sandbox"
+        )
         with run_inputs(person) as inputs:
             candles.to_parquet(inputs / "candles.parquet")
             result = await _sandbox(person, job, inputs)
         outcome = result.outcome
         if not result.ok or not isinstance(outcome, BacktestOutcome | SweepOutcome):
             raise ToolError(f"backtest failed: {result.error}")
+        await ctx.report_progress(
+            2, 3, f"ran in {result.seconds:.1f} s; keeping the result and its chart"
+        )
         run_id = uuid.uuid4().hex[:12]
         about = {
             "id": run_id,
@@ -119,6 +129,7 @@ def register(box: ToolBox, person: PersonAgent) -> None:
             }
         )
         (out / "result.json").write_text(run.model_dump_json())
+        await ctx.report_progress(3, 3, "done")
         return run
 
     @box.resource(
