@@ -372,6 +372,9 @@ class GatewayConfig(_Section):
     #: What a person's model calls may cost a month, by tier (US$; null: no budget). Free:
     #: about 200 short turns on Haiku. The local person of ``dexorder up`` is on free.
     monthly_budget_usd: dict[str, float | None] = {"free": 1.0, "pro": 25.0, "enterprise": None}
+    #: Messages the agent folds into the conversation summary extractively before the
+    #: model rewrites it (one call, after a turn; never with the offline model).
+    summary_model_after: int = Field(20, ge=1, le=1000)
     #: Most model calls in one turn (each tool round is one).
     max_tool_rounds: int = Field(8, ge=1, le=50)
     #: Most write → validate → fix rounds of a workflow writing a strategy or indicator.

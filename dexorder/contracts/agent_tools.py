@@ -160,6 +160,17 @@ class ConversationMatches(ToolResult):
     matches: list[ConversationMatch]
 
 
+class ConversationDigest(ToolResult):
+    """The folded part of the rolling conversation summary, for the gateway's model to
+    rewrite: how many messages it covers, its lines, and the messages folded without a
+    model since its last digest (``role: text``, each cut)."""
+
+    folded: int
+    by: Literal["extractive", "model"]
+    lines: list[str]
+    unwritten: list[str]
+
+
 # --- alerts ---------------------------------------------------------------------------
 
 
@@ -503,6 +514,12 @@ WORKSPACE_HISTORY = AgentTool[History]("workspace_history", History)
 REVERT_FILE = AgentTool[RevertedFile]("revert_file", RevertedFile, _CHANGES)
 SAVE_MESSAGE = AgentTool[SavedMessage]("save_message", SavedMessage, ToolTraits(hidden=True))
 SEARCH_CONVERSATION = AgentTool[ConversationMatches]("search_conversation", ConversationMatches)
+CONVERSATION_DIGEST = AgentTool[ConversationDigest](
+    "conversation_digest", ConversationDigest, ToolTraits(hidden=True)
+)
+WRITE_SUMMARY = AgentTool[ConversationDigest](
+    "write_summary", ConversationDigest, ToolTraits(hidden=True, changes_context=True)
+)
 GET_WATCHLIST = AgentTool[Watchlist]("get_watchlist", Watchlist)
 SET_WATCHLIST = AgentTool[Watchlist]("set_watchlist", Watchlist, _CHANGES)
 SET_ALERT = AgentTool[Alert]("set_alert", Alert, _CHANGES)
@@ -540,6 +557,8 @@ AGENT_TOOLS: dict[str, AgentTool[Any]] = {
         REVERT_FILE,
         SAVE_MESSAGE,
         SEARCH_CONVERSATION,
+        CONVERSATION_DIGEST,
+        WRITE_SUMMARY,
         GET_WATCHLIST,
         SET_WATCHLIST,
         SET_ALERT,

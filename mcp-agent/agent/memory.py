@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.summary import Digest, fold, render
-from dexorder.contracts.agent_tools import ConversationMatch, SavedMessage
+from dexorder.contracts.agent_tools import ConversationDigest, ConversationMatch, SavedMessage
 from dexorder.embeddings import DIMENSIONS, MAX_TEXT_CHARS, EmbeddingClient
 
 Role = Literal["user", "assistant"]
@@ -110,6 +110,17 @@ class ConversationMemory:
     def summary(self) -> str:
         """The rolling summary: older messages folded, the recent ones as they were."""
         return render(self._digest(), self.messages())
+
+    def digest(self, cut: int = 1_000) -> ConversationDigest:
+        """The folded part, with the messages folded since a model last wrote it."""
+        digest = self._digest()
+        unwritten = self.messages()[digest.written_upto : digest.folded]
+        return ConversationDigest(
+            folded=digest.folded,
+            by=digest.by,
+            lines=digest.lines,
+            unwritten=[f"{m.role}: {m.text[:cut]}" for m in unwritten],
+        )
 
     async def write_summary(self, text: str, upto: int) -> Digest:
         """A model's digest of the first ``upto`` messages in place of the folded one."""

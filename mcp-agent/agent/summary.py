@@ -19,6 +19,7 @@ Pure functions on :class:`SavedMessage` lists; the file it lives in is
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -56,13 +57,21 @@ class Digest(BaseModel):
     folded: int = 0
     lines: list[str] = Field(default_factory=list)
     tickers: list[str] = Field(default_factory=list)
-    #: "extractive", or "model" when the last fold was written by a model
-    by: str = "extractive"
+    #: "extractive", or "model" when a model wrote it (later folds add to it)
+    by: Literal["extractive", "model"] = "extractive"
+    #: where the messages folded without a model begin (the end of its last digest)
+    written_upto: int = 0
 
     def written(self, text: str, upto: int) -> Digest:
         """A model's digest of the first ``upto`` messages, cut to the cap."""
-        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-        return Digest(folded=upto, lines=_fit(lines), tickers=self.tickers, by="model")
+        lines = [line.strip().removeprefix("- ") for line in text.strip().splitlines()]
+        return Digest(
+            folded=upto,
+            lines=_fit([x for x in lines if x]),
+            tickers=self.tickers,
+            by="model",
+            written_upto=upto,
+        )
 
 
 def key_sentences(text: str) -> str:
@@ -94,6 +103,7 @@ def fold(digest: Digest, messages: list[SavedMessage]) -> Digest:
         lines=_fit([*digest.lines, *lines]),
         tickers=tickers[-TICKERS:],
         by=digest.by,
+        written_upto=digest.written_upto,
     )
 
 

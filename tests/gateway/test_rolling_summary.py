@@ -15,7 +15,7 @@ from dexorder.config import Settings
 from dexorder.contracts.chat import ServerFrame, encode
 from dexorder.tokens import token_keys
 from gateway.harness.router import ModelRouter
-from gateway.harness.turn import Harness
+from gateway.harness.turn import Harness, TurnResult
 from tests.agent.conftest import serve_agent
 from tests.gateway.loopback_anthropic import API_KEY, serve_messages_api
 
@@ -42,8 +42,13 @@ async def test_the_prompt_of_turn_200_is_no_larger_than_turn_20_plus_the_cap(
         cfg = Settings(
             home=tmp_path / "home",
             embedder={"enabled": False},
-            # the context cached as usual: a saved turn makes the next read the summary again
-            gateway={"anthropic_api_key": API_KEY, "anthropic_base_url": url},
+            # the context cached as usual: a saved turn makes the next read the summary again;
+            # the summary stays extractive (the model's rewrite: the test below)
+            gateway={
+                "anthropic_api_key": API_KEY,
+                "anthropic_base_url": url,
+                "summary_model_after": 1000,
+            },
         )
         async with serve_agent(cfg) as agent:
             harness = Harness(cfg, token_keys(cfg), ModelRouter(cfg.gateway, API_KEY), None)
@@ -86,3 +91,70 @@ async def test_the_prompt_of_turn_200_is_no_larger_than_turn_20_plus_the_cap(
     assert "Tickers talked about:" in turn200 and "BINANCE:ARB/USDT" in turn200
     # and the filler of folded messages is not
     assert turn200.count(FILLER.strip()) < turn20.count(FILLER.strip()) + 3
+
+
+async def test_the_model_rewrites_the_summary_after_so_many_folded_messages(
+    tmp_path: Path,
+) -> None:
+    async with serve_messages_api() as (url, api):
+        cfg = Settings(
+            home=tmp_path / "home",
+            embedder={"enabled": False},
+            gateway={
+                "anthropic_api_key": API_KEY,
+                "anthropic_base_url": url,
+                "summary_model_after": 4,
+            },
+        )
+        async with serve_agent(cfg) as agent:
+            harness = Harness(cfg, token_keys(cfg), ModelRouter(cfg.gateway, API_KEY), None)
+
+            async def send(frame: ServerFrame) -> None:
+                pass
+
+            async def turn(text: str) -> TurnResult:
+                return await harness.turn(
+                    user=agent.person.user,
+                    tier="free",
+                    channel="web",
+                    text=text,
+                    mcp_url=agent.url,
+                    send=send,
+                )
+
+            memory = agent.person.memory
+            try:
+                for n in range(1, 4):  # 6 messages: none folded yet
+                    await memory.save("user", message(n), "web")
+                    await memory.save("assistant", f"Noted for turn {n}.", "web")
+                api.replies = [[{"type": "text", "text": "Noted."}]]
+                await turn(message(4))  # 8 messages, 2 folded: under 4, no rewrite
+                assert len(api.requests) == 1 and memory.digest().by == "extractive"
+
+                digest = "The person watches SOL and ARB.\nStops are set near 1,000."
+                api.replies = [
+                    [{"type": "text", "text": "Noted again."}],
+                    [{"type": "text", "text": digest}],
+                ]
+                result = await turn(message(5))  # 10 messages, 4 folded: rewritten
+                asked = api.requests[2]
+                assert asked["system"].startswith("You keep the running summary")
+                (question,) = asked["messages"]
+                assert (
+                    "Turn 1." in question["content"] and "Noted for turn 2." in question["content"]
+                )
+                assert "tools" not in asked  # a summary calls no tools
+                assert result.tokens > 0 and "summary_ms" in result.timings
+                kept = memory.digest()
+                assert kept.by == "model" and kept.folded == 4 and kept.unwritten == []
+                assert kept.lines == [
+                    "The person watches SOL and ARB.",
+                    "Stops are set near 1,000.",
+                ]
+
+                api.replies = [[{"type": "text", "text": "Yes."}]]
+                await turn("what do I watch?")  # the next prompt holds the model's digest
+                assert "- The person watches SOL and ARB." in api.requests[3]["system"]
+                assert len(api.requests) == 4  # 2 more folded since: under 4, no rewrite
+            finally:
+                await harness.close()

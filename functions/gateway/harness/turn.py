@@ -23,9 +23,10 @@ from gateway.harness.checkpoints import Checkpoints, open_checkpoints
 from gateway.harness.confirmations import CONFIRM_TTL_S, describe_order
 from gateway.harness.graph import Send, TurnDeps, build_graph
 from gateway.harness.knowledge import KnowledgeBase
-from gateway.harness.model import ModelError, ToolSpec
+from gateway.harness.model import ModelError, ModelReply, ToolSpec
 from gateway.harness.platform_tools import REMEMBER, SPECS, PlatformTools
 from gateway.harness.router import Meter, MeteredModel, ModelRouter
+from gateway.harness.summarise import resummarise
 
 log = structlog.get_logger(part="gateway")
 
@@ -188,16 +189,35 @@ class Harness:
             note = f"\n\n(The order waiting for your confirmation, {said}, was cancelled.)"
             await send(TokenFrame(text=note))
             reply += note
+        summarised = await self._resummarise(deps)
         deps.timings["turn_ms"] = (time.perf_counter() - t0) * 1000
         return TurnResult(
             reply,
             state.get("model", model.name),
-            state.get("tokens", 0),
+            state.get("tokens", 0) + (summarised.tokens if summarised else 0),
             deps.attachments,
             deps.timings,
-            state.get("cost_usd", 0.0),
+            state.get("cost_usd", 0.0) + (summarised.cost_usd if summarised else 0.0),
             state.get("why", ""),
         )
+
+    async def _resummarise(self, deps: TurnDeps) -> ModelReply | None:
+        """Now and then the model rewrites the conversation summary (``summarise.py``)."""
+        if deps.model.offline:
+            return None
+        t0 = time.perf_counter()
+        try:
+            with telemetry.span("summarise"):
+                done = await resummarise(
+                    deps.link, deps.model, self.cfg.gateway.summary_model_after
+                )
+        except Exception as exc:  # the summary stays extractive; the turn was answered
+            log.warning("the model could not rewrite the summary", user=deps.user, error=str(exc))
+            return None
+        if done is not None:
+            deps.timings["summary_ms"] = (time.perf_counter() - t0) * 1000
+            deps.context.conversation_changed(deps.user)
+        return done
 
     async def _settle(self, user: str) -> None:
         """After a turn that failed: keep the thread only if its order still waits."""

@@ -32,3 +32,22 @@ def register(box: ToolBox, person: PersonAgent) -> None:
         role: Literal["user", "assistant"] | None = None,
     ) -> c.ConversationMatches:
         return c.ConversationMatches(matches=await person.memory.search(query, limit, role))
+
+    @box.tool(
+        c.CONVERSATION_DIGEST,
+        "The folded part of the rolling conversation summary, and what was folded since a "
+        "model last wrote it.",
+    )
+    async def conversation_digest() -> c.ConversationDigest:
+        return person.memory.digest()
+
+    @box.tool(
+        c.WRITE_SUMMARY,
+        "Replace the summary of the first `upto` messages with one a model wrote.",
+    )
+    async def write_summary(
+        text: Annotated[str, Field(min_length=1, max_length=20_000)],
+        upto: Annotated[int, Field(ge=1)],
+    ) -> c.ConversationDigest:
+        await person.memory.write_summary(text, upto)
+        return person.memory.digest()
