@@ -21,7 +21,8 @@ class MessagesApi:
 
     A reply is a list of content blocks (``{"type": "text", "text"}`` or
     ``{"type": "tool_use", "id", "name", "input"}``), or ``(status, error_type)``, or
-    ``(status, error_type, headers)`` (a ``retry-after``, say). ``times`` is when each
+    ``(status, error_type, headers)`` (a ``retry-after``, say), or ``("stream", error_type)``:
+    a stream that begins (200) and then sends an ``error`` event. ``times`` is when each
     request arrived (``time.monotonic()``), for what the client waited between them.
     """
 
@@ -45,6 +46,8 @@ class MessagesApi:
         if not self.replies:
             return _error(500, "api_error", "no scripted reply left")
         reply = self.replies.pop(0)
+        if isinstance(reply, tuple) and reply[0] == "stream":
+            return await _stream_error(request, reply[1])
         if isinstance(reply, tuple):
             return _error(reply[0], reply[1], "scripted failure", *reply[2:])
         stop = "tool_use" if any(b["type"] == "tool_use" for b in reply) else "end_turn"
@@ -120,6 +123,15 @@ class MessagesApi:
         )
         await event("message_stop", {})
         return resp
+
+
+async def _stream_error(request: web.Request, kind: str) -> web.StreamResponse:
+    """An error in a stream already begun: the SDK cannot retry it."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    error = {"type": "error", "error": {"type": kind, "message": "scripted failure"}}
+    await resp.write(f"event: error\ndata: {json.dumps(error)}\n\n".encode())
+    return resp
 
 
 def _error(

@@ -136,6 +136,19 @@ async def test_a_fallback_that_fails_too_is_told_not_raised(setup: Setup) -> Non
     assert streamed(sent) == result.reply
 
 
+async def test_an_overloaded_error_inside_a_begun_stream_falls_back_at_once(
+    setup: Setup,
+) -> None:
+    _, _, api, cfg = setup
+    api.replies = [("stream", "overloaded_error"), ANSWER]
+    result, sent = await run(setup, "price of BTC?")
+
+    fallback = cfg.gateway.fallback_models["free"][0]
+    # the SDK does not retry a stream that began: the fallback answers
+    assert [r["model"] for r in api.requests] == ["claude-haiku-4-5", fallback]
+    assert result.model == fallback and streamed(sent) == result.reply == ANSWER[0]["text"]
+
+
 async def test_a_429s_retry_after_is_waited_out(setup: Setup) -> None:
     _, _, api, _ = setup
     api.replies = [(429, "rate_limit_error", {"retry-after": "1.5"}), ANSWER]
