@@ -100,6 +100,19 @@ class Checkpoints:
             await self.pool.close()
 
 
+async def _take_setup_lock(conn: Any) -> None:
+    """Take the advisory lock under which the tables are set up, trying again and again
+    rather than waiting in ``pg_advisory_lock``: a replica waiting there is a transaction
+    in progress, which the migrations' ``CREATE INDEX CONCURRENTLY`` (run by the replica
+    holding the lock) waits for: a deadlock."""
+    while True:
+        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (_SETUP_LOCK,))
+        row = await cursor.fetchone()
+        if row is not None and row["ok"]:
+            return
+        await asyncio.sleep(0.1)
+
+
 async def open_checkpoints(database_url: str | None) -> Checkpoints:
     """PostgreSQL checkpoints for ``database_url`` if it is PostgreSQL, else in memory."""
     conninfo = postgres_conninfo(database_url)
@@ -121,7 +134,7 @@ async def open_checkpoints(database_url: str | None) -> Checkpoints:
         await pool.open(wait=True, timeout=30)
         try:
             async with pool.connection() as conn:
-                await conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
+                await _take_setup_lock(conn)
                 try:
                     await AsyncPostgresSaver(conn).setup()
                 finally:
