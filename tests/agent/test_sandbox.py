@@ -122,3 +122,36 @@ def test_a_flood_of_output_is_cut(dirs: tuple[Path, Path]) -> None:
 def test_an_error_names_the_line(dirs: tuple[Path, Path]) -> None:
     r = sandboxed(dirs, "a = 1\nb = 0\nc = a / b\n")
     assert not r.ok and r.error == "line 3: ZeroDivisionError: division by zero"
+
+
+def test_a_sweep_tells_how_many_combinations_ran(tmp_path: Path) -> None:
+    import shutil
+
+    from agent.sandbox.protocol import BacktestJob, SweepOutcome
+    from agent.sdk import sample_candles
+    from agent.workspace import EXAMPLES
+
+    workspace, inputs = tmp_path / "workspace", tmp_path / "inputs"
+    (workspace / "strategies").mkdir(parents=True)
+    inputs.mkdir()
+    shutil.copy(EXAMPLES / "strategies" / "sma_cross.py", workspace / "strategies")
+    sample_candles().to_parquet(inputs / "candles.parquet")
+    job = BacktestJob(
+        strategy="sma_cross",
+        candles="candles.parquet",
+        bar_ms=3_600_000,
+        filename="strategies/sma_cross.py",
+        params={"fast": [5, 10, 15], "slow": 30},
+    )
+    heard: list[tuple[int, int]] = []
+    r = run_sandboxed(
+        job,
+        workspace=workspace,
+        inputs=inputs,
+        limits=replace(LIMITS, wall_s=30, cpu_s=10),
+        on_progress=lambda done, total: heard.append((done, total)),
+    )
+    assert r.ok and isinstance(r.outcome, SweepOutcome), r.error
+    # from the run itself, as it went (reads may join lines: the latest of each is told)
+    assert heard and heard[-1] == (3, 3), heard
+    assert heard == sorted(heard) and all(total == 3 for _, total in heard)

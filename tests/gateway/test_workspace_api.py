@@ -286,7 +286,8 @@ async def test_an_indicator_of_the_workspace_computed_in_the_sandbox(served: Ser
 
 
 async def test_a_backtests_progress_comes_from_the_run_before_its_result(served: Served) -> None:
-    token = (await served.sign_up("bt-progress@example.com"))["access_token"]
+    signed = await served.sign_up("bt-progress@example.com")
+    token = signed["access_token"]
     body = {
         "strategy": "sma_cross",
         "ticker": "BINANCE:BTC/USDT",
@@ -301,3 +302,21 @@ async def test_a_backtests_progress_comes_from_the_run_before_its_result(served:
     steps = [s for s in said if s.endswith("%)")]
     assert [s.rsplit("(", 1)[1] for s in steps] == ["0%)", "33%)", "67%)", "100%)"], said
     assert "running sma_cross on 168 candles in the sandbox (33%)" in steps, said
+
+    # a sweep, called as the chat's turn calls it: each combination told as the sandbox
+    # runs it, every step before the result
+    user = signed["account"]["id"]
+    endpoint = await served.gw.provisioner.ensure(user, "free")
+    heard: list[tuple[float, float | None, str | None]] = []
+
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        heard.append((progress, total, message))
+
+    args = {**body, "params": {"fast": [5, 10], "slow": 30}}
+    async with agent_session(endpoint.mcp_url, mint_token(served.gw.keys, user)) as agent:
+        result = await agent.client.call_tool("run_backtest", args, progress_callback=progress)
+    assert not result.is_error and result.structured_content is not None
+    assert result.structured_content["combinations"] == 2
+    messages = [m for _, _, m in heard]
+    assert "ran 2 of 2 combinations" in messages, heard
+    assert [p for p, _, _ in heard] == sorted(p for p, _, _ in heard), heard

@@ -41,6 +41,15 @@ def _limit_memory(memory_mb: int) -> None:
 
 def main() -> None:
     fd = int(os.environ.pop("DEXORDER_SANDBOX_RESULT_FD"))
+    progress_fd = int(os.environ.pop(protocol.PROGRESS_FD_ENV, "-1"))
+
+    def progress(done: int, total: int) -> None:
+        if progress_fd >= 0:
+            try:
+                os.write(progress_fd, protocol.progress_line(done, total))
+            except OSError:
+                pass  # nobody listening: the run goes on
+
     spec = protocol.decode_spec(sys.stdin.buffer.read())
     scratch, workspace, inputs = Path(spec.scratch), Path(spec.workspace), Path(spec.inputs)
     from agent.backtest.runtime import where
@@ -50,7 +59,8 @@ def main() -> None:
     guard.install([workspace, inputs], scratch, files=spec.guard_files)
     job = spec.job
     try:
-        reply = protocol.SandboxReply(outcome=jobs.run(job, workspace, inputs, scratch))
+        outcome = jobs.run(job, workspace, inputs, scratch, progress)
+        reply = protocol.SandboxReply(outcome=outcome)
     except MemoryError:
         reply = protocol.SandboxReply(error="memory limit exceeded", failure="memory")
     except guard.SandboxViolation as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,17 @@ class JobError(ValueError):
     """The job could not be done; the message is for the person."""
 
 
-def run(job: Job, workspace: Path, inputs: Path, scratch: Path) -> Outcome:
+#: Told how far a job got: done of total (a sweep's combinations).
+Progress = Callable[[int, int], None]
+
+
+def _quiet(done: int, total: int) -> None:
+    pass
+
+
+def run(
+    job: Job, workspace: Path, inputs: Path, scratch: Path, progress: Progress = _quiet
+) -> Outcome:
     """Do ``job``; the outcome goes back to the agent over the reply pipe."""
     os.environ[WORKSPACE_ENV] = str(workspace)
     try:
@@ -48,7 +59,7 @@ def run(job: Job, workspace: Path, inputs: Path, scratch: Path) -> Outcome:
             return _validate(job)
         if isinstance(job, IndicatorJob):
             return _indicator(job, inputs)
-        return _backtest(job, inputs, scratch)
+        return _backtest(job, inputs, scratch, progress)
     except runtime.StrategyError as exc:
         raise JobError(str(exc)) from None
 
@@ -127,14 +138,19 @@ def _params(params: dict[str, Any]) -> dict[str, ParamValue]:
     return {k: _jsonable(v) for k, v in params.items()}
 
 
-def _backtest(job: BacktestJob, inputs: Path, scratch: Path) -> BacktestOutcome | SweepOutcome:
+def _backtest(
+    job: BacktestJob, inputs: Path, scratch: Path, progress: Progress
+) -> BacktestOutcome | SweepOutcome:
     candles = pd.read_parquet(inputs / job.candles)
     c = job.costs
     costs = Costs(fee_rate=c.fee_rate, slippage=c.slippage, initial_cash=c.initial_cash)
     grid = runtime.sweep_grid(dict(job.params))
     if len(grid) > job.max_combinations:
         raise JobError(f"the sweep has {len(grid)} combinations; at most {job.max_combinations}")
-    outcomes = [runtime.backtest(job.strategy, candles, p, costs, job.bar_ms) for p in grid]
+    outcomes = []
+    for i, p in enumerate(grid):
+        outcomes.append(runtime.backtest(job.strategy, candles, p, costs, job.bar_ms))
+        progress(i + 1, len(grid))
     if len(outcomes) > 1:
         rows = [SweepRow(_params(o.params), o.figures) for o in outcomes]
         rows.sort(key=lambda r: -_score(r.figures.get(job.rank_by)))

@@ -158,6 +158,25 @@ class SandboxReply(msgspec.Struct, frozen=True):
     failure: FailureKind | None = None
 
 
+#: The descriptor a run reports how far it got on: lines of ``"<done> <total>\n"`` (a
+#: sweep's combinations). The person's code could write there too; the parent only
+#: shows what it reads, so at worst it misstates its own progress.
+PROGRESS_FD_ENV = "DEXORDER_SANDBOX_PROGRESS_FD"
+
+
+def progress_line(done: int, total: int) -> bytes:
+    return f"{done} {total}\n".encode()
+
+
+def parse_progress(line: bytes) -> tuple[int, int] | None:
+    """``(done, total)`` from a progress line; None for anything else."""
+    parts = line.split()
+    if len(parts) != 2 or not all(p.isdigit() and len(p) < 10 for p in parts):
+        return None
+    done, total = int(parts[0]), int(parts[1])
+    return (done, total) if 0 <= done <= total else None
+
+
 #: A reply larger than this is refused (the parent reads at most this much).
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -66,6 +67,10 @@ class SandboxResult:
     seconds: float = 0.0
 
 
+#: Told, on the thread the run is collected on, how far it got: done of total.
+OnProgress = Callable[[int, int], None]
+
+
 class SandboxUnavailable(RuntimeError):
     """The person's code is refused: the sandbox cannot be set up on this host."""
 
@@ -87,7 +92,7 @@ def _limit_child(limits: Limits) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _environment(result_fd: int, home: str) -> dict[str, str]:
+def _environment(result_fd: int, progress_fd: int, home: str) -> dict[str, str]:
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": home,
@@ -100,6 +105,7 @@ def _environment(result_fd: int, home: str) -> dict[str, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONPATH": os.pathsep.join(isolation.import_roots()),
         "DEXORDER_SANDBOX_RESULT_FD": str(result_fd),
+        protocol.PROGRESS_FD_ENV: str(progress_fd),
     }
     # some processors need these for OpenBLAS to compute right (the host sets them)
     for key in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
@@ -128,15 +134,18 @@ def run_sandboxed(
     inputs: Path | None = None,
     limits: Limits = Limits(),
     mode: Isolation = "kernel",
+    on_progress: OnProgress | None = None,
 ) -> SandboxResult:
-    """Run ``job`` in a fresh sandbox; ``inputs`` (read-only there) holds the files it needs."""
+    """Run ``job`` in a fresh sandbox; ``inputs`` (read-only there) holds the files it needs;
+    ``on_progress`` hears how far it got (a sweep's combinations) while it runs."""
     check_available(mode)
     own_scratch = Path(tempfile.mkdtemp(prefix="dexorder-run-")) if mode == "none" else None
     result_r, result_w = os.pipe()
-    fds = [result_w]
+    progress_r, progress_w = os.pipe()
+    fds = [result_w, progress_w]
     child = [sys.executable, "-P", "-s", "-m", "agent.sandbox.child"]
     # under bwrap this is the environment it sets up inside (it starts from a clear one)
-    env = _environment(result_w, str(own_scratch or protocol.SCRATCH))
+    env = _environment(result_w, progress_w, str(own_scratch or protocol.SCRATCH))
     try:
         if mode == "kernel":
             spec = protocol.SandboxSpec(job=job, memory_mb=limits.memory_mb)
@@ -186,9 +195,12 @@ def run_sandboxed(
             proc.stdin.close()
         except BrokenPipeError:
             pass  # it ended before reading its job: the exit code says why
-        output, reply_bytes, limit = _collect(proc, result_r, limits, started)
+        output, reply_bytes, limit = _collect(
+            proc, result_r, progress_r, limits, started, on_progress
+        )
     finally:
         os.close(result_r)
+        os.close(progress_r)
         if own_scratch is not None:
             shutil.rmtree(own_scratch, ignore_errors=True)  # never follows links
     return _result(proc.returncode, output, reply_bytes, limit, limits, time.monotonic() - started)
@@ -230,19 +242,27 @@ def _result(
 
 
 def _collect(
-    proc: subprocess.Popen[bytes], result_fd: int, limits: Limits, started: float
+    proc: subprocess.Popen[bytes],
+    result_fd: int,
+    progress_fd: int,
+    limits: Limits,
+    started: float,
+    on_progress: OnProgress | None,
 ) -> tuple[bytes, bytes, LimitName | None]:
-    """Read output and reply together until both end, a limit is hit, or time is up."""
+    """Read output, progress and reply together until they end, a limit is hit, or time
+    is up."""
     assert proc.stdout is not None
     out_fd = proc.stdout.fileno()
     sel = selectors.DefaultSelector()
     sel.register(out_fd, selectors.EVENT_READ)
     sel.register(result_fd, selectors.EVENT_READ)
+    sel.register(progress_fd, selectors.EVENT_READ)
     chunks: list[bytes] = []
     reply: list[bytes] = []
+    said = b""
     size = reply_size = 0
     limit: LimitName | None = None
-    open_fds = {out_fd, result_fd}
+    open_fds = {out_fd, result_fd, progress_fd}
     try:
         while open_fds and limit is None:
             left = limits.wall_s - (time.monotonic() - started)
@@ -255,6 +275,12 @@ def _collect(
                 if not chunk:
                     sel.unregister(fd)
                     open_fds.discard(fd)
+                elif fd == progress_fd:
+                    *lines, said = (said + chunk).split(b"\n")
+                    said = said[-64:]  # a line is short; more is not ours
+                    heard = [p for p in map(protocol.parse_progress, lines) if p is not None]
+                    if heard and on_progress is not None:
+                        on_progress(*heard[-1])  # the latest is enough
                 elif fd == result_fd:
                     reply_size += len(chunk)
                     if reply_size > protocol.MAX_REPLY_BYTES:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -22,6 +25,7 @@ from agent.sandbox.protocol import (
     PythonOutcome,
     SweepOutcome,
 )
+from agent.sandbox.runner import OnProgress
 from agent.tools.sandboxed import _sandbox, run_inputs
 from agent.tools.strategies import Name
 from agent.tools.toolbox import ToolBox
@@ -38,6 +42,33 @@ def _market() -> Any:
     from dexorder.lake import candles
 
     return candles
+
+
+@contextlib.asynccontextmanager
+async def _combinations_told(ctx: Context[Any, Any]) -> AsyncIterator[OnProgress]:
+    """A sandbox progress callback (called on the run's collecting thread) that tells
+    the caller how many of a sweep's combinations have run, in order, all told before
+    the tool answers."""
+    loop = asyncio.get_running_loop()
+    heard: asyncio.Queue[tuple[int, int] | None] = asyncio.Queue()
+
+    async def tell() -> None:
+        while (step := await heard.get()) is not None:
+            done, total = step
+            if total > 1:  # one run is one step: nothing to count
+                await ctx.report_progress(
+                    1 + done / total, 3, f"ran {done} of {total} combinations"
+                )
+
+    def ran(done: int, total: int) -> None:
+        loop.call_soon_threadsafe(heard.put_nowait, (done, total))
+
+    teller = asyncio.create_task(tell())
+    try:
+        yield ran
+    finally:
+        heard.put_nowait(None)
+        await teller
 
 
 def register(box: ToolBox, person: PersonAgent) -> None:
@@ -90,7 +121,8 @@ def register(box: ToolBox, person: PersonAgent) -> None:
         )
         with run_inputs(person) as inputs:
             candles.to_parquet(inputs / "candles.parquet")
-            result = await _sandbox(person, job, inputs)
+            async with _combinations_told(ctx) as ran:
+                result = await _sandbox(person, job, inputs, ran)
         outcome = result.outcome
         if not result.ok or not isinstance(outcome, BacktestOutcome | SweepOutcome):
             raise ToolError(f"backtest failed: {result.error}")

@@ -14,6 +14,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from agent.person import PersonAgent
 from agent.sandbox import SandboxResult, SandboxUnavailable, run_sandboxed
 from agent.sandbox.protocol import Job
+from agent.sandbox.runner import OnProgress
 from dexorder import telemetry
 
 
@@ -28,7 +29,12 @@ def run_inputs(person: PersonAgent) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-async def _sandbox(person: PersonAgent, job: Job, inputs: Path | None = None) -> SandboxResult:
+async def _sandbox(
+    person: PersonAgent,
+    job: Job,
+    inputs: Path | None = None,
+    on_progress: OnProgress | None = None,
+) -> SandboxResult:
     try:
         kind = str(type(job).__struct_config__.tag)  # python, validate, backtest
         with telemetry.span(f"sandbox {kind}", {"dexorder.sandbox.mode": person.sandbox_mode}):
@@ -39,6 +45,7 @@ async def _sandbox(person: PersonAgent, job: Job, inputs: Path | None = None) ->
                 inputs=inputs,
                 limits=person.limits,
                 mode=person.sandbox_mode,
+                on_progress=on_progress,
             )
     except SandboxUnavailable as exc:
         raise ToolError(str(exc)) from None
