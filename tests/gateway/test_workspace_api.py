@@ -320,3 +320,16 @@ async def test_a_backtests_progress_comes_from_the_run_before_its_result(served:
     messages = [m for _, _, m in heard]
     assert "ran 2 of 2 combinations" in messages, heard
     assert [p for p, _, _ in heard] == sorted(p for p, _, _ in heard), heard
+
+    # and in the chat: the tool's progress frames, with the run's steps, before it is done
+    async with served.socket(token) as ws:
+        frames = await ws.ask("backtest sma_cross on 1h from 2024-01-02 to 2024-01-09")
+    states = [
+        (f["state"], f.get("text", ""))
+        for f in frames
+        if f["type"] == "tool" and f["name"] == "run_backtest"
+    ]
+    assert states[0][0] == "start" and states[-1] == ("done", ""), states
+    told = [text for state, text in states[1:-1] if state == "progress"]
+    assert told and told[-1] == "done (100%)", states
+    assert any(t.startswith("running sma_cross on 168 candles") for t in told), states
