@@ -38,6 +38,9 @@ class ConversationMemory:
         self.indexed_path = folder / "indexed_upto"
         self.qdrant_path = folder / "qdrant"
         self.summary_path = folder / "summary.json"
+        #: the log as last read, and its size then: each save and each turn's summary
+        #: would otherwise parse the whole conversation again
+        self._read: tuple[int, list[SavedMessage]] = (0, [])
         self.embedder = embedder
         self._client: Any = None
         self._lock = asyncio.Lock()  # the log file: appends and reads
@@ -62,11 +65,21 @@ class ConversationMemory:
         """Every message kept, oldest first (the log holds :class:`SavedMessage` lines)."""
         if not self.log_path.is_file():
             return []
-        return [
-            SavedMessage.model_validate_json(line)
-            for line in self.log_path.read_text().splitlines()
-            if line
-        ]
+        size, messages = self._read
+        now = self.log_path.stat().st_size
+        if now != size:  # appended to since (or replaced): read what is new, or all again
+            with self.log_path.open("rb") as f:
+                if now > size > 0:
+                    f.seek(size)
+                else:
+                    messages = []
+                data = f.read()
+            whole = data[: data.rfind(b"\n") + 1]  # a line still being written waits
+            messages = messages + [
+                SavedMessage.model_validate_json(line) for line in whole.splitlines() if line
+            ]
+            self._read = (size + len(whole) if now > size > 0 else len(whole), messages)
+        return list(messages)
 
     async def save(self, role: str, text: str, channel: str = "chat") -> SavedMessage:
         """Keep a message (on disk before this returns); it is indexed in the background,

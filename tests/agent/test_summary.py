@@ -79,3 +79,22 @@ async def test_a_models_digest_takes_the_folded_ones_place(tmp_path: Path) -> No
         assert "- The person is accumulating BTC." in text and "user: Message 8." in text
     finally:
         memory.close()
+
+
+async def test_the_log_is_read_once_then_only_what_was_appended(tmp_path: Path) -> None:
+    memory = ConversationMemory(tmp_path, EmbeddingClient("http://127.0.0.1:9", "x"))
+    try:
+        for n in range(3):
+            await memory.save("user", f"Message {n}.")
+        assert [m.text for m in memory.messages()] == ["Message 0.", "Message 1.", "Message 2."]
+        line = said(3, "Message 3.").model_dump_json()
+        with memory.log_path.open("a") as f:  # written by another hand, half a line first
+            f.write(line[:20])
+        assert len(memory.messages()) == 3  # the half line waits
+        with memory.log_path.open("a") as f:
+            f.write(line[20:] + "\n")
+        assert memory.messages()[-1].text == "Message 3."
+        memory.log_path.write_text(line + "\n")  # replaced by a shorter log: read again
+        assert [m.text for m in memory.messages()] == ["Message 3."]
+    finally:
+        memory.close()
