@@ -15,32 +15,18 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import aiohttp
-import psycopg2
 from aiohttp import web
 
 from dexorder.process import free_port
 from gateway.service import Gateway
 from tests.gateway.loopback_anthropic import API_KEY, MessagesApi
 from tests.gateway.served import Served, serve_app
+from tests.postgres import fresh_database
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@contextlib.contextmanager
-def fresh_postgres() -> Any:
-    """A new PostgreSQL database for one test (dropped after); yields its SQLAlchemy URL."""
-    name = f"dexorder_replicas_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1/{name}"
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
 
 
 class HeldMessagesApi(MessagesApi):
@@ -165,7 +151,7 @@ async def serve_replicas(
     home = tmp_path / "home"
     home.mkdir(parents=True, exist_ok=True)
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
-    with fresh_postgres() as database_url:
+    with fresh_database("dexorder_replicas") as database_url:
         env = {
             **os.environ,
             "DEXORDER_HOME": str(home),

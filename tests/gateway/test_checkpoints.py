@@ -12,7 +12,7 @@ import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 
 from gateway.harness.checkpoints import Checkpoints, open_checkpoints, postgres_conninfo
-from tests.gateway.replicas import fresh_postgres
+from tests.postgres import fresh_database
 
 
 @pytest.fixture(params=["memory", "postgresql"])
@@ -20,7 +20,7 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if request.param == "memory":
         yield "sqlite:///unused.db"  # not PostgreSQL: in memory
         return
-    with fresh_postgres() as url:
+    with fresh_database() as url:
         yield url
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import psycopg2
 import pytest
 import redis.asyncio as redis
 import zmq
@@ -35,6 +34,7 @@ from gateway.replica_fanout import Here, Reach, gave_up, may_deliver, others, se
 from gateway.replica_redis import RedisReplicas
 from tests.gateway.loopback_telegram import BOT_TOKEN, BotApiServer, serve_bot_api
 from tests.gateway.served import Served, alert_event, gateway_settings, serve_gateway
+from tests.postgres import fresh_database
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -44,15 +44,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def database_url() -> Iterator[str]:
     """A fresh accounts database on the running PostgreSQL, for this test only."""
-    name = f"dexorder_replicas_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1/{name}"
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    with fresh_database("dexorder_replicas") as url:
+        yield url
 
 
 @pytest.fixture

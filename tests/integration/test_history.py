@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import aiohttp
@@ -14,6 +13,7 @@ from dexorder.lake.query import get_candles
 from dexorder.lake.table import ohlc_table, open_catalog
 from launcher.ephemeral import RunningPlatform, start_platform
 from services.exchange_emulator.simulator import DEFAULT_SYMBOLS, HISTORY_START_MS, MarketSimulator
+from tests.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -147,18 +147,10 @@ def postgres_catalog(
     isolated_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     """A fresh PostgreSQL database as the Iceberg catalog."""
-    name = f"dexorder_test_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    uri = f"postgresql+psycopg2://postgres@127.0.0.1/{name}"
-    monkeypatch.setenv("DEXORDER_LAKE__CATALOG_URI", uri)
-    isolated_env["DEXORDER_LAKE__CATALOG_URI"] = uri
-    try:
+    with fresh_database() as uri:
+        monkeypatch.setenv("DEXORDER_LAKE__CATALOG_URI", uri)
+        isolated_env["DEXORDER_LAKE__CATALOG_URI"] = uri
         yield uri
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
 
 
 async def test_backfill_with_a_postgres_catalog(
