@@ -7,6 +7,9 @@ each beside a baseline from the same run:
 
 * page load → chart drawn (1,000 1h candles, lake warm), p50/p90 of 10; baseline: a bare
   ``GET /api/candles`` of the same candles, p50 of 10;
+* the example RSI over the same candles computed in the person's agent's sandbox
+  (``GET /api/workspace/indicators/rsi/series``, what the page draws as an overlay),
+  p50 of 10 (agent warm); baseline: the bare ``GET /api/candles`` above;
 * ``ohlc`` frames a second at one socket with 20 subscriptions (4 markets by 5 timeframes)
   while the emulator trades each market as fast as the bench can post; per subscription
   at most 4 a second by design; baseline: the trades a second posted.
@@ -56,15 +59,15 @@ def _range() -> tuple[int, int]:
     return END_MS - CANDLES * HOUR_S * 1000, END_MS
 
 
-async def _bare_gets(http: aiohttp.ClientSession, base: str, token: str) -> list[float]:
+async def _bare_gets(
+    http: aiohttp.ClientSession, base: str, token: str, path: str = "/api/candles"
+) -> list[float]:
     start, end = _range()
     q = f"ticker=BINANCE:BTC/USDT&timeframe=1h&start={start}&end={end}"
     times = []
     for _ in range(RUNS):
         t0 = time.perf_counter()
-        async with http.get(
-            f"{base}/api/candles?{q}", headers={"Authorization": f"Bearer {token}"}
-        ) as r:
+        async with http.get(f"{base}{path}?{q}", headers={"Authorization": f"Bearer {token}"}) as r:
             body = await r.json()
             assert r.status == 200, body
         times.append((time.perf_counter() - t0) * 1000)
@@ -170,6 +173,9 @@ async def _run(home: Path) -> dict[str, float]:
             await _bare_gets(http, base, token)  # warm: the lake backfilled once
             bare = await _bare_gets(http, base, token)
             page = await _page_loads(base, session)
+            series = "/api/workspace/indicators/rsi/series"
+            await _bare_gets(http, base, token, series)  # warm: the agent started
+            indicator = await _bare_gets(http, base, token, series)
             rate, busiest, trades = await _live_rate(http, p, token)
     finally:
         p.stop()
@@ -177,6 +183,7 @@ async def _run(home: Path) -> dict[str, float]:
         "bare_get_p50_ms": pct(bare, 50),
         "page_chart_p50_ms": pct(page, 50),
         "page_chart_p90_ms": pct(page, 90),
+        "indicator_p50_ms": pct(indicator, 50),
         "live_frames_s": rate,
         "live_busiest_sub_s": busiest,
         "trades_s": trades,
@@ -193,6 +200,7 @@ def main() -> dict[str, float]:
         f"p50 {r['page_chart_p50_ms']:.0f} ms",
         f"p90 {r['page_chart_p90_ms']:.0f} ms",
     )
+    row("indicator rsi over them in the sandbox", f"p50 {r['indicator_p50_ms']:.0f} ms")
     row("baseline: trades posted at the emulator", f"{r['trades_s']:.0f}/s")
     row(
         f"ohlc frames at one socket, {len(SYMBOLS) * len(TIMEFRAMES)} subscriptions",
