@@ -86,6 +86,8 @@ class Replica:
     port: int
     client: Served
     log: Path
+    #: its ROUTER for agents' critical events
+    events_port: int = 0
     killed: bool = field(default=False)
 
     @property
@@ -113,11 +115,11 @@ class Replicas:
 
 
 async def _start(name: str, env: dict[str, str], log: Path, http: aiohttp.ClientSession) -> Replica:
-    port = free_port()
+    port, events_port = free_port(), free_port()
     env = {
         **env,
         "DEXORDER_GATEWAY__PORT": str(port),
-        "DEXORDER_GATEWAY__EVENTS_PORT": str(free_port()),
+        "DEXORDER_GATEWAY__EVENTS_PORT": str(events_port),
     }
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
@@ -139,7 +141,7 @@ async def _start(name: str, env: dict[str, str], log: Path, http: aiohttp.Client
                     if r.status == 200:
                         break
             await asyncio.sleep(0.1)
-    return Replica(name, proc, port, Served(cast(Gateway, None), url, http), log)
+    return Replica(name, proc, port, Served(cast(Gateway, None), url, http), log, events_port)
 
 
 @contextlib.asynccontextmanager

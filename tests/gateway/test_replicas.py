@@ -1,7 +1,7 @@
 """Two gateway processes sharing PostgreSQL, Redis and one home: a person's turns run one
 after the other whichever replica gets them, an order asked on one is confirmed on the
 other and placed once, and a replica killed mid-turn locks nobody out for longer than
-the turn lease."""
+the turn lease; an agent's event reaching one is delivered to the socket on the other."""
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ from typing import Any
 
 import pytest
 import redis.asyncio as redis
+import zmq
+import zmq.asyncio
 
+from dexorder.config import Settings
+from dexorder.schemas import EventAck, UserEvent, decode, encode
+from dexorder.tokens import mint_token, token_keys
 from tests.gateway.replicas import REDIS_URL, Replicas, serve_held_api, serve_replicas
 
 pytestmark = pytest.mark.integration
@@ -189,3 +194,39 @@ async def test_a_replica_killed_mid_turn_locks_the_person_out_only_until_the_lea
         assert time.monotonic() - t0 < lease_s + 60
         assert len(orders(r, user)) == 1
         assert not [p for p in body["progress"] if p.get("name") == "execute_trade"]
+
+
+async def test_an_event_reaching_one_replica_is_delivered_to_the_socket_on_the_other(
+    tmp_path: Path,
+) -> None:
+    async with serve_replicas(tmp_path) as r:
+        alice = await r[0].client.sign_up("alice@example.com")
+        user, token = alice["account"]["id"], alice["access_token"]
+        keys = token_keys(Settings(home=r.home))  # the replicas' shared key
+        event = UserEvent(
+            event_id="fill-across-1",
+            user=user,
+            kind="fill",
+            critical=True,
+            payload={"side": "buy", "quantity": 0.1, "ticker": "BINANCE:BTC/USDT", "price": 1.0},
+            auth=mint_token(keys, user),
+        )
+        dealer = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(f"tcp://127.0.0.1:{r[0].events_port}")  # as her agent reaches A
+        try:
+            async with r[1].client.socket(token) as on_b:  # her page is open on B
+                await dealer.send(encode(event))
+                shown = await on_b.until("event", timeout=30)
+                assert (shown["event_id"], shown["kind"]) == ("fill-across-1", "fill")
+                assert await dealer.poll(30_000), "A never acknowledged the event"
+                ack = decode(await dealer.recv())
+                assert isinstance(ack, EventAck) and ack.event_id == "fill-across-1"
+                # the agent sends it again (its ack lost): acknowledged, not shown twice
+                await dealer.send(encode(event))
+                assert await dealer.poll(30_000)
+                assert isinstance(decode(await dealer.recv()), EventAck)
+                again = await on_b.ask("hello")
+                assert not [f for f in again if f["type"] == "event"], again
+        finally:
+            dealer.close()
