@@ -24,6 +24,7 @@ from PIL import Image
 from playwright.async_api import Browser, Page, async_playwright
 
 from launcher.ephemeral import RunningPlatform, ephemeral_env, in_environment, start_platform
+from tests.gateway.agent_calls import agent_session
 
 pytestmark = [
     pytest.mark.integration,
@@ -175,6 +176,34 @@ async def test_chart_live_watchlist_and_phone_width(
         (tmp_path / "phone.png").write_bytes(await page.screenshot(full_page=True))
 
 
+#: An indicator that passes validation (its sample has 400 candles) and fails on others.
+FRAGILE = """\"\"\"Fails on real candles.\"\"\"
+
+def compute(candles):
+    if len(candles) != 400:
+        raise RuntimeError("only works on 400 candles")
+    return candles["close"]
+"""
+
+
+async def write_indicator(up: RunningPlatform, session_token: str, name: str, code: str) -> None:
+    """Write an indicator into the person's workspace as an MCP client would (their
+    personal access token, through the gateway's door)."""
+    base = up.cfg.gateway.url
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{base}/api/tokens",
+            json={"name": "test"},
+            headers={"Authorization": f"Bearer {session_token}"},
+        ) as r,
+    ):
+        pat = await r.json()
+        assert r.status == 201, pat
+    async with agent_session(f"{base}/mcp", pat["token"]) as agent:
+        await agent.ok("write_indicator", name=name, code=code)
+
+
 def orange(shot: bytes) -> int:
     """Pixels of the first indicator overlay's colour (#ff6d00) in a chart's screenshot."""
     img = Image.open(io.BytesIO(shot)).convert("RGB")
@@ -218,6 +247,18 @@ async def test_an_indicator_of_the_workspace_drawn_over_the_chart(
         await page.click("#ind-on li[data-indicator='rsi'] button")
         await page.wait_for_function("!document.querySelector('#ind-on li')")
         assert orange(await page.locator("#chart").screenshot()) == 0
+
+        # one that raises on these candles: its error in its row, the chart as it was
+        await write_indicator(up, await page.evaluate("session.access_token"), "fragile", FRAGILE)
+        await page.evaluate("loadIndicators()")
+        await page.select_option("#ind-pick", "fragile")
+        await page.click("#ind-form button")
+        failed = page.locator("#ind-on li[data-indicator='fragile'][data-state='error']")
+        await failed.wait_for(timeout=120_000)
+        assert "line 5: RuntimeError: only works on 400 candles" in await failed.text_content()
+        assert "fragile" in await page.text_content("#ind-error")
+        green, red = coloured(await page.locator("#chart").screenshot())
+        assert green > 20 and red > 20, "the candles went with it"
 
 
 async def test_an_alert_made_in_its_panel_fires_and_is_shown(
