@@ -3,7 +3,11 @@
 Messages are appended to ``messages.jsonl`` (the record; nothing is lost if
 the embedding service is down) and indexed in an embedded Qdrant collection
 with all-MiniLM-L6-v2 vectors from the platform's embedding service.
-Messages not yet indexed are indexed on the next save or search.
+Messages not yet indexed are indexed on the next save or search; after the embedding
+service failed, not again for ``RETRY_AFTER_S`` (each try re-sends everything not yet
+indexed, and a turn's save and search would each wait for the failure). Where the
+platform runs no embedding service (``embedder.enabled: false``) nothing is indexed and a
+search says so at once.
 
 Each save also folds what fell out of the recent window into the rolling summary
 (``summary.json``, :mod:`agent.summary`), served as ``context://conversation-summary``.
@@ -23,6 +27,8 @@ from dexorder.embeddings import DIMENSIONS, MAX_TEXT_CHARS, EmbeddingClient
 
 Role = Literal["user", "assistant"]
 COLLECTION = "messages"
+#: After the embedding service failed, how long saves and searches do not try it again.
+RETRY_AFTER_S = 30.0
 
 
 class MemoryRequestError(ValueError):
@@ -32,7 +38,8 @@ class MemoryRequestError(ValueError):
 class ConversationMemory:
     """Messages of one person, in ``folder``."""
 
-    def __init__(self, folder: Path, embedder: EmbeddingClient) -> None:
+    def __init__(self, folder: Path, embedder: EmbeddingClient | None) -> None:
+        """``embedder`` None: the platform has no embedding service (search is off)."""
         folder.mkdir(parents=True, exist_ok=True)
         self.log_path = folder / "messages.jsonl"
         self.indexed_path = folder / "indexed_upto"
@@ -46,6 +53,8 @@ class ConversationMemory:
         self._lock = asyncio.Lock()  # the log file: appends and reads
         self._index_lock = asyncio.Lock()  # one indexing at a time
         self._indexer: asyncio.Task[bool] | None = None
+        #: monotonic time before which the embedding service is not tried again
+        self._down_until = 0.0
 
     def _qdrant(self) -> Any:
         if self._client is None:
@@ -104,7 +113,7 @@ class ConversationMemory:
             folded = fold(digest, self.messages())
             if folded is not digest:
                 self._keep(folded)
-        if self._indexer is None or self._indexer.done():
+        if self._can_index() and (self._indexer is None or self._indexer.done()):
             # a save does not wait for the embedder (~10 ms a message); an indexer already
             # running picks this message up in its next round
             self._indexer = asyncio.create_task(self._index_pending())
@@ -149,14 +158,21 @@ class ConversationMemory:
         """Index what is not indexed yet; False if the embedding service is down."""
         return await self._index_pending()
 
+    def _can_index(self) -> bool:
+        return self.embedder is not None and time.monotonic() >= self._down_until
+
     async def _index_pending(self) -> bool:
-        """Index the messages after the last indexed one; False if the embedder is down."""
+        """Index the messages after the last indexed one; False if the embedder is down
+        (or off, or failed less than ``RETRY_AFTER_S`` ago)."""
         from qdrant_client import models
 
         from dexorder.embeddings import EmbeddingUnavailable
 
         while True:
             async with self._index_lock:
+                # checked under the lock: a try that waited for it may follow a failure
+                if self.embedder is None or not self._can_index():
+                    return False
                 done = int(self.indexed_path.read_text()) if self.indexed_path.is_file() else 0
                 async with self._lock:  # a save does not wait for an embedding
                     todo = self.messages()[done:]
@@ -165,6 +181,7 @@ class ConversationMemory:
                 try:
                     vectors = await self.embedder.embed([m.text[:MAX_TEXT_CHARS] for m in todo])
                 except EmbeddingUnavailable:
+                    self._down_until = time.monotonic() + RETRY_AFTER_S
                     return False
                 points = [
                     models.PointStruct(id=m.id, vector=v, payload=m.model_dump())
@@ -181,11 +198,17 @@ class ConversationMemory:
 
         if not query.strip():
             raise MemoryRequestError("the query is empty")
-        if not await self._index_pending():
-            from dexorder.embeddings import EmbeddingUnavailable
+        from dexorder.embeddings import EmbeddingUnavailable
 
+        if self.embedder is None:
+            raise EmbeddingUnavailable("search by meaning is off: this platform runs no embedder")
+        if not await self._index_pending():
             raise EmbeddingUnavailable("the embedding service is unavailable; try again shortly")
-        (vector,) = await self.embedder.embed([query[:MAX_TEXT_CHARS]])
+        try:
+            (vector,) = await self.embedder.embed([query[:MAX_TEXT_CHARS]])
+        except EmbeddingUnavailable:
+            self._down_until = time.monotonic() + RETRY_AFTER_S
+            raise
         flt = (
             models.Filter(
                 must=[models.FieldCondition(key="role", match=models.MatchValue(value=role))]
@@ -205,7 +228,8 @@ class ConversationMemory:
         """Finish the indexing under way, then close."""
         if self._indexer is not None and not self._indexer.done():
             await asyncio.wait({self._indexer})
-        await self.embedder.close()
+        if self.embedder is not None:
+            await self.embedder.close()
         self.close()
 
     def close(self) -> None:

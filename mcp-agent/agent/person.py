@@ -92,7 +92,10 @@ class PersonAgent:
         # (agent.tokens_file); the private key stays with the gateway
         self.keys: TokenKeys = public_keys(token_keys(cfg))
         self.memory = ConversationMemory(
-            self.state_dir / "memory", EmbeddingClient(cfg.embedder.url, self.embedder_token)
+            self.state_dir / "memory",
+            EmbeddingClient(cfg.embedder.url, self.embedder_token)
+            if cfg.embedder.enabled
+            else None,
         )
         self.events: EventPublisher | None = None
         self.feed: PriceFeed | None = None

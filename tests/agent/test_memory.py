@@ -6,13 +6,17 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from aiohttp import web
 
+from agent.memory import ConversationMemory
 from agent.person import PersonAgent
 from dexorder.config import Settings
+from dexorder.embeddings import EmbeddingClient, EmbeddingUnavailable
 from dexorder.tokens import embedder_token, token_keys
 from launcher.ephemeral import free_port
 from tests.agent.conftest import serve_agent
 from tests.agent.test_mcp_server import data, error
+from tests.gateway.served import serve_app
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +97,36 @@ async def test_messages_saved_while_the_embedder_is_down_are_indexed_later(
     matches = await up.memory.search("which days do I trade")
     assert matches[0].text == "I only trade on weekends"
     await up.memory.aclose()
+
+
+async def test_a_failing_embedder_is_not_asked_again_at_once_and_none_is_never_asked(
+    tmp_path: Path,
+) -> None:
+    asked: list[int] = []
+
+    async def embed(request: web.Request) -> web.Response:
+        asked.append(len((await request.json())["texts"]))
+        return web.json_response({"error": "broken"}, status=500)
+
+    app = web.Application()
+    app.router.add_post("/embed", embed)
+    async with serve_app(app) as url:
+        memory = ConversationMemory(tmp_path / "m", EmbeddingClient(url, lambda: "t"))
+        for text in ("buy the dip", "sell the rip", "hold"):
+            await memory.save("user", text)
+        with pytest.raises(EmbeddingUnavailable):
+            await memory.search("what do I do")
+        with pytest.raises(EmbeddingUnavailable):
+            await memory.search("what do I do")
+        await memory.aclose()
+    # one try (all pending messages), then none until the retry time: not one per save
+    # and search, each of which a turn would wait for
+    assert len(asked) == 1 and asked[0] >= 1
+    assert [m.text for m in memory.messages()] == ["buy the dip", "sell the rip", "hold"]
+
+    off = ConversationMemory(tmp_path / "off", None)  # the platform runs no embedder
+    await off.save("assistant", "noted")
+    with pytest.raises(EmbeddingUnavailable, match="off"):
+        await off.search("noted")
+    assert await off.flush() is False
+    await off.aclose()
