@@ -1,0 +1,112 @@
+"""Run by tests/knative/test_agent_seccomp.py inside a pod-like process (uid 10001, no
+capabilities, no new privileges): load an OCI seccomp profile into the kernel as the
+container runtime would, then try the agent's real sandbox and print what happened as JSON.
+
+``python seccomp_child.py PROFILE.json WORKSPACE``
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyseccomp as sc
+
+_OPS = {
+    "SCMP_CMP_NE": sc.NE,
+    "SCMP_CMP_LT": sc.LT,
+    "SCMP_CMP_LE": sc.LE,
+    "SCMP_CMP_EQ": sc.EQ,
+    "SCMP_CMP_GE": sc.GE,
+    "SCMP_CMP_GT": sc.GT,
+    "SCMP_CMP_MASKED_EQ": sc.MASKED_EQ,
+}
+
+
+def _action(name: str, errno_ret: int | None, default_errno: int) -> Any:
+    if name == "SCMP_ACT_ALLOW":
+        return sc.ALLOW
+    if name == "SCMP_ACT_ERRNO":
+        return sc.ERRNO(errno_ret if errno_ret is not None else default_errno)
+    raise ValueError(f"action {name} not used by our profiles")
+
+
+def load_oci_profile(profile: dict[str, Any]) -> None:
+    """Install ``profile`` as runc does (libseccomp; unknown call names skipped; several
+    conditions on one argument become one rule each, the rest are ANDed)."""
+    default_errno = profile.get("defaultErrnoRet", errno.EPERM)
+    filt = sc.SyscallFilter(
+        defaction=_action(profile["defaultAction"], default_errno, default_errno)
+    )
+    for rule in profile["syscalls"]:
+        action = _action(rule["action"], rule.get("errnoRet"), default_errno)
+        args = [
+            sc.Arg(a["index"], _OPS[a["op"]], a["value"], a.get("valueTwo", 0))
+            for a in rule.get("args", [])
+        ]
+        indices = [a["index"] for a in rule.get("args", [])]
+        groups = [[a] for a in args] if len(set(indices)) < len(indices) else [args]
+        for name in rule["names"]:
+            for group in groups:
+                try:
+                    filt.add_rule(action, name, *group)
+                except (ValueError, RuntimeError, OSError):
+                    # a call this libseccomp or architecture does not know (runc skips
+                    # them too): nothing can make it here, so nothing to allow
+                    continue
+    filt.load()
+
+
+#: As in tests/security/test_sandbox_escapes.py: the attacker first clears the in-process
+#: audit hook's rules, so what holds below is the kernel's sandbox alone.
+TAMPER = (
+    "import agent.sandbox.guard as _g\n"
+    "for _rules in (_g._NO_PROCESSES, _g._NO_NATIVE, _g._NO_LIMIT_CHANGES, _g._NO_NETWORK,\n"
+    "               _g._WRITES, _g._LISTING):\n"
+    "    _rules.clear()\n"
+)
+
+ESCAPES = TAMPER + (
+    "import ctypes, os, json\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "def errno_of(ret):\n"
+    "    return ctypes.get_errno() if ret == -1 else 0\n"
+    "out = {}\n"
+    "out['unshare'] = errno_of(libc.unshare(0x10000000))\n"
+    "out['mount'] = errno_of(libc.mount(b'none', b'/scratch', b'tmpfs', 0, None))\n"
+    "try:\n"
+    "    os.fork()\n"
+    "    out['fork'] = 0\n"
+    "except OSError as e:\n"
+    "    out['fork'] = e.errno\n"
+    "out['procs'] = max(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+    "out['uid'] = os.getuid()\n"
+    "out['home_seen'] = os.path.exists(HOME)\n"
+    "out['workspace'] = open('/workspace/mine.py').read()\n"
+    "result = out\n"
+)
+
+
+def main(profile_path: str, workspace: str) -> None:
+    load_oci_profile(json.loads(Path(profile_path).read_text()))
+    from agent.sandbox import Limits, isolation, run_sandboxed
+    from agent.sandbox.protocol import PythonJob, PythonOutcome
+
+    status = isolation.status()
+    report: dict[str, Any] = {"available": status.available, "reason": status.reason}
+    if status.available:
+        code = f"HOME = {str(Path(workspace).parent)!r}\n" + ESCAPES
+        limits = Limits(cpu_s=5, memory_mb=512, wall_s=20, output_bytes=100_000, scratch_mb=8)
+        r = run_sandboxed(PythonJob(code), workspace=Path(workspace), limits=limits)
+        if r.ok and isinstance(r.outcome, PythonOutcome):
+            report["run"] = json.loads(r.outcome.result_json)
+        else:
+            report["run_error"] = f"{r.error} {r.output}"
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
