@@ -505,6 +505,10 @@ class KnativeConfig(_Section):
     agent_image: str = "ghcr.io/dexorder/agent:0.1.0"
     agent_config_map: str = "dexorder-agent-config"
     agent_service_account: str = "dexorder-agent"
+    #: A RuntimeClass for agent pods (e.g. gVisor's ``gvisor``: knative/README.md, "The
+    #: person's code sandbox in an agent pod"); unset: the node's default runtime. Needs
+    #: Knative's ``kubernetes.podspec-runtimeclassname``.
+    agent_runtime_class: str | None = None
     #: The workspaces' StorageClass; unset: the cluster's default.
     storage_class: str | None = None
     #: How long a person's first message waits for their agent's Service to be Ready.

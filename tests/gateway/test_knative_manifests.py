@@ -86,8 +86,13 @@ def test_the_agent_runs_locked_down_and_sees_only_its_own_things() -> None:
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
+        # the runtime's default plus what bubblewrap needs (knative/seccomp/render.py)
+        "seccompProfile": {"type": "Localhost", "localhostProfile": "dexorder/agent.json"},
     }
+    assert (
+        spec["securityContext"]["seccompProfile"] == container["securityContext"]["seccompProfile"]
+    )
+    assert "runtimeClassName" not in spec  # the node's default runtime unless configured
     assert spec["automountServiceAccountToken"] is False
     assert svc["metadata"]["labels"][m.VISIBILITY] == "cluster-local"
     claims = [
@@ -110,6 +115,11 @@ def test_the_agent_runs_locked_down_and_sees_only_its_own_things() -> None:
         "pro": None,
         "enterprise": None,
     }
+
+
+def test_a_configured_runtime_class_reaches_the_pod() -> None:
+    svc = m.agent_service("alice", m.DEFAULT_TIERS["free"], IMAGE, runtime_class="gvisor")
+    assert svc["spec"]["template"]["spec"]["runtimeClassName"] == "gvisor"
 
 
 def test_the_pod_environment_loads_as_the_agents_configuration(

@@ -43,7 +43,7 @@ assert _spec and _spec.loader
 render = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(render)
 
-pytestmark = pytest.mark.skipif(
+needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or not all(shutil.which(t) for t in ("unshare", "setpriv", "bwrap")),
     reason="needs root, unshare, setpriv and bwrap to build a pod-like process",
 )
@@ -51,6 +51,19 @@ pytestmark = pytest.mark.skipif(
 
 def test_the_rendered_profile_is_current() -> None:
     assert render.OUTPUT.read_text() == render.render(), "run python knative/seccomp/render.py"
+
+
+def test_the_pods_name_the_profile_the_daemonset_installs() -> None:
+    from gateway.knative import manifests as m
+    from tests.knative.manifests import named, rendered
+
+    objs = rendered("overlays/prod")
+    config_map = named(objs, "ConfigMap", "dexorder-seccomp")
+    assert json.loads(config_map["data"]["agent.json"]) == json.loads(render.OUTPUT.read_text())
+    pod = named(objs, "DaemonSet", "seccomp-profile")["spec"]["template"]["spec"]
+    host = next(v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v)
+    # the kubelet's seccomp folder + the name the agent pods ask for
+    assert f"{host}/agent.json" == f"/var/lib/kubelet/seccomp/{m.SECCOMP_PROFILE}"
 
 
 def test_the_profile_adds_only_what_bubblewrap_needs() -> None:
@@ -136,12 +149,14 @@ def _in_pod(profile: dict[str, Any], workspace: Path, *, runc_proc: bool = False
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@needs_root
 def test_under_the_runtime_default_the_sandbox_cannot_start(workspace: Path) -> None:
     got = _in_pod(render.resolve(render.load_default()), workspace)
     assert got["available"] is False
     assert "No permissions to create new namespace" in got["reason"], got["reason"]
 
 
+@needs_root
 def test_under_the_agent_profile_the_sandbox_runs_and_holds(workspace: Path) -> None:
     got = _in_pod(json.loads(render.OUTPUT.read_text()), workspace)
     assert got["available"] is True, got["reason"]
@@ -154,6 +169,7 @@ def test_under_the_agent_profile_the_sandbox_runs_and_holds(workspace: Path) -> 
     assert run["workspace"] == "X = 1\n"
 
 
+@needs_root
 def test_a_runtime_masked_proc_still_stops_the_sandbox(workspace: Path) -> None:
     """The gap the profile does not close: see knative/README.md."""
     got = _in_pod(json.loads(render.OUTPUT.read_text()), workspace, runc_proc=True)

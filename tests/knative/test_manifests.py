@@ -185,6 +185,22 @@ def _broken(change: str) -> dict[str, Any]:
         agent["securityContext"]["capabilities"] = {"drop": ["ALL"], "add": ["NET_RAW"]}
     elif change == "sidecar":
         pod["spec"]["containers"].append({"name": "x", "image": "busybox:latest"})
+    elif change == "seccomp runtime default":
+        for sc in (pod["spec"]["securityContext"], agent["securityContext"]):
+            sc["seccompProfile"] = {"type": "RuntimeDefault"}
+    elif change == "seccomp unconfined":
+        for sc in (pod["spec"]["securityContext"], agent["securityContext"]):
+            sc["seccompProfile"] = {"type": "Unconfined"}
+    elif change == "seccomp other profile":
+        for sc in (pod["spec"]["securityContext"], agent["securityContext"]):
+            sc["seccompProfile"] = {"type": "Localhost", "localhostProfile": "dexorder/any.json"}
+    elif change == "seccomp container unconfined":
+        agent["securityContext"]["seccompProfile"] = {"type": "Unconfined"}
+    elif change == "seccomp agent as queue-proxy":
+        # only Knative's queue-proxy may fall back to the runtime's default
+        agent["securityContext"]["seccompProfile"] = {"type": "RuntimeDefault"}
+    elif change == "seccomp pod unset":
+        del pod["spec"]["securityContext"]["seccompProfile"]
     return pod
 
 
@@ -197,6 +213,12 @@ def _broken(change: str) -> dict[str, Any]:
         ("writable root", "read-only root"),
         ("capabilities", "capabilities"),
         ("sidecar", "approved image"),
+        ("seccomp runtime default", "seccomp profile"),
+        ("seccomp unconfined", "seccomp profile"),
+        ("seccomp other profile", "seccomp profile"),
+        ("seccomp container unconfined", "seccomp profile"),
+        ("seccomp agent as queue-proxy", "seccomp profile"),
+        ("seccomp pod unset", "seccomp profile"),
     ],
 )
 def test_the_admission_policy_refuses(change: str, message: str) -> None:

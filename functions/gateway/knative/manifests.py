@@ -41,7 +41,13 @@ in its folder). The PVC stays while the Service is scaled to zero.
 
 The pod needs Knative feature flags that are off by default (``config-features``):
 ``kubernetes.podspec-persistent-volume-claim``, ``kubernetes.podspec-persistent-volume-write``
-and ``kubernetes.podspec-securitycontext`` (the pod's ``fsGroup``).
+and ``kubernetes.podspec-securitycontext`` (the pod's ``fsGroup`` and seccomp profile);
+``kubernetes.podspec-runtimeclassname`` too if ``knative.agent_runtime_class`` is set.
+
+Seccomp: the pod runs under the ``Localhost`` profile :data:`SECCOMP_PROFILE` (the runtime's
+default rules plus what bubblewrap needs for the person's code sandbox:
+knative/seccomp/render.py), which a DaemonSet puts on every node
+(knative/base/seccomp-profile.yaml); the admission policy admits no other.
 """
 
 from __future__ import annotations
@@ -247,8 +253,15 @@ class Capabilities(_K8s):
     drop: list[str]
 
 
+#: The agents' seccomp profile, relative to the kubelet's seccomp folder
+#: (``/var/lib/kubelet/seccomp``): knative/base/seccomp/agent.json, installed by
+#: knative/base/seccomp-profile.yaml.
+SECCOMP_PROFILE = "dexorder/agent.json"
+
+
 class SeccompProfile(_K8s):
-    type: Literal["RuntimeDefault"] = "RuntimeDefault"
+    type: Literal["Localhost"] = "Localhost"
+    localhost_profile: str = SECCOMP_PROFILE
 
 
 class ContainerSecurityContext(_K8s):
@@ -324,6 +337,9 @@ class RevisionSpec(_K8s):
     timeout_seconds: int = REQUEST_TIMEOUT_S
     response_start_timeout_seconds: int = REQUEST_TIMEOUT_S
     security_context: PodSecurityContext = PodSecurityContext()
+    #: e.g. gVisor's ``runsc`` (``knative.agent_runtime_class``); needs Knative's
+    #: ``kubernetes.podspec-runtimeclassname``.
+    runtime_class_name: str | None = None
     containers: list[Container]
     volumes: list[Volume]
 
@@ -412,6 +428,7 @@ def agent_service_model(
     namespace: str = NAMESPACE,
     config_map: str = AGENT_CONFIG_MAP,
     service_account: str = AGENT_SERVICE_ACCOUNT,
+    runtime_class: str | None = None,
 ) -> KnativeService:
     """``user``'s agent as a Knative Service (typed)."""
     meta = _meta(user, service_name(user), namespace, tier.name)
@@ -450,6 +467,7 @@ def agent_service_model(
                 metadata=TemplateMeta(labels=meta.labels, annotations=autoscaling(tier)),
                 spec=RevisionSpec(
                     service_account_name=service_account,
+                    runtime_class_name=runtime_class,
                     containers=[container],
                     volumes=volumes,
                 ),
@@ -466,6 +484,7 @@ def agent_service(
     namespace: str = NAMESPACE,
     config_map: str = AGENT_CONFIG_MAP,
     service_account: str = AGENT_SERVICE_ACCOUNT,
+    runtime_class: str | None = None,
 ) -> dict[str, Any]:
     """``user``'s agent as a Knative Service manifest (``serving.knative.dev/v1``)."""
     return agent_service_model(
@@ -475,6 +494,7 @@ def agent_service(
         namespace=namespace,
         config_map=config_map,
         service_account=service_account,
+        runtime_class=runtime_class,
     ).manifest()
 
 

@@ -274,6 +274,7 @@ class KnativeProvisioner:
             namespace=self.k.namespace,
             config_map=self.k.agent_config_map,
             service_account=self.k.agent_service_account,
+            runtime_class=self.k.agent_runtime_class,
         )
         try:
             svc = await self._api.get_service(name)
