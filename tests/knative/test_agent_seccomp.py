@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_UID = 10001
+AGENT_IMAGE = "ghcr.io/dexorder/agent:0.1.0"
 
 _spec = importlib.util.spec_from_file_location("seccomp_render", ROOT / "knative/seccomp/render.py")
 assert _spec and _spec.loader
@@ -175,3 +177,36 @@ def test_a_runtime_masked_proc_still_stops_the_sandbox(workspace: Path) -> None:
     got = _in_pod(json.loads(render.OUTPUT.read_text()), workspace, runc_proc=True)
     assert got["available"] is False
     assert "Can't mount proc" in got["reason"], got["reason"]
+
+
+# --- the gVisor option (knative/components/gvisor) ----------------------------------------
+
+
+def test_the_gvisor_component_renders_a_valid_runtime_class(tmp_path: Path) -> None:
+    """prod + the component, as an overlay that enables it would render."""
+    from tests.knative.manifests import KNATIVE, agent_pod, named, pod_of, validate
+    from tests.knative.test_manifests import _policy
+
+    rel = Path(os.path.relpath(KNATIVE, tmp_path))
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{rel}/overlays/prod]\ncomponents: [{rel}/components/gvisor]\n"
+    )
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(tmp_path)], check=True, capture_output=True, text=True
+    ).stdout
+    objs = tuple(d for d in yaml.safe_load_all(out) if d)
+    for obj in objs:
+        validate(obj)
+    runtime_class = named(objs, "RuntimeClass", "gvisor")
+    assert runtime_class["handler"] == "runsc"
+    features = named(objs, "ConfigMap", "config-features")["data"]
+    assert features["kubernetes.podspec-runtimeclassname"] == "enabled"
+
+    from gateway.knative import manifests as m
+
+    svc = m.agent_service("alice", m.DEFAULT_TIERS["free"], AGENT_IMAGE, runtime_class="gvisor")
+    validate(svc)  # Knative's Service schema has runtimeClassName
+    pod = pod_of(svc)
+    assert pod["spec"]["runtimeClassName"] == "gvisor"
+    assert _policy().refusals(pod) == [] == _policy().refusals(agent_pod())
