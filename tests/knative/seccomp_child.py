@@ -96,7 +96,12 @@ def main(profile_path: str, workspace: str) -> None:
     from agent.sandbox.protocol import PythonJob, PythonOutcome
 
     status = isolation.status()
-    report: dict[str, Any] = {"available": status.available, "reason": status.reason}
+    report: dict[str, Any] = {
+        "available": status.available,
+        "reason": status.reason,
+        # whose ids the pod-like process has: "0 0 4294967295" on the host's
+        "uid_map": Path("/proc/self/uid_map").read_text().split(),
+    }
     if status.available:
         code = f"HOME = {str(Path(workspace).parent)!r}\n" + ESCAPES
         limits = Limits(cpu_s=5, memory_mb=512, wall_s=20, output_bytes=100_000, scratch_mb=8)

@@ -38,6 +38,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_UID = 10001
+USERNS_LAUNCH = "tests/knative/userns_launch.py"
 AGENT_IMAGE = "ghcr.io/dexorder/agent:0.1.0"
 
 _spec = importlib.util.spec_from_file_location("seccomp_render", ROOT / "knative/seccomp/render.py")
@@ -122,7 +123,12 @@ def workspace() -> Iterator[Path]:
         shutil.rmtree(top)
 
 
-def _in_pod(profile: dict[str, Any], workspace: Path, *, runc_proc: bool = False) -> Any:
+def _in_pod(
+    profile: dict[str, Any], workspace: Path, *, runc_proc: bool = False, host_users: bool = True
+) -> Any:
+    """The child's report. ``runc_proc``: /proc as a runtime leaves it with ``procMount:
+    Default``; ``host_users`` False: in a user namespace of its own, as with ``hostUsers:
+    false`` (tests/knative/userns_launch.py)."""
     profile_file = workspace.parent / "profile.json"
     profile_file.write_text(json.dumps(profile))
     script = "\n".join(
@@ -134,7 +140,9 @@ def _in_pod(profile: dict[str, Any], workspace: Path, *, runc_proc: bool = False
             if runc_proc
             else "",
             f"cd {shlex.quote(str(ROOT))}",
-            f"exec setpriv --reuid {AGENT_UID} --regid {AGENT_UID} --clear-groups"
+            "exec "
+            + ("" if host_users else f"{shlex.quote(sys.executable)} {USERNS_LAUNCH} ")
+            + f"setpriv --reuid {AGENT_UID} --regid {AGENT_UID} --clear-groups"
             " --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs"
             f" env HOME={shlex.quote(str(workspace.parent))}"
             f" {shlex.quote(sys.executable)} tests/knative/seccomp_child.py"
@@ -169,6 +177,21 @@ def test_under_the_agent_profile_the_sandbox_runs_and_holds(workspace: Path) -> 
     assert run["procs"] <= 3 and run["uid"] == 65534  # alone in its PID namespace
     assert run["home_seen"] is False  # the pod's files beyond the workspace are not in view
     assert run["workspace"] == "X = 1\n"
+
+
+@needs_root
+def test_with_host_users_false_and_an_unmasked_proc_the_sandbox_runs(workspace: Path) -> None:
+    """What ``hostUsers: false`` + ``procMount: Unmasked`` would give (README: not settable
+    through a Knative Service): the agent's uid 10001 is the host's 110001, the sandbox's
+    user namespace nests in the pod's, and it holds."""
+    got = _in_pod(json.loads(render.OUTPUT.read_text()), workspace, host_users=False)
+    assert got["uid_map"] == ["0", "100000", "65536"]
+    assert got["available"] is True, got["reason"]
+    assert "run" in got, got.get("run_error")
+    run = got["run"]
+    assert (run["unshare"], run["mount"], run["fork"]) == (1, 1, 1)
+    assert run["procs"] <= 3 and run["uid"] == 65534
+    assert run["home_seen"] is False and run["workspace"] == "X = 1\n"
 
 
 @needs_root
