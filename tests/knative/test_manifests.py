@@ -285,6 +285,11 @@ def _endpoints(overlay: str) -> dict[str, Endpoint]:
                 "prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"}
             ),
             "grafana": _pod("grafana", "monitoring", {"app.kubernetes.io/name": "grafana"}),
+            "otel-collector": _pod(
+                "otel-collector",
+                "monitoring",
+                {"app.kubernetes.io/name": "opentelemetry-collector"},
+            ),
             "api-server": Endpoint("api-server", ip="10.96.0.1"),
             "internet": Endpoint("internet", ip="203.0.113.10"),
             "metadata": Endpoint("metadata", ip="169.254.169.254"),
@@ -316,6 +321,7 @@ PORTS = {
     "lake-writer": [5563],
     "stream-runner": [5562],
     "prometheus": [9090],
+    "otel-collector": [4317, 4318],
     "exchange-emulator": [8765],
     **{f: [8012] for f in FUNCTIONS},
 }
@@ -332,6 +338,7 @@ AGENT_EGRESS = {
     ("minio", 9000),  # the lake's files, read-only keys
     ("kube-dns", 53),
     ("internet", 443),
+    ("otel-collector", 4318),  # its spans (OTLP/HTTP), when traces are on
 }
 GATEWAY_MUST = {
     ("kourier", 8081),  # agents and functions, through Knative
@@ -343,6 +350,7 @@ GATEWAY_MUST = {
     ("relay", 5559),
     ("embedder", 5570),
     ("internet", 443),
+    ("otel-collector", 4318),
 }
 
 
@@ -392,6 +400,20 @@ def test_platform_parts_stay_in_their_lanes(overlay: str) -> None:
         # only the tool proxy keeps something (its calls' replies, for redeliveries)
         assert (("redis", 6379) in reached) == (function == "tool-proxy"), function
     assert ("relay", 5557) not in _reachable(overlay, "gateway")  # only publishers publish
+    # of our parts only the gateway and agents send spans to the collector (outside our
+    # namespaces nothing is isolated), and on OTLP/HTTP alone
+    endpoints = _endpoints(overlay)
+    ours = ("dexorder-system", "dexorder-agents")
+    senders = {
+        src
+        for src in PORTS
+        if src in endpoints
+        and endpoints[src].namespace in ours
+        and ("otel-collector", 4318) in _reachable(overlay, src)
+    }
+    # (the Telegram webhook is the gateway too: its turns are traced alike)
+    assert senders == {"gateway", "telegram-webhook", "agent", "other-agent"}, senders
+    assert not any(("otel-collector", 4317) in _reachable(overlay, s) for s in ("gateway", "agent"))
     assert not any(dst == "agent" for dst, _ in _reachable(overlay, "internet"))
 
 
