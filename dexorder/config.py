@@ -260,6 +260,12 @@ class SandboxConfig(_Section):
     #: where that cannot be set up, the person's code is refused. "none" runs it as a
     #: plain limited process: for a single-user machine only (warned at every start).
     isolation: Literal["kernel", "none"] = "kernel"
+    #: "mount": each run gets a fresh ``/proc`` of its own PID namespace. "none": no
+    #: ``/proc`` at all (every other namespace and the filter stay): for a container whose
+    #: runtime leaves ``/proc/sys`` read-only (``procMount: Default``, every Kubernetes
+    #: pod), where the kernel refuses bubblewrap a fresh proc mount and the sandbox would
+    #: not start (knative/README.md, "The person's code sandbox in an agent pod").
+    proc: Literal["mount", "none"] = "mount"
 
 
 class AuthLimitsConfig(_Section):

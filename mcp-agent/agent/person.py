@@ -109,6 +109,7 @@ class PersonAgent:
             scratch_mb=s.scratch_mb,
         )
         self.sandbox_mode = s.isolation
+        self.sandbox_proc = s.proc
         warn_if_unisolated(self.sandbox_mode)
 
     async def start(self) -> None:

@@ -155,3 +155,72 @@ def test_a_sweep_tells_how_many_combinations_ran(tmp_path: Path) -> None:
     # from the run itself, as it went (reads may join lines: the latest of each is told)
     assert heard and heard[-1] == (3, 3), heard
     assert heard == sorted(heard) and all(total == 3 for _, total in heard)
+
+
+# --- agent.sandbox.proc: none (a pod whose runtime refuses a fresh /proc mount) -----------
+
+
+def test_without_proc_bwrap_gets_no_proc_mount_but_keeps_its_pid_namespace(
+    dirs: tuple[Path, Path],
+) -> None:
+    from agent.sandbox import isolation
+
+    args = isolation.bwrap_command(
+        ["python"], workspace=dirs[0], inputs=None, scratch_mb=1, env={}, seccomp_fd=3, proc="none"
+    )
+    assert "--proc" not in args and "--unshare-pid" in args and "--dev" in args
+    mounted = isolation.bwrap_command(
+        ["python"], workspace=dirs[0], inputs=None, scratch_mb=1, env={}, seccomp_fd=3
+    )
+    assert mounted[mounted.index("--proc") + 1] == "/proc"  # the default stays "mount"
+
+
+def test_without_proc_the_sandbox_runs_the_libraries_and_keeps_the_memory_limit(
+    dirs: tuple[Path, Path],
+) -> None:
+    """The child's libraries start without /proc, and its memory limit (measured from
+    /proc/self/statm where there is one) is found by probing RLIMIT_AS: 600 MB more is
+    refused under a 512 MB limit, 200 MB is not."""
+    code = (
+        "import os, numpy as np, pandas as pd, talib\n"
+        "sma = float(talib.SMA(np.arange(20.0), 5)[-1])\n"
+        "frame = pd.DataFrame({'x': np.arange(4.0)}).x.sum()\n"
+        "try:\n    bytearray(600_000_000)\n    big = 'allowed'\n"
+        "except MemoryError:\n    big = 'refused'\n"
+        "small = len(bytearray(200_000_000))\n"
+        "result = [os.path.exists('/proc'), os.getuid(), os.getpid() <= 3, sma, float(frame),"
+        " big, small]\n"
+    )
+    r = run_sandboxed(
+        PythonJob(code), workspace=dirs[0], limits=replace(LIMITS, cpu_s=20), proc="none"
+    )
+    got = json.loads(outcome(r).result_json)
+    assert got == [False, 65534, True, 17.0, 6.0, "refused", 200_000_000]
+
+
+def test_without_proc_a_backtest_and_an_indicator_run(tmp_path: Path) -> None:
+    import shutil
+
+    from agent.sandbox.protocol import BacktestJob, BacktestOutcome, IndicatorJob, IndicatorOutcome
+    from agent.sdk import sample_candles
+    from agent.workspace import EXAMPLES
+
+    workspace, inputs = tmp_path / "workspace", tmp_path / "inputs"
+    for kind, name in (("strategies", "sma_cross.py"), ("indicators", "rsi.py")):
+        (workspace / kind).mkdir(parents=True)
+        shutil.copy(EXAMPLES / kind / name, workspace / kind)
+    inputs.mkdir()
+    sample_candles().to_parquet(inputs / "candles.parquet")
+    limits = replace(LIMITS, wall_s=30, cpu_s=20)
+    backtest = BacktestJob(
+        strategy="sma_cross",
+        candles="candles.parquet",
+        bar_ms=3_600_000,
+        filename="strategies/sma_cross.py",
+    )
+    r = run_sandboxed(backtest, workspace=workspace, inputs=inputs, limits=limits, proc="none")
+    assert r.ok and isinstance(r.outcome, BacktestOutcome), r.error
+    indicator = IndicatorJob(name="rsi", candles="candles.parquet", filename="indicators/rsi.py")
+    r = run_sandboxed(indicator, workspace=workspace, inputs=inputs, limits=limits, proc="none")
+    assert r.ok and isinstance(r.outcome, IndicatorOutcome), r.error
+    assert r.outcome.lines

@@ -9,6 +9,7 @@ a second layer that turns the commonest refusals into clear messages.
 
 from __future__ import annotations
 
+import mmap
 import os
 import resource
 import sys
@@ -31,11 +32,44 @@ def _reply(fd: int, reply: protocol.SandboxReply) -> None:
     os.close(fd)
 
 
+def _mapped_bytes() -> int:
+    """The address space this process has mapped: from ``/proc/self/statm``, or without a
+    ``/proc`` (``agent.sandbox.proc: none``) found by :func:`_mapped_bytes_by_probe`."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[0])
+    except OSError:
+        return _mapped_bytes_by_probe()
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _mapped_bytes_by_probe() -> int:
+    """The mapped size, asked of the kernel through ``RLIMIT_AS`` alone: a page more can be
+    mapped exactly while the soft limit is at least the mapped size plus a page, so a binary
+    search over the soft limit (under the hard one the parent set) finds it to the page in
+    some 25 tries. Anything that fails to map during a try (Python's own allocator too)
+    counts as "does not fit"; the soft limit is put back after."""
+    page = mmap.PAGESIZE
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    fits = hard if hard != resource.RLIM_INFINITY else 1 << 47  # user address space
+    too_small = 0
+    try:
+        while fits - too_small > page:
+            mid = (too_small + fits) // 2 // page * page
+            try:
+                resource.setrlimit(resource.RLIMIT_AS, (mid, hard))
+                mmap.mmap(-1, page).close()
+            except (OSError, MemoryError, ValueError):
+                too_small = mid
+            else:
+                fits = mid
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    return fits - page
+
+
 def _limit_memory(memory_mb: int) -> None:
     """Let the person's code allocate ``memory_mb`` beyond what the libraries already mapped."""
-    pages = int(Path("/proc/self/statm").read_text().split()[0])
-    mapped = pages * os.sysconf("SC_PAGE_SIZE")
-    limit = mapped + memory_mb * 1024 * 1024
+    limit = _mapped_bytes() + memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 

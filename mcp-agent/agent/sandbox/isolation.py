@@ -18,6 +18,11 @@ Each run sees:
   interfaces but its own loopback, uid 65534, no capabilities, no new
   privileges, and no way to make user namespaces.
 
+With ``proc="none"`` (``agent.sandbox.proc``) the run has no ``/proc`` at all:
+inside a container whose runtime made ``/proc/sys`` read-only the kernel refuses
+a fresh proc mount, and showing the container's own ``/proc`` would show the
+agent's process. The PID namespace stays; only the view of it is gone.
+
 The seccomp filter (libseccomp through ``pyseccomp``) refuses new processes
 (``clone`` without ``CLONE_THREAD``, ``fork``, ``vfork``; threads are fine),
 namespace and mount changes, ``ptrace``, ``bpf``, keyrings, kernel modules and
@@ -36,12 +41,16 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from agent.sandbox.protocol import INPUTS, SCRATCH, WORKSPACE
 from dexorder import namespaces
 
 #: The uid and gid the person's code runs as inside its user namespace.
 SANDBOX_UID = 65534
+
+#: "mount": a fresh ``/proc`` in each run; "none": no ``/proc`` (``agent.sandbox.proc``).
+ProcMount = Literal["mount", "none"]
 
 _CLONE_THREAD = 0x00010000
 _CLONE_NAMESPACES = (
@@ -160,6 +169,7 @@ def bwrap_command(
     scratch_mb: int,
     env: Mapping[str, str],
     seccomp_fd: int,
+    proc: ProcMount = "mount",
 ) -> list[str]:
     """The bwrap argv that runs ``command`` in a fresh sandbox."""
     bwrap = shutil.which("bwrap")
@@ -185,8 +195,7 @@ def bwrap_command(
         "--cap-drop",
         "ALL",
         *namespaces.system_binds(),
-        "--proc",
-        "/proc",
+        *(["--proc", "/proc"] if proc == "mount" else []),
         "--dev",
         "/dev",
         "--perms",
@@ -223,8 +232,9 @@ _PROBE = (
 
 
 @functools.cache
-def status() -> IsolationStatus:
-    """Whether a sandbox can be set up here: one real (tiny) run, once per process."""
+def status(proc: ProcMount = "mount") -> IsolationStatus:
+    """Whether a sandbox can be set up here: one real (tiny) run, once per process and
+    ``proc`` setting."""
     try:
         bpf = seccomp_program()
     except (ImportError, OSError, RuntimeError) as exc:
@@ -242,6 +252,7 @@ def status() -> IsolationStatus:
             scratch_mb=1,
             env={"PATH": "/usr/bin:/bin"},
             seccomp_fd=read_end,
+            proc=proc,
         )
         done = subprocess.run(argv, pass_fds=(read_end,), capture_output=True, timeout=30)
     except IsolationUnavailable as exc:

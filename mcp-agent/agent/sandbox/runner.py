@@ -114,11 +114,12 @@ def _environment(result_fd: int, progress_fd: int, home: str) -> dict[str, str]:
     return env
 
 
-def check_available(mode: Isolation) -> None:
-    """Raise :class:`SandboxUnavailable` when ``mode`` cannot run the person's code here."""
+def check_available(mode: Isolation, proc: isolation.ProcMount = "mount") -> None:
+    """Raise :class:`SandboxUnavailable` when ``mode`` (with ``proc``) cannot run the
+    person's code here."""
     if mode == "none":
         return
-    st = isolation.status()
+    st = isolation.status(proc)
     if not st.available:
         raise SandboxUnavailable(
             f"the person's code cannot run: the sandbox is unavailable on this host "
@@ -135,10 +136,12 @@ def run_sandboxed(
     limits: Limits = Limits(),
     mode: Isolation = "kernel",
     on_progress: OnProgress | None = None,
+    proc: isolation.ProcMount = "mount",
 ) -> SandboxResult:
     """Run ``job`` in a fresh sandbox; ``inputs`` (read-only there) holds the files it needs;
-    ``on_progress`` hears how far it got (a sweep's combinations) while it runs."""
-    check_available(mode)
+    ``on_progress`` hears how far it got (a sweep's combinations) while it runs; ``proc``
+    (kernel mode): whether the run gets a ``/proc`` (``agent.sandbox.proc``)."""
+    check_available(mode, proc)
     own_scratch = Path(tempfile.mkdtemp(prefix="dexorder-run-")) if mode == "none" else None
     result_r, result_w = os.pipe()
     progress_r, progress_w = os.pipe()
@@ -160,6 +163,7 @@ def run_sandboxed(
                 scratch_mb=limits.scratch_mb,
                 env=env,
                 seccomp_fd=seccomp_r,
+                proc=proc,
             )
             cwd = None
         else:
@@ -175,7 +179,7 @@ def run_sandboxed(
             argv = child
             cwd = own_scratch
         started = time.monotonic()
-        proc = subprocess.Popen(
+        run = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -189,21 +193,21 @@ def run_sandboxed(
         for fd in fds:
             os.close(fd)
     try:
-        assert proc.stdin is not None
+        assert run.stdin is not None
         try:
-            proc.stdin.write(protocol.encode(spec))
-            proc.stdin.close()
+            run.stdin.write(protocol.encode(spec))
+            run.stdin.close()
         except BrokenPipeError:
             pass  # it ended before reading its job: the exit code says why
         output, reply_bytes, limit = _collect(
-            proc, result_r, progress_r, limits, started, on_progress
+            run, result_r, progress_r, limits, started, on_progress
         )
     finally:
         os.close(result_r)
         os.close(progress_r)
         if own_scratch is not None:
             shutil.rmtree(own_scratch, ignore_errors=True)  # never follows links
-    return _result(proc.returncode, output, reply_bytes, limit, limits, time.monotonic() - started)
+    return _result(run.returncode, output, reply_bytes, limit, limits, time.monotonic() - started)
 
 
 def _result(

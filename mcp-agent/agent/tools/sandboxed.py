@@ -45,6 +45,7 @@ async def _sandbox(
                 inputs=inputs,
                 limits=person.limits,
                 mode=person.sandbox_mode,
+                proc=person.sandbox_proc,
                 on_progress=on_progress,
             )
     except SandboxUnavailable as exc:
