@@ -19,7 +19,9 @@ def check(cfg: Settings) -> tuple[bool, str]:
         return True, "off (agent.sandbox.isolation: none): for a single-user machine only"
     from agent.sandbox import isolation_status  # the agent package's public surface
 
-    st = isolation_status()
+    st = isolation_status(cfg.agent.sandbox.proc)
     if st.available:
+        if cfg.agent.sandbox.proc == "none":
+            return True, "people's code runs in its own namespaces, without /proc"
         return True, "people's code runs in its own namespaces"
     return False, f"people's code is refused: {st.reason}"

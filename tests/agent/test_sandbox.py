@@ -224,3 +224,14 @@ def test_without_proc_a_backtest_and_an_indicator_run(tmp_path: Path) -> None:
     r = run_sandboxed(indicator, workspace=workspace, inputs=inputs, limits=limits, proc="none")
     assert r.ok and isinstance(r.outcome, IndicatorOutcome), r.error
     assert r.outcome.lines
+
+
+def test_status_checks_the_sandbox_with_the_configured_proc(tmp_path: Path) -> None:
+    from dexorder.config import Settings
+    from launcher import sandbox_check
+
+    cfg = Settings(home=tmp_path, agent={"sandbox": {"proc": "none"}})
+    assert sandbox_check.check(cfg) == (
+        True,
+        "people's code runs in its own namespaces, without /proc",
+    )
