@@ -15,7 +15,7 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from dexorder.config import Settings
+from dexorder.config import SandboxConfig, Settings
 from gateway.knative import manifests as m
 from tests.knative.manifests import (
     KNATIVE,
@@ -615,6 +615,10 @@ def test_the_config_maps_are_valid_configuration(overlay: str) -> None:
     assert _policy().refusals(agent_pod(image=cfg.knative.agent_image)) == []
     assert agents.gateway.enabled is False and agents.agent.token_private_key is None
     assert agents.relay.server_secret_key is None and agents.relay.publisher_secret_key is None
+    # the pod's runtime refuses bubblewrap a fresh /proc: the sandbox runs without one, still
+    # in the kernel sandbox (tests/knative/test_agent_seccomp.py); a local agent keeps "mount"
+    assert (agents.agent.sandbox.proc, agents.agent.sandbox.isolation) == ("none", "kernel")
+    assert SandboxConfig().proc == "mount"
 
 
 def test_the_agent_tier_template_is_the_builders() -> None:
