@@ -169,10 +169,13 @@ def test_without_proc_bwrap_gets_no_proc_mount_but_keeps_its_pid_namespace(
         ["python"], workspace=dirs[0], inputs=None, scratch_mb=1, env={}, seccomp_fd=3, proc="none"
     )
     assert "--proc" not in args and "--unshare-pid" in args and "--dev" in args
+    # it would write user.max_user_namespaces through /proc/sys: the filter refuses them
+    assert "--disable-userns" not in args and "--seccomp" in args
     mounted = isolation.bwrap_command(
         ["python"], workspace=dirs[0], inputs=None, scratch_mb=1, env={}, seccomp_fd=3
     )
     assert mounted[mounted.index("--proc") + 1] == "/proc"  # the default stays "mount"
+    assert "--disable-userns" in mounted
 
 
 def test_without_proc_the_sandbox_runs_the_libraries_and_keeps_the_memory_limit(

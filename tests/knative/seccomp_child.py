@@ -2,16 +2,19 @@
 capabilities, no new privileges): load an OCI seccomp profile into the kernel as the
 container runtime would, then try the agent's real sandbox and print what happened as JSON.
 
-``python seccomp_child.py PROFILE.json WORKSPACE``
+``python seccomp_child.py PROFILE.json WORKSPACE [PROC]``: PROC is ``agent.sandbox.proc``
+("mount" unless given). With a folder ``inputs`` beside WORKSPACE holding ``candles.parquet``
+(and ``strategies/sma_cross.py`` in WORKSPACE) a backtest runs too.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyseccomp as sc
 
@@ -82,7 +85,21 @@ ESCAPES = TAMPER + (
     "    out['fork'] = 0\n"
     "except OSError as e:\n"
     "    out['fork'] = e.errno\n"
-    "out['procs'] = max(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+    "def alive(pid):\n"
+    "    try:\n        os.kill(pid, 0)\n        return True\n"
+    "    except ProcessLookupError:\n        return False\n"
+    "    except PermissionError:\n        return True\n"
+    "out['proc'] = os.path.exists('/proc')\n"
+    "if out['proc']:\n"
+    "    out['procs'] = max(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+    "else:  # no /proc to list: ask the kernel which ids exist in this namespace, less\n"
+    "    # this process's own threads (tgkill to itself finds them)\n"
+    "    mine = lambda tid: libc.tgkill(os.getpid(), tid, 0) == 0\n"
+    "    out['procs'] = max(p for p in range(1, 4096) if alive(p) and not mine(p))\n"
+    "out['agent_seen'] = alive(AGENT_PID)\n"
+    "import numpy, pandas, talib\n"
+    "out['sma'] = float(talib.SMA(numpy.arange(20.0), 5)[-1])\n"
+    "out['frame'] = float(pandas.Series([1.0, 2.0]).sum())\n"
     "out['uid'] = os.getuid()\n"
     "out['home_seen'] = os.path.exists(HOME)\n"
     "out['workspace'] = open('/workspace/mine.py').read()\n"
@@ -90,12 +107,12 @@ ESCAPES = TAMPER + (
 )
 
 
-def main(profile_path: str, workspace: str) -> None:
+def main(profile_path: str, workspace: str, proc: Literal["mount", "none"]) -> None:
     load_oci_profile(json.loads(Path(profile_path).read_text()))
     from agent.sandbox import Limits, isolation, run_sandboxed
-    from agent.sandbox.protocol import PythonJob, PythonOutcome
+    from agent.sandbox.protocol import BacktestJob, BacktestOutcome, PythonJob, PythonOutcome
 
-    status = isolation.status()
+    status = isolation.status(proc)
     report: dict[str, Any] = {
         "available": status.available,
         "reason": status.reason,
@@ -103,15 +120,28 @@ def main(profile_path: str, workspace: str) -> None:
         "uid_map": Path("/proc/self/uid_map").read_text().split(),
     }
     if status.available:
-        code = f"HOME = {str(Path(workspace).parent)!r}\n" + ESCAPES
+        code = f"HOME = {str(Path(workspace).parent)!r}\nAGENT_PID = {os.getpid()}\n" + ESCAPES
         limits = Limits(cpu_s=5, memory_mb=512, wall_s=20, output_bytes=100_000, scratch_mb=8)
-        r = run_sandboxed(PythonJob(code), workspace=Path(workspace), limits=limits)
+        r = run_sandboxed(PythonJob(code), workspace=Path(workspace), limits=limits, proc=proc)
         if r.ok and isinstance(r.outcome, PythonOutcome):
             report["run"] = json.loads(r.outcome.result_json)
         else:
             report["run_error"] = f"{r.error} {r.output}"
+        inputs = Path(workspace).parent / "inputs"
+        if inputs.is_dir():
+            job = BacktestJob(
+                strategy="sma_cross",
+                candles="candles.parquet",
+                bar_ms=3_600_000,
+                filename="strategies/sma_cross.py",
+            )
+            r = run_sandboxed(
+                job, workspace=Path(workspace), inputs=inputs, limits=limits, proc=proc
+            )
+            done = r.ok and isinstance(r.outcome, BacktestOutcome)
+            report["backtest"] = "ran" if done else f"{r.error} {r.output}"
     print(json.dumps(report))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], "none" if sys.argv[3:] == ["none"] else "mount")

@@ -14,7 +14,10 @@ job that tries its way out.
   container) keeps bubblewrap from mounting the sandbox's fresh ``/proc`` even under the
   agent profile: the kernel refuses a new proc mount where parts of the old one are
   covered. So the profile is necessary, not sufficient (knative/README.md, "The person's
-  code sandbox in an agent pod").
+  code sandbox in an agent pod");
+* with ``agent.sandbox.proc: none`` (what agent pods are configured with) bubblewrap mounts
+  no ``/proc`` and the sandbox starts under that same read-only ``/proc/sys``: a Python job
+  with numpy, pandas and TA-Lib and a backtest run, and the escape checks still hold.
 
 Needs root (to make the pod-like process), unshare, setpriv, bwrap and libseccomp.
 """
@@ -124,11 +127,16 @@ def workspace() -> Iterator[Path]:
 
 
 def _in_pod(
-    profile: dict[str, Any], workspace: Path, *, runc_proc: bool = False, host_users: bool = True
+    profile: dict[str, Any],
+    workspace: Path,
+    *,
+    runc_proc: bool = False,
+    host_users: bool = True,
+    proc: str = "mount",
 ) -> Any:
     """The child's report. ``runc_proc``: /proc as a runtime leaves it with ``procMount:
     Default``; ``host_users`` False: in a user namespace of its own, as with ``hostUsers:
-    false`` (tests/knative/userns_launch.py)."""
+    false`` (tests/knative/userns_launch.py); ``proc``: the agent's ``agent.sandbox.proc``."""
     profile_file = workspace.parent / "profile.json"
     profile_file.write_text(json.dumps(profile))
     script = "\n".join(
@@ -146,7 +154,7 @@ def _in_pod(
             " --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs"
             f" env HOME={shlex.quote(str(workspace.parent))}"
             f" {shlex.quote(sys.executable)} tests/knative/seccomp_child.py"
-            f" {shlex.quote(str(profile_file))} {shlex.quote(str(workspace))}",
+            f" {shlex.quote(str(profile_file))} {shlex.quote(str(workspace))} {proc}",
         ]
     )
     done = subprocess.run(
@@ -200,6 +208,34 @@ def test_a_runtime_masked_proc_still_stops_the_sandbox(workspace: Path) -> None:
     got = _in_pod(json.loads(render.OUTPUT.read_text()), workspace, runc_proc=True)
     assert got["available"] is False
     assert "Can't mount proc" in got["reason"], got["reason"]
+
+
+@needs_root
+def test_without_proc_the_sandbox_runs_under_a_runtime_masked_proc(workspace: Path) -> None:
+    """``agent.sandbox.proc: none``, as agent pods are configured (knative/base/config/
+    agents.yaml): no fresh /proc to mount, so the read-only /proc/sys no longer stops it."""
+    from agent.sdk import sample_candles
+    from agent.workspace import EXAMPLES
+
+    (workspace / "strategies").mkdir()
+    shutil.copy(EXAMPLES / "strategies" / "sma_cross.py", workspace / "strategies")
+    inputs = workspace.parent / "inputs"
+    inputs.mkdir()
+    sample_candles().to_parquet(inputs / "candles.parquet")
+    for p in (*workspace.rglob("*"), inputs, *inputs.iterdir()):
+        os.chown(p, AGENT_UID, AGENT_UID)
+
+    got = _in_pod(json.loads(render.OUTPUT.read_text()), workspace, runc_proc=True, proc="none")
+    assert got["available"] is True, got["reason"]
+    assert "run" in got, got.get("run_error")
+    run = got["run"]
+    assert (run["unshare"], run["mount"], run["fork"]) == (1, 1, 1)
+    # no /proc at all; the PID namespace holds: ids 1-3 only, the agent's own not there
+    assert run["proc"] is False and run["procs"] <= 3 and run["agent_seen"] is False
+    assert run["uid"] == 65534
+    assert run["home_seen"] is False and run["workspace"] == "X = 1\n"
+    assert (run["sma"], run["frame"]) == (17.0, 3.0)  # numpy, pandas and TA-Lib work
+    assert got["backtest"] == "ran"
 
 
 # --- the gVisor option (knative/components/gvisor) ----------------------------------------

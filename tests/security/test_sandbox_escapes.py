@@ -295,3 +295,40 @@ def test_status_says_why_people_s_code_is_refused(
     said = subprocess.run(status, env=opted_out, capture_output=True, text=True, timeout=60)
     sandbox = json.loads(said.stdout)["sandbox"]
     assert sandbox["healthy"] is True and "single-user" in sandbox["detail"]
+
+
+def test_without_proc_user_namespaces_are_still_refused(home: Home) -> None:
+    """``agent.sandbox.proc: none`` (agent pods) also drops bwrap's ``--disable-userns``,
+    which needs a writable /proc/sys: the seccomp filter alone must refuse a user namespace
+    in each of its forms, and the run is still alone in its PID namespace, with no /proc."""
+    import platform
+
+    clone = {"x86_64": 56, "aarch64": 220}[platform.machine()]
+    code = TAMPER + (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "def errno_of(ret):\n"
+        "    return ctypes.get_errno() if ret == -1 else 0\n"
+        "out = {}\n"
+        "out['unshare'] = errno_of(libc.unshare(0x10000000))\n"
+        f"out['clone'] = errno_of(libc.syscall({clone}, 0x10000000 | 17, 0, 0, 0, 0))\n"
+        "out['clone3'] = errno_of(libc.syscall(435, None, 0))\n"
+        "out['setns'] = errno_of(libc.setns(0, 0))\n"
+        "out['mount'] = errno_of(libc.mount(b'none', b'/scratch', b'tmpfs', 0, None))\n"
+        "out['proc'] = os.path.exists('/proc')\n"
+        "out['alone'] = os.getpid() <= 3 and os.getuid() == 65534\n"
+        f"out['home'] = os.path.exists({str(home.root)!r})\n"
+        "result = out\n"
+    )
+    r = run_sandboxed(PythonJob(code), workspace=home.workspace, limits=LIMITS, proc="none")
+    assert r.ok and isinstance(r.outcome, PythonOutcome), (r.error, r.output)
+    assert json.loads(r.outcome.result_json) == {
+        "unshare": 1,
+        "clone": 1,
+        "clone3": 38,  # ENOSYS: the C library's cue to fall back to clone
+        "setns": 1,
+        "mount": 1,
+        "proc": False,
+        "alone": True,
+        "home": False,
+    }

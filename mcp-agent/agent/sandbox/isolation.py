@@ -21,7 +21,11 @@ Each run sees:
 With ``proc="none"`` (``agent.sandbox.proc``) the run has no ``/proc`` at all:
 inside a container whose runtime made ``/proc/sys`` read-only the kernel refuses
 a fresh proc mount, and showing the container's own ``/proc`` would show the
-agent's process. The PID namespace stays; only the view of it is gone.
+agent's process. The PID namespace stays; only the view of it is gone. bwrap's
+``--disable-userns`` goes too: it writes ``user.max_user_namespaces`` through that
+same read-only ``/proc/sys``. What refuses a user namespace then is the seccomp
+filter alone (``unshare``, ``setns``, ``clone`` with any namespace flag, ``clone3``),
+installed before the person's first instruction, as it is in "mount" mode too.
 
 The seccomp filter (libseccomp through ``pyseccomp``) refuses new processes
 (``clone`` without ``CLONE_THREAD``, ``fork``, ``vfork``; threads are fine),
@@ -183,7 +187,9 @@ def bwrap_command(
         "--unshare-net",
         "--unshare-uts",
         "--unshare-cgroup-try",
-        "--disable-userns",
+        # sets user.max_user_namespaces through the /proc/sys the runtime made read-only
+        # where proc is "none": there the filter alone refuses user namespaces
+        *(["--disable-userns"] if proc == "mount" else []),
         "--uid",
         str(SANDBOX_UID),
         "--gid",
