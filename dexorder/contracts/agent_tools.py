@@ -20,6 +20,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, ValidationError
 
 from dexorder.contracts.chat import CandleRow
+from dexorder.times import iso
 
 #: The key of the tool's ``_meta`` that holds its :class:`ToolTraits`.
 META_KEY = "dexorder/traits"
@@ -358,6 +359,11 @@ class BacktestRun(ToolResult):
     chart: str | None = None
     #: set when ``trades`` was cut for the model (it had more)
     trades_shown: int | None = None
+    #: the range asked for (``YYYY-MM-DD HH:MM`` UTC) and when it ran (epoch ms); results
+    #: kept before these were recorded have none
+    start: str | None = None
+    end: str | None = None
+    ran_at: int | None = None
 
     def for_model(self) -> str:
         # the model needs the figures, not every trade and point of the curve
@@ -372,6 +378,64 @@ class BacktestRun(ToolResult):
             return None
         caption = f"Backtest of {self.strategy} on {self.ticker}"
         return Attachment(uri=self.chart, mime="image/png", caption=caption)
+
+
+#: The figures of a kept backtest that ``list_backtests`` shows (the rest: ``run_backtest``).
+HEADLINE_FIGURES = (
+    "total_return",
+    "cagr",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "win_rate",
+    "profit_factor",
+    "trades",
+)
+
+
+class BacktestSummary(BaseModel):
+    """One backtest the agent kept: what ran, over which range, when, and how it did."""
+
+    id: str
+    strategy: str
+    ticker: str
+    timeframe: str
+    #: the range (``YYYY-MM-DD HH:MM`` UTC): the one asked for, else the candles' own
+    start: str | None
+    end: str | None
+    #: when it ran (epoch ms)
+    ran_at: int
+    candles: int
+    params: dict[str, ParamValue]
+    #: its :data:`HEADLINE_FIGURES`
+    figures: dict[str, Figure]
+    chart: str | None = None
+
+    def line(self) -> str:
+        """The run in one line (a prompt's context, the offline model's answer)."""
+        shown = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.figures.items()
+        )
+        params = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return (
+            f"{self.strategy} on {self.ticker} {self.timeframe}, {self.start or '?'} to "
+            f"{self.end or '?'} ({self.candles} candles{'; ' + params if params else ''}), "
+            f"run {self.id} at {iso(self.ran_at)} UTC: {shown or 'no figures'}"
+        )
+
+
+#: The most runs one ``list_backtests`` call answers with.
+MAX_BACKTESTS_LISTED = 50
+
+
+class BacktestList(ToolResult):
+    """The person's kept backtests, newest first."""
+
+    runs: list[BacktestSummary]
+    #: runs that matched beyond the limit
+    more: int = 0
+    #: kept results that could not be read (corrupt, partial, a link) and were left out
+    skipped: int = 0
 
 
 class SweepRow(BaseModel):
@@ -540,6 +604,7 @@ APPLY_RULE_FIRED = AgentTool[RuleApplied](
 RUN_BACKTEST = AgentTool[BacktestRun | SweepRun](
     "run_backtest", OneOf[BacktestRun | SweepRun], ToolTraits(attachment=True)
 )
+LIST_BACKTESTS = AgentTool[BacktestList]("list_backtests", BacktestList)
 RUN_PYTHON = AgentTool[PythonRun]("run_python", PythonRun)
 COMPUTE_INDICATOR = AgentTool[IndicatorSeries]("compute_indicator", IndicatorSeries)
 
@@ -571,6 +636,7 @@ AGENT_TOOLS: dict[str, AgentTool[Any]] = {
         CANCEL_ORDER,
         APPLY_RULE_FIRED,
         RUN_BACKTEST,
+        LIST_BACKTESTS,
         RUN_PYTHON,
         COMPUTE_INDICATOR,
     )

@@ -144,6 +144,7 @@ async def test_every_tool_has_a_schema_and_a_description(agent: Agent) -> None:
         "read_indicator",
         "write_indicator",
         "run_backtest",
+        "list_backtests",
         "get_watchlist",
         "set_watchlist",
         "set_alert",

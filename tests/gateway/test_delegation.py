@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from dexorder.config import Settings
+from dexorder.contracts.agent_tools import RUN_BACKTEST, BacktestRun
 from dexorder.contracts.chat import ServerFrame, encode
 from dexorder.tokens import token_keys
 from gateway.harness.model import ModelReply
@@ -305,3 +306,59 @@ async def test_a_budget_used_up_inside_a_subagent_stops_it_and_the_turn(
     starts = [f["name"] for f in sent if f["type"] == "tool" and f["state"] == "start"]
     assert starts.count("list_alerts") == 1  # the analyst's gathering; not the model's call
     assert result.tokens == sum(counted)  # the subagent's tokens are the turn's
+
+
+async def test_the_strategy_author_is_told_the_persons_earlier_backtests(
+    setup: tuple[Harness, Agent, MessagesApi],
+) -> None:
+    """Its context holds the runs the agent kept (``list_backtests``): the earlier runs of
+    the strategy it changes with their figures, else the person's latest runs."""
+    harness, agent, api = setup
+    market = {"ticker": "BINANCE:BTC/USDT", "timeframe": "1h", "end": "2024-01-20"}
+    async with agent.client() as c:
+        ran: dict[str, BacktestRun] = {}
+        for strategy in ("sma_cross", "rsi_reversion"):
+            done = await c.call_tool(
+                "run_backtest", {"strategy": strategy, "start": "2024-01-02", **market}
+            )
+            assert not done.is_error, done.content
+            kept = RUN_BACKTEST.parse(done.structured_content)
+            assert isinstance(kept, BacktestRun)
+            ran[strategy] = kept
+    sma, rsi = ran["sma_cross"], ran["rsi_reversion"]
+    sharpe = sma.figures["sharpe"]
+    assert isinstance(sharpe, float)
+
+    def author(name: str) -> list[Any]:
+        """The author's model plans, then drafts a broken file twice (nothing is saved, so
+        no backtest and no report call follow)."""
+        code = BROKEN.replace("talib.SMAA", "talib.NOPE")
+        return [
+            [tool_use("agent_strategy_author", {"name": name, "request": "long over its SMA"})],
+            [{"type": "text", "text": "Plan: long over SMA(20)."}],
+            [tool_use("write_strategy", {"name": name, "code": code}, 1)],
+            [tool_use("write_strategy", {"name": name, "code": code}, 2)],
+            [{"type": "text", "text": "It did not validate."}],
+        ]
+
+    api.replies = author("sma_cross")  # changing a strategy that was backtested
+    _, sent = await run(harness, agent, "change sma_cross to hold over its SMA")
+    system = api.requests[1]["system"]
+    assert "You are a strategy author" in system
+    earlier = system.split("## Earlier backtests of sma_cross\n", 1)[1].split("\n## ", 1)[0]
+    assert earlier.startswith(
+        f"- sma_cross on BINANCE:BTC/USDT 1h, 2024-01-02 00:00 to 2024-01-20 00:00 "
+        f"({sma.candles} candles; fast={sma.params['fast']}"
+    )
+    assert f"run {sma.id} at " in earlier and f"sharpe {sharpe:.4g}" in earlier
+    assert rsi.id not in earlier  # another strategy's runs are not this one's
+    started = [f["name"] for f in sent if f["type"] == "tool" and f["state"] == "start"]
+    assert "list_backtests" in started  # the person sees it read them
+
+    api.requests.clear()
+    api.replies = author("over_sma")  # a new one: the person's latest runs, newest first
+    await run(harness, agent, "write a strategy over the SMA")
+    system = api.requests[1]["system"]
+    latest = system.split("## The person's latest backtests (none of over_sma yet)\n", 1)[1]
+    assert latest.index(f"run {rsi.id} at ") < latest.index(f"run {sma.id} at ")
+    assert f"sharpe {sharpe:.4g}" in latest

@@ -72,6 +72,8 @@ async def test_the_strategy_author_plans_writes_validates_backtests_and_charts(
     assert inner == [
         "list_strategies",
         "list_indicators",
+        "list_backtests",  # of rsi_dip: none yet,
+        "list_backtests",  # so the person's latest
         "search_conversation",
         "write_strategy",
         "run_backtest",

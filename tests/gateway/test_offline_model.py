@@ -23,6 +23,8 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
         ("show my indicators", "list_indicators", {}),
         ("show my positions", "get_positions", {}),
         ("what alerts do I have", "list_alerts", {}),
+        ("show my backtests", "list_backtests", {}),
+        ("my earlier backtests of sma_cross", "list_backtests", {"strategy": "sma_cross"}),
         (
             "backtest sma_cross on 1h since January",
             "run_backtest",
@@ -155,6 +157,31 @@ def test_descriptions_of_results() -> None:
         "combinations": 3,
     }
     assert "best by sharpe: {'fast': 5}" in describe("run_backtest", sweep)
+    kept = {
+        "runs": [
+            {
+                "id": "abc123",
+                "strategy": "sma_cross",
+                "ticker": "BINANCE:BTC/USDT",
+                "timeframe": "1h",
+                "start": "2024-01-01 00:00",
+                "end": "2024-02-01 00:00",
+                "ran_at": 1_764_000_000_000,
+                "candles": 744,
+                "params": {"fast": 10},
+                "figures": {"total_return": 0.0412, "sharpe": 1.25, "trades": 7},
+            }
+        ],
+        "more": 3,
+        "skipped": 1,
+    }
+    assert describe("list_backtests", kept) == (
+        "Your backtests, newest first:\n- sma_cross on BINANCE:BTC/USDT 1h, 2024-01-01 00:00 "
+        "to 2024-02-01 00:00 (744 candles; fast=10), run abc123 at 2025-11-24 16:00 UTC: "
+        "total_return 0.0412, sharpe 1.25, trades 7\n…and 3 older.\n"
+        "(1 kept results could not be read)"
+    )
+    assert describe("list_backtests", {"runs": []}) == "You have no backtests kept yet."
 
 
 def test_confirmations_and_refusals() -> None:

@@ -20,6 +20,7 @@ from dexorder.contracts.agent_tools import (
     Account,
     Alert,
     AlertList,
+    BacktestList,
     BacktestRun,
     Figure,
     FileSummary,
@@ -60,8 +61,9 @@ _KNOWN_BASES = {"BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE", "AVAX", "DOT",
 HELP = (
     "I understand plain requests such as: “price of BTC”, “list my strategies”, "
     "“backtest sma_cross on 1h since January”, “set an alert at 70k”, "
-    "“buy 0.1 BTC on paper”, “show my positions”, “my alerts”, “candles of ETH on 4h "
-    "since 2024-01-01”, “explain the backtest of sma_cross”, “review my positions' risk”, "
+    "“buy 0.1 BTC on paper”, “show my positions”, “my alerts”, “my backtests of "
+    "sma_cross”, “candles of ETH on 4h since 2024-01-01”, “explain the backtest of "
+    "sma_cross”, “review my positions' risk”, "
     "“summarise the market for my watchlist”, “analyse my watchlist”, “write a strategy "
     "called rsi_dip that buys when RSI is under 30”, “write an indicator called my_atr "
     "(ATR)”, “sweep sma_cross by sharpe”. Configure an Anthropic API key for free-form "
@@ -139,6 +141,16 @@ def _listing(text: str, now: datetime) -> tuple[str, JsonObject] | None:
         if word in lowered and re.search(r"\b(list|show|what|my|which)\b", lowered):
             return tool, {}
     return None
+
+
+def _kept_backtests(text: str, now: datetime) -> tuple[str, JsonObject] | None:
+    """“my backtests”, “show earlier backtests of sma_cross”: the runs the agent kept."""
+    if not re.search(r"\bbacktests\b", text, re.I) or not re.search(
+        r"\b(list|show|what|my|which|earlier|past|recent|previous)\b", text, re.I
+    ):
+        return None
+    m = re.search(r"\bbacktests (?:of|for) (?:the )?(?:strategy )?([a-z_][a-z0-9_]*)", text, re.I)
+    return "list_backtests", ({"strategy": m.group(1)} if m else {})
 
 
 def _backtest(text: str, now: datetime) -> tuple[str, JsonObject] | None:
@@ -313,6 +325,7 @@ RULES: list[Rule] = [
     _remember,
     _skill,
     _delegated,
+    _kept_backtests,
     _backtest,
     _trade,
     _alert,
@@ -438,6 +451,14 @@ def _describe_result(result: ToolResult) -> str:
                 f"over {result.candles} candles"
             )
             return f"{head}: {_figures(result.figures)}."
+        case BacktestList(runs=runs, skipped=skipped):
+            unread = f"\n({skipped} kept results could not be read)" if skipped else ""
+            if not runs:
+                return "You have no backtests kept yet." + unread
+            lines = [f"- {r.line()}" for r in runs]
+            if result.more:
+                lines.append(f"…and {result.more} older.")
+            return "Your backtests, newest first:\n" + "\n".join(lines) + unread
         case Alert():
             return (
                 f"Alert set: {result.ticker} {result.condition} {_money(result.price)} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -14,6 +15,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from agent.backtest.history import list_runs
 from agent.person import PersonAgent
 from agent.safe_files import UnsafeFile, read_regular
 from agent.sandbox.protocol import (
@@ -31,7 +33,7 @@ from agent.tools.strategies import Name
 from agent.tools.toolbox import ToolBox
 from dexorder.contracts import agent_tools as c
 from dexorder.markets import Timeframe
-from dexorder.times import parse_when
+from dexorder.times import iso, parse_when
 
 When = Annotated[str, Field(description="date or time (UTC), e.g. 2024-01-01 or 2024-01-01T12:00")]
 
@@ -158,11 +160,27 @@ def register(box: ToolBox, person: PersonAgent) -> None:
                 "trades": msgspec.to_builtins(outcome.trades),
                 "equity_curve": outcome.equity_curve,
                 "chart": chart,
+                "start": iso(start_ms),
+                "end": iso(end_ms),
+                "ran_at": time.time_ns() // 1_000_000,
             }
         )
         (out / "result.json").write_text(run.model_dump_json())
         await ctx.report_progress(3, 3, "done")
         return run
+
+    @box.sync_tool(
+        c.LIST_BACKTESTS,
+        "List the person's earlier backtests, newest first: strategy, market, range, when, "
+        "parameters and headline figures (sweeps are not kept).",
+    )
+    def list_backtests(
+        strategy: Annotated[
+            str | None, Field(description="only this strategy's runs", max_length=64)
+        ] = None,
+        limit: Annotated[int, Field(ge=1, le=c.MAX_BACKTESTS_LISTED)] = 10,
+    ) -> c.BacktestList:
+        return list_runs(person.backtests, strategy, limit)
 
     @box.resource(
         "backtest://{run_id}/chart.png",

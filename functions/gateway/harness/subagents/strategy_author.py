@@ -4,7 +4,9 @@
                               └─ (not saved) ──────── report
 
 ``gather`` reads what it writes against: the person's strategies and indicators, the
-SDK's documented interfaces, earlier talk of backtests. ``plan`` has the model outline
+SDK's documented interfaces, their earlier backtests (the agent keeps each run: those of
+the strategy being changed, else their latest, with the figures a new one is judged
+beside) and earlier talk of backtests (what the person made of them). ``plan`` has the model outline
 the rules; ``write`` is the write → validate → fix workflow; ``backtest`` runs the saved
 strategy (its chart goes to the person); ``report`` has the model say how it did. Its
 tools are its allowlist (no trading, no alerts) and its budget its own: at most
@@ -21,7 +23,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
-from dexorder.contracts.agent_tools import BacktestRun, Figure
+from dexorder.contracts.agent_tools import BacktestList, BacktestRun, Figure
 from dexorder.contracts.chat import JsonObject
 from gateway.harness.model import UserMessage
 from gateway.harness.reports import Report
@@ -39,12 +41,15 @@ SCOPE = Scope(
             "list_indicators",
             "read_indicator",
             "run_backtest",
+            "list_backtests",
             "search_conversation",
         }
     ),
     max_rounds=6,
     max_tokens=120_000,
 )
+#: Earlier runs put in the author's context.
+EARLIER_RUNS = 5
 PROMPT = (
     "You are a strategy author for one trader: you turn their idea into a strategy file of "
     "DexOrder's Python SDK, then judge its backtest honestly (few trades, one period and "
@@ -106,12 +111,31 @@ def _over_budget(state: AuthorState) -> str | None:
     return None
 
 
+async def _earlier_runs(w: _Deps) -> str:
+    """The person's kept backtests of the strategy being written (it may exist and be
+    changed), else their latest of any strategy, a line each with its figures."""
+    name = w.ask.name
+    head = f"## Earlier backtests of {name}"
+    found = await call_in(w.d, SCOPE, "list_backtests", {"strategy": name, "limit": EARLIER_RUNS})
+    if isinstance(found.value, BacktestList) and not found.value.runs:
+        head = f"## The person's latest backtests (none of {name} yet)"
+        found = await call_in(w.d, SCOPE, "list_backtests", {"limit": EARLIER_RUNS})
+    if not isinstance(found.value, BacktestList):  # an agent without the tool, say
+        return f"{head}\n(not listed: {found.as_text()[:300]})"
+    kept = found.value
+    lines = [f"- {run.line()}" for run in kept.runs] or ["none yet"]
+    if kept.skipped:
+        lines.append(f"({kept.skipped} kept results could not be read)")
+    return head + "\n" + "\n".join(lines)
+
+
 async def _gather(state: AuthorState, runtime: Runtime[_Deps]) -> AuthorState:
     w = runtime.context
     await w.d.progress(w.shown_as, "reading your strategies and indicators")
     parts = [
         "## The person's strategies\n" + await w.call("list_strategies", {}),
         "## The person's indicators\n" + await w.call("list_indicators", {}),
+        await _earlier_runs(w),
         "## Earlier talk of backtests\n"
         + await w.call(
             "search_conversation", {"query": f"backtest {w.ask.request}"[:2000], "limit": 3}
