@@ -63,8 +63,8 @@ def list_runs(root: Path, strategy: str | None = None, limit: int = 10) -> Backt
     for entry in entries:
         if not entry.name.isalnum():
             continue  # not a run's folder (run ids are hex)
-        info = entry.stat(follow_symlinks=False)
         try:
+            info = entry.stat(follow_symlinks=False)
             if not stat.S_ISDIR(info.st_mode):
                 raise UnsafeFile(f"{entry.name} is not a folder")
             raw = read_regular(root, entry.name, "result.json", max_bytes=MAX_RESULT_BYTES)
