@@ -10,14 +10,17 @@ job that tries its way out.
   ``RuntimeDefault`` gives the agent pod) refuse bubblewrap its user namespace;
 * the agent profile lets the sandbox start, and inside it the escape checks of
   tests/security still hold;
-* a container runtime's read-only ``/proc/sys`` (what ``procMount: Default`` gives every
-  container) keeps bubblewrap from mounting the sandbox's fresh ``/proc`` even under the
-  agent profile: the kernel refuses a new proc mount where parts of the old one are
-  covered. So the profile is necessary, not sufficient (knative/README.md, "The person's
-  code sandbox in an agent pod");
+* a container runtime's ``/proc`` (what ``procMount: Default`` gives every container: its
+  read-only ``/proc/sys``, ``/proc/bus``, ``/proc/fs``, ``/proc/irq``, its masked
+  ``/proc/keys``, ``/proc/timer_list``…, emulated in ``_RUNTIME_PROC``) keeps bubblewrap
+  from mounting the sandbox's fresh ``/proc`` even under the agent profile: the kernel
+  refuses a new proc mount where parts of the old one are covered. So the profile is
+  necessary, not sufficient (knative/README.md, "The person's code sandbox in an agent
+  pod");
 * with ``agent.sandbox.proc: none`` (what agent pods are configured with) bubblewrap mounts
-  no ``/proc`` and the sandbox starts under that same read-only ``/proc/sys``: a Python job
-  with numpy, pandas and TA-Lib and a backtest run, and the escape checks still hold.
+  no ``/proc`` (nor writes ``/proc/sys``: no ``--disable-userns``) and the sandbox starts
+  under that same ``/proc``: a Python job with numpy, pandas and TA-Lib and a backtest
+  run, and the escape checks still hold.
 
 Needs root (to make the pod-like process), unshare, setpriv, bwrap and libseccomp.
 """
@@ -126,6 +129,22 @@ def workspace() -> Iterator[Path]:
         shutil.rmtree(top)
 
 
+#: What runc does to every container's /proc with procMount: Default, from the runtime's
+#: default spec (Moby's and containerd's): its read-only paths bound read-only, its masked
+#: paths covered (a folder by an empty read-only tmpfs, a file by /dev/null).
+_RUNTIME_PROC = """
+for p in /proc/bus /proc/fs /proc/irq /proc/sys /proc/sysrq-trigger; do
+  if [ -e $p ]; then mount --bind $p $p; mount -o remount,bind,ro $p; fi
+done
+for p in /proc/asound /proc/acpi /proc/interrupts /proc/kcore /proc/keys \\
+         /proc/latency_stats /proc/timer_list /proc/timer_stats /proc/sched_debug \\
+         /proc/scsi /sys/firmware /sys/devices/virtual/powercap; do
+  if [ -d $p ]; then mount -t tmpfs -o ro tmpfs $p
+  elif [ -e $p ]; then mount --bind /dev/null $p; fi
+done
+"""
+
+
 def _in_pod(
     profile: dict[str, Any],
     workspace: Path,
@@ -143,10 +162,7 @@ def _in_pod(
         [
             "set -e",
             _reachable_prefix_script(),
-            # what runc does to every container's /proc with procMount: Default
-            "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys"
-            if runc_proc
-            else "",
+            _RUNTIME_PROC if runc_proc else "",
             f"cd {shlex.quote(str(ROOT))}",
             "exec "
             + ("" if host_users else f"{shlex.quote(sys.executable)} {USERNS_LAUNCH} ")
