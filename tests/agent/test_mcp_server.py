@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -430,3 +431,14 @@ async def test_the_agent_speaks_mcp_over_stdio(cfg: Settings) -> None:
         watchlist = data(await c.call_tool("get_watchlist", {}))
         assert watchlist["watchlist"] == ["BINANCE:BTC/USDT", "BINANCE:ETH/USDT"]
     assert (cfg.home / "agents" / "carol" / "workspace" / ".git").is_dir()
+
+
+async def test_run_python_follows_the_configured_proc(tmp_path: Path) -> None:
+    """agent.sandbox.proc reaches the sandbox (agent pods set none: knative/base/config)."""
+    from tests.agent.conftest import serve_agent
+
+    cfg = Settings(home=tmp_path / "home", agent={"sandbox": {"wall_s": 20, "proc": "none"}})
+    async with serve_agent(cfg) as served, served.client() as c:
+        code = "import os\nresult = [os.path.exists('/proc'), os.getuid()]"
+        out = data(await c.call_tool("run_python", {"code": code}))
+    assert out["result"] == [False, 65534]
