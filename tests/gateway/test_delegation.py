@@ -10,17 +10,14 @@ from typing import Any
 
 import pytest
 
-from dexorder.config import Settings
 from dexorder.contracts.agent_tools import RUN_BACKTEST, BacktestRun
-from dexorder.contracts.chat import ServerFrame, encode
-from dexorder.tokens import token_keys
 from gateway.harness.model import ModelReply
-from gateway.harness.router import Meter, ModelRouter
 from gateway.harness.skills.review_risk import RiskReview
 from gateway.harness.subagents.market_analyst import SCOPE as ANALYST
 from gateway.harness.turn import Harness
-from tests.agent.conftest import Agent, fill_lake, serve_agent
-from tests.gateway.loopback_anthropic import API_KEY, MessagesApi, serve_messages_api
+from tests.agent.conftest import Agent
+from tests.gateway.loopback_anthropic import MessagesApi
+from tests.gateway.loopback_harness import harnessed, run_turn
 
 pytestmark = pytest.mark.integration
 
@@ -44,43 +41,12 @@ def tool_use(name: str, args: dict[str, Any], n: int = 1) -> dict[str, Any]:
 
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[Harness, Agent, MessagesApi]]:
-    async with serve_messages_api() as (url, api):
-        cfg = Settings(
-            home=tmp_path / "home",
-            embedder={"enabled": False},
-            gateway={
-                "anthropic_api_key": API_KEY,
-                "anthropic_base_url": url,
-                "workflow_rounds": 2,
-            },
-        )
-        fill_lake(cfg, days=20)  # 2024-01-01 .. 2024-01-21, hourly BTC
-        async with serve_agent(cfg) as agent:
-            harness = Harness(cfg, token_keys(cfg), ModelRouter(cfg.gateway, API_KEY), None)
-            try:
-                yield harness, agent, api
-            finally:
-                await harness.close()
+    # 2024-01-01 .. 2024-01-21, hourly BTC in the lake
+    async with harnessed(tmp_path, lake_days=20, workflow_rounds=2) as h:
+        yield h.harness, h.agent, h.api
 
 
-async def run(
-    harness: Harness, agent: Agent, text: str, meter: Meter | None = None
-) -> tuple[Any, list[dict[str, Any]]]:
-    sent: list[dict[str, Any]] = []
-
-    async def send(frame: ServerFrame) -> None:
-        sent.append(json.loads(encode(frame)))
-
-    result = await harness.turn(
-        user=agent.person.user,
-        tier="free",
-        channel="web",
-        text=text,
-        mcp_url=agent.url,
-        send=send,
-        meter=meter,
-    )
-    return result, sent
+run = run_turn
 
 
 def last_results(request: dict[str, Any]) -> list[dict[str, Any]]:

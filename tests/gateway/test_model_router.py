@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 
 from dexorder.config import Settings
-from dexorder.contracts.chat import ServerFrame, encode
-from dexorder.tokens import token_keys
 from gateway.harness.model import ModelReply
 from gateway.harness.router import Meter, ModelRouter
 from gateway.harness.turn import Harness, TurnResult
 from gateway.limits import Limits, MemoryCounter, tier_limits
-from tests.agent.conftest import Agent, serve_agent
-from tests.gateway.loopback_anthropic import API_KEY, MessagesApi, serve_messages_api
+from tests.agent.conftest import Agent
+from tests.gateway.loopback_anthropic import MessagesApi
+from tests.gateway.loopback_harness import harnessed, run_turn
 
 pytestmark = pytest.mark.integration
 
@@ -42,44 +41,15 @@ Setup = tuple[Harness, Agent, MessagesApi, Settings]
 @pytest.fixture
 async def setup(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
     extra: dict[str, Any] = getattr(request, "param", {})
-    async with serve_messages_api() as (url, api):
-        cfg = Settings(
-            home=tmp_path / "home",
-            embedder={"enabled": False},
-            gateway={
-                "anthropic_api_key": API_KEY,
-                "anthropic_base_url": url,
-                "model_retries": 1,
-                **extra,
-            },
-        )
-        async with serve_agent(cfg) as agent:
-            harness = Harness(cfg, token_keys(cfg), ModelRouter(cfg.gateway, API_KEY), None)
-            try:
-                yield harness, agent, api, cfg
-            finally:
-                await harness.close()
+    async with harnessed(tmp_path, model_retries=1, **extra) as h:
+        yield h.harness, h.agent, h.api, h.cfg
 
 
 async def run(
     setup: Setup, text: str, meter: Meter | None = None
 ) -> tuple[TurnResult, list[dict[str, Any]]]:
     harness, agent, _, _ = setup
-    sent: list[dict[str, Any]] = []
-
-    async def send(frame: ServerFrame) -> None:
-        sent.append(json.loads(encode(frame)))
-
-    result = await harness.turn(
-        user=agent.person.user,
-        tier="free",
-        channel="web",
-        text=text,
-        mcp_url=agent.url,
-        send=send,
-        meter=meter,
-    )
-    return result, sent
+    return await run_turn(harness, agent, text, meter)
 
 
 def streamed(sent: list[dict[str, Any]]) -> str:

@@ -4,20 +4,13 @@ larger than that of turn 20 plus the summary's cap, and still knows what was dec
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from agent.summary import DIGEST_CHARS, MAX_CHARS
-from dexorder.config import Settings
-from dexorder.contracts.chat import ServerFrame, encode
-from dexorder.tokens import token_keys
-from gateway.harness.router import ModelRouter
-from gateway.harness.turn import Harness, TurnResult
-from tests.agent.conftest import serve_agent
-from tests.gateway.loopback_anthropic import API_KEY, serve_messages_api
+from gateway.harness.turn import TurnResult
+from tests.gateway.loopback_harness import harnessed
 
 pytestmark = pytest.mark.integration
 
@@ -38,44 +31,19 @@ def message(n: int) -> str:
 async def test_the_prompt_of_turn_200_is_no_larger_than_turn_20_plus_the_cap(
     tmp_path: Path,
 ) -> None:
-    async with serve_messages_api() as (url, api):
-        cfg = Settings(
-            home=tmp_path / "home",
-            embedder={"enabled": False},
-            # the context cached as usual: a saved turn makes the next read the summary again;
-            # the summary stays extractive (the model's rewrite: the test below)
-            gateway={
-                "anthropic_api_key": API_KEY,
-                "anthropic_base_url": url,
-                "summary_model_after": 1000,
-            },
-        )
-        async with serve_agent(cfg) as agent:
-            harness = Harness(cfg, token_keys(cfg), ModelRouter(cfg.gateway, API_KEY), None)
-            sent: list[Any] = []
-
-            async def send(frame: ServerFrame) -> None:
-                sent.append(json.loads(encode(frame)))
-
-            try:
-                for n in range(1, 201):
-                    answer = f"Noted for turn {n}. " + FILLER
-                    if n not in MEASURED:  # saved as the harness's save step saves a turn
-                        await agent.person.memory.save("user", message(n), "web")
-                        await agent.person.memory.save("assistant", answer, "web")
-                        continue
-                    api.replies = [[{"type": "text", "text": answer}]]
-                    await harness.turn(
-                        user=agent.person.user,
-                        tier="free",
-                        channel="web",
-                        text=message(n),
-                        mcp_url=agent.url,
-                        send=send,
-                    )
-            finally:
-                await harness.close()
-            kept = agent.person.memory.messages()
+    # the context cached as usual: a saved turn makes the next read the summary again;
+    # the summary stays extractive (the model's rewrite: the test below)
+    async with harnessed(tmp_path, summary_model_after=1000) as h:
+        harness, agent, api = h.harness, h.agent, h.api
+        for n in range(1, 201):
+            answer = f"Noted for turn {n}. " + FILLER
+            if n not in MEASURED:  # saved as the harness's save step saves a turn
+                await agent.person.memory.save("user", message(n), "web")
+                await agent.person.memory.save("assistant", answer, "web")
+                continue
+            api.replies = [[{"type": "text", "text": answer}]]
+            await h.turn(message(n))
+        kept = agent.person.memory.messages()
 
     assert len(kept) == 400  # nothing is lost: the log keeps every message
     prompts = dict(zip(MEASURED, (r["system"] for r in api.requests), strict=True))
@@ -96,65 +64,39 @@ async def test_the_prompt_of_turn_200_is_no_larger_than_turn_20_plus_the_cap(
 async def test_the_model_rewrites_the_summary_after_so_many_folded_messages(
     tmp_path: Path,
 ) -> None:
-    async with serve_messages_api() as (url, api):
-        cfg = Settings(
-            home=tmp_path / "home",
-            embedder={"enabled": False},
-            gateway={
-                "anthropic_api_key": API_KEY,
-                "anthropic_base_url": url,
-                "summary_model_after": 4,
-            },
-        )
-        async with serve_agent(cfg) as agent:
-            harness = Harness(cfg, token_keys(cfg), ModelRouter(cfg.gateway, API_KEY), None)
+    async with harnessed(tmp_path, summary_model_after=4) as h:
+        api, memory = h.api, h.agent.person.memory
 
-            async def send(frame: ServerFrame) -> None:
-                pass
+        async def turn(text: str) -> TurnResult:
+            return (await h.turn(text))[0]
 
-            async def turn(text: str) -> TurnResult:
-                return await harness.turn(
-                    user=agent.person.user,
-                    tier="free",
-                    channel="web",
-                    text=text,
-                    mcp_url=agent.url,
-                    send=send,
-                )
+        for n in range(1, 4):  # 6 messages: none folded yet
+            await memory.save("user", message(n), "web")
+            await memory.save("assistant", f"Noted for turn {n}.", "web")
+        api.replies = [[{"type": "text", "text": "Noted."}]]
+        await turn(message(4))  # 8 messages, 2 folded: under 4, no rewrite
+        assert len(api.requests) == 1 and memory.digest().by == "extractive"
 
-            memory = agent.person.memory
-            try:
-                for n in range(1, 4):  # 6 messages: none folded yet
-                    await memory.save("user", message(n), "web")
-                    await memory.save("assistant", f"Noted for turn {n}.", "web")
-                api.replies = [[{"type": "text", "text": "Noted."}]]
-                await turn(message(4))  # 8 messages, 2 folded: under 4, no rewrite
-                assert len(api.requests) == 1 and memory.digest().by == "extractive"
+        digest = "The person watches SOL and ARB.\nStops are set near 1,000."
+        api.replies = [
+            [{"type": "text", "text": "Noted again."}],
+            [{"type": "text", "text": digest}],
+        ]
+        result = await turn(message(5))  # 10 messages, 4 folded: rewritten
+        asked = api.requests[2]
+        assert asked["system"].startswith("You keep the running summary")
+        (question,) = asked["messages"]
+        assert "Turn 1." in question["content"] and "Noted for turn 2." in question["content"]
+        assert "tools" not in asked  # a summary calls no tools
+        assert result.tokens > 0 and "summary_ms" in result.timings
+        kept = memory.digest()
+        assert kept.by == "model" and kept.folded == 4 and kept.unwritten == []
+        assert kept.lines == [
+            "The person watches SOL and ARB.",
+            "Stops are set near 1,000.",
+        ]
 
-                digest = "The person watches SOL and ARB.\nStops are set near 1,000."
-                api.replies = [
-                    [{"type": "text", "text": "Noted again."}],
-                    [{"type": "text", "text": digest}],
-                ]
-                result = await turn(message(5))  # 10 messages, 4 folded: rewritten
-                asked = api.requests[2]
-                assert asked["system"].startswith("You keep the running summary")
-                (question,) = asked["messages"]
-                assert (
-                    "Turn 1." in question["content"] and "Noted for turn 2." in question["content"]
-                )
-                assert "tools" not in asked  # a summary calls no tools
-                assert result.tokens > 0 and "summary_ms" in result.timings
-                kept = memory.digest()
-                assert kept.by == "model" and kept.folded == 4 and kept.unwritten == []
-                assert kept.lines == [
-                    "The person watches SOL and ARB.",
-                    "Stops are set near 1,000.",
-                ]
-
-                api.replies = [[{"type": "text", "text": "Yes."}]]
-                await turn("what do I watch?")  # the next prompt holds the model's digest
-                assert "- The person watches SOL and ARB." in api.requests[3]["system"]
-                assert len(api.requests) == 4  # 2 more folded since: under 4, no rewrite
-            finally:
-                await harness.close()
+        api.replies = [[{"type": "text", "text": "Yes."}]]
+        await turn("what do I watch?")  # the next prompt holds the model's digest
+        assert "- The person watches SOL and ARB." in api.requests[3]["system"]
+        assert len(api.requests) == 4  # 2 more folded since: under 4, no rewrite
