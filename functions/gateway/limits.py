@@ -23,15 +23,20 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class TierLimits:
+    #: chat messages a minute
     requests_per_minute: int
     #: US dollars of model use a month; None: no budget
     monthly_budget_usd: float | None
+    #: MCP requests a minute through the gateway's /mcp door (an outside client's tool
+    #: calls, listings and notifications: many per thing a person asks, none of them
+    #: a model call, hence more than chat messages)
+    mcp_requests_per_minute: int = 300
 
 
 TIER_LIMITS = {
-    "free": TierLimits(requests_per_minute=20, monthly_budget_usd=1.0),
-    "pro": TierLimits(requests_per_minute=120, monthly_budget_usd=25.0),
-    "enterprise": TierLimits(requests_per_minute=1_200, monthly_budget_usd=None),
+    "free": TierLimits(20, 1.0, mcp_requests_per_minute=120),
+    "pro": TierLimits(120, 25.0, mcp_requests_per_minute=600),
+    "enterprise": TierLimits(1_200, None, mcp_requests_per_minute=6_000),
 }
 
 _MICRO = 1_000_000
@@ -40,7 +45,9 @@ _MICRO = 1_000_000
 def tier_limits(budgets_usd: dict[str, float | None]) -> dict[str, TierLimits]:
     """The tiers' limits with the configured monthly budgets (``gateway.monthly_budget_usd``)."""
     return {
-        tier: TierLimits(limits.requests_per_minute, budgets_usd.get(tier))
+        tier: TierLimits(
+            limits.requests_per_minute, budgets_usd.get(tier), limits.mcp_requests_per_minute
+        )
         for tier, limits in TIER_LIMITS.items()
     }
 
@@ -157,6 +164,19 @@ class Limits:
             retry = 60 - int(now % 60)
             return Verdict(
                 False, retry, f"rate limit: {limit} requests a minute on the {tier} tier"
+            )
+        return Verdict(True)
+
+    async def mcp_request(self, account_id: str, tier: str) -> Verdict:
+        """Count one request at the MCP door; refuse it past the tier's rate."""
+        now = self.clock()
+        limit = self.tiers[tier].mcp_requests_per_minute
+        used = await self.counter.incr(f"mcp:{account_id}:{int(now // 60)}", 1, 120)
+        if used > limit:
+            return Verdict(
+                False,
+                60 - int(now % 60),
+                f"rate limit: {limit} MCP requests a minute on the {tier} tier",
             )
         return Verdict(True)
 

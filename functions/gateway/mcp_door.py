@@ -301,6 +301,12 @@ class McpDoor:
             raise _Refusal(405, "the MCP endpoint takes GET, POST and DELETE")
         headers: Headers = list(scope["headers"])
         caller = await self._authenticate(scope, headers)
+        if method == "POST":  # each a message to the agent; a GET is one long stream
+            verdict = await self.gw.limits.mcp_request(caller.id, caller.account.tier)
+            if not verdict.allowed:
+                raise _Refusal(
+                    429, verdict.detail, [(b"retry-after", str(verdict.retry_after_s).encode())]
+                )
         body = await self._body(receive, headers)
         user = caller.id
         client_session = header(headers, SESSION)

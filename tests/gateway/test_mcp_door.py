@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -189,6 +191,37 @@ async def test_missing_invalid_and_revoked_tokens_are_refused_with_the_metadata_
             headers={"Authorization": f"Bearer {signed['access_token']}"},
         )
         assert big.status_code == 413 and "too large" in big.json()["error"]
+
+
+async def test_requests_past_the_tiers_mcp_rate_are_refused_with_a_retry_time(
+    served: Served,
+) -> None:
+    _, pat, _ = await person(served, "alice@example.com")
+    _, bob_pat, _ = await person(served, "bob@example.com")
+    free = served.gw.limits.tiers["free"]
+    served.gw.limits.tiers["free"] = dataclasses.replace(free, mcp_requests_per_minute=3)
+    # mid-minute, held there: no minute may begin between the requests counted
+    midminute = (time.time() // 60) * 60 + 30
+    served.gw.limits.clock = lambda: midminute
+    async with httpx2.AsyncClient(base_url=served.url, timeout=60) as http:
+
+        async def post(token: str) -> httpx2.Response:
+            return await http.post(
+                "/mcp",
+                content=json.dumps(INITIALIZE),
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Accept": "application/json, text/event-stream",
+                    "Content-Type": "application/json",
+                },
+            )
+
+        assert [(await post(pat)).status_code for _ in range(3)] == [200, 200, 200]
+        r = await post(pat)
+        assert r.status_code == 429 and "3 MCP requests a minute" in r.json()["error"]
+        assert r.headers["retry-after"] == "30"
+        # counted per person: another one's client is not held back
+        assert (await post(bob_pat)).status_code == 200
 
 
 async def test_the_metadata_address_is_the_public_one_where_it_is_set(tmp_path: Path) -> None:
