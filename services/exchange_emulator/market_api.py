@@ -1,5 +1,6 @@
 """Binance's public spot REST API: ``/api/v3`` ping, time, exchangeInfo, trades,
-aggTrades, ticker/24hr, klines (``startTime/endTime/limit`` pagination, limit ≤ 1000);
+historicalTrades (``fromId``), aggTrades (aggregate ids, their own sequence),
+ticker/24hr, klines (``startTime/endTime/limit`` pagination, limit ≤ 1000);
 ``/fapi`` and ``/dapi`` exchangeInfo with no markets, so CCXT's default market loading
 works. :func:`rest_middleware` gives every REST answer Binance's error bodies, the
 request weight used (``X-MBX-USED-WEIGHT-1M``) and HTTP 429 with ``Retry-After`` past
@@ -13,7 +14,7 @@ import numpy as np
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from services.exchange_emulator.simulator import SymbolSpec
+from services.exchange_emulator.simulator import SymbolSpec, Trade
 from services.exchange_emulator.state import EmulatorState
 from services.exchange_emulator.state import fmt_decimal as _fmt
 
@@ -36,6 +37,7 @@ _WEIGHTS = {
     "24hr": 2,
     "klines": 2,
     "trades": 25,
+    "historicalTrades": 25,
     "aggTrades": 4,
     "exchangeInfo": 20,
     "ping": 1,
@@ -55,8 +57,6 @@ def _mandatory(name: str) -> BinanceError:
     return BinanceError(
         400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
     )
-
-
 
 
 def _spec_or_error(state: EmulatorState, request: web.Request) -> SymbolSpec:
@@ -89,7 +89,6 @@ def _limit(request: web.Request) -> int:
     if not 1 <= limit <= 1000:
         raise BinanceError(400, -1130, "Invalid data sent for a parameter.")
     return limit
-
 
 
 def rest_middleware(state: EmulatorState) -> Middleware:
@@ -237,10 +236,7 @@ def add_market_routes(app: web.Application, state: EmulatorState) -> None:
             }
         )
 
-    async def trades(request: web.Request) -> web.Response:
-        spec = _spec_or_error(state, request)
-        limit = _limit(request)
-        recent = list(state.recent.get(spec.market_id, ()))[-limit:]
+    def trade_rows(trades: list[Trade]) -> web.Response:
         return web.json_response(
             [
                 {
@@ -252,12 +248,27 @@ def add_market_routes(app: web.Application, state: EmulatorState) -> None:
                     "isBuyerMaker": t.buyer_is_maker,
                     "isBestMatch": True,
                 }
-                for t in recent
+                for t in trades
             ]
         )
 
+    async def trades(request: web.Request) -> web.Response:
+        spec = _spec_or_error(state, request)
+        limit = _limit(request)
+        return trade_rows(list(state.recent.get(spec.market_id, ()))[-limit:])
+
+    async def historical_trades(request: web.Request) -> web.Response:
+        """Trades by trade id: from ``fromId`` on (inclusive), else the newest."""
+        spec = _spec_or_error(state, request)
+        limit = _limit(request)
+        from_id = _int_param(request, "fromId", None)
+        recent = state.recent.get(spec.market_id, ())
+        if from_id is None:
+            return trade_rows(list(recent)[-limit:])
+        return trade_rows([t for t in recent if t.id >= from_id][:limit])
+
     async def agg_trades(request: web.Request) -> web.Response:
-        # Every simulated trade is its own aggregate.
+        # ids are aggregate ids (``fromId`` too); ``f``/``l`` the trade ids they hold
         spec = _spec_or_error(state, request)
         limit = _limit(request)
         start = _int_param(request, "startTime", None)
@@ -265,29 +276,29 @@ def add_market_routes(app: web.Application, state: EmulatorState) -> None:
         from_id = _int_param(request, "fromId", None)
         if start is not None and end is not None and not 0 <= end - start <= 3_600_000:
             raise BinanceError(400, -1127, "More than 1 hours between startTime and endTime.")
-        recent = [
-            t
-            for t in state.recent.get(spec.market_id, ())
-            if (start is None or t.time >= start)
-            and (end is None or t.time <= end)
-            and (from_id is None or t.id >= from_id)
+        aggs = [
+            a
+            for a in state.aggregates.get(spec.market_id, ())
+            if (start is None or a.time >= start)
+            and (end is None or a.time <= end)
+            and (from_id is None or a.id >= from_id)
         ]
         # a lower bound pages forward from it; otherwise the newest trades
         bounded = start is not None or from_id is not None
-        recent = recent[:limit] if bounded else recent[-limit:]
+        aggs = aggs[:limit] if bounded else aggs[-limit:]
         return web.json_response(
             [
                 {
-                    "a": t.id,
-                    "p": _fmt(t.price),
-                    "q": _fmt(t.qty),
-                    "f": t.id,
-                    "l": t.id,
-                    "T": t.time,
-                    "m": t.buyer_is_maker,
+                    "a": a.id,
+                    "p": _fmt(a.price),
+                    "q": _fmt(a.qty),
+                    "f": a.first_id,
+                    "l": a.last_id,
+                    "T": a.time,
+                    "m": a.buyer_is_maker,
                     "M": True,
                 }
-                for t in recent
+                for a in aggs
             ]
         )
 
@@ -375,6 +386,7 @@ def add_market_routes(app: web.Application, state: EmulatorState) -> None:
     r.add_get("/api/v3/time", server_time)
     r.add_get("/api/v3/exchangeInfo", exchange_info)
     r.add_get("/api/v3/trades", trades)
+    r.add_get("/api/v3/historicalTrades", historical_trades)
     r.add_get("/api/v3/aggTrades", agg_trades)
     r.add_get("/api/v3/klines", klines)
     r.add_get("/api/v3/ticker/24hr", ticker_24hr)

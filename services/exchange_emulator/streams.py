@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -128,8 +127,7 @@ def _corked(ws: web.WebSocketResponse) -> Iterator[None]:
 
 async def publish_trades(state: EmulatorState, spec: SymbolSpec, trades: list[Trade]) -> None:
     """Record trades as recent and send them to every subscriber of the stream."""
-    recent = state.recent.setdefault(spec.market_id, deque(maxlen=1000))
-    recent.extend(trades)
+    state.record(spec.market_id, trades)
     stream = f"{spec.market_id.lower()}@trade"
     now = state.now_ms()
     events = [_trade_event(spec, t, now) for t in trades]

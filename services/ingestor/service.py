@@ -8,7 +8,9 @@ the gap is filled from REST (duplicates are removed downstream by trade id).
 On Binance-protocol exchanges the spot trade stream is read without CCXT
 (:mod:`services.ingestor.binance_stream`, ``native_trade_stream``): CCXT's
 parse of each trade cost a core at 10,000 trades/s; CCXT still loads the
-markets, backfills and fills gaps.
+markets, backfills and fills gaps, there by trade id from ``historicalTrades``
+(:mod:`services.ingestor.binance_gap`: ``fetch_trades`` reads aggregate trades, whose
+ids are not the stream's).
 A malformed payload is logged and counted, never fatal; so is a trade that
 breaks the rules every consumer applies (:mod:`dexorder.market_validation`:
 non-finite or non-positive price or amount, a time beyond the wall clock).
@@ -60,6 +62,7 @@ from dexorder.topics import (
     work_topic,
 )
 from services.ingestor.backfill import run_backfill
+from services.ingestor.binance_gap import Fetch, GapFill, ccxt_fetch
 from services.ingestor.binance_stream import connect, raw_messages, trade_stream_url
 from services.ingestor.binance_trades import BINANCE_PROTOCOL, BinanceTradeDecoder, spot_symbols
 from services.ingestor.partition import cached_partitioner
@@ -386,21 +389,23 @@ class Ingestor:
         """Stream one ticker from the exchange's raw trade stream, reconnecting with backoff.
 
         After a reconnect the stream is opened first and the gap then filled from REST
-        through CCXT, so the trades made during the fill wait in the socket and none
-        fall between the two; the cursor drops the ones both give.
+        by trade id, from the last id sent (:mod:`services.ingestor.binance_gap`: the
+        stream's own ids, where CCXT's ``fetch_trades`` gives aggregate-trade ids), so
+        the trades made during the fill wait in the socket and none fall between the
+        two; the cursor drops the ones both give.
         """
         assert self._native is not None and self._http is not None
         to_tick, malformed = self._native.tick, self._malformed
         backoff, cursor, gap = Backoff(), TradeCursor(), False
+        #: the newest trade id sent: the next gap fill starts after it
+        last_id: int | None = None
         key = str(ticker).encode()
+        fetch = ccxt_fetch(self._exchange, ticker.symbol)
         while True:
             try:
                 async with connect(self._http, url) as ws:
                     if gap:
-                        trades = await self._exchange.fetch_trades(
-                            ticker.symbol, since=cursor.last_ts
-                        )
-                        await self._send(key, cursor, trades)
+                        last_id = await self._fill_gap(ticker, key, cursor, fetch, last_id)
                         gap = False
                     backoff.reset()
                     async for raw in raw_messages(ws):
@@ -409,6 +414,9 @@ class Ingestor:
                         except MalformedTrade as exc:
                             malformed(raw, exc)
                             continue
+                        trade_no = _trade_no(tick.trade_id)
+                        if trade_no is not None and (last_id is None or trade_no > last_id):
+                            last_id = trade_no
                         await self._send_ticks(key, cursor, [tick])
             except asyncio.CancelledError:
                 raise
@@ -422,6 +430,28 @@ class Ingestor:
                 gap = True
                 if cursor.last_ts is None:
                     cursor.last_ts = int(time.time() * 1000)
+
+    async def _fill_gap(
+        self, ticker: Ticker, key: bytes, cursor: TradeCursor, fetch: Fetch, last_id: int | None
+    ) -> int | None:
+        """Send the trades a native stream missed, page by page (a fill cut short by an
+        error keeps what it sent); the newest trade id sent after it."""
+        fill = GapFill(fetch)
+        assert last_id is not None or cursor.last_ts is not None
+        pages = fill.after(last_id) if last_id is not None else fill.since(cursor.last_ts or 0)
+        async for trades in pages:
+            await self._send(key, cursor, trades)
+            newest = max(
+                (n for n in (_trade_no(t["id"]) for t in trades) if n is not None), default=None
+            )
+            if newest is not None and (last_id is None or newest > last_id):
+                last_id = newest
+        if not fill.complete:
+            log.warning(
+                "trade gap longer than one fill reads; its start is left to the backfill",
+                ticker=str(ticker),
+            )
+        return last_id
 
     async def _send(self, key: bytes, cursor: TradeCursor, trades: list[dict[str, Any]]) -> None:
         ticks = []
@@ -507,3 +537,11 @@ class Ingestor:
     def streaming(self) -> list[str]:
         """The tickers being streamed."""
         return sorted(self._streams)
+
+
+def _trade_no(trade_id: object) -> int | None:
+    """A Binance trade id as a number (they increase with time); None if it is not one."""
+    try:
+        return int(str(trade_id))
+    except ValueError:
+        return None

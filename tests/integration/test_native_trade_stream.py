@@ -24,6 +24,7 @@ from dexorder.topics import MARKET_TICKS
 from launcher.ephemeral import free_port
 from services.exchange_emulator.server import EmulatorState, build_app
 from services.exchange_emulator.simulator import MarketSimulator
+from services.ingestor.binance_gap import GapFill, ccxt_fetch
 from services.ingestor.binance_stream import connect, raw_messages, trade_stream_url
 from services.ingestor.binance_trades import BinanceTradeDecoder, spot_symbols
 from services.ingestor.service import Ingestor
@@ -201,6 +202,155 @@ async def test_native_stream_fills_the_gap_after_a_reconnect(
         await _post(url, "/emulator/trades", after)
         # the first trade, sent again by the REST fill, was not sent twice
         assert [t.trade_id for t in await _ticks(consumer, 1)] == ["3"]
+        assert ingestor.counters["malformed"] == 0
+    finally:
+        ingestor.stop()
+        await asyncio.wait_for(run, 15)
+        await consumer.stop()
+
+
+async def test_emulator_speaks_historical_and_aggregate_trades(
+    emulator: tuple[str, EmulatorState],
+) -> None:
+    """``historicalTrades`` pages by trade id; ``aggTrades`` has ids of its own, as on
+    Binance: one aggregate for a run of fills at one time, price and side."""
+    url, _ = emulator
+    now = int(time.time() * 1000)
+    same = {"symbol": "ETHUSDT", "price": 2000.0, "time": now - 500, "buyer_is_maker": True}
+    made = [
+        {**same, "id": 41, "qty": 1},
+        {**same, "id": 42, "qty": 2},  # one aggregate with 41
+        {**same, "id": 43, "qty": 3, "price": 2001.0},
+    ]
+    await _post(url, "/emulator/trades", {"trades": made})
+    async with aiohttp.ClientSession() as s:
+        r = await s.get(f"{url}/api/v3/historicalTrades", params={"symbol": "ETHUSDT"})
+        assert [t["id"] for t in await r.json()] == [41, 42, 43]
+        q = {"symbol": "ETHUSDT", "fromId": "42", "limit": "1"}
+        r = await s.get(f"{url}/api/v3/historicalTrades", params=q)
+        [row] = await r.json()
+        assert row == {
+            "id": 42,
+            "price": "2000.00000000",
+            "qty": "2.00000000",
+            "quoteQty": "4000.00000000",
+            "time": now - 500,
+            "isBuyerMaker": True,
+            "isBestMatch": True,
+        }
+        r = await s.get(f"{url}/api/v3/aggTrades", params={"symbol": "ETHUSDT"})
+        aggs = await r.json()
+        assert [(a["f"], a["l"], a["q"]) for a in aggs] == [
+            (41, 42, "3.00000000"),
+            (43, 43, "3.00000000"),
+        ]
+        assert aggs[1]["a"] == aggs[0]["a"] + 1 and aggs[0]["a"] not in (41, 42, 43)
+        r = await s.get(f"{url}/api/v3/historicalTrades", params={"limit": "5"})
+        assert r.status == 400
+        assert (await r.json())["code"] == -1102
+        q = {"symbol": "ETHUSDT", "fromId": "x"}
+        r = await s.get(f"{url}/api/v3/historicalTrades", params=q)
+        assert (r.status, (await r.json())["code"]) == (400, -1100)
+        q = {"symbol": "NOPE"}
+        r = await s.get(f"{url}/api/v3/historicalTrades", params=q)
+        assert (r.status, (await r.json())["code"]) == (400, -1121)
+
+
+@pytest.mark.parametrize("api_key", [None, "a-key"])
+async def test_gap_fill_pages_by_trade_id_through_ccxt(
+    emulator: tuple[str, EmulatorState], api_key: str | None
+) -> None:
+    """With an API key CCXT's own ``publicGetHistoricalTrades`` serves; without, the
+    same request through CCXT's fetch (CCXT's sign refuses the endpoint keyless)."""
+    url, _ = emulator
+    now = int(time.time() * 1000)
+    made = [
+        {"symbol": "SOLUSDT", "price": 90.0 + i, "qty": 1, "id": 100 + i, "time": now - 900 + i}
+        for i in range(7)
+    ]
+    await _post(url, "/emulator/trades", {"trades": made})
+    ex = make_exchange("binance", url, enableRateLimit=False, apiKey=api_key)
+    try:
+        await ex.load_markets()
+        fill = GapFill(ccxt_fetch(ex, "SOL/USDT"), page=3)
+        pages = [[t["id"] for t in p] async for p in fill.after(101)]
+        assert pages == [["102", "103", "104"], ["105", "106"]] and fill.complete
+        # without an id to start from: by time, back from the newest page
+        fill = GapFill(ccxt_fetch(ex, "SOL/USDT"), page=3)
+        pages = [[t["id"] for t in p] async for p in fill.since(now - 900 + 2)]
+        assert [i for p in pages for i in p] == ["102", "103", "104", "105", "106"]
+        # a short cap stops the fill and says so
+        fill = GapFill(ccxt_fetch(ex, "SOL/USDT"), max_pages=1, page=3)
+        assert [len(p) async for p in fill.after(99)] == [3] and not fill.complete
+    finally:
+        await ex.close()
+
+
+async def test_gap_fill_gives_each_trade_once_with_the_streams_ids(
+    emulator: tuple[str, EmulatorState], kafka: str
+) -> None:
+    """The emulator's aggregate ids differ from its trade ids, as Binance's do: a gap
+    filled from aggTrades (CCXT's ``fetch_trades``) would carry other ids and send
+    aggregated trades as one."""
+    url, _ = emulator
+    ingestor = Ingestor(
+        exchange_name="BINANCE",
+        ccxt_id="binance",
+        bootstrap=kafka,
+        work_address=f"tcp://127.0.0.1:{free_port()}",
+        symbols=["BTC/USDT"],
+        emulator_url=url,
+    )
+    consumer = AIOKafkaConsumer(MARKET_TICKS, bootstrap_servers=kafka, auto_offset_reset="earliest")
+    run = asyncio.ensure_future(ingestor.run())
+    try:
+        await _subscribers(url, "btcusdt@trade", 1)
+        await consumer.start()
+        now = int(time.time() * 1000)
+        trade = {"symbol": "BTCUSDT", "qty": 1, "buyer_is_maker": False}
+        await _post(
+            url, "/emulator/trades", {**trade, "price": 100.0, "id": 10, "time": now - 5000}
+        )
+        assert [t.trade_id for t in await _ticks(consumer, 1)] == ["10"]
+
+        await _post(url, "/emulator/down", {"down": True})
+        for _ in range(300):
+            if ingestor.counters["reconnects"] >= 1:
+                break
+            await asyncio.sleep(0.05)
+        during = [
+            {**trade, "price": 101.0, "id": 11, "time": now - 4000},
+            {**trade, "price": 101.0, "id": 12, "time": now - 4000, "qty": 2},  # aggregated
+            {**trade, "price": 102.0, "id": 13, "time": now - 3000, "buyer_is_maker": True},
+            {**trade, "price": 103.0, "id": 14, "time": now - 3000},
+        ]
+        await _post(url, "/emulator/trades", {"trades": during})
+        await _post(url, "/emulator/down", {"down": False})
+        filled = await _ticks(consumer, 4)
+        assert [(t.trade_id, t.amount, t.side) for t in filled] == [
+            ("11", 1.0, "buy"),
+            ("12", 2.0, "buy"),
+            ("13", 1.0, "sell"),
+            ("14", 1.0, "buy"),
+        ]
+
+        await _subscribers(url, "btcusdt@trade", 1)
+        await _post(
+            url, "/emulator/trades", {**trade, "price": 104.0, "id": 15, "time": now - 2000}
+        )
+        # nothing sent twice: the next tick is the new trade
+        assert [t.trade_id for t in await _ticks(consumer, 1)] == ["15"]
+        # a second gap starts after the last streamed id
+        await _post(url, "/emulator/down", {"down": True})
+        for _ in range(300):
+            if ingestor.counters["reconnects"] >= 2:
+                break
+            await asyncio.sleep(0.05)
+        await _post(
+            url, "/emulator/trades", {**trade, "price": 105.0, "id": 16, "time": now - 1000}
+        )
+        await _post(url, "/emulator/down", {"down": False})
+        assert [t.trade_id for t in await _ticks(consumer, 1)] == ["16"]
         assert ingestor.counters["malformed"] == 0
     finally:
         ingestor.stop()
