@@ -346,6 +346,8 @@ async def test_gap_fill_gives_each_trade_once_with_the_streams_ids(
             if ingestor.counters["reconnects"] >= 2:
                 break
             await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the ingestor never saw the second outage")
         await _post(
             url, "/emulator/trades", {**trade, "price": 105.0, "id": 16, "time": now - 1000}
         )
