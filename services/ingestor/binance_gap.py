@@ -73,6 +73,11 @@ class GapFill:
                 yield kept
 
 
+def fills_by_trade_id(exchange: Any) -> bool:
+    """Whether ``exchange`` (CCXT) is Binance spot, whose gaps are filled here."""
+    return str(getattr(exchange, "id", "")) == "binance"
+
+
 def ccxt_fetch(exchange: Any, symbol: str) -> Fetch:
     """:data:`Fetch` for a spot ``symbol`` of a loaded CCXT Binance exchange."""
     market = exchange.market(symbol)

@@ -62,7 +62,7 @@ from dexorder.topics import (
     work_topic,
 )
 from services.ingestor.backfill import run_backfill
-from services.ingestor.binance_gap import Fetch, GapFill, ccxt_fetch
+from services.ingestor.binance_gap import Fetch, GapFill, ccxt_fetch, fills_by_trade_id
 from services.ingestor.binance_stream import connect, raw_messages, trade_stream_url
 from services.ingestor.binance_trades import BINANCE_PROTOCOL, BinanceTradeDecoder, spot_symbols
 from services.ingestor.partition import cached_partitioner
@@ -335,18 +335,35 @@ class Ingestor:
         url = trade_stream_url(self._exchange, ticker.symbol) if use_ws and self._native else None
         if url is not None:
             return await self._stream_native(ticker, url)
+        # Binance's stream carries trade ids, its fetch_trades aggregate-trade ids: a gap
+        # in a stream is filled by trade id there too (as on the native path)
+        by_id = use_ws and fills_by_trade_id(self._exchange)
+        fetch = ccxt_fetch(self._exchange, ticker.symbol) if by_id else None
+        last_id: int | None = None
         while True:
             try:
                 if gap:
                     # fill the gap the interruption may have left
-                    trades = await self._exchange.fetch_trades(ticker.symbol, since=cursor.last_ts)
-                    await self._send(key, cursor, trades)
+                    if fetch is not None:
+                        last_id = await self._fill_gap(ticker, key, cursor, fetch, last_id)
+                    else:
+                        trades = await self._exchange.fetch_trades(
+                            ticker.symbol, since=cursor.last_ts
+                        )
+                        await self._send(key, cursor, trades)
                     gap = False
                 if use_ws:
                     trades = await self._exchange.watch_trades(ticker.symbol)
                 else:
                     await asyncio.sleep(self.poll_interval_s)
                     trades = await self._exchange.fetch_trades(ticker.symbol, since=cursor.last_ts)
+                if by_id:
+                    newest = max(
+                        (n for n in (_trade_no(t.get("id")) for t in trades) if n is not None),
+                        default=None,
+                    )
+                    if newest is not None and (last_id is None or newest > last_id):
+                        last_id = newest
                 await self._send(key, cursor, trades)
                 backoff.reset()
             except asyncio.CancelledError:

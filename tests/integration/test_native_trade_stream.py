@@ -286,12 +286,14 @@ async def test_gap_fill_pages_by_trade_id_through_ccxt(
         await ex.close()
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native-stream", "ccxt-stream"])
 async def test_gap_fill_gives_each_trade_once_with_the_streams_ids(
-    emulator: tuple[str, EmulatorState], kafka: str
+    emulator: tuple[str, EmulatorState], kafka: str, native: bool
 ) -> None:
     """The emulator's aggregate ids differ from its trade ids, as Binance's do: a gap
     filled from aggTrades (CCXT's ``fetch_trades``) would carry other ids and send
-    aggregated trades as one."""
+    aggregated trades as one. Whether the trades stream natively or through CCXT's
+    ``watch_trades`` (``native_trade_stream: false``), the gap is filled by trade id."""
     url, _ = emulator
     ingestor = Ingestor(
         exchange_name="BINANCE",
@@ -300,6 +302,7 @@ async def test_gap_fill_gives_each_trade_once_with_the_streams_ids(
         work_address=f"tcp://127.0.0.1:{free_port()}",
         symbols=["BTC/USDT"],
         emulator_url=url,
+        native_trade_stream=native,
     )
     consumer = AIOKafkaConsumer(MARKET_TICKS, bootstrap_servers=kafka, auto_offset_reset="earliest")
     run = asyncio.ensure_future(ingestor.run())
