@@ -150,6 +150,17 @@ async def test_native_stream_gives_the_ticks_ccxt_gives(
         await ex.close()
 
 
+async def _outage(url: str, ingestor: Ingestor, reconnects: int) -> None:
+    """Take the emulator down and wait until the ingestor has seen its ``reconnects``-th
+    lost connection."""
+    await _post(url, "/emulator/down", {"down": True})
+    for _ in range(300):
+        if ingestor.counters["reconnects"] >= reconnects:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the ingestor never saw outage {reconnects}")
+
+
 async def _ticks(consumer: AIOKafkaConsumer, n: int) -> list[Tick]:
     out: list[Tick] = []
     async with asyncio.timeout(30):
@@ -186,11 +197,7 @@ async def test_native_stream_fills_the_gap_after_a_reconnect(
         await _post(url, "/emulator/trades", before)
         assert [t.trade_id for t in await _ticks(consumer, 1)] == ["1"]
 
-        await _post(url, "/emulator/down", {"down": True})
-        for _ in range(300):
-            if ingestor.counters["reconnects"] >= 1:
-                break
-            await asyncio.sleep(0.05)
+        await _outage(url, ingestor, 1)
         # made while nobody could stream it: only the gap fill from REST can bring it
         during = {"symbol": "BTCUSDT", "price": 101.0, "qty": 1, "id": 2, "time": now - 2000}
         await _post(url, "/emulator/trades", during)
@@ -316,11 +323,7 @@ async def test_gap_fill_gives_each_trade_once_with_the_streams_ids(
         )
         assert [t.trade_id for t in await _ticks(consumer, 1)] == ["10"]
 
-        await _post(url, "/emulator/down", {"down": True})
-        for _ in range(300):
-            if ingestor.counters["reconnects"] >= 1:
-                break
-            await asyncio.sleep(0.05)
+        await _outage(url, ingestor, 1)
         during = [
             {**trade, "price": 101.0, "id": 11, "time": now - 4000},
             {**trade, "price": 101.0, "id": 12, "time": now - 4000, "qty": 2},  # aggregated
@@ -344,13 +347,7 @@ async def test_gap_fill_gives_each_trade_once_with_the_streams_ids(
         # nothing sent twice: the next tick is the new trade
         assert [t.trade_id for t in await _ticks(consumer, 1)] == ["15"]
         # a second gap starts after the last streamed id
-        await _post(url, "/emulator/down", {"down": True})
-        for _ in range(300):
-            if ingestor.counters["reconnects"] >= 2:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the ingestor never saw the second outage")
+        await _outage(url, ingestor, 2)
         await _post(
             url, "/emulator/trades", {**trade, "price": 105.0, "id": 16, "time": now - 1000}
         )
