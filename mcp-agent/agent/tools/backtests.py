@@ -36,6 +36,8 @@ from dexorder.markets import Timeframe
 from dexorder.times import iso, parse_when
 
 When = Annotated[str, Field(description="date or time (UTC), e.g. 2024-01-01 or 2024-01-01T12:00")]
+TickerArg = Annotated[str, Field(description="EXCHANGE:BASE/QUOTE")]
+TimeframeArg = Annotated[str, Field(description="1m 5m 15m 1h 4h 1d")]
 
 
 def _market() -> Any:
@@ -83,8 +85,8 @@ def register(box: ToolBox, person: PersonAgent) -> None:
     )
     async def run_backtest(
         strategy: Name,
-        ticker: Annotated[str, Field(description="EXCHANGE:BASE/QUOTE")],
-        timeframe: Annotated[str, Field(description="1m 5m 15m 1h 4h 1d")],
+        ticker: TickerArg,
+        timeframe: TimeframeArg,
         start: When,
         end: When,
         ctx: Context[Any, Any],

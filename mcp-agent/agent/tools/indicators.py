@@ -12,7 +12,7 @@ from pydantic import Field
 
 from agent.person import PersonAgent
 from agent.sandbox.protocol import IndicatorJob, IndicatorOutcome, Scalar
-from agent.tools.backtests import When, _market
+from agent.tools.backtests import TickerArg, TimeframeArg, When, _market
 from agent.tools.sandboxed import _sandbox, run_inputs
 from agent.tools.strategies import Name
 from agent.tools.toolbox import ToolBox
@@ -31,8 +31,8 @@ def register(box: ToolBox, person: PersonAgent) -> None:
     )
     async def compute_indicator(
         name: Name,
-        ticker: Annotated[str, Field(description="EXCHANGE:BASE/QUOTE")],
-        timeframe: Annotated[str, Field(description="1m 5m 15m 1h 4h 1d")],
+        ticker: TickerArg,
+        timeframe: TimeframeArg,
         start: When,
         end: When,
         ctx: Context[Any, Any],
