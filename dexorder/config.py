@@ -360,6 +360,9 @@ class GatewayConfig(_Section):
     #: 5xx): the Anthropic SDK's own (backoff from 0.5 s doubling to at most 8 s, minus up
     #: to 25 % jitter, or what the API's retry-after asks); then the tier's fallback model.
     model_retries: int = Field(2, ge=0, le=10)
+    #: The longest ``retry-after`` a turn waits out while the person watches; an API
+    #: asking for longer is treated as busy at once (the tier's fallback model answers).
+    model_retry_after_max_s: float = Field(10.0, ge=0, le=120)
     #: What a turn falls back to when its model stays overloaded, by tier: the first of
     #: the tier's list that is not the model that failed (a tier not listed has none).
     fallback_models: dict[str, list[str]] = {

@@ -129,6 +129,33 @@ async def test_a_429s_retry_after_is_waited_out(setup: Setup) -> None:
     assert second - first >= 1.5  # as the server saw the requests arrive
 
 
+async def test_a_retry_after_longer_than_a_turn_waits_falls_back_at_once(setup: Setup) -> None:
+    _, _, api, cfg = setup
+    # an hour: the SDK alone would sleep it out while the person watches the turn
+    api.replies = [(429, "rate_limit_error", {"retry-after": "3600"}), ANSWER]
+    result, sent = await run(setup, "price of BTC?")
+
+    fallback = cfg.gateway.fallback_models["free"][0]
+    assert [r["model"] for r in api.requests] == ["claude-haiku-4-5", fallback]
+    assert result.model == fallback and streamed(sent) == result.reply == ANSWER[0]["text"]
+
+
+async def test_a_long_retry_after_on_the_last_try_is_told_as_the_apis_refusal(
+    setup: Setup,
+) -> None:
+    _, _, api, _ = setup
+    # the first try's short wait is honoured; on the last try the SDK would not wait, so
+    # the 429 itself is what the fallback decision sees
+    api.replies = [
+        (429, "rate_limit_error", {"retry-after-ms": "10"}),
+        (429, "rate_limit_error", {"retry-after": "3600"}),
+        ANSWER,
+    ]
+    result, _ = await run(setup, "price of BTC?")
+    assert [r["model"] for r in api.requests][:2] == ["claude-haiku-4-5"] * 2
+    assert result.reply == ANSWER[0]["text"] and result.model != "claude-haiku-4-5"
+
+
 async def test_a_request_the_api_refuses_is_not_retried_nor_falls_back(setup: Setup) -> None:
     _, _, api, _ = setup
     api.replies = [(400, "invalid_request_error"), ANSWER]

@@ -135,7 +135,14 @@ class ModelRouter:
         self.cfg = cfg
         self.offline = OfflineModel()
         self._client = (
-            client(api_key, cfg.anthropic_base_url, cfg.model_retries) if api_key else None
+            client(
+                api_key,
+                cfg.anthropic_base_url,
+                cfg.model_retries,
+                cfg.model_retry_after_max_s,
+            )
+            if api_key
+            else None
         )
 
     def route(self, tier: str, text: str) -> Route:
