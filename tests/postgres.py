@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import psycopg2
 
 #: The running server: local, trust authentication, user postgres.
-ADMIN = {"host": "127.0.0.1", "user": "postgres", "dbname": "postgres"}
+ADMIN = "host=127.0.0.1 user=postgres dbname=postgres"
 
 
 @contextlib.contextmanager
@@ -17,7 +17,7 @@ def fresh_database(prefix: str = "dexorder_test") -> Iterator[str]:
     """A new database, dropped after (its connections ended); yields its SQLAlchemy URL
     (``postgresql+psycopg2://…``). A random name: parallel test workers never meet."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(**ADMIN)
+    admin = psycopg2.connect(ADMIN)
     admin.autocommit = True
     admin.cursor().execute(f"CREATE DATABASE {name}")
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import celpy
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 import yaml
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
@@ -90,7 +90,7 @@ _META = {"name", "namespace", "labels", "annotations"}
 def builtin_validator(api_version: str, kind: str) -> Any:
     """kubernetes-validate's strict schema of a built-in kind, compiled once (its own
     ``validate`` parses the whole definitions file on every call)."""
-    from kubernetes_validate.utils import (  # type: ignore[import-untyped]
+    from kubernetes_validate.utils import (
         SchemaNotFoundError,
         schema_contents,
     )

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import boto3  # type: ignore[import-untyped]
+import boto3
 import psycopg
 import pyarrow as pa
 import pytest
-from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.core import set_initial_no_auth_action_count
 from pyiceberg.catalog.sql import SqlCatalog
