@@ -11,6 +11,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult, TextContent
 
 from agent.app import start_http
 from agent.person import PersonAgent
@@ -41,10 +42,20 @@ def fill_lake(cfg: Settings, days: int = 30) -> None:
             request_id="test",
             ticker="BINANCE:BTC/USDT",
             timeframe="1h",
-            rows=[(int(r[0]), *map(float, r[1:6]), 1) for r in rows],
+            rows=[
+                (int(t), float(o), float(h), float(lo), float(c), float(v), 1)
+                for t, o, h, lo, c, v, _ in rows
+            ],
         )
     )
     commit_batch(ohlc_table(open_catalog(cfg)), batch)
+
+
+def first_text(result: CallToolResult) -> str:
+    """The text of a tool result's first block: the agent answers (and refuses) in text."""
+    first = result.content[0]
+    assert isinstance(first, TextContent), first
+    return first.text
 
 
 class Agent:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.backtest.engine import Costs, Exits, run
+from agent.backtest.engine import F64, Costs, Exits, run
 from agent.backtest.metrics import report
 
 OPEN = np.array([100.0, 100.0, 110.0, 120.0, 90.0])
@@ -88,8 +88,12 @@ def test_take_profit() -> None:
     assert t.exit_price == pytest.approx(115)
 
 
+#: open, high, low, close, target: ``run``'s first five arguments
+Market = tuple[F64, F64, F64, F64, F64]
+
+
 @st.composite
-def markets(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
+def markets(draw: st.DrawFn) -> Market:
     n = draw(st.integers(2, 60))
     closes = np.array(draw(st.lists(st.floats(1, 1000), min_size=n, max_size=n)))
     opens = np.array(draw(st.lists(st.floats(1, 1000), min_size=n, max_size=n)))
@@ -103,7 +107,7 @@ def markets(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
 
 @settings(max_examples=150, deadline=None)
 @given(markets())
-def test_bar_by_bar_agrees_with_vectorised_when_no_exit_fires(m: tuple[np.ndarray, ...]) -> None:
+def test_bar_by_bar_agrees_with_vectorised_when_no_exit_fires(m: Market) -> None:
     costs = Costs(0.001, 0.0005, 10_000)
     fast = run(*m, costs)
     slow = run(*m, costs, Exits(stop_loss=1e9, take_profit=1e9))  # never reached
@@ -114,7 +118,7 @@ def test_bar_by_bar_agrees_with_vectorised_when_no_exit_fires(m: tuple[np.ndarra
 
 @settings(max_examples=50, deadline=None)
 @given(markets())
-def test_the_same_inputs_give_bit_identical_results(m: tuple[np.ndarray, ...]) -> None:
+def test_the_same_inputs_give_bit_identical_results(m: Market) -> None:
     a, b = run(*m, Costs()), run(*m, Costs())
     assert a.equity.tobytes() == b.equity.tobytes()
     assert [t.__dict__ for t in a.trades] == [t.__dict__ for t in b.trades]

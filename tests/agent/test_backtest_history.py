@@ -17,7 +17,7 @@ from dexorder.contracts.agent_tools import (
     MAX_BACKTESTS_LISTED,
     BacktestList,
 )
-from tests.agent.conftest import Agent, fill_lake
+from tests.agent.conftest import Agent, fill_lake, first_text
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +101,7 @@ async def test_kept_backtests_are_listed_newest_first_and_bad_results_are_counte
 
         for limit in (0, MAX_BACKTESTS_LISTED + 1):  # the cap is the contract's, said to the caller
             refused = await c.call_tool("list_backtests", {"limit": limit})
-            assert refused.is_error and "limit" in refused.content[0].text
+            assert refused.is_error and "limit" in first_text(refused)
 
         assert snapshot(kept) == before  # read-only
 

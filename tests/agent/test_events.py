@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -36,7 +37,7 @@ class Gateway:
                     [identity, encode(EventAck(event_id=event.event_id))]
                 )
 
-    async def until(self, check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    async def until(self, check: Callable[[], bool], timeout: float = 20.0) -> None:
         async with asyncio.timeout(timeout):
             while not check():
                 await asyncio.sleep(0.01)

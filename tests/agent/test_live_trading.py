@@ -15,7 +15,7 @@ import pytest
 
 from launcher.ephemeral import RunningPlatform, free_port
 from services.exchange_emulator.account import TEST_API_KEY, TEST_API_SECRET
-from tests.agent.conftest import serve_agent
+from tests.agent.conftest import first_text, serve_agent
 from tests.agent.test_events import Gateway
 from tests.agent.test_mcp_server import data, error
 from tests.agent.test_paper_trading import trading_until, with_gateway
@@ -57,7 +57,7 @@ async def test_live_orders_need_the_persons_code_and_stay_within_limits(
 
             asked = asyncio.ensure_future(c.call_tool("execute_trade", order))
             result = await trading_until(platform, 100.0, asked)
-            text = result.content[0].text  # type: ignore[attr-defined]
+            text = first_text(result)
             parked = data(result)
             assert parked["status"] == "awaiting_confirmation"
 

@@ -18,7 +18,7 @@ def book() -> PaperBook:
 def test_a_market_buy_then_sell_books_realised_pnl_and_fees() -> None:
     b = book()
     order, fill = b.place(BTC, "buy", 10)
-    assert fill is not None and (fill.price, fill.fee) == (100, pytest.approx(1.0))
+    assert fill is not None and fill.price == 100 and fill.fee == pytest.approx(1.0)
     assert b.cash == pytest.approx(10_000 - 1000 - 1)
     b.on_candle(BTC, 110, 111, 109, 110, 60_000)
     s = b.summary()

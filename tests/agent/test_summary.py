@@ -61,7 +61,7 @@ def test_folding_keeps_the_recent_messages_and_a_bounded_digest() -> None:
 
 
 async def test_a_models_digest_takes_the_folded_ones_place(tmp_path: Path) -> None:
-    memory = ConversationMemory(tmp_path, EmbeddingClient("http://127.0.0.1:9", "x"))
+    memory = ConversationMemory(tmp_path, EmbeddingClient("http://127.0.0.1:9", lambda: "x"))
     try:
         for n in range(10):
             await memory.save("user" if n % 2 == 0 else "assistant", f"Message {n}. Buy 1 BTC.")
@@ -82,7 +82,7 @@ async def test_a_models_digest_takes_the_folded_ones_place(tmp_path: Path) -> No
 
 
 async def test_the_log_is_read_once_then_only_what_was_appended(tmp_path: Path) -> None:
-    memory = ConversationMemory(tmp_path, EmbeddingClient("http://127.0.0.1:9", "x"))
+    memory = ConversationMemory(tmp_path, EmbeddingClient("http://127.0.0.1:9", lambda: "x"))
     try:
         for n in range(3):
             await memory.save("user", f"Message {n}.")
