@@ -301,6 +301,7 @@ async def test_every_token_expires_within_the_configured_maximum(site: Site) -> 
     keys = site.s.gw.keys
     user = alice["account"]["id"]
     claims = {"sub": user, "kind": "pat", "jti": "x", "iat": int(time.time()), "aud": AUDIENCE}
+    assert keys.private_pem is not None  # the gateway makes tokens
     no_expiry = jwt.encode(claims, keys.private_pem, algorithm="EdDSA")
     status, body, _ = await site.call("GET", "/api/me", token=no_expiry)
     assert status == 401  # no expiry: not a token of ours at all

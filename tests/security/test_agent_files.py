@@ -9,7 +9,6 @@ back over a pipe, and the agent reads its own files without following links.
 from __future__ import annotations
 
 import base64
-import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,9 +18,11 @@ import httpx2
 import jwt
 import pytest
 from mcp.shared.exceptions import MCPError
+from mcp.types import BlobResourceContents
 
 from agent.sandbox import isolation
 from dexorder.config import Settings
+from dexorder.contracts.agent_tools import RUN_BACKTEST, RUN_PYTHON, BacktestRun
 from dexorder.tokens import token_keys
 from tests.agent.conftest import Agent, fill_lake, serve_agent
 
@@ -106,11 +107,13 @@ async def test_links_planted_during_a_backtest_lead_nowhere(agent: Agent) -> Non
         result = await c.call_tool("run_backtest", {"strategy": "planter", **BACKTEST})
         assert bob.read_text() == "bob's own instructions"
         if not result.is_error:
-            value = json.loads(result.content[0].text)
-            blob = (await c.read_resource(value["chart"])).contents[0]
-            png = base64.b64decode(blob.blob)  # type: ignore[union-attr]
+            run = RUN_BACKTEST.parse(result.structured_content)
+            assert isinstance(run, BacktestRun) and run.chart is not None, run
+            blob = (await c.read_resource(run.chart)).contents[0]
+            assert isinstance(blob, BlobResourceContents), blob
+            png = base64.b64decode(blob.blob)
             assert png[:8] == b"\x89PNG\r\n\x1a\n"
-            folder = agent.person.backtests / value["id"]
+            folder = agent.person.backtests / run.id
             assert not any(p.is_symlink() for p in folder.iterdir())
 
 
@@ -127,7 +130,7 @@ async def test_run_python_inputs_are_fresh_and_outside_its_reach(agent: Agent) -
             "run_python", {"code": "result = len(candles('BINANCE:BTC/USDT', '1h'))", "load": load}
         )
         assert not out.is_error, text_of(out)
-        assert json.loads(out.content[0].text)["result"] == 48
+        assert RUN_PYTHON.parse(out.structured_content).result == 48
         written = await c.call_tool(
             "run_python", {"code": "open('/inputs/candles-0.parquet', 'wb').write(b'x')"}
         )
@@ -154,7 +157,9 @@ async def test_the_agent_refuses_a_token_that_never_expires(agent: Agent) -> Non
     """A personal token without an expiry (``dexorder agent`` once printed such) was
     accepted by the agent for ever, even after the gateway stopped accepting it."""
     claims = {"sub": "alice", "kind": "pat", "jti": "x", "iat": 0, "aud": "dexorder-agent"}
-    forever = jwt.encode(claims, token_keys(agent.cfg).private_pem, algorithm="EdDSA")
+    private_pem = token_keys(agent.cfg).private_pem
+    assert private_pem is not None  # the agent's home holds its key
+    forever = jwt.encode(claims, private_pem, algorithm="EdDSA")
     async with httpx2.AsyncClient() as http:
         r = await http.post(agent.url, json={}, headers={"Authorization": f"Bearer {forever}"})
     assert r.status_code == 401 and "exp" in r.json()["error"]

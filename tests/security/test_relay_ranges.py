@@ -57,7 +57,9 @@ def test_sensible_ranges_still_become_work() -> None:
     whole_history_daily = handle_request(encode(backfill(EARLIEST_MS, NOW, "1d")), EXCHANGES, NOW)
     assert whole_history_daily.work is not None
     ahead = handle_request(encode(backfill(NOW - DAY, NOW + DAY // 2, "1h")), EXCHANGES, NOW)
-    assert ahead.work is not None and ahead.work[1].end <= NOW  # cut to the last closed candle
+    assert ahead.work is not None
+    end = ahead.work[1].end
+    assert end is not None and end <= NOW  # cut to the last closed candle
     most = NOW - NOW % 60_000 - MAX_BACKFILL_ROWS * 60_000
     assert handle_request(encode(backfill(most, NOW)), EXCHANGES, NOW).work is not None
     one_more = handle_request(encode(backfill(most - 60_000, NOW)), EXCHANGES, NOW)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from agent.sandbox import Limits, SandboxResult, SandboxUnavailable, isolation, run_sandboxed
@@ -250,7 +251,8 @@ def test_the_run_is_alone_unprivileged_and_offline(home: Home) -> None:
         server.setblocking(False)
         with pytest.raises(BlockingIOError):
             server.accept()  # nothing reached the host's loopback
-    procs, uid, caps, net, home_seen = got  # type: ignore[misc]
+    seen = msgspec.convert(got, tuple[list[int], int, int, int | str, bool])
+    procs, uid, caps, net, home_seen = seen
     assert max(procs) <= 3 and uid == 65534 and caps == 0
     assert net == 111 and home_seen is False  # its own loopback refuses; no home in view
 

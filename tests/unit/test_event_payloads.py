@@ -4,7 +4,7 @@ taken, malformed or unsafe data refused with a 400, as bytes or already parsed."
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -45,7 +45,7 @@ DECODERS: list[Callable[[object], object]] = [
 ]
 
 
-def both_forms(data: dict[str, object]) -> list[object]:
+def both_forms(data: Mapping[str, object]) -> list[object]:
     """The data as a record value (bytes) and as functions-framework hands it (parsed)."""
     return [json.dumps(data).encode(), data]
 

@@ -17,6 +17,15 @@ from triggers.spec import Trigger, load_triggers
 CRD = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "crds" / "kafka-source.yaml"
 
 
+def at(manifest: object, *path: str) -> object:
+    """The value at ``path`` in a rendered manifest (None where a key is absent)."""
+    value = manifest
+    for key in path:
+        assert isinstance(value, dict), (path, value)
+        value = value.get(key)
+    return value
+
+
 def test_every_trigger_reads_a_platform_topic_and_names_a_hosted_function() -> None:
     from gateway.functions_host import FUNCTIONS
 
@@ -49,10 +58,10 @@ def test_kafkasources_are_valid_against_the_crd_schema() -> None:
     for t in load_triggers():
         source = kafka_source(t)
         jsonschema.validate(source, schema)
-        assert source["spec"]["topics"] == [t.topic]
+        assert at(source, "spec", "topics") == [t.topic]
         # through the Broker (a reply that goes on) the function's Trigger has the delivery
-        delivery = source["spec"].get("delivery") or broker_triggers(t)[0]["spec"]["delivery"]
-        assert delivery["retry"] == t.retries
+        delivery = at(source, "spec", "delivery") or at(broker_triggers(t)[0], "spec", "delivery")
+        assert at(delivery, "retry") == t.retries
 
 
 def test_records_become_binary_cloudevents_as_kafkasource_sends_them() -> None:
