@@ -174,9 +174,9 @@ async def test_garbage_on_every_socket_is_survived_and_reported(relay: RunningPl
             if seen[-1] == [b"BINANCE:BTC/USDT|tick", b"after"]:
                 break
         assert seen[-1] == [b"BINANCE:BTC/USDT|tick", b"after"]
-        reply = await request(router, RealtimeRequest(ticker="BINANCE:BTC/USDT"))
-        assert reply == Ack()
+        ack = await request(router, RealtimeRequest(ticker="BINANCE:BTC/USDT"))
+        assert ack == Ack()
         assert relay.supervisor.running[0].proc.poll() is None
     finally:
-        for s in (sub, pub, junk):
-            s.close(linger=0)
+        for zs in (sub, pub, junk):
+            zs.close(linger=0)
