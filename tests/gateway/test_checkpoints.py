@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 
 from gateway.harness.checkpoints import Checkpoints, open_checkpoints, postgres_conninfo
@@ -27,7 +28,7 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
 async def _put(found: Checkpoints, thread: str, age: timedelta) -> None:
     checkpoint = empty_checkpoint()
     checkpoint["ts"] = (datetime.now(UTC) - age).isoformat()
-    config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+    config: RunnableConfig = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
     await found.saver.aput(config, checkpoint, {"source": "loop", "step": 0}, {})
 
 

@@ -42,7 +42,7 @@ def settings(tmp_path: Path, api: LoopbackKubernetes, **knative: object) -> Sett
             token_file=str(token),
             ca_file=None,
             agent_image="registry.example/agent:1",
-            **knative,  # type: ignore[arg-type]
+            **knative,
         ),
     )
 

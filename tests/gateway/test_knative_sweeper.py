@@ -19,6 +19,7 @@ from gateway.knative.provisioner import KnativeProvisioner
 from gateway.knative.sweeper import (
     AccountsPeople,
     AgentObject,
+    Kind,
     Person,
     owner,
     plan,
@@ -30,7 +31,7 @@ DAY = 86_400.0
 NOW = 1_800_000_000.0
 
 
-def obj(user: str, kind: str = "service", **changes: object) -> AgentObject:
+def obj(user: str, kind: Kind = "service", **changes: object) -> AgentObject:
     name = m.service_name(user) if kind == "service" else m.pvc_name(user)
     meta = Meta(
         name=name,
@@ -39,7 +40,7 @@ def obj(user: str, kind: str = "service", **changes: object) -> AgentObject:
         labels=m.labels(user, "free"),
         annotations={m.ANNOTATION_USER: user},
     )
-    return AgentObject(kind, meta.model_copy(update=changes))  # type: ignore[arg-type]
+    return AgentObject(kind, meta.model_copy(update=changes))
 
 
 # --- the decision (pure) ---------------------------------------------------------------
@@ -88,7 +89,7 @@ def test_anonymous_people_go_after_their_retention() -> None:
 def test_an_object_that_does_not_say_consistently_whose_it_is_is_never_deleted(
     changes: dict[str, object], why: str
 ) -> None:
-    suspect = obj("bob", **changes)
+    suspect = obj("bob", "service", **changes)
     user, said = owner(suspect, m.NAMESPACE)
     assert user is None and why in said
     decided = plan([suspect], {"bob": Person(exists=False)}, NOW, 7 * DAY)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dexorder.config import Settings
+from dexorder.contracts.chat import ServerFrame
 from dexorder.embeddings import EmbeddingClient
 from dexorder.tokens import embedder_token, token_keys
 from gateway.accounts.models import DeliveredEvent
@@ -116,9 +117,9 @@ async def test_what_alice_asks_to_remember_reaches_her_prompts_and_never_bobs(
         )
         await kb.load_folder()
         harness = Harness(cfg, token_keys(cfg), ModelRouter(cfg.gateway, API_KEY), kb)
-        sent: list[dict[str, object]] = []
+        sent: list[ServerFrame] = []
 
-        async def send(frame: dict[str, object]) -> None:
+        async def send(frame: ServerFrame) -> None:
             sent.append(frame)
 
         try:

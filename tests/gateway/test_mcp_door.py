@@ -53,7 +53,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
 async def mcp(url: str, token: str, mode: str = "auto") -> AsyncIterator[Client]:
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=120) as http,
-        Client(streamable_http_client(url, http_client=http), mode=mode) as client,  # type: ignore[arg-type]
+        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
     ):
         yield client
 
@@ -133,7 +133,7 @@ async def test_one_persons_token_reaches_only_their_own_agent(served: Served) ->
         assert opened.status_code == 200, opened.text
         bobs_session = opened.headers["mcp-session-id"]
         call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call"}
-        call["params"] = {"name": "get_watchlist", "arguments": {}}  # type: ignore[assignment]
+        call["params"] = {"name": "get_watchlist", "arguments": {}}
         r = await http.post(
             "/mcp",
             json=call,

@@ -523,7 +523,7 @@ async def test_the_sdk_client_logs_in_by_browser_and_calls_its_agent_through_the
     )
     async with (
         httpx2.AsyncClient(auth=auth, timeout=120) as h,
-        Client(streamable_http_client(f"{served.url}/mcp", http_client=h)) as client,  # type: ignore[arg-type]
+        Client(streamable_http_client(f"{served.url}/mcp", http_client=h)) as client,
     ):
         result = await client.call_tool("set_watchlist", {"tickers": ["BINANCE:ETH/USDT"]})
         assert not result.is_error, result

@@ -24,7 +24,7 @@ def sessions(accounts: Accounts, clock: list[float]) -> Sessions:
     )
 
 
-def expect_401(message: str) -> pytest.RaisesExc[AccountError]:  # type: ignore[name-defined]
+def expect_401(message: str) -> pytest.RaisesExc[AccountError]:
     return pytest.raises(AccountError, match=message)
 
 
