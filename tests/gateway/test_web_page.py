@@ -4,16 +4,15 @@ alert arriving live."""
 
 from __future__ import annotations
 
-import io
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from playwright.async_api import Page, async_playwright
 
 from tests.agent.conftest import fill_lake
+from tests.gateway.page_reading import pixels, text_of
 from tests.gateway.served import Served, alert_event, gateway_settings, serve_gateway
 from tests.gateway.test_isolation import send_event
 
@@ -55,7 +54,7 @@ async def test_the_page_chats_and_draws_charts(page: tuple[Served, Page], tmp_pa
     await p.fill("#password", "short-pw")
     await p.click("#signup")
     await p.wait_for_function("document.querySelector('#auth-error').textContent.length > 0")
-    assert "at least 10" in await p.text_content("#auth-error")
+    assert "at least 10" in text_of(await p.text_content("#auth-error"))
     await p.fill("#password", "correct horse battery")
     await p.click("#signup")
     await p.wait_for_function("document.querySelector('#who').textContent === 'alice@example.com'")
@@ -73,14 +72,12 @@ async def test_the_page_chats_and_draws_charts(page: tuple[Served, Page], tmp_pa
     await ask(p, "candles of BTC on 1h from 2024-01-01 to 2024-01-05")
     # the chart panel follows the agent's candles
     await p.wait_for_function("document.querySelector('#chart').dataset.candles === '96'")
-    shot = Image.open(io.BytesIO(await p.locator("#chart").screenshot())).convert("RGB")
-    colours = {
-        shot.getpixel((x, y)) for x in range(0, shot.width, 2) for y in range(0, shot.height, 2)
-    }
+    shot = await p.locator("#chart").screenshot()
+    colours = set(pixels(shot, 2))
     green = [c for c in colours if c[1] > 140 and c[0] < 90]  # rising candles (#26a69a)
     red = [c for c in colours if c[0] > 200 and c[1] < 110]  # falling candles (#ef5350)
     assert green and red, "the candle chart drew no candles"
-    shot.save(tmp_path / "candles.png")
+    (tmp_path / "candles.png").write_bytes(shot)
 
     await ask(p, "backtest sma_cross on 1h from 2024-01-02 to 2024-01-09")
     img = p.locator("img.chart")
@@ -101,4 +98,4 @@ async def test_the_page_chats_and_draws_charts(page: tuple[Served, Page], tmp_pa
     )
     await send_event(s.gw.events.endpoint, event)
     await p.locator(".msg.event").wait_for(timeout=30_000)
-    assert "went above 70000" in await p.text_content(".msg.event")
+    assert "went above 70000" in text_of(await p.text_content(".msg.event"))

@@ -1,7 +1,8 @@
 """The web workspace in headless Chromium (Debian's, driven by Playwright) against the
 platform `dexorder up` runs (exchange emulator, relay, stream, lake writer, gateway,
 triggers; one for the module): the chart draws candles and follows trades live, the
-watchlist's prices move, an indicator of the person's workspace is drawn over the chart,
+watchlist's prices move, an indicator of the person's workspace is drawn over the chart
+(its parameters set and edited, its line following closing candles),
 an alert made in its panel fires and is shown, a backtest from the strategies panel
 shows its metrics and chart, a paper order's fill reaches the positions, the page fits
 a phone, and it reconnects when the gateway restarts.
@@ -11,20 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import aiohttp
+import numpy as np
 import pytest
 import pytest_asyncio
-from PIL import Image
+import talib
 from playwright.async_api import Browser, Page, async_playwright
 
 from launcher.ephemeral import RunningPlatform, ephemeral_env, in_environment, start_platform
 from tests.gateway.agent_calls import agent_session
+from tests.gateway.page_reading import pixels, text_of
 
 pytestmark = [
     pytest.mark.integration,
@@ -106,8 +109,7 @@ async def trade_until(
 
 def coloured(shot: bytes) -> tuple[int, int]:
     """Rising-green and falling-red pixels of a chart's screenshot."""
-    img = Image.open(io.BytesIO(shot)).convert("RGB")
-    px = [img.getpixel((x, y)) for x in range(0, img.width, 2) for y in range(0, img.height, 2)]
+    px = pixels(shot, 2)
     green = sum(1 for c in px if c[1] > 140 and c[0] < 90)  # #26a69a
     red = sum(1 for c in px if c[0] > 200 and c[1] < 110)  # #ef5350
     return green, red
@@ -206,9 +208,7 @@ async def write_indicator(up: RunningPlatform, session_token: str, name: str, co
 
 def orange(shot: bytes) -> int:
     """Pixels of the first indicator overlay's colour (#ff6d00) in a chart's screenshot."""
-    img = Image.open(io.BytesIO(shot)).convert("RGB")
-    px = [img.getpixel((x, y)) for x in range(img.width) for y in range(img.height)]
-    return sum(1 for r, g, b in px if r > 220 and 80 < g < 150 and b < 60)
+    return sum(1 for r, g, b in pixels(shot) if r > 220 and 80 < g < 150 and b < 60)
 
 
 async def test_an_indicator_of_the_workspace_drawn_over_the_chart(
@@ -225,7 +225,7 @@ async def test_an_indicator_of_the_workspace_drawn_over_the_chart(
             timeout=60_000,
         )
         await page.select_option("#ind-pick", "rsi")
-        await page.click("#ind-form button")
+        await page.click("#ind-form button[type=submit]")
         drawn = page.locator("#ind-on li[data-indicator='rsi'][data-state='drawn']")
         await drawn.wait_for(timeout=120_000)
         candles = await page.evaluate("document.querySelector('#chart').dataset.candles")
@@ -244,7 +244,7 @@ async def test_an_indicator_of_the_workspace_drawn_over_the_chart(
         assert orange(await page.locator("#chart").screenshot()) > 100
         assert await page.text_content("#ind-error") == ""
         # taken off the chart, its line is gone
-        await page.click("#ind-on li[data-indicator='rsi'] button")
+        await page.click("#ind-on li[data-indicator='rsi'] button[aria-label^='Remove']")
         await page.wait_for_function("!document.querySelector('#ind-on li')")
         assert orange(await page.locator("#chart").screenshot()) == 0
 
@@ -252,13 +252,185 @@ async def test_an_indicator_of_the_workspace_drawn_over_the_chart(
         await write_indicator(up, await page.evaluate("session.access_token"), "fragile", FRAGILE)
         await page.evaluate("loadIndicators()")
         await page.select_option("#ind-pick", "fragile")
-        await page.click("#ind-form button")
+        await page.click("#ind-form button[type=submit]")
         failed = page.locator("#ind-on li[data-indicator='fragile'][data-state='error']")
         await failed.wait_for(timeout=120_000)
-        assert "line 5: RuntimeError: only works on 400 candles" in await failed.text_content()
-        assert "fragile" in await page.text_content("#ind-error")
+        said = text_of(await failed.text_content())
+        assert "line 5: RuntimeError: only works on 400 candles" in said
+        assert "fragile" in text_of(await page.text_content("#ind-error"))
         green, red = coloured(await page.locator("#chart").screenshot())
         assert green > 20 and red > 20, "the candles went with it"
+
+
+#: The path of the page's requests for the RSI overlay (seen by Playwright's own events).
+SERIES = "/api/workspace/indicators/rsi/series"
+
+
+#: JS: the first overlay's line as ``[[ms, value], …]`` (what the chart holds).
+FIRST_LINE = "[...overlays.values()][0].series[0].data().map(p => [p.time * 1000, p.value])"
+
+
+async def server_refusal(page: Page, query: str) -> tuple[int, str]:
+    """The status and message the gateway answers a series request with (the page's
+    own session), bypassing the page's checks."""
+    got = await page.evaluate(
+        """async (q) => {
+          const r = await fetch('/api/workspace/indicators/rsi/series?' + q,
+            {headers: {Authorization: 'Bearer ' + session.access_token}});
+          return [r.status, (await r.json()).error || ''];
+        }""",
+        query,
+    )
+    return int(got[0]), str(got[1])
+
+
+async def test_indicator_parameters_are_set_edited_and_follow_closing_candles(
+    browser: Browser, up: RunningPlatform
+) -> None:
+    async with workspace(browser, up, "params@example.com", allowed="400") as page:
+        asked: list[str] = []
+        in_flight: list[int] = [0, 0]  # now, most at once
+
+        def sent(url: str) -> None:
+            if SERIES in url:
+                asked.append(url)
+                in_flight[0] += 1
+                in_flight[1] = max(in_flight[1], in_flight[0])
+
+        def ended(url: str) -> None:
+            if SERIES in url:
+                in_flight[0] -= 1
+
+        page.on("request", lambda r: sent(r.url))
+        page.on("requestfinished", lambda r: ended(r.url))
+        page.on("requestfailed", lambda r: ended(r.url))
+
+        # a minute chart: its candles close while the test runs
+        await page.select_option("#chart-tf", "1m")
+        await page.click("#chart-form button")
+        await page.wait_for_function(
+            "(document.querySelector('#chart').getAttribute('aria-label') || '').includes(' 1m ')"
+            " && Number(document.querySelector('#chart').dataset.candles || 0) > 100",
+            timeout=120_000,
+        )
+        # the picked indicator's declared parameters, labelled, holding its defaults
+        await page.wait_for_function(
+            "[...document.querySelectorAll('#ind-pick option')].some(o => o.value === 'rsi')",
+            timeout=60_000,
+        )
+        await page.select_option("#ind-pick", "rsi")
+        period = page.locator("#ind-params").get_by_label("period")
+        assert await period.input_value() == "14"
+
+        # not a whole number: said, marked, nothing drawn or asked
+        await period.fill("2.5")
+        await page.click("#ind-form button[type=submit]")
+        await page.wait_for_function(
+            "document.querySelector('#ind-error').textContent.includes("
+            "\"'period' must be a whole number (like 14), not 2.5\")"
+        )
+        assert await period.get_attribute("aria-invalid") == "true"
+        assert await page.locator("#ind-on li").count() == 0 and asked == []
+
+        # the server refuses the same (and what the page cannot send) with a 400 and why
+        base = "ticker=BINANCE:BTC/USDT&timeframe=1h&start=2024-03-01&end=2024-03-03&params="
+        for params, why in [
+            ('{"period":2.5}', "'period' must be a whole number (like 14), not 2.5"),
+            ('{"period":"x"}', "'period' must be a whole number"),
+            ('{"length":9}', "rsi has no parameter 'length' (it takes: period)"),
+            ('{"period":[9]}', "params must be a JSON object"),
+            ("period=9", "params must be a JSON object"),
+        ]:
+            status, error = await server_refusal(page, base + quote(params))
+            assert status == 400 and why in error, (params, status, error)
+
+        # RSI(9) drawn: TA-Lib's values over the chart's candles
+        await period.fill("9")
+        await page.click("#ind-form button[type=submit]")
+        row = page.locator("#ind-on li[data-indicator='rsi']")
+        await page.locator("#ind-on li[data-params='{\"period\":9}'][data-state='drawn']").wait_for(
+            timeout=120_000
+        )
+        assert '"period":9' in unquote(asked[-1]) and await page.text_content("#ind-error") == ""
+        assert "rsi(period=9)" in text_of(await row.text_content())
+        await expect_rsi(page, 9)
+
+        # edited in its row: an empty period is refused there; 21 is drawn again
+        await page.get_by_role("button", name="Edit the parameters of rsi(period=9)").click()
+        edit = row.get_by_label("period")
+        assert await edit.input_value() == "9"
+        await edit.fill("")
+        await row.get_by_role("button", name="Apply").click()
+        await row.locator(".ind-edit-error", has_text="'period' must be a whole number").wait_for()
+        await edit.fill("21")
+        await row.get_by_role("button", name="Apply").click()
+        drawn = page.locator("#ind-on li[data-params='{\"period\":21}'][data-state='drawn']")
+        await drawn.wait_for(timeout=120_000)
+        await expect_rsi(page, 21)
+        # a value of the right kind that the indicator itself refuses: its message, a 400
+        await page.get_by_role("button", name="Edit the parameters of rsi(period=21)").click()
+        await row.get_by_label("period").fill("1")
+        await row.get_by_role("button", name="Apply").click()
+        await page.locator("#ind-on li[data-state='error']").wait_for(timeout=120_000)
+        assert "Bad Parameter" in text_of(await page.text_content("#ind-error"))
+        await page.get_by_role("button", name="Edit the parameters of rsi(period=1)").click()
+        await row.get_by_label("period").fill("21")
+        await row.get_by_role("button", name="Apply").click()
+        await drawn.wait_for(timeout=120_000)
+
+        # the open candle's ticks ask nothing; a closed candle extends the line once
+        await page.wait_for_function("![...overlays.values()][0].busy")
+        drawn_to = int(text_of(await drawn.get_attribute("data-last")))
+        before = len(asked)
+        await trade_until(
+            up,
+            "BTCUSDT",
+            70_333.5,
+            page,
+            "document.querySelector('#chart-last').dataset.price === '70333.5'",
+        )
+        closed = (
+            "Number(document.querySelector('#chart').dataset.closed || 0)"
+            f" > {drawn_to} && document.querySelector(\"#ind-on li[data-indicator='rsi']\")"
+            ".dataset.last === document.querySelector('#chart').dataset.closed"
+        )
+        await page.wait_for_function(closed, timeout=150_000)
+        last = int(text_of(await drawn.get_attribute("data-last")))
+        extensions = asked[before:]
+        minutes = (last - drawn_to) // 60_000
+        assert 1 <= len(extensions) <= minutes, (extensions, minutes)
+        assert in_flight[1] == 1, in_flight
+        # over the window its warm-up needs (10 periods and one), not the chart's history
+        start = int(parse_qs(urlsplit(extensions[-1]).query)["start"][0])
+        assert start == last + 60_000 - 211 * 60_000, (start, last)
+        # the line reaches the closed candle, with the value a full computation gives
+        line = await page.evaluate(FIRST_LINE)
+        assert line[-1][0] == last, (line[-1], last)
+        full = await page.evaluate(
+            """async ([start, end]) => api('GET', '/api/workspace/indicators/rsi/series?' +
+                new URLSearchParams({ticker: 'BINANCE:BTC/USDT', timeframe: '1m',
+                  start: String(start), end: String(end), params: '{"period":21}'}))""",
+            [await page.evaluate("chart.shown.start"), last + 60_000],
+        )
+        assert full["times"][-1] == last
+        assert abs(full["lines"][0]["values"][-1] - line[-1][1]) < 0.05, (full, line[-1])
+
+
+async def expect_rsi(page: Page, period: int) -> None:
+    """The first overlay holds TA-Lib's RSI(``period``) of the lake's candles of the
+    chart's range up to its last point (the candles the sandbox was given; a point added
+    as a candle closed, from a shorter window, within 0.01)."""
+    line = await page.evaluate(FIRST_LINE)
+    candles = await page.evaluate(
+        """async (end) => (await api('GET', '/api/candles?' + new URLSearchParams({
+            ticker: chart.shown.ticker, timeframe: chart.shown.tf,
+            start: String(chart.shown.start), end: String(end)}))).candles""",
+        line[-1][0] + 60_000,
+    )
+    closes = np.array([c[4] for c in candles], dtype=float)
+    want = talib.RSI(closes, timeperiod=period)
+    assert [t for t, _ in line] == [c[0] for c in candles[period:]], (len(line), len(candles))
+    assert np.allclose([v for _, v in line], want[period:], atol=0.01), "not RSI of the closes"
 
 
 async def test_an_alert_made_in_its_panel_fires_and_is_shown(
@@ -270,7 +442,7 @@ async def test_an_alert_made_in_its_panel_fires_and_is_shown(
         await page.fill("#alert-price", "81000")
         await page.click("#alert-form button")
         await page.locator("#alerts li[data-alert-id]").wait_for(timeout=60_000)
-        assert "above 81,000" in await page.text_content("#alerts")
+        assert "above 81,000" in text_of(await page.text_content("#alerts"))
         await trade_until(
             up,
             "BTCUSDT",
@@ -278,7 +450,7 @@ async def test_an_alert_made_in_its_panel_fires_and_is_shown(
             page,
             "[...document.querySelectorAll('.toast')].some(t => t.textContent.includes('81000'))",
         )
-        assert "went above 81000" in await page.text_content("#toasts")
+        assert "went above 81000" in text_of(await page.text_content("#toasts"))
         assert await page.locator(".msg.event").count() >= 1  # and in the chat
 
 
@@ -286,26 +458,20 @@ async def test_a_backtest_from_the_strategies_panel(browser: Browser, up: Runnin
     async with workspace(browser, up, "backtest@example.com") as page:
         await page.locator("#strategies button", has_text="sma_cross").click()
         await page.locator("#strategy-code").wait_for(timeout=60_000)
-        assert "def " in await page.text_content("#strategy-code")
+        assert "def " in text_of(await page.text_content("#strategy-code"))
         assert await page.input_value("#bt-strategy") == "sma_cross"
         await page.fill("#bt-start", "2024-01-02")
         await page.fill("#bt-end", "2024-01-09")
         await page.click("#bt-form button")
         await page.locator("#bt-result").wait_for(timeout=180_000)
         assert await page.locator("#bt-metrics tr").count() >= 3
-        metrics = await page.text_content("#bt-metrics")
+        metrics = text_of(await page.text_content("#bt-metrics"))
         assert "sharpe" in metrics.lower(), metrics
         await page.wait_for_function(
             "Number(document.querySelector('#bt-chart').dataset.points || 0) > 10"
         )
         green_blue = await page.locator("#bt-chart").screenshot()
-        img = Image.open(io.BytesIO(green_blue)).convert("RGB")
-        line = [
-            1
-            for x in range(0, img.width, 2)
-            for y in range(0, img.height, 2)
-            if img.getpixel((x, y))[2] > 180 and img.getpixel((x, y))[0] < 60
-        ]
+        line = [1 for r, _, b in pixels(green_blue, 2) if b > 180 and r < 60]
         assert line, "the equity curve was not drawn"
 
 
@@ -325,8 +491,8 @@ async def test_a_paper_orders_fill_appears_in_positions(
             "document.querySelector(\"#positions tr[data-ticker='BINANCE:BTC/USDT']\") !== null",
             timeout=120,
         )
-        assert "0.1" in await page.text_content("#positions")
-        assert "buy 0.1 BINANCE:BTC/USDT" in await page.text_content("#fills")
+        assert "0.1" in text_of(await page.text_content("#positions"))
+        assert "buy 0.1 BINANCE:BTC/USDT" in text_of(await page.text_content("#fills"))
         # its PnL follows the market
         await trade_until(
             up,
@@ -354,7 +520,7 @@ async def test_the_page_reconnects_when_the_gateway_restarts(
         await page.wait_for_function(
             "document.querySelector('#conn').className === 'down'", timeout=10_000
         )
-        assert "reconnecting" in await page.text_content("#conn")
+        assert "reconnecting" in text_of(await page.text_content("#conn"))
         gateway.proc = up.supervisor._spawn(gateway.part)
         await page.wait_for_function(
             "document.querySelector('#conn').className === 'up'", timeout=60_000
