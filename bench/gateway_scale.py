@@ -2,9 +2,10 @@
 
 Gateway replicas are separate ``python -m gateway`` processes sharing one home (agents,
 keys), a fresh PostgreSQL database and Redis under a key prefix of this run
-(``gateway.database_url``, ``gateway.redis_url``, ``gateway.redis_prefix``), as
-``tests/gateway/replicas.py`` starts them. The model is the offline model (no API key) and
-the embedding service is off, so what is measured is the platform, not a model or RAG.
+(``gateway.database_url``, ``gateway.redis_url``, ``gateway.redis_prefix``), started by
+``launcher/replicas.py`` as the replica tests start them. The model is the offline model
+(no API key) and the embedding service is off, so what is measured is the platform, not a
+model or RAG.
 
 * **Turns/s, two replicas against one.** ``PEOPLE`` people chat at once, each turn one MCP
   tool (``list my strategies``). A person's turns run one after the other by design (a
@@ -30,9 +31,7 @@ import asyncio
 import contextlib
 import os
 import resource
-import signal
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -48,6 +47,8 @@ import redis.asyncio as redis
 from bench.common import free_port, row
 from gateway.accounts.db import engine_for
 from gateway.accounts.store import Accounts
+from launcher.replicas import GatewayProcess as Replica
+from launcher.replicas import gateway_replicas, replica_env
 
 if TYPE_CHECKING:
     from bench.gateway import Session
@@ -73,13 +74,6 @@ class Sizes:
             int(os.environ.get("BENCH_GATEWAY_SOCKETS", SOCKETS)),
             int(os.environ.get("BENCH_GATEWAY_ROUNDS", ROUNDS)),
         )
-
-
-@dataclass
-class Replica:
-    name: str
-    proc: asyncio.subprocess.Process
-    url: str
 
 
 def rss_kib(pid: int) -> int:
@@ -113,75 +107,28 @@ def fresh_database() -> Iterator[str]:
             c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-async def _start(
-    name: str, env: dict[str, str], home: Path, http: aiohttp.ClientSession
-) -> Replica:
-    port = free_port()
-    env = {
-        **env,
-        "DEXORDER_GATEWAY__PORT": str(port),
-        "DEXORDER_GATEWAY__EVENTS_PORT": str(free_port()),
-    }
-    log = home / f"gateway-{name}.log"
-    with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    async with asyncio.timeout(120):
-        while True:
-            if proc.returncode is not None:
-                raise RuntimeError(f"replica {name} exited: {log.read_text()[-3000:]}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(url + "/healthz") as r:
-                    if r.status == 200:
-                        return Replica(name, proc, url)
-            await asyncio.sleep(0.1)
-
-
 @contextlib.asynccontextmanager
 async def _replicas(
     home: Path, database_url: str, prefix: str, http: aiohttp.ClientSession
 ) -> AsyncIterator[list[Replica]]:
     """Replicas A and B on the shared stores (A first: it migrates the database)."""
-    env = {
-        **os.environ,
-        "DEXORDER_HOME": str(home),
-        "DEXORDER_CONFIG": str(home / "config.yaml"),  # none: defaults and these
-        "DEXORDER_SECRETS": os.devnull,
-        "DEXORDER_LOG_LEVEL": "warning",
-        "DEXORDER_EMBEDDER__ENABLED": "false",
-        "DEXORDER_GATEWAY__DATABASE_URL": database_url,
-        "DEXORDER_GATEWAY__REDIS_URL": REDIS_URL,
-        "DEXORDER_GATEWAY__REDIS_PREFIX": prefix,
-        # every bench person signs up from 127.0.0.1: more than a real address may
-        "DEXORDER_GATEWAY__AUTH_LIMITS__SIGNUPS_PER_HOUR": "1000",
-        "DEXORDER_RELAY__ROUTER_PORT": str(free_port()),
-        "DEXORDER_RELAY__XPUB_PORT": str(free_port()),
-    }
-    for offline in ("KAFKA_BOOTSTRAP_SERVERS", "ANTHROPIC_API_KEY"):
-        env.pop(offline, None)
-    members: list[Replica] = []
-    try:
-        for name in "AB":
-            members.append(await _start(name, env, home, http))
+    env = replica_env(
+        home,
+        database_url,
+        REDIS_URL,
+        prefix,
+        {
+            "DEXORDER_LOG_LEVEL": "warning",
+            # every bench person signs up from 127.0.0.1: more than a real address may
+            "DEXORDER_GATEWAY__AUTH_LIMITS__SIGNUPS_PER_HOUR": "1000",
+            "DEXORDER_RELAY__ROUTER_PORT": str(free_port()),
+            "DEXORDER_RELAY__XPUB_PORT": str(free_port()),
+        },
+    )
+    async with gateway_replicas(
+        env, 2, home, http, start_timeout_s=120, stop_timeout_s=60
+    ) as members:
         yield members
-    finally:
-        for r in members:
-            if r.proc.returncode is None:
-                r.proc.send_signal(signal.SIGTERM)  # each stops the agents it started
-        for r in members:
-            try:
-                await asyncio.wait_for(r.proc.wait(), 60)
-            except TimeoutError:
-                r.proc.kill()
-                await r.proc.wait()
 
 
 async def _forget(prefix: str) -> None:

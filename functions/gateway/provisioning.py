@@ -35,7 +35,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -73,7 +73,7 @@ from gateway.agent_jail import (
     lake_folders,
     write_settings,
 )
-from gateway.leases import Leases, LocalLeases
+from gateway.leases import LeaseLost, Leases, LocalLeases
 
 AgentState = Literal["stopped", "starting", "running", "idle", "crashed"]
 
@@ -85,6 +85,30 @@ class ProvisioningError(RuntimeError):
     HTTP status the gateway answers with (never a 500)."""
 
     status = 503
+
+
+class StartInterrupted(ProvisioningError):
+    """This replica lost the person's ``agent:<user>`` lease while starting (or deleting)
+    their agent: it stalled past the lease, and another replica may be doing it now."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "starting your agent was interrupted on this server (another one may be "
+            "finishing it); try again"
+        )
+
+
+@contextlib.asynccontextmanager
+async def agent_lease(leases: Leases, user: str) -> AsyncIterator[None]:
+    """``leases.hold(f"agent:{user}")``, a lost lease told as :class:`StartInterrupted`
+    (every caller of ``ensure`` answers a :class:`ProvisioningError` already)."""
+    try:
+        async with leases.hold(f"agent:{user}"):
+            yield
+    except LeaseLost as exc:
+        if exc.key != f"agent:{user}":
+            raise  # an outer hold's (the turn's): its owner answers it
+        raise StartInterrupted() from None
 
 
 @dataclass(frozen=True)
@@ -183,7 +207,7 @@ class LocalProvisioner:
     ) -> AgentEndpoint:
         check_user_id(user)
         # two messages at once (on this replica or two) start one agent
-        async with self.leases.hold(f"agent:{user}"):
+        async with agent_lease(self.leases, user):
             agent = self._agents.get(user)
             # one believed running is asked first: it may be in the middle of an idle exit
             if agent is not None and await self._leaving(agent):
@@ -476,7 +500,7 @@ class LocalProvisioner:
 
     async def delete(self, user: str) -> None:
         # no message (to any replica) starts the agent again while its folder goes
-        async with self.leases.hold(f"agent:{check_user_id(user)}"):
+        async with agent_lease(self.leases, check_user_id(user)):
             await self.stop(user)
             # an agent of this person this gateway did not start (an earlier gateway's,
             # another replica's, one run by hand) would write on into a folder being deleted

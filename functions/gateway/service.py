@@ -20,7 +20,7 @@ from dexorder import telemetry
 from dexorder.client import request
 from dexorder.config import Settings
 from dexorder.contracts.accounts import AccountDeleted
-from dexorder.contracts.chat import StatusFrame
+from dexorder.contracts.chat import ServerFrame, StatusFrame
 from dexorder.contracts.events import Notification
 from dexorder.embeddings import EmbeddingClient, EmbeddingUnavailable
 from dexorder.record_signing import record_keys
@@ -38,7 +38,7 @@ from gateway.harness.model import ModelReply
 from gateway.harness.router import ModelRouter
 from gateway.harness.turn import Harness, TurnResult
 from gateway.held import SWEEP_S, HeldNotifications, UnknownPerson, deliver_held
-from gateway.leases import Leases, LocalLeases, leases_for
+from gateway.leases import LeaseLost, Leases, LocalLeases, check_held, leases_for
 from gateway.limits import Limits, MemoryCounter, RedisCounter, tier_limits
 from gateway.provisioning import LocalProvisioner, Provisioner, ProvisioningError
 from gateway.replica_contracts import fanout_key
@@ -54,6 +54,11 @@ log = structlog.get_logger(part="gateway")
 GATEWAY_PRINCIPAL = "gateway"
 #: Leeway for the clocks of whoever minted a token (its expiry vs the maximum).
 _CLOCK_SKEW_S = 300
+#: What the person is told when this replica lost their turn's lease mid-turn.
+TURN_INTERRUPTED = (
+    "Your message was interrupted on this server (it stalled and lost its hold on your "
+    "conversation); another server may carry on. If no answer comes, send it again."
+)
 
 
 class Refused(Exception):
@@ -360,11 +365,26 @@ class Gateway:
         verdict = await self.limits.budget(user, tier)
         if not verdict.allowed:
             raise Refused(429, verdict.detail)
+        try:
+            result = await self._turn(user, tier, text, channel, send)
+        except LeaseLost as exc:
+            # this replica stalled past the lease: what ran was stopped before anything
+            # more reached the person or their agent (another replica may be answering)
+            log.error("turn interrupted: lease lost", user=user, key=exc.key)
+            raise Refused(503, TURN_INTERRUPTED, retry_after=1) from None
+        log.info("turn", user=user, model=result.model, why=result.why, cost_usd=result.cost_usd)
+        return result
+
+    async def _turn(self, user: str, tier: str, text: str, channel: str, send: Send) -> TurnResult:
         # one conversation per person: turns from all channels and replicas in order
         async with self.leases.hold(f"turn:{user}"):
 
+            async def guarded(frame: ServerFrame) -> None:
+                check_held()  # nothing more reaches the person once the lease is lost
+                await send(frame)
+
             async def starting() -> None:
-                await send(StatusFrame(text="Starting your agent…"))
+                await guarded(StatusFrame(text="Starting your agent…"))
 
             try:
                 with telemetry.span("provision", {"dexorder.tier": tier}):
@@ -384,12 +404,11 @@ class Gateway:
                     channel=channel,
                     text=text,
                     mcp_url=endpoint.mcp_url,
-                    send=send,
+                    send=guarded,
                     meter=meter,
                 )
             finally:
                 self.harness.links.release(user)  # closed after a while (Knative), or kept
-        log.info("turn", user=user, model=result.model, why=result.why, cost_usd=result.cost_usd)
         return result
 
     # --- notifications held while the person is away -------------------------------------

@@ -1,15 +1,14 @@
-"""N gateway replicas as real processes (``python -m gateway``) sharing one home (the
-agents folder, keys, secrets), a fresh PostgreSQL database and Redis (under a key prefix
-of their own), each on its own free ports; and a loopback Anthropic API that can hold its
-answers, so a turn blocks where a test wants it to."""
+"""N gateway replicas as real processes (``python -m gateway``, started by
+``launcher/replicas.py``) sharing one home (the agents folder, keys, secrets), a fresh
+PostgreSQL database and Redis (under a key prefix of their own), each on its own free
+ports; and a loopback Anthropic API that can hold its answers, so a turn blocks where a
+test wants it to."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,8 +19,8 @@ from typing import cast
 import aiohttp
 from aiohttp import web
 
-from dexorder.process import free_port
 from gateway.service import Gateway
+from launcher.replicas import gateway_replicas, replica_env
 from tests.gateway.loopback_anthropic import API_KEY, MessagesApi
 from tests.gateway.served import Served, serve_app
 from tests.postgres import fresh_database
@@ -54,6 +53,9 @@ class HeldMessagesApi(MessagesApi):
             await self.arrived.wait_for(lambda: len(self.spans) >= n)
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
+        # the whole request is here before it counts as arrived (a replica stopped right
+        # after must not leave half its body unsent, its answer then going to another)
+        await request.read()
         span = [time.monotonic(), 0.0]
         self.spans.append(span)
         self.in_flight += 1
@@ -99,6 +101,14 @@ class Replica:
         self.killed = True
         self.proc.send_signal(signal.SIGKILL)
 
+    def stop(self) -> None:
+        """SIGSTOP: the process stalls (its leases go unrenewed) until :meth:`cont`."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def cont(self) -> None:
+        """SIGCONT: the stalled process runs on from where it was."""
+        self.proc.send_signal(signal.SIGCONT)
+
 
 @dataclass
 class Replicas:
@@ -114,77 +124,44 @@ class Replicas:
         return self.home / "agents" / user
 
 
-async def _start(name: str, env: dict[str, str], log: Path, http: aiohttp.ClientSession) -> Replica:
-    port, events_port = free_port(), free_port()
-    env = {
-        **env,
-        "DEXORDER_GATEWAY__PORT": str(port),
-        "DEXORDER_GATEWAY__EVENTS_PORT": str(events_port),
-    }
-    with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    async with asyncio.timeout(60):
-        while True:
-            if proc.returncode is not None:
-                raise RuntimeError(f"replica {name} exited: {log.read_text()[-3000:]}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(url + "/healthz") as r:
-                    if r.status == 200:
-                        break
-            await asyncio.sleep(0.1)
-    return Replica(name, proc, port, Served(cast(Gateway, None), url, http), log, events_port)
-
-
 @contextlib.asynccontextmanager
 async def serve_replicas(
-    tmp_path: Path, n: int = 2, lease_s: float = 30.0, anthropic_url: str | None = None
+    tmp_path: Path,
+    n: int = 2,
+    lease_s: float = 30.0,
+    anthropic_url: str | None = None,
+    **settings: str,
 ) -> AsyncIterator[Replicas]:
     """``n`` gateway processes sharing a home, a fresh PostgreSQL database and Redis
-    (prefix of their own); the offline model, or the Anthropic API at ``anthropic_url``."""
+    (prefix of their own); the offline model, or the Anthropic API at ``anthropic_url``;
+    ``settings``: further ``DEXORDER_…`` variables."""
     home = tmp_path / "home"
     home.mkdir(parents=True, exist_ok=True)
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
     with fresh_database("dexorder_replicas") as database_url:
-        env = {
-            **os.environ,
-            "DEXORDER_HOME": str(home),
-            "DEXORDER_CONFIG": str(home / "config.yaml"),  # none: defaults and these
-            "DEXORDER_SECRETS": os.devnull,
-            "DEXORDER_EMBEDDER__ENABLED": "false",
-            "DEXORDER_GATEWAY__DATABASE_URL": database_url,
-            "DEXORDER_GATEWAY__REDIS_URL": REDIS_URL,
-            "DEXORDER_GATEWAY__REDIS_PREFIX": prefix,
-            "DEXORDER_GATEWAY__TURN_LEASE_S": str(lease_s),
-        }
-        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-        env.pop("ANTHROPIC_API_KEY", None)
+        env = replica_env(
+            home,
+            database_url,
+            REDIS_URL,
+            prefix,
+            {"DEXORDER_GATEWAY__TURN_LEASE_S": str(lease_s), **settings},
+        )
         if anthropic_url is not None:
             env["DEXORDER_GATEWAY__ANTHROPIC_API_KEY"] = API_KEY
             env["DEXORDER_GATEWAY__ANTHROPIC_BASE_URL"] = anthropic_url
-        members: list[Replica] = []
-        async with aiohttp.ClientSession() as http:
-            try:
-                # one after the other: the first migrates the accounts database
-                for i in range(n):
-                    name = "ABCDEFGH"[i]
-                    members.append(await _start(name, env, tmp_path / f"gateway-{name}.log", http))
-                yield Replicas(home, database_url, prefix, members)
-            finally:
-                for r in members:
-                    if r.proc.returncode is None:
-                        r.proc.send_signal(signal.SIGTERM)
-                for r in members:
-                    try:
-                        await asyncio.wait_for(r.proc.wait(), 30)
-                    except TimeoutError:
-                        r.proc.kill()
-                        await r.proc.wait()
+        async with (
+            aiohttp.ClientSession() as http,
+            gateway_replicas(env, n, tmp_path, http) as started,
+        ):
+            members = [
+                Replica(
+                    p.name,
+                    p.proc,
+                    p.port,
+                    Served(cast(Gateway, None), p.url, http),
+                    p.log,
+                    p.events_port,
+                )
+                for p in started
+            ]
+            yield Replicas(home, database_url, prefix, members)

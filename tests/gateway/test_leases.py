@@ -1,17 +1,19 @@
 """Leases (functions/gateway/leases.py) on the running Redis and in process: one holder at
 a time per key, renewed while held, and a holder that stops renewing (a dead replica)
-lets the next one in after the lease."""
+lets the next one in after the lease; a holder whose lease is lost (it stalled past it)
+is stopped with LeaseLost, while a cancellation from outside stays one."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
 
-from gateway.leases import Leases, LocalLeases, RedisLeases
+from gateway.leases import LeaseLost, Leases, LocalLeases, RedisLeases, check_held
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -78,6 +80,100 @@ async def test_a_lease_nobody_renews_expires_and_the_next_holder_goes_on() -> No
             assert await client.get(f"{prefix}lease:turn:alice") != b"dead-replica-token"
         assert 0.2 < waited < 5
         assert await client.exists(f"{prefix}lease:turn:alice") == 0  # released
+    finally:
+        await client.aclose()
+        await leases.close()
+
+
+async def _held_until_cancelled(leases: Leases, key: str, inside: asyncio.Event) -> None:
+    async with leases.hold(key):
+        inside.set()
+        await asyncio.Event().wait()  # works until stopped
+
+
+async def test_a_holder_whose_lease_another_replica_took_is_cancelled_with_lease_lost() -> None:
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    stalled = RedisLeases(REDIS_URL, prefix, lease_s=0.6)
+    other = RedisLeases(REDIS_URL, prefix, lease_s=30)
+    client = redis.from_url(REDIS_URL)
+    try:
+        inside = asyncio.Event()
+        holder = asyncio.create_task(_held_until_cancelled(stalled, "turn:alice", inside))
+        await inside.wait()
+        # its lease ran out (as if the replica stalled) and another replica took it
+        await client.delete(f"{prefix}lease:turn:alice")
+        async with asyncio.timeout(10), other.hold("turn:alice"):
+            with pytest.raises(LeaseLost) as lost:
+                await holder  # stopped at its next renewal, a third of the lease away
+            assert lost.value.key == "turn:alice"
+            assert isinstance(lost.value.__cause__, asyncio.CancelledError)
+            assert holder.cancelling() == 0  # our cancellation taken back (uncancel)
+            # the stalled one released nothing of the new holder's
+            assert await client.exists(f"{prefix}lease:turn:alice") == 1
+    finally:
+        await client.aclose()
+        await stalled.close()
+        await other.close()
+
+
+async def test_a_stalled_holder_is_stopped_before_any_side_effect_without_asking_redis() -> None:
+    leases = RedisLeases(REDIS_URL, f"test:{uuid.uuid4().hex[:8]}:", lease_s=0.3)
+    effects: list[str] = []
+    try:
+        with pytest.raises(LeaseLost):
+            async with leases.hold("turn:alice"):
+                check_held()  # in time: nothing to say
+                effects.append("before the stall")
+                # the whole process stalls past the lease (as under SIGSTOP): no task runs,
+                # no renewal; what the block does next is refused by the clock alone
+                time.sleep(0.4)
+                check_held()
+                effects.append("after the stall")
+        assert effects == ["before the stall"]
+        check_held()  # outside any hold: nothing held, nothing to lose
+    finally:
+        await leases.close()
+
+
+async def test_a_cancellation_from_outside_stays_a_cancellation(leases: Leases) -> None:
+    inside = asyncio.Event()
+    holder = asyncio.create_task(_held_until_cancelled(leases, "turn:alice", inside))
+    await inside.wait()
+    holder.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holder
+    # and the key is free again at once
+    async with asyncio.timeout(5), leases.hold("turn:alice"):
+        pass
+
+
+async def test_an_outside_cancellation_during_a_lost_lease_is_not_swallowed() -> None:
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    leases = RedisLeases(REDIS_URL, prefix, lease_s=0.6)
+    client = redis.from_url(REDIS_URL)
+    stopped = asyncio.Event()
+
+    async def hold() -> None:
+        async with leases.hold("turn:alice"):
+            await client.delete(f"{prefix}lease:turn:alice")  # lost at the next renewal
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                # the lease's cancellation has come; one from outside comes at the same
+                # moment (the server shutting down, say): that one must win
+                me = asyncio.current_task()
+                assert me is not None
+                me.cancel()
+                stopped.set()
+                raise
+
+    try:
+        holder = asyncio.create_task(hold())
+        async with asyncio.timeout(10):
+            await stopped.wait()
+            with pytest.raises(asyncio.CancelledError):
+                await holder
+        assert holder.cancelled()
     finally:
         await client.aclose()
         await leases.close()

@@ -230,3 +230,89 @@ async def test_an_event_reaching_one_replica_is_delivered_to_the_socket_on_the_o
                 assert not [f for f in again if f["type"] == "event"], again
         finally:
             dealer.close()
+
+
+def watchlist(r: Replicas, user: str) -> list[str]:
+    """The person's watchlist as their agent keeps it (empty: never set)."""
+    found = list(r.agent_dir(user).rglob("watchlist.json"))
+    return list(json.loads(found[0].read_text())) if found else []
+
+
+async def _lease_gone(key: str) -> None:
+    """Wait until ``key`` is no longer in Redis (its lease ran out unrenewed)."""
+    client = redis.from_url(REDIS_URL)
+    try:
+        async with asyncio.timeout(60):
+            while await client.exists(key):
+                await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
+
+
+async def test_a_replica_stalled_past_its_lease_does_nothing_more_when_it_runs_again(
+    tmp_path: Path,
+) -> None:
+    lease_s = 5.0
+    async with (
+        serve_held_api() as (api_url, api),
+        serve_replicas(tmp_path, lease_s=lease_s, anthropic_url=api_url) as r,
+    ):
+        a, b = r[0], r[1]
+        alice = await a.client.sign_up("alice@example.com")
+        user, token = alice["account"]["id"], alice["access_token"]
+        api.replies = [[{"type": "text", "text": "Hello."}]]
+        status, body = await a.client.post("/api/chat", {"message": "hi"}, token=token)
+        assert status == 200 and body["reply"] == "Hello.", body
+
+        # A's turn is at its model call when A stalls (SIGSTOP) past its lease
+        api.hold()
+        api.replies = [
+            # what A's model call gets, too late: a change to the person's agent
+            [
+                {
+                    "type": "tool_use",
+                    "id": "t1",
+                    "name": "set_watchlist",
+                    "input": {"tickers": ["BINANCE:BTC/USDT"]},
+                }
+            ],
+            # B's turn, meanwhile
+            [
+                {
+                    "type": "tool_use",
+                    "id": "t2",
+                    "name": "set_watchlist",
+                    "input": {"tickers": ["BINANCE:ETH/USDT"]},
+                }
+            ],
+            [{"type": "text", "text": "Watching ETH."}],
+        ]
+        on_a = asyncio.create_task(
+            a.client.post("/api/chat", {"message": "watch BTC"}, token=token)
+        )
+        try:
+            await api.wait_arrivals(2)
+            a.stop()
+            await _lease_gone(f"{r.redis_prefix}lease:turn:{user}")
+        finally:
+            api.release()  # A's answer waits in its socket while it is stopped
+        try:
+            # the person, on B, is answered; the agent B reaches is the one A started
+            status, body = await b.client.post("/api/chat", {"message": "watch ETH"}, token=token)
+            assert status == 200 and body["reply"] == "Watching ETH.", body
+            assert watchlist(r, user) == ["BINANCE:ETH/USDT"]
+        finally:
+            a.cont()
+        # A runs again, with its model's answer there to act on: it acts on nothing
+        status, body = await on_a
+        assert status == 503 and "interrupted" in body["error"], body
+        assert watchlist(r, user) == ["BINANCE:ETH/USDT"]  # A's change never went out
+        asked = [str(q["messages"][-1]["content"])[:80] for q in api.requests]
+        assert len(asked) == 4, (asked, a.log.read_text()[-4000:])  # A asked nothing more
+        assert saved(r, user) == [
+            ("user", "hi"),
+            ("assistant", "Hello."),
+            ("user", "watch ETH"),
+            ("assistant", "Watching ETH."),
+        ]
+        assert "lease lost" in a.log.read_text()

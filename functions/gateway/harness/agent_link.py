@@ -17,6 +17,7 @@ from mcp.types import BlobResourceContents, TextResourceContents
 from dexorder.contracts.agent_tools import AGENT_TOOLS, ToolResult, ToolTraits
 from dexorder.contracts.chat import JsonObject, JsonValue
 from gateway.harness.model import ToolSpec
+from gateway.leases import check_held
 
 #: The four context resources every turn starts from.
 CONTEXT_RESOURCES = {
@@ -94,6 +95,9 @@ class AgentLink:
         of another shape raises :class:`~dexorder.contracts.agent_tools.ToolResultMismatch`).
         ``progress`` hears the tool's progress notifications while it runs."""
 
+        # a turn whose replica lost its lease (it stalled) calls nothing more: another
+        # replica may be running the person's turn, a confirmed order among it
+        check_held()
         tell = progress
 
         # named as the SDK's ProgressFnT names them

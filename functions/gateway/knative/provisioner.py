@@ -39,7 +39,13 @@ from dexorder.tokens import AgentTokens, check_user_id, embedder_token, mint_tok
 from gateway.knative import manifests
 from gateway.knative.api import Cluster, ClusterError, Condition, KService
 from gateway.leases import Leases, LocalLeases
-from gateway.provisioning import TOKEN_TTL_S, AgentEndpoint, AgentState, ProvisioningError
+from gateway.provisioning import (
+    TOKEN_TTL_S,
+    AgentEndpoint,
+    AgentState,
+    ProvisioningError,
+    agent_lease,
+)
 
 log = structlog.get_logger(part="gateway")
 
@@ -174,7 +180,7 @@ class KnativeProvisioner:
         if the_tier is None:
             raise ProvisioningError(f"your agent cannot be started: unknown tier {tier!r}")
         # two messages at once (on this replica or two) make one Service
-        async with self.leases.hold(f"agent:{user}"):
+        async with agent_lease(self.leases, user):
             held = self._endpoints.get(user)
             if (
                 held is not None
