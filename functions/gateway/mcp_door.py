@@ -29,8 +29,16 @@ agent does not know (404). The door then opens a session on the fresh agent with
 client's own ``initialize`` (kept when it went through this door, else one with the
 client's protocol version), and sends the request again on it: the 404 means the agent
 ran nothing, so sending it again is safe. The client keeps its session id; the door
-translates it. What the door keeps is per replica and bounded; a replica that never saw
-the session makes the same fresh start.
+translates it. What the door keeps of a session (``mcp_sessions.py``) is in Redis with
+``gateway.redis_url`` (any replica replays the client's own ``initialize``), else in
+process and bounded.
+
+Traces. Each request through the door is a span (``mcp.door <method>``: the JSON-RPC
+method, the tool of a ``tools/call``, the person, the status answered, whether the agent
+had to be woken, whether its session was resumed), child of the caller's trace context
+(the ``_meta`` of its message, where the MCP SDK puts it, else its ``traceparent``
+header) and parent of the agent's spans: the door puts its own context in both before
+passing the message on.
 """
 
 from __future__ import annotations
@@ -38,18 +46,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import httpx2
 import msgspec
 import structlog
 from mcp_types import LATEST_PROTOCOL_VERSION
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 
+from dexorder import telemetry
 from dexorder.tokens import mint_token
+from gateway.mcp_sessions import DoorSession, SessionMemory, session_memory_for
 from gateway.provisioning import ProvisioningError
 from gateway.service import Caller, Gateway, Refused
 
@@ -66,8 +77,6 @@ MAX_BODY = 1024 * 1024
 #: How long the token the door hands the agent for one request lives (checked as the
 #: request starts; a long tool call is not cut by it).
 AGENT_TOKEN_TTL_S = 120
-#: How many sessions' ``initialize`` (and translated ids) a replica keeps.
-MAX_SESSIONS = 10_000
 #: Where a refused client learns how to get a token (the OAuth protected-resource metadata).
 METADATA_PATH = "/.well-known/oauth-protected-resource"
 
@@ -147,14 +156,116 @@ class _Probe(msgspec.Struct):
     """As much of a JSON-RPC message as the door looks at."""
 
     method: str | None = None
+    params: dict[str, Any] | None = None
+
+
+def _probe(body: bytes) -> _Probe:
+    try:
+        return msgspec.json.decode(body, type=_Probe)
+    except msgspec.MsgspecError:  # a batch, or not JSON: the agent answers it
+        return _Probe()
 
 
 def is_initialize(body: bytes) -> bool:
     """Whether ``body`` is the handshake-era ``initialize`` request."""
+    return _probe(body).method == "initialize"
+
+
+#: The trace context's carriers (W3C trace context and baggage).
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
+
+
+def caller_context(probe: _Probe, headers: Iterable[tuple[bytes, bytes]]) -> Context | None:
+    """The caller's trace context: its message's ``_meta`` (where the MCP SDK puts it),
+    else its ``traceparent`` header; None when it gives none (the door's span is a root)."""
+    meta = (probe.params or {}).get("_meta")
+    carriers: list[dict[str, str]] = []
+    if isinstance(meta, dict):
+        carriers.append({k: v for k, v in meta.items() if isinstance(v, str)})
+    carriers.append(
+        {n.decode("latin-1"): v.decode("latin-1") for n, v in headers if n in _TRACE_HEADERS}
+    )
+    for carrier in carriers:
+        if "traceparent" not in carrier:
+            continue
+        ctx = propagate.extract(carrier)
+        if trace.get_current_span(ctx).get_span_context().is_valid:
+            return ctx
+    return None
+
+
+def with_trace(body: bytes, headers: Headers, carrier: dict[str, str]) -> tuple[bytes, Headers]:
+    """The message and headers carrying ``carrier`` (the door span's context) instead of
+    the caller's: in the message's ``_meta`` (where the agent's MCP server reads it) and
+    in the headers. A body that is not one JSON-RPC message goes as it came."""
+    if not carrier:  # traces off: nothing of the door's to carry
+        return body, headers
+    headers = [(n, v) for n, v in headers if n.lower() not in _TRACE_HEADERS] + [
+        (k.encode(), v.encode()) for k, v in carrier.items()
+    ]
+    if not body:
+        return body, headers
     try:
-        return msgspec.json.decode(body, type=_Probe).method == "initialize"
-    except msgspec.MsgspecError:  # a batch, or not JSON: the agent answers it
-        return False
+        message = msgspec.json.decode(body)
+    except msgspec.MsgspecError:
+        return body, headers
+    if not isinstance(message, dict) or not isinstance(message.get("method"), str):
+        return body, headers  # a batch, or a response to the agent's own request
+    params = message.get("params")
+    if params is None:
+        params = message["params"] = {}
+    if not isinstance(params, dict):
+        return body, headers
+    meta = params.get("_meta")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    for key in ("traceparent", "tracestate", "baggage"):
+        meta.pop(key, None)
+    params["_meta"] = meta | carrier
+    return msgspec.json.encode(message), headers
+
+
+@dataclass
+class _Traced:
+    """The door's span of one request: started once its parent is known (the message read),
+    or when the request is refused before; ended with the answer."""
+
+    attributes: dict[str, str | bool | int] = field(default_factory=dict)
+    span: trace.Span | None = None
+    status: int | None = None
+
+    def start(self, parent: Context | None) -> None:
+        if self.span is None:
+            rpc = self.attributes.get("mcp.method.name")
+            name = (
+                f"mcp.door {rpc}" if rpc else f"mcp.door {self.attributes['http.request.method']}"
+            )
+            self.span = trace.get_tracer("dexorder").start_span(
+                name, context=parent, kind=trace.SpanKind.SERVER, attributes=self.attributes
+            )
+
+    def set(self, key: str, value: str | bool | int) -> None:
+        self.attributes[key] = value
+        if self.span is not None:
+            self.span.set_attribute(key, value)
+
+    def carrier(self) -> dict[str, str]:
+        """The span's context for the agent (empty when traces are off)."""
+        carrier: dict[str, str] = {}
+        if self.span is not None:
+            propagate.inject(carrier, context=trace.set_span_in_context(self.span))
+        return carrier
+
+    def end(self, parent: Context | None, error: BaseException | None) -> None:
+        self.start(parent)
+        assert self.span is not None
+        if self.status is not None:
+            self.span.set_attribute("http.response.status_code", self.status)
+            if self.status >= 500:
+                telemetry.failed(self.span, str(self.status), f"answered {self.status}")
+        if error is not None:
+            self.span.record_exception(error)
+            telemetry.failed(self.span, type(error).__qualname__, str(error))
+        self.span.end()
 
 
 def fresh_initialize(protocol_version: str | None) -> bytes:
@@ -193,36 +304,6 @@ def negotiated_version(body: bytes, content_type: str) -> str | None:
         return None
 
 
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class Bounded(Generic[K, V]):
-    """A mapping keeping its ``size`` most recently used entries."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._d: OrderedDict[K, V] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        value = self._d.get(key)
-        if value is not None:
-            self._d.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._d[key] = value
-        self._d.move_to_end(key)
-        while len(self._d) > self.size:
-            self._d.popitem(last=False)
-
-    def pop(self, key: K) -> None:
-        self._d.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._d)
-
-
 # --- the door --------------------------------------------------------------------------
 
 
@@ -250,6 +331,7 @@ class McpDoor:
         max_body: int = MAX_BODY,
         stream_linger_s: float | None = None,
         http: httpx2.AsyncClient | None = None,
+        memory: SessionMemory | None = None,
     ) -> None:
         self.gw = gateway
         self.max_body = max_body
@@ -259,10 +341,9 @@ class McpDoor:
         self.stream_linger_s = stream_linger_s
         self._http = http
         self._awake: dict[str, _Awake] = {}
-        #: (person, session id the agent gave) → the client's ``initialize`` body
-        self._inits: Bounded[tuple[str, str], bytes] = Bounded(MAX_SESSIONS)
-        #: (person, the client's session id) → the id of the agent session serving it now
-        self._sessions: Bounded[tuple[str, str], str] = Bounded(MAX_SESSIONS)
+        #: (person, the client's session id) → its ``initialize`` and the agent session
+        #: serving it now: in Redis across replicas
+        self.memory = memory or session_memory_for(gateway.cfg.gateway)
         self._resuming: dict[tuple[str, str], asyncio.Lock] = {}
         self.stats = {"requests": 0, "refused": 0, "resumed": 0, "disconnects": 0}
 
@@ -282,6 +363,7 @@ class McpDoor:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        await self.memory.close()
 
     # --- one request ---------------------------------------------------------------------
 
@@ -289,18 +371,27 @@ class McpDoor:
         if scope["type"] != "http":  # pragma: no cover - routed here for HTTP only
             return
         self.stats["requests"] += 1
+        traced = _Traced({"http.request.method": str(scope["method"])})
+        error: BaseException | None = None
         try:
-            await self._serve(scope, receive, send)
+            await self._serve(scope, receive, send, traced)
         except _Refusal as exc:
             self.stats["refused"] += 1
+            traced.status = exc.status
             await _answer(send, exc.status, exc.message, exc.headers)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            traced.end(caller_context(_Probe(), scope["headers"]), error)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, traced: _Traced) -> None:
         method: str = scope["method"]
         if method not in ("GET", "POST", "DELETE"):
             raise _Refusal(405, "the MCP endpoint takes GET, POST and DELETE")
         headers: Headers = list(scope["headers"])
         caller = await self._authenticate(scope, headers)
+        traced.set(telemetry.USER, caller.id)
         if method == "POST":  # each a message to the agent; a GET is one long stream
             verdict = await self.gw.limits.mcp_request(caller.id, caller.account.tier)
             if not verdict.allowed:
@@ -308,41 +399,54 @@ class McpDoor:
                     429, verdict.detail, [(b"retry-after", str(verdict.retry_after_s).encode())]
                 )
         body = await self._body(receive, headers)
+        probe = _probe(body)
+        if probe.method is not None:
+            traced.set("mcp.method.name", probe.method)
+        tool = (probe.params or {}).get("name")
+        if probe.method == "tools/call" and isinstance(tool, str):
+            traced.set("gen_ai.tool.name", tool)
+        traced.start(caller_context(probe, headers))
+        traced.set("dexorder.mcp.woken", False)
         user = caller.id
         client_session = header(headers, SESSION)
         if method == "POST":
-            url = await self._wake(caller)
+            url = await self._wake(caller, traced)
         else:
             awake = self._awake_url(user)
             if awake is None:
                 # never woken to listen or to end a session: a sleeping agent has no session
                 if method == "DELETE":
+                    traced.status = 204
                     await _answer(send, 204, None)
                     return
                 raise _Refusal(
                     405, "no stream for server messages while your agent sleeps; POST wakes it"
                 )
             url = awake
-        agent_session = self._agent_session(user, client_session)
-        upstream = await self._send(caller, method, url, headers, body, agent_session)
+        agent_session = await self._agent_session(user, client_session)
+        carrier = traced.carrier()
+        upstream = await self._send(caller, method, url, headers, body, agent_session, carrier)
         if upstream.status_code == 404 and method == "POST" and client_session is not None:
             # the agent does not know the session (it slept since): nothing ran, so the
             # request goes again on a session opened for this client on the fresh agent
             await upstream.aclose()
             agent_session = await self._resume(
-                caller, url, headers, client_session, agent_session or client_session
+                caller, url, headers, client_session, agent_session or client_session, carrier
             )
-            upstream = await self._send(caller, method, url, headers, body, agent_session)
+            traced.set("dexorder.mcp.resumed", True)
+            upstream = await self._send(caller, method, url, headers, body, agent_session, carrier)
         if upstream.status_code == 401:  # the agent's own revocation list refused it
             message = (await upstream.aread()).decode("utf-8", "replace")
             await upstream.aclose()
             raise _Refusal(401, _agent_error(message), self._challenge(scope))
+        traced.status = upstream.status_code
         session = header(upstream.headers.raw, SESSION)
         if method == "POST" and client_session is None and session and is_initialize(body):
-            self._inits.put((user, session), body)
+            # what a fresh agent is sent for this client, by whichever replica wakes it
+            await self.memory.put(user, session, DoorSession(body.decode(), session))
             log.info("mcp session opened at the door", user=user, via=caller.via)
         if method == "DELETE" and client_session is not None and upstream.is_success:
-            self._sessions.pop((user, client_session))
+            await self.memory.forget(user, client_session)
         try:
             await self._relay(
                 upstream, receive, send, client_session if agent_session else None, user, method
@@ -394,9 +498,14 @@ class McpDoor:
 
     # --- the person's agent ----------------------------------------------------------------
 
-    async def _wake(self, caller: Caller) -> str:
+    async def _wake(self, caller: Caller, traced: _Traced) -> str:
+        async def starting() -> None:  # the agent slept: this request wakes it
+            traced.set("dexorder.mcp.woken", True)
+
         try:
-            endpoint = await self.gw.provisioner.ensure(caller.id, caller.account.tier)
+            endpoint = await self.gw.provisioner.ensure(
+                caller.id, caller.account.tier, on_starting=starting
+            )
         except ProvisioningError as exc:
             raise _Refusal(exc.status, str(exc)) from None
         self._touch(caller.id, endpoint.mcp_url)
@@ -418,10 +527,11 @@ class McpDoor:
     def _idle_for(seen: _Awake) -> float:
         return time.monotonic() - seen.last_call
 
-    def _agent_session(self, user: str, client_session: str | None) -> str | None:
+    async def _agent_session(self, user: str, client_session: str | None) -> str | None:
         if client_session is None:
             return None
-        return self._sessions.get((user, client_session))
+        kept = await self.memory.get(user, client_session)
+        return kept.agent_session if kept is not None else None
 
     def _agent_token(self, caller: Caller) -> str:
         # kind "pat": a call from outside; the jti of the caller's token, so that the
@@ -438,8 +548,10 @@ class McpDoor:
         headers: Headers,
         body: bytes,
         agent_session: str | None,
+        carrier: dict[str, str],
     ) -> httpx2.Response:
         session = agent_session or header(headers, SESSION)
+        body, headers = with_trace(body, headers, carrier)
         request = self.http.build_request(
             method,
             url,
@@ -457,7 +569,13 @@ class McpDoor:
             raise _Refusal(503, "your agent could not be reached; try again") from None
 
     async def _resume(
-        self, caller: Caller, url: str, headers: Headers, client_session: str, unknown: str
+        self,
+        caller: Caller,
+        url: str,
+        headers: Headers,
+        client_session: str,
+        unknown: str,
+        carrier: dict[str, str],
     ) -> str:
         """A session on the agent for ``client_session``, whose agent session ``unknown``
         the agent no longer knows (see the module's docstring). Requests of one session
@@ -466,24 +584,31 @@ class McpDoor:
         lock = self._resuming.setdefault(key, asyncio.Lock())
         try:
             async with lock:
-                current = self._sessions.get(key) or client_session
+                current = await self._agent_session(caller.id, client_session) or client_session
                 if current != unknown:  # opened meanwhile for a request beside this one
                     return current
-                return await self._open_session(caller, url, headers, client_session, current)
+                return await self._open_session(caller, url, headers, client_session, carrier)
         finally:
             if not lock.locked() and self._resuming.get(key) is lock:
                 del self._resuming[key]
 
     async def _open_session(
-        self, caller: Caller, url: str, headers: Headers, client_session: str, old: str
+        self,
+        caller: Caller,
+        url: str,
+        headers: Headers,
+        client_session: str,
+        carrier: dict[str, str],
     ) -> str:
         user = caller.id
-        init = self._inits.get((user, old)) or fresh_initialize(header(headers, VERSION))
+        kept = await self.memory.get(user, client_session)
+        # the client's own initialize, whichever replica it went through
+        init = kept.initialize.encode() if kept else fresh_initialize(header(headers, VERSION))
         base = [
             (b"content-type", b"application/json"),
             (b"accept", b"application/json, text/event-stream"),
         ]
-        opened = await self._send(caller, "POST", url, base, init, None)
+        opened = await self._send(caller, "POST", url, base, init, None, carrier)
         try:
             reply = await opened.aread()
         finally:
@@ -496,10 +621,9 @@ class McpDoor:
         version = negotiated_version(reply, opened.headers.get("content-type", ""))
         done = msgspec.json.encode({"jsonrpc": "2.0", "method": "notifications/initialized"})
         extra = [(VERSION, version.encode())] if version else []
-        initialized = await self._send(caller, "POST", url, base + extra, done, session)
+        initialized = await self._send(caller, "POST", url, base + extra, done, session, carrier)
         await initialized.aclose()
-        self._inits.put((user, session), init)
-        self._sessions.put((user, client_session), session)
+        await self.memory.put(user, client_session, DoorSession(init.decode(), session))
         self.stats["resumed"] += 1
         log.info("mcp session resumed on a fresh agent", user=user)
         return session

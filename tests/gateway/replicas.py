@@ -130,7 +130,7 @@ async def serve_replicas(
     n: int = 2,
     lease_s: float = 30.0,
     anthropic_url: str | None = None,
-    **settings: str,
+    settings: dict[str, str] | None = None,
 ) -> AsyncIterator[Replicas]:
     """``n`` gateway processes sharing a home, a fresh PostgreSQL database and Redis
     (prefix of their own); the offline model, or the Anthropic API at ``anthropic_url``;
@@ -144,7 +144,7 @@ async def serve_replicas(
             database_url,
             REDIS_URL,
             prefix,
-            {"DEXORDER_GATEWAY__TURN_LEASE_S": str(lease_s), **settings},
+            {"DEXORDER_GATEWAY__TURN_LEASE_S": str(lease_s), **(settings or {})},
         )
         if anthropic_url is not None:
             env["DEXORDER_GATEWAY__ANTHROPIC_API_KEY"] = API_KEY

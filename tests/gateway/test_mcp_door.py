@@ -27,6 +27,7 @@ from dexorder.process import free_port
 from dexorder.tokens import mint_token
 from gateway.mcp_door import McpDoor, to_agent, to_client
 from tests.agent.conftest import fill_lake
+from tests.gateway.replicas import REDIS_URL, serve_replicas
 from tests.gateway.served import Served, gateway_settings, run_cli, serve_gateway
 
 pytestmark = pytest.mark.integration
@@ -41,6 +42,8 @@ INITIALIZE = {
         "clientInfo": {"name": "raw", "version": "1"},
     },
 }
+#: A client's own name, as the agent should see it whichever replica opens its session.
+CLIENT = {"name": "claude-desktop-test", "version": "9.9.1"}
 
 
 @pytest.fixture
@@ -427,3 +430,104 @@ def test_headers_hop_by_hop_dropped_credentials_replaced_sessions_translated() -
         (b"mcp-session-id", b"client"),
     ]
     assert (b"mcp-session-id", b"agent") in to_client(back, None)
+
+
+@contextlib.asynccontextmanager
+async def serve_door(door: McpDoor) -> AsyncIterator[str]:
+    """``door`` alone on a free port; yields its ``/mcp`` URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=[Route("/mcp", door, methods=["GET", "POST", "DELETE"])]),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(30):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        server.should_exit = True
+        await task
+        await door.close()
+
+
+async def test_a_replica_that_never_saw_the_session_replays_the_clients_own_initialize(
+    tmp_path: Path,
+) -> None:
+    """Replica A (a gateway process) sees the client's ``initialize``; the agent sleeps;
+    the client's next call reaches replica B (a gateway in this process on the same
+    stores), which wakes the agent and opens the session again with the client's own
+    ``initialize`` (kept in Redis), not a generic one."""
+    idle = {"DEXORDER_AGENT__IDLE_TIMEOUT_S": json.dumps({"free": 2, "pro": 3600})}
+    async with serve_replicas(tmp_path, n=1, settings=idle) as r:
+        a = r[0]
+        alice = await a.client.sign_up("alice@example.com")
+        user, token = alice["account"]["id"], alice["access_token"]
+        auth = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        init = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": CLIENT},
+        }
+        async with httpx2.AsyncClient(timeout=60) as http:
+            opened = await http.post(a.url + "/mcp", json=init, headers=auth)
+            assert opened.status_code == 200, opened.text
+            session = opened.headers["mcp-session-id"]
+            on_session = {**auth, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-06-18"}
+            done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+            assert (await http.post(a.url + "/mcp", json=done, headers=on_session)).is_success
+            # the agent A woke sleeps once nobody calls (2 s)
+            async with asyncio.timeout(60):
+                while (await a.client.get("/api/me", token=token))[1]["agent"] == "running":
+                    await asyncio.sleep(0.1)
+
+            # replica B: what its door sends the agent, as the agent receives it
+            sent: list[dict[str, Any]] = []
+
+            async def record(request: httpx2.Request) -> None:
+                if request.method == "POST":
+                    sent.append(json.loads(request.content))
+
+            cfg = gateway_settings(
+                r.home,
+                database_url=r.database_url,
+                redis_url=REDIS_URL,
+                redis_prefix=r.redis_prefix,
+            )
+            to_agent = httpx2.AsyncClient(timeout=60, event_hooks={"request": [record]})
+            async with serve_gateway(cfg) as b:
+                door = McpDoor(b.gw, http=to_agent)
+                async with serve_door(door) as b_url:
+                    call = {
+                        "jsonrpc": "2.0",
+                        "id": 2,
+                        "method": "tools/call",
+                        "params": {"name": "get_positions", "arguments": {}},
+                    }
+                    answered = await http.post(
+                        b_url,
+                        json=call,
+                        headers={**on_session, "Accept": "application/json, text/event-stream"},
+                    )
+                    assert answered.status_code == 200, answered.text
+                    assert '"cash"' in answered.text
+                assert door.stats["resumed"] == 1
+        replayed = [m for m in sent if m.get("method") == "initialize"]
+        assert len(replayed) == 1, sent
+        assert replayed[0]["params"]["clientInfo"] == CLIENT
+        assert replayed[0]["params"]["protocolVersion"] == "2025-06-18"
+        assert [m.get("method") for m in sent] == [
+            "tools/call",  # refused (404): the fresh agent does not know the session
+            "initialize",
+            "notifications/initialized",
+            "tools/call",
+        ]
+    del user

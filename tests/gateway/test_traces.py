@@ -15,7 +15,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -237,3 +240,75 @@ async def test_without_an_endpoint_nothing_is_traced_and_turns_still_work(
         async with served.socket(alice["access_token"]) as ws:
             frames = await ws.ask("list my strategies")
         assert frames[-1]["type"] == "reply" and "sma_cross" in frames[-1]["text"]
+
+
+async def test_each_request_through_the_mcp_door_is_a_span_between_the_client_and_the_agent(
+    tmp_path: Path, gateway_spans: InMemorySpanExporter
+) -> None:
+    """An outside MCP client's calls: the door's span (method, tool, person, status, the
+    agent woken or not) under the client's span, the agent's spans under the door's; a
+    refused request is a span too, under the ``traceparent`` header it came with."""
+    async with otlp_receiver() as (receiver, url):
+        cfg = gateway_settings(tmp_path / "home")
+        cfg = cfg.model_copy(update={"telemetry": TelemetryConfig(otlp_endpoint=url)})
+        async with serve_gateway(cfg, agent_env={"OTEL_BSP_SCHEDULE_DELAY": "20"}) as served:
+            alice = await served.sign_up("alice@example.com")
+            user, token = alice["account"]["id"], alice["access_token"]
+            async with (
+                httpx2.AsyncClient(
+                    headers={"Authorization": f"Bearer {token}"}, timeout=120
+                ) as http,
+                Client(streamable_http_client(served.url + "/mcp", http_client=http)) as client,
+            ):
+                with telemetry.span("test.client"):  # the client's own trace
+                    # (the client's handshake, as it opened, woke the agent)
+                    await client.call_tool("get_positions", {})
+                    await client.call_tool("get_positions", {})
+            # refused at the door, under the caller's trace context in its header
+            parent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+            async with httpx2.AsyncClient(timeout=30) as raw:
+                refused = await raw.post(
+                    served.url + "/mcp",
+                    json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                    headers={"Authorization": "Bearer nonsense", "traceparent": parent},
+                )
+                assert refused.status_code == 401
+
+        gateway = [received(s) for s in gateway_spans.get_finished_spans()]
+        calls = [
+            s
+            for s in gateway
+            if s.name == "mcp.door tools/call"
+            and s.attributes.get("gen_ai.tool.name") == "get_positions"
+        ]
+        agent = await receiver.wait_for(
+            lambda spans: len([s for s in spans if s.parent_id in {c.span_id for c in calls}]) >= 2
+        )
+
+    assert len(calls) == 2
+    sends = [s for s in gateway if s.name == "MCP send tools/call get_positions"]
+    assert len(sends) == 2
+    for door, sent in zip(calls, sends, strict=True):
+        assert door.parent_id == sent.span_id and door.trace_id == sent.trace_id
+        assert door.attributes["mcp.method.name"] == "tools/call"
+        assert door.attributes[telemetry.USER] == user
+        assert door.attributes["http.response.status_code"] == 200
+        assert door.status != 2
+        served_call = one(
+            [s for s in agent if s.parent_id == door.span_id], "tools/call get_positions"
+        )
+        assert served_call.service == "dexorder-agent" and served_call.trace_id == door.trace_id
+    # the client's first request (its handshake) woke the agent, nothing after it
+    woke = [s for s in gateway if s.attributes.get("dexorder.mcp.woken") is True]
+    assert len(woke) == 1 and woke[0].name.startswith("mcp.door ")
+    assert woke[0] not in calls
+    assert [c.attributes["dexorder.mcp.woken"] for c in calls] == [False, False]
+    # the client's trace: one tree from its span through the door into the agent
+    root = one(gateway, "test.client")
+    assert {s.trace_id for s in [*calls, *sends]} == {root.trace_id}
+
+    turned_away = [s for s in gateway if s.name == "mcp.door POST"]
+    assert len(turned_away) == 1
+    assert turned_away[0].attributes["http.response.status_code"] == 401
+    assert turned_away[0].trace_id == "ab" * 16 and turned_away[0].parent_id == "cd" * 8
+    assert telemetry.USER not in turned_away[0].attributes
