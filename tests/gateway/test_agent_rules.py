@@ -11,25 +11,21 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from dexorder.config import Settings
 from dexorder.contracts.rules import (
     OrderTrigger,
     PercentMove,
     PriceCross,
     Rule,
     RuleFired,
-    RuleRecord,
     VolumeSpike,
-    encode_record,
 )
-from dexorder.process import active_triggers, free_port
-from dexorder.record_signing import record_keys, signed_record
+from dexorder.process import active_triggers
+from dexorder.record_signing import record_keys
 from dexorder.tokens import mint_token
-from dexorder.topics import MARKET_RULES
 from tests.gateway.agent_calls import agent_session
-from tests.gateway.served import Served, serve_gateway
+from tests.gateway.rules_on_broker import served_on_broker, write_fired
+from tests.gateway.served import Served
 
 pytestmark = pytest.mark.integration
 
@@ -38,13 +34,7 @@ BTC = "BINANCE:BTC/USDT"
 
 @pytest.fixture
 async def served(tmp_path: Path, kafka: str) -> AsyncIterator[Served]:
-    cfg = Settings(
-        home=tmp_path / "home",
-        embedder={"enabled": False},
-        kafka={"bootstrap_servers": kafka},
-        gateway={"port": free_port(), "events_port": free_port()},
-    )
-    async with serve_gateway(cfg) as s:
+    async with served_on_broker(tmp_path, kafka) as s:
         yield s
 
 
@@ -53,19 +43,8 @@ async def engine_fires(served: Served, rule: Rule) -> None:
     gateway's view to show it."""
     assert served.gw.rules is not None and served.gw.cfg.kafka.bootstrap_servers
     fired = RuleFired(rule=rule, fired_at=rule.created_at + 1, price=1.0, fill_price=1.0)
-    value = encode_record(RuleRecord(rule=rule, fired=fired))
     keys = record_keys(served.gw.cfg)
-    producer = AIOKafkaProducer(bootstrap_servers=served.gw.cfg.kafka.bootstrap_servers)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            MARKET_RULES,
-            value,
-            key=rule.id.encode(),
-            headers=signed_record(keys, MARKET_RULES, value),
-        )
-    finally:
-        await producer.stop()
+    await write_fired(served.gw.cfg.kafka.bootstrap_servers, keys, fired)
     async with asyncio.timeout(30):
         while (r := served.gw.rules.view.get(rule.id)) is None or r.fired is None:
             await asyncio.sleep(0.02)

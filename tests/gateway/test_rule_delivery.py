@@ -11,15 +11,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from dexorder.config import Settings
 from dexorder.contracts.rules import PriceCross, Rule, RuleFired, encode_fired
 from dexorder.kafka import ensure_topics
-from dexorder.process import free_port
 from dexorder.record_signing import record_keys
 from dexorder.tokens import mint_token
 from dexorder.topics import RULES_FIRED
 from tests.gateway.agent_calls import agent_session
-from tests.gateway.served import Served, serve_gateway
+from tests.gateway.rules_on_broker import served_on_broker
+from tests.gateway.served import Served
 from tests.gateway.test_functions_and_triggers import dispatching, produce, read
 
 pytestmark = pytest.mark.integration
@@ -29,13 +28,7 @@ BTC = "BINANCE:BTC/USDT"
 
 @pytest.fixture
 async def served(tmp_path: Path, kafka: str) -> AsyncIterator[Served]:
-    cfg = Settings(
-        home=tmp_path / "home",
-        embedder={"enabled": False},
-        kafka={"bootstrap_servers": kafka},
-        gateway={"port": free_port(), "events_port": free_port()},
-    )
-    async with serve_gateway(cfg) as s:
+    async with served_on_broker(tmp_path, kafka) as s:
         yield s
 
 

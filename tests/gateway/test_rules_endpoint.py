@@ -13,9 +13,8 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from dexorder.config import Settings
 from dexorder.contracts.rules import (
     OrderTrigger,
     PriceCross,
@@ -25,12 +24,13 @@ from dexorder.contracts.rules import (
     encode_record,
 )
 from dexorder.process import free_port
-from dexorder.record_signing import record_keys, signed_record, verify_record
+from dexorder.record_signing import record_keys, verify_record
 from dexorder.tokens import mint_token
 from dexorder.topics import MARKET_RULES
 from gateway.api import rules as rules_api
 from gateway.platform_calls import platform_token
 from gateway.rules import RuleLimits, RuleRefused, RuleStore, RuleView
+from tests.gateway.rules_on_broker import broker_settings, served_on_broker, write_fired
 from tests.gateway.served import Served, serve_gateway
 
 BTC = "BINANCE:BTC/USDT"
@@ -111,13 +111,7 @@ def test_the_view_follows_the_topic_and_holds_people_to_their_limits() -> None:
 
 @pytest.fixture
 async def served(tmp_path: Path, kafka: str) -> AsyncIterator[Served]:
-    cfg = Settings(
-        home=tmp_path / "home",
-        embedder={"enabled": False},
-        kafka={"bootstrap_servers": kafka},
-        gateway={"port": free_port(), "events_port": free_port()},
-    )
-    async with serve_gateway(cfg) as s:
+    async with served_on_broker(tmp_path, kafka) as s:
         yield s
 
 
@@ -186,19 +180,7 @@ async def test_an_agent_keeps_its_own_persons_rules_on_the_topic(
     # the engine writes a fired rule back: the view shows it; an order rule that fired is
     # no longer cancellable, an alert that fired can still be deleted
     for rule in (alert("a-1", alice), order("o-1", alice)):
-        fired = RuleFired(rule=rule, fired_at=9, price=49_000.0)
-        value = encode_record(RuleRecord(rule=rule, fired=fired))
-        producer = AIOKafkaProducer(bootstrap_servers=kafka)
-        await producer.start()
-        try:
-            await producer.send_and_wait(
-                MARKET_RULES,
-                value,
-                key=rule.id.encode(),
-                headers=signed_record(keys, MARKET_RULES, value),
-            )
-        finally:
-            await producer.stop()
+        await write_fired(kafka, keys, RuleFired(rule=rule, fired_at=9, price=49_000.0))
     async with asyncio.timeout(30):
         while any(r.fired is None for r in served.gw.rules.view.of(alice)):  # type: ignore[union-attr]
             await asyncio.sleep(0.02)
@@ -308,12 +290,7 @@ async def test_rules_outlive_a_restart_of_the_embedded_broker(tmp_path: Path) ->
     bootstrap = f"127.0.0.1:{port}"
     broker = start_broker(port, tmp_path / "tansu-1.log")
     wait_listening(broker, port)
-    cfg = Settings(
-        home=tmp_path / "home",
-        embedder={"enabled": False},
-        kafka={"bootstrap_servers": bootstrap},
-        gateway={"port": free_port(), "events_port": free_port()},
-    )
+    cfg = broker_settings(tmp_path / "home", bootstrap)
     try:
         async with serve_gateway(cfg) as served:
             alice = (await served.sign_up("alice@example.com"))["account"]["id"]

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
-import sys
 import threading
-import urllib.request
 from collections import Counter
 
 import pytest
@@ -22,6 +19,7 @@ from dexorder.schemas import Candle, OhlcBatch, encode
 from dexorder.topics import MARKET_CANDLES, MARKET_OHLC_BACKFILL
 from launcher.ephemeral import start_platform
 from streaming.lake_maintenance import files_per_partition
+from tests.integration.part_process import health, start_part
 
 pytestmark = pytest.mark.integration
 
@@ -30,28 +28,9 @@ BATCH = 1_000
 TICKERS = ["BINANCE:BTC/USDT", "BINANCE:ETH/USDT", "BINANCE:SOL/USDT"]
 
 
-def health(port: str) -> dict[str, int]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-            data: dict[str, int] = json.loads(r.read())
-            return data
-    except OSError:
-        return {}
-
-
 async def start_writer(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streaming.lake_writer"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(600):
-        assert proc.poll() is None, "the writer exited"
-        if health(env["DEXORDER_WRITER__HEALTH_PORT"]).get("healthy"):
-            return proc
-        await asyncio.sleep(0.05)
-    raise AssertionError("the writer did not become ready")
+    port = env["DEXORDER_WRITER__HEALTH_PORT"]
+    return await start_part("streaming.lake_writer", env, port, "the writer")
 
 
 def batches(n: int) -> list[OhlcBatch]:

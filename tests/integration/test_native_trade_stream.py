@@ -8,6 +8,7 @@ after a reconnect fill the gap from REST as the CCXT path does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -174,10 +175,13 @@ async def _ticks(consumer: AIOKafkaConsumer, n: int) -> list[Tick]:
     return out
 
 
-async def test_native_stream_fills_the_gap_after_a_reconnect(
-    emulator: tuple[str, EmulatorState], kafka: str
-) -> None:
-    url, _ = emulator
+@contextlib.asynccontextmanager
+async def _ingesting(
+    url: str, kafka: str, native: bool | None = None
+) -> AsyncIterator[tuple[Ingestor, AIOKafkaConsumer]]:
+    """A running ingestor of BINANCE:BTC/USDT on the emulator at ``url``, once it has
+    subscribed to the trade stream (``native``: its ``native_trade_stream``), and a consumer
+    of everything it writes to market.ticks on ``kafka``."""
     ingestor = Ingestor(
         exchange_name="BINANCE",
         ccxt_id="binance",
@@ -185,13 +189,26 @@ async def test_native_stream_fills_the_gap_after_a_reconnect(
         work_address=f"tcp://127.0.0.1:{free_port()}",
         symbols=["BTC/USDT"],
         emulator_url=url,
+        native_trade_stream=native,
     )
     consumer = AIOKafkaConsumer(MARKET_TICKS, bootstrap_servers=kafka, auto_offset_reset="earliest")
     run = asyncio.ensure_future(ingestor.run())
     try:
         await _subscribers(url, "btcusdt@trade", 1)
-        assert ingestor._native is not None  # the fast path serves the ticker
         await consumer.start()
+        yield ingestor, consumer
+    finally:
+        ingestor.stop()
+        await asyncio.wait_for(run, 15)
+        await consumer.stop()
+
+
+async def test_native_stream_fills_the_gap_after_a_reconnect(
+    emulator: tuple[str, EmulatorState], kafka: str
+) -> None:
+    url, _ = emulator
+    async with _ingesting(url, kafka) as (ingestor, consumer):
+        assert ingestor._native is not None  # the fast path serves the ticker
         now = int(time.time() * 1000)
         before = {"symbol": "BTCUSDT", "price": 100.0, "qty": 1, "id": 1, "time": now - 3000}
         await _post(url, "/emulator/trades", before)
@@ -210,10 +227,6 @@ async def test_native_stream_fills_the_gap_after_a_reconnect(
         # the first trade, sent again by the REST fill, was not sent twice
         assert [t.trade_id for t in await _ticks(consumer, 1)] == ["3"]
         assert ingestor.counters["malformed"] == 0
-    finally:
-        ingestor.stop()
-        await asyncio.wait_for(run, 15)
-        await consumer.stop()
 
 
 async def test_emulator_speaks_historical_and_aggregate_trades(
@@ -302,20 +315,7 @@ async def test_gap_fill_gives_each_trade_once_with_the_streams_ids(
     aggregated trades as one. Whether the trades stream natively or through CCXT's
     ``watch_trades`` (``native_trade_stream: false``), the gap is filled by trade id."""
     url, _ = emulator
-    ingestor = Ingestor(
-        exchange_name="BINANCE",
-        ccxt_id="binance",
-        bootstrap=kafka,
-        work_address=f"tcp://127.0.0.1:{free_port()}",
-        symbols=["BTC/USDT"],
-        emulator_url=url,
-        native_trade_stream=native,
-    )
-    consumer = AIOKafkaConsumer(MARKET_TICKS, bootstrap_servers=kafka, auto_offset_reset="earliest")
-    run = asyncio.ensure_future(ingestor.run())
-    try:
-        await _subscribers(url, "btcusdt@trade", 1)
-        await consumer.start()
+    async with _ingesting(url, kafka, native) as (ingestor, consumer):
         now = int(time.time() * 1000)
         trade = {"symbol": "BTCUSDT", "qty": 1, "buyer_is_maker": False}
         await _post(
@@ -354,7 +354,3 @@ async def test_gap_fill_gives_each_trade_once_with_the_streams_ids(
         await _post(url, "/emulator/down", {"down": False})
         assert [t.trade_id for t in await _ticks(consumer, 1)] == ["16"]
         assert ingestor.counters["malformed"] == 0
-    finally:
-        ingestor.stop()
-        await asyncio.wait_for(run, 15)
-        await consumer.stop()

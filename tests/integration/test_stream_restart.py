@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
-import sys
-import urllib.request
 from collections import Counter
 
 import pytest
@@ -19,6 +16,7 @@ from dexorder.schemas import Candle, Tick, decode_candle, encode
 from dexorder.topics import MARKET_CANDLES, MARKET_TICKS
 from launcher.ephemeral import start_platform
 from streaming.candles import CandleBook
+from tests.integration.part_process import health, start_part
 
 pytestmark = pytest.mark.integration
 
@@ -45,29 +43,10 @@ def make_ticks(n_per_ticker: int) -> list[Tick]:
     return out
 
 
-def health(port: str) -> dict[str, int]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-            data: dict[str, int] = json.loads(r.read())
-            return data
-    except OSError:
-        return {}
-
-
 async def start_runner(env: dict[str, str]) -> subprocess.Popen[bytes]:
     """Start the runner and wait until it has its partitions."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streaming"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(600):
-        assert proc.poll() is None, "the stream runner exited"
-        if health(env["DEXORDER_STREAM__HEALTH_PORT"]).get("healthy"):
-            return proc
-        await asyncio.sleep(0.05)
-    raise AssertionError("the stream runner did not become ready")
+    port = env["DEXORDER_STREAM__HEALTH_PORT"]
+    return await start_part("streaming", env, port, "the stream runner")
 
 
 async def read_all_candles(bootstrap: str) -> list[Candle]:
