@@ -93,6 +93,9 @@ class ToolResult(BaseModel):
 class FileSummary(BaseModel):
     name: str
     description: str
+    #: its literal ``PARAMS`` (defaults; the page's parameter control); ``{}`` when it
+    #: declares none, None when they are computed (known only by running it)
+    params: dict[str, ParamValue] | None = {}
 
 
 class StrategyList(ToolResult):

@@ -169,6 +169,7 @@ async def test_strategies_are_validated_saved_and_versioned(agent: Agent) -> Non
         assert {
             "name": "my_cross",
             "description": "Long while the fast SMA is above the slow one.",
+            "params": {"fast": 10, "slow": 30, "size": 1.0},  # its literal PARAMS, not run
         } in listed
         assert {s["name"] for s in listed} == {
             "my_cross",

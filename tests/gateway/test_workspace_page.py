@@ -319,7 +319,7 @@ async def test_indicator_parameters_are_set_edited_and_follow_closing_candles(
             timeout=60_000,
         )
         await page.select_option("#ind-pick", "rsi")
-        period = page.locator("#ind-params").get_by_label("period")
+        period = page.locator("#ind-params").get_by_label("period", exact=True)
         assert await period.input_value() == "14"
 
         # not a whole number: said, marked, nothing drawn or asked
@@ -357,7 +357,7 @@ async def test_indicator_parameters_are_set_edited_and_follow_closing_candles(
 
         # edited in its row: an empty period is refused there; 21 is drawn again
         await page.get_by_role("button", name="Edit the parameters of rsi(period=9)").click()
-        edit = row.get_by_label("period")
+        edit = row.get_by_label("period", exact=True)
         assert await edit.input_value() == "9"
         await edit.fill("")
         await row.get_by_role("button", name="Apply").click()
@@ -369,12 +369,12 @@ async def test_indicator_parameters_are_set_edited_and_follow_closing_candles(
         await expect_rsi(page, 21)
         # a value of the right kind that the indicator itself refuses: its message, a 400
         await page.get_by_role("button", name="Edit the parameters of rsi(period=21)").click()
-        await row.get_by_label("period").fill("1")
+        await row.get_by_label("period", exact=True).fill("1")
         await row.get_by_role("button", name="Apply").click()
         await page.locator("#ind-on li[data-state='error']").wait_for(timeout=120_000)
         assert "Bad Parameter" in text_of(await page.text_content("#ind-error"))
         await page.get_by_role("button", name="Edit the parameters of rsi(period=1)").click()
-        await row.get_by_label("period").fill("21")
+        await row.get_by_label("period", exact=True).fill("21")
         await row.get_by_role("button", name="Apply").click()
         await drawn.wait_for(timeout=120_000)
 

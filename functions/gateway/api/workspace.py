@@ -14,9 +14,11 @@ them too) and reaches only the caller's agent.
 - ``GET /api/workspace/strategies``, ``GET .../strategies/{name}``
 - ``POST /api/workspace/backtests`` (:class:`BacktestBody`)
 - ``GET /api/workspace/indicators``; ``GET .../indicators/{name}/series?ticker=&timeframe=
-  &start=&end=``: the person's indicator computed over the range's candles in their agent's
-  sandbox (:class:`~dexorder.contracts.agent_tools.IndicatorSeries`); 400 unknown indicator,
-  bad range, or the indicator's own error (its line and message)
+  &start=&end=&params=``: the person's indicator computed over the range's candles in their
+  agent's sandbox (:class:`~dexorder.contracts.agent_tools.IndicatorSeries`), ``params`` a
+  JSON object of its parameters (its ``PARAMS`` for those not given); 400 unknown
+  indicator, bad range, parameters it does not take or of the wrong kind, or the
+  indicator's own error (its line and message)
 
 An agent's refusal (no such alert, a bad ticker) is a 400 with its message. Candles and
 backtests take ``?progress=1``: the answer is then NDJSON, lines of progress while missing
@@ -55,6 +57,7 @@ from dexorder.contracts.workspace import (
     WatchlistBody,
     encode,
 )
+from dexorder.indicator_params import MAX_PARAMS, ParamError, parse_params
 from dexorder.markets import InvalidTicker, InvalidTimeframe, Ticker, Timeframe
 from dexorder.times import iso, parse_when
 from gateway.api.common import answers_refusals, caller, gateway_of, typed_body
@@ -66,6 +69,8 @@ from gateway.service import Caller, Gateway, Refused
 VENDOR = Path(__file__).resolve().parent.parent / "page" / "vendor"
 #: The vendored files the page loads (nothing else under vendor/ is served).
 VENDORED = frozenset({"lightweight-charts.standalone.production.js", "LICENSE"})
+#: The longest ``?params=`` of an indicator's series.
+MAX_PARAMS_TEXT = 4000
 
 
 def feed_of(conn: Any) -> MarketFeed:
@@ -317,6 +322,21 @@ async def post_backtest(request: Request) -> Response:
     return await _answer(request, work)
 
 
+def _params(text: str | None) -> JsonObject:
+    """``?params=`` (a JSON object of names to scalars) as sent, or a 400 saying why not."""
+    if not text:
+        return {}
+    if len(text) > MAX_PARAMS_TEXT:
+        raise Refused(400, f"params is longer than {MAX_PARAMS_TEXT} characters")
+    try:
+        given = parse_params(text)
+        if len(given) > MAX_PARAMS:
+            raise ParamError(f"at most {MAX_PARAMS} parameters")
+    except ParamError as exc:
+        raise Refused(400, str(exc)) from None
+    return dict(given)
+
+
 @answers_refusals
 async def indicator_series(request: Request) -> Response:
     gw, who = gateway_of(request), caller(request)
@@ -331,6 +351,9 @@ async def indicator_series(request: Request) -> Response:
         "timeframe": tf,
         "start": iso(start),
         "end": iso(end),
+        # their shape here; names and kinds against the indicator's PARAMS by the agent,
+        # which reads its file (the same check, dexorder.indicator_params)
+        "params": _params(q.get("params")),
     }
 
     async def work(say: Say) -> bytes:

@@ -17,6 +17,7 @@ from agent.tools.sandboxed import _sandbox, run_inputs
 from agent.tools.strategies import Name
 from agent.tools.toolbox import ToolBox
 from dexorder.contracts import agent_tools as c
+from dexorder.indicator_params import ParamError, check_params, declared_params
 from dexorder.markets import Timeframe
 from dexorder.times import parse_when
 
@@ -40,7 +41,13 @@ def register(box: ToolBox, person: PersonAgent) -> None:
             dict[str, Scalar], Field(description="the indicator's parameters (else its PARAMS)")
         ] = {},  # noqa: B006 - pydantic copies defaults
     ) -> c.IndicatorSeries:
-        ws.read("indicators", name)  # a clear "no indicator named ..." before any candles
+        # a clear "no indicator named ..." and a check of the parameters before any candles
+        declared = declared_params(ws.read("indicators", name))
+        if declared is not None:  # computed PARAMS: the run itself judges them
+            try:
+                params = check_params(name, declared, params)
+            except ParamError as exc:
+                raise ToolError(str(exc)) from None
         tf = Timeframe.parse(timeframe)
         start_ms, end_ms = parse_when(start), parse_when(end)
         if end_ms <= start_ms:

@@ -15,6 +15,7 @@ from agent.sandbox.protocol import ValidateJob, ValidationOutcome
 from agent.tools.sandboxed import _sandbox
 from agent.tools.toolbox import ToolBox
 from dexorder.contracts import agent_tools as c
+from dexorder.indicator_params import declared_params
 
 Name = Annotated[str, Field(description="file name without .py, e.g. sma_cross", max_length=64)]
 Code = Annotated[str, Field(description="the whole Python file", max_length=200_000)]
@@ -34,10 +35,15 @@ def register(box: ToolBox, person: PersonAgent) -> None:
     ws = person.workspace
 
     def list_kind(kind: Kind) -> list[c.FileSummary]:
-        return [
-            c.FileSummary(name=name, description=_summary(ws.read(kind, name)))
-            for name in ws.names(kind)
-        ]
+        summaries = []
+        for name in ws.names(kind):
+            source = ws.read(kind, name)
+            summaries.append(
+                c.FileSummary(
+                    name=name, description=_summary(source), params=declared_params(source)
+                )
+            )
+        return summaries
 
     def read_kind(kind: Kind, name: str) -> c.SourceFile:
         return c.SourceFile(name=name, code=ws.read(kind, name))
