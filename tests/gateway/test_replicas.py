@@ -139,10 +139,9 @@ async def test_two_messages_at_once_on_two_replicas_run_one_after_the_other(
         # the conversation is whole: each question straight before its answer
         said = saved(r, user)
         assert [role for role, _ in said] == ["user", "assistant", "user", "assistant"]
-        assert {(said[0][1], said[1][1]), (said[2][1], said[3][1])} == {
-            ("first question", "First answer."),
-            ("second question", "Second answer."),
-        }
+        # the model answers in the order the turns reach it, whichever question that was
+        assert (said[1][1], said[3][1]) == ("First answer.", "Second answer.")
+        assert {said[0][1], said[2][1]} == {"first question", "second question"}
 
 
 async def test_a_replica_killed_mid_turn_locks_the_person_out_only_until_the_lease_ends(
