@@ -31,7 +31,11 @@ client's protocol version), and sends the request again on it: the 404 means the
 ran nothing, so sending it again is safe. The client keeps its session id; the door
 translates it. What the door keeps of a session (``mcp_sessions.py``) is in Redis with
 ``gateway.redis_url`` (any replica replays the client's own ``initialize``), else in
-process and bounded.
+process and bounded. Resuming is single-flight per person and client session: "read the
+record, open a session if it still names the unknown one, write the record" runs under
+the gateway's lease ``mcp_resume:<person>:<session>`` (Redis across replicas, else an
+asyncio lock), so requests refused together, on one replica or several, open one agent
+session and the later ones use it; the lease covers the resume only, never a tool call.
 
 Traces. Each request through the door is a span (``mcp.door <method>``: the JSON-RPC
 method, the tool of a ``tools/call``, the person, the status answered, whether the agent
@@ -60,6 +64,7 @@ from opentelemetry.context import Context
 
 from dexorder import telemetry
 from dexorder.tokens import mint_token
+from gateway.leases import LeaseLost, check_held
 from gateway.mcp_sessions import DoorSession, SessionMemory, session_memory_for
 from gateway.provisioning import ProvisioningError
 from gateway.service import Caller, Gateway, Refused
@@ -344,7 +349,6 @@ class McpDoor:
         #: (person, the client's session id) → its ``initialize`` and the agent session
         #: serving it now: in Redis across replicas
         self.memory = memory or session_memory_for(gateway.cfg.gateway)
-        self._resuming: dict[tuple[str, str], asyncio.Lock] = {}
         self.stats = {"requests": 0, "refused": 0, "resumed": 0, "disconnects": 0}
 
     @property
@@ -579,18 +583,18 @@ class McpDoor:
     ) -> str:
         """A session on the agent for ``client_session``, whose agent session ``unknown``
         the agent no longer knows (see the module's docstring). Requests of one session
-        that failed together (a client sends several at once) open one session."""
-        key = (caller.id, client_session)
-        lock = self._resuming.setdefault(key, asyncio.Lock())
+        that failed together (a client sends several at once, to one replica or several)
+        open one session: the first to take the lease opens it, the others find it in the
+        record read again under the lease. Held for the resume only; the request itself
+        goes again after the lease is let go."""
         try:
-            async with lock:
+            async with self.gw.leases.hold(f"mcp_resume:{caller.id}:{client_session}"):
                 current = await self._agent_session(caller.id, client_session) or client_session
                 if current != unknown:  # opened meanwhile for a request beside this one
                     return current
                 return await self._open_session(caller, url, headers, client_session, carrier)
-        finally:
-            if not lock.locked() and self._resuming.get(key) is lock:
-                del self._resuming[key]
+        except LeaseLost:  # stalled past the lease: another request may be resuming it
+            raise _Refusal(503, "your MCP session could not be resumed; try again") from None
 
     async def _open_session(
         self,
@@ -623,6 +627,7 @@ class McpDoor:
         extra = [(VERSION, version.encode())] if version else []
         initialized = await self._send(caller, "POST", url, base + extra, done, session, carrier)
         await initialized.aclose()
+        check_held()  # not written by a replica that stalled past its lease
         await self.memory.put(user, client_session, DoorSession(init.decode(), session))
         self.stats["resumed"] += 1
         log.info("mcp session resumed on a fresh agent", user=user)

@@ -10,7 +10,8 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -531,3 +532,98 @@ async def test_a_replica_that_never_saw_the_session_replays_the_clients_own_init
             "tools/call",
         ]
     del user
+
+
+async def test_two_replicas_resuming_one_session_at_once_open_one_agent_session(
+    tmp_path: Path,
+) -> None:
+    """Two doors (two replicas: each its own session-memory connection and HTTP client,
+    the resume lease in Redis) both get the fresh agent's 404 for one client session
+    before either resumes it: the agent is sent the client's ``initialize`` once, both
+    requests are answered on the one session it opened, and the record names that one."""
+    idle = {"DEXORDER_AGENT__IDLE_TIMEOUT_S": json.dumps({"free": 2, "pro": 3600})}
+    cfg = gateway_settings(
+        tmp_path / "home", redis_url=REDIS_URL, redis_prefix=f"test:{uuid.uuid4().hex[:8]}:"
+    )
+    #: (method, the agent session it went on) of each message the doors send the agent
+    sent: list[tuple[str, str | None]] = []
+    opened: list[str] = []  # the agent sessions the agent opened
+    both_refused = asyncio.Barrier(2)
+
+    async def record(request: httpx2.Request) -> None:
+        if request.method == "POST":
+            message = json.loads(request.content)
+            sent.append((message.get("method"), request.headers.get("mcp-session-id")))
+
+    async def hold_refusals(response: httpx2.Response) -> None:
+        request = response.request
+        if request.method != "POST":
+            return
+        method = json.loads(request.content).get("method")
+        if method == "initialize" and response.status_code == 200:
+            opened.append(response.headers["mcp-session-id"])
+        if method == "tools/call" and response.status_code == 404:
+            # neither door resumes before both were refused: the race, every time
+            async with asyncio.timeout(30):
+                await both_refused.wait()
+
+    def to_agent_client() -> httpx2.AsyncClient:
+        hooks: dict[str, list[Callable[..., Any]]] = {
+            "request": [record],
+            "response": [hold_refusals],
+        }
+        return httpx2.AsyncClient(timeout=60, event_hooks=hooks)
+
+    async with serve_gateway(cfg, agent_env=idle) as s:
+        signed = await s.sign_up("alice@example.com")
+        user, token = signed["account"]["id"], signed["access_token"]
+        auth = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+        one, two = McpDoor(s.gw, http=to_agent_client()), McpDoor(s.gw, http=to_agent_client())
+        async with serve_door(one) as one_url, serve_door(two) as two_url:
+            async with httpx2.AsyncClient(timeout=60) as http:
+                params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": CLIENT}
+                init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}
+                first = await http.post(one_url, json=init, headers=auth)
+                assert first.status_code == 200, first.text
+                session = first.headers["mcp-session-id"]
+                on_session = {
+                    **auth,
+                    "Mcp-Session-Id": session,
+                    "MCP-Protocol-Version": "2025-06-18",
+                }
+                done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+                assert (await http.post(one_url, json=done, headers=on_session)).is_success
+                p: Any = s.gw.provisioner
+                async with asyncio.timeout(60):  # the agent sleeps once nobody calls (2 s)
+                    while p.state(user) == "running":
+                        await asyncio.sleep(0.05)
+                sent.clear()
+                opened.clear()
+
+                def call(n: int, tool: str) -> dict[str, Any]:
+                    params = {"name": tool, "arguments": {}}
+                    return {"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": params}
+
+                answers = await asyncio.gather(
+                    http.post(one_url, json=call(2, "get_positions"), headers=on_session),
+                    http.post(two_url, json=call(3, "get_watchlist"), headers=on_session),
+                )
+            assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+            assert '"cash"' in answers[0].text and "watchlist" in answers[1].text
+            assert all(a.headers["mcp-session-id"] == session for a in answers)
+            assert len(opened) == 1, sent
+            assert one.stats["resumed"] + two.stats["resumed"] == 1
+            assert sorted(sent, key=str) == sorted(
+                [
+                    ("tools/call", session),  # both refused (404): unknown to the fresh agent
+                    ("tools/call", session),
+                    ("initialize", None),  # the client's own, replayed once
+                    ("notifications/initialized", opened[0]),
+                    ("tools/call", opened[0]),  # both sent again on the one session
+                    ("tools/call", opened[0]),
+                ],
+                key=str,
+            )
+            kept = await one.memory.get(user, session)
+            assert kept is not None and kept.agent_session == opened[0] != session
+            assert json.loads(kept.initialize)["params"]["clientInfo"] == CLIENT
