@@ -312,65 +312,46 @@ async def test_a_get_stream_ends_when_its_client_leaves_and_after_the_linger(
     with its client, and (with a linger) once its person stopped calling."""
     alice, pat, _ = await person(served, "alice@example.com")
     door = McpDoor(served.gw, stream_linger_s=3.0)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            Starlette(routes=[Route("/mcp", door, methods=["GET", "POST", "DELETE"])]),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    url = f"http://127.0.0.1:{port}/mcp"
     auth = {"Authorization": f"Bearer {pat}"}
-    try:
-        async with asyncio.timeout(30):
-            while not server.started:
-                await asyncio.sleep(0.01)
-        async with httpx2.AsyncClient(timeout=60) as http:
-            listen = {**auth, "Accept": "text/event-stream"}
-            # an agent nobody called is not woken to listen
-            assert (await http.get(url, headers=listen)).status_code == 405
-            opened = await http.post(
-                url, json=INITIALIZE, headers={**auth, "Accept": "application/json"}
+    async with serve_door(door) as url, httpx2.AsyncClient(timeout=60) as http:
+        listen = {**auth, "Accept": "text/event-stream"}
+        # an agent nobody called is not woken to listen
+        assert (await http.get(url, headers=listen)).status_code == 405
+        opened = await http.post(
+            url, json=INITIALIZE, headers={**auth, "Accept": "application/json"}
+        )
+        session = opened.headers["mcp-session-id"]
+        headers = {**listen, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-06-18"}
+
+        async def ping() -> None:
+            r = await http.post(
+                url,
+                json={"jsonrpc": "2.0", "id": 9, "method": "ping"},
+                headers={**headers, "Accept": "application/json, text/event-stream"},
             )
-            session = opened.headers["mcp-session-id"]
-            headers = {**listen, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-06-18"}
+            assert r.status_code == 200, r.text
 
-            async def ping() -> None:
-                r = await http.post(
-                    url,
-                    json={"jsonrpc": "2.0", "id": 9, "method": "ping"},
-                    headers={**headers, "Accept": "application/json, text/event-stream"},
-                )
-                assert r.status_code == 200, r.text
-
-            # a client that leaves: its disconnect reaches the door (and the agent)
-            await ping()
-            async with http.stream("GET", url, headers=headers) as stream:
-                assert stream.status_code == 200
-            async with asyncio.timeout(30):
-                while door.stats["disconnects"] == 0:
-                    await asyncio.sleep(0.02)
-            # a client that stays: the stream ends once the person has stopped calling. The
-            # agent takes one GET stream a session (409 while one is open): a new one is
-            # served only once the door has closed the one its client left
-            async with asyncio.timeout(30):
-                while True:
-                    await ping()
-                    async with http.stream("GET", url, headers=headers) as stream:
-                        if stream.status_code == 409:
-                            continue
-                        assert stream.status_code == 200
-                        async for _ in stream.aiter_raw():
-                            pass
-                        break
-            assert (await http.get(url, headers=headers)).status_code == 405  # quiet now
-    finally:
-        server.should_exit = True
-        await task
-        await door.close()
+        # a client that leaves: its disconnect reaches the door (and the agent)
+        await ping()
+        async with http.stream("GET", url, headers=headers) as stream:
+            assert stream.status_code == 200
+        async with asyncio.timeout(30):
+            while door.stats["disconnects"] == 0:
+                await asyncio.sleep(0.02)
+        # a client that stays: the stream ends once the person has stopped calling. The
+        # agent takes one GET stream a session (409 while one is open): a new one is
+        # served only once the door has closed the one its client left
+        async with asyncio.timeout(30):
+            while True:
+                await ping()
+                async with http.stream("GET", url, headers=headers) as stream:
+                    if stream.status_code == 409:
+                        continue
+                    assert stream.status_code == 200
+                    async for _ in stream.aiter_raw():
+                        pass
+                    break
+        assert (await http.get(url, headers=headers)).status_code == 405  # quiet now
     del alice
 
 
