@@ -1,6 +1,7 @@
 """The web workspace in headless Chromium (Debian's, driven by Playwright) against the
 platform `dexorder up` runs (exchange emulator, relay, stream, lake writer, gateway,
-triggers; one for the module): the chart draws candles and follows trades live, the
+triggers; one for the module): the chart draws candles and follows trades live (a
+closed candle arriving after the next one's updates replaces its bar), the
 watchlist's prices move, an indicator of the person's workspace is drawn over the chart
 (its parameters set and edited, its line following closing candles),
 an alert made in its panel fires and is shown, a backtest from the strategies panel
@@ -23,8 +24,13 @@ import numpy as np
 import pytest
 import pytest_asyncio
 import talib
+import zmq
+import zmq.asyncio
 from playwright.async_api import Browser, Page, async_playwright
 
+from dexorder.relay_keys import connect_publisher, publisher
+from dexorder.schemas import Candle, encode
+from dexorder.topics import ohlc_topic
 from launcher.ephemeral import RunningPlatform, ephemeral_env, in_environment, start_platform
 from tests.gateway.agent_calls import agent_session
 from tests.gateway.page_reading import pixels, text_of
@@ -176,6 +182,70 @@ async def test_chart_live_watchlist_and_phone_width(
         )
         assert width[0] <= width[1], width
         (tmp_path / "phone.png").write_bytes(await page.screenshot(full_page=True))
+
+
+#: JS: the chart's candle and volume bar at ``m`` (seconds), as lightweight-charts holds them.
+BAR_AT = """(m) => [chart.candles.data().find(b => b.time === m) || null,
+  chart.volume.data().find(b => b.time === m) || null]"""
+
+
+async def test_a_closed_candle_after_the_next_ones_updates_replaces_its_bar(
+    browser: Browser, up: RunningPlatform
+) -> None:
+    async with workspace(browser, up, "late@example.com") as page:
+        # the 1h chart, its last bar (hour M+1) already following the live updates
+        await page.wait_for_function(
+            "Number(document.querySelector('#chart').dataset.candles || 0) > 100", timeout=120_000
+        )
+        updated = "Number(document.querySelector('#chart').dataset.updates || 0) > 0"
+        await trade_until(up, "BTCUSDT", 70_100.5, page, updated)
+        last = int(await page.evaluate("chart.lastTime"))
+        m = last - 3600
+        seen, _ = await page.evaluate(BAR_AT, m)
+        assert seen is not None, "hour M is not on the chart"
+        # hour M's closed candle, other than the bar shown, as the relay delivers it late
+        late = Candle(
+            exchange="BINANCE",
+            symbol="BTC/USDT",
+            timeframe="1h",
+            open_time=m * 1000,
+            open=seen["open"],
+            high=seen["high"] + 10.5,
+            low=seen["low"] - 4.25,
+            close=seen["open"] + 0.5,
+            volume=1234.5,
+            trades=77,
+            closed=True,
+        )
+        topic = ohlc_topic("BINANCE:BTC/USDT", "1h").encode()
+        # published as the stream part does (its key), into an XPUB: it shows when the
+        # relay has passed the gateway's subscription on, so the candle is not dropped
+        pub = zmq.asyncio.Context.instance().socket(zmq.XPUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        connect_publisher(pub, publisher(up.cfg, "stream"))
+        try:
+            async with asyncio.timeout(30):
+                while (msg := await pub.recv())[0] != 1 or not topic.startswith(msg[1:]):
+                    pass
+            await pub.send_multipart([topic, encode(late)])
+            want = [late.open, late.high, late.low, late.close, late.volume]
+            await page.wait_for_function(
+                f"""([m, w]) => {{ const [b, v] = ({BAR_AT})(m);
+                  return !!b && !!v && [b.open, b.high, b.low, b.close, v.value].every(
+                    (x, i) => x === w[i]); }}""",
+                arg=[m, want],
+                timeout=10_000,
+            )
+        finally:
+            pub.close()
+        bar, volume = await page.evaluate(BAR_AT, m)
+        assert volume["color"] == "#a5d6a7"  # a rising candle's volume colour
+        assert [bar[k] for k in ("open", "high", "low", "close")] == want[:4]
+        # the chart stays on its last bar; hour M's close reached the page as closed
+        assert int(await page.evaluate("chart.lastTime")) >= last
+        assert int(await page.evaluate("chart.candles.data().at(-1).time")) >= last
+        closed = await page.evaluate("document.querySelector('#chart').dataset.closed")
+        assert int(closed) >= m * 1000
 
 
 #: An indicator that passes validation (its sample has 400 candles) and fails on others.
