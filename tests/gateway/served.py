@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import uvicorn
 from aiohttp import web
+from starlette.types import ASGIApp
 
 from dexorder.config import Settings
 from dexorder.contracts.chat import decode_server_frame, encode
@@ -149,6 +150,25 @@ class ChatSocket:
 
 
 @contextlib.asynccontextmanager
+async def serve_asgi(app: ASGIApp, port: int, **config: Any) -> AsyncIterator[str]:
+    """``app`` under uvicorn on loopback ``port`` while the block runs; yields its URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config)
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(30):
+            while not server.started:
+                if task.done():
+                    task.result()  # raises why it could not start
+                await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
 async def serve_gateway(
     cfg: Settings, agent_env: dict[str, str] | None = None
 ) -> AsyncIterator[Served]:
@@ -162,24 +182,8 @@ async def serve_gateway(
         },
     )
     gw = Gateway.build(cfg, provisioner)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            build_app(gw),
-            host="127.0.0.1",
-            port=cfg.gateway.port,
-            log_level="warning",
-            ws="websockets-sansio",
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(30):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        async with aiohttp.ClientSession() as http:
-            yield Served(gw, f"http://127.0.0.1:{cfg.gateway.port}", http)
-    finally:
-        server.should_exit = True
-        await task
+    async with (
+        serve_asgi(build_app(gw), cfg.gateway.port, ws="websockets-sansio") as url,
+        aiohttp.ClientSession() as http,
+    ):
+        yield Served(gw, url, http)

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import BlobResourceContents, CallToolResult, TextContent, TextResourceContents
@@ -29,7 +28,7 @@ from dexorder.tokens import mint_token
 from gateway.mcp_door import McpDoor, to_agent, to_client
 from tests.agent.conftest import fill_lake
 from tests.gateway.replicas import REDIS_URL, serve_replicas
-from tests.gateway.served import Served, gateway_settings, run_cli, serve_gateway
+from tests.gateway.served import Served, gateway_settings, run_cli, serve_asgi, serve_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -417,26 +416,11 @@ def test_headers_hop_by_hop_dropped_credentials_replaced_sessions_translated() -
 @contextlib.asynccontextmanager
 async def serve_door(door: McpDoor) -> AsyncIterator[str]:
     """``door`` alone on a free port; yields its ``/mcp`` URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            Starlette(routes=[Route("/mcp", door, methods=["GET", "POST", "DELETE"])]),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    task = asyncio.create_task(server.serve())
+    app = Starlette(routes=[Route("/mcp", door, methods=["GET", "POST", "DELETE"])])
     try:
-        async with asyncio.timeout(30):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}/mcp"
+        async with serve_asgi(app, free_port()) as url:
+            yield f"{url}/mcp"
     finally:
-        server.should_exit = True
-        await task
         await door.close()
 
 
