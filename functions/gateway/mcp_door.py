@@ -157,11 +157,20 @@ def header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
     return None
 
 
+class _ProbeParams(msgspec.Struct):
+    """Of a message's params, what the door reads (a tool's arguments are not decoded)."""
+
+    #: a ``tools/call``'s tool (used only when a string)
+    name: object = None
+    #: where the MCP SDK carries the trace context (used only when an object)
+    meta: object = msgspec.field(default=None, name="_meta")
+
+
 class _Probe(msgspec.Struct):
     """As much of a JSON-RPC message as the door looks at."""
 
     method: str | None = None
-    params: dict[str, Any] | None = None
+    params: _ProbeParams | None = None
 
 
 def _probe(body: bytes) -> _Probe:
@@ -183,7 +192,7 @@ _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 def caller_context(probe: _Probe, headers: Iterable[tuple[bytes, bytes]]) -> Context | None:
     """The caller's trace context: its message's ``_meta`` (where the MCP SDK puts it),
     else its ``traceparent`` header; None when it gives none (the door's span is a root)."""
-    meta = (probe.params or {}).get("_meta")
+    meta = probe.params.meta if probe.params else None
     carriers: list[dict[str, str]] = []
     if isinstance(meta, dict):
         carriers.append({k: v for k, v in meta.items() if isinstance(v, str)})
@@ -406,7 +415,7 @@ class McpDoor:
         probe = _probe(body)
         if probe.method is not None:
             traced.set("mcp.method.name", probe.method)
-        tool = (probe.params or {}).get("name")
+        tool = probe.params.name if probe.params else None
         if probe.method == "tools/call" and isinstance(tool, str):
             traced.set("gen_ai.tool.name", tool)
         traced.start(caller_context(probe, headers))
