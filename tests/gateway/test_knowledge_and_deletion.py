@@ -11,7 +11,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dexorder.config import Settings
-from dexorder.contracts.chat import ServerFrame
 from dexorder.embeddings import EmbeddingClient
 from dexorder.tokens import embedder_token, token_keys
 from gateway.accounts.models import DeliveredEvent
@@ -103,6 +102,7 @@ async def test_what_alice_asks_to_remember_reaches_her_prompts_and_never_bobs(
     from gateway.harness.turn import Harness
     from tests.agent.conftest import serve_agent
     from tests.gateway.loopback_anthropic import API_KEY, serve_messages_api
+    from tests.gateway.loopback_harness import run_turn
 
     url, home = embedder
     async with serve_messages_api() as (api_url, api):
@@ -117,11 +117,6 @@ async def test_what_alice_asks_to_remember_reaches_her_prompts_and_never_bobs(
         )
         await kb.load_folder()
         harness = Harness(cfg, token_keys(cfg), ModelRouter(cfg.gateway, API_KEY), kb)
-        sent: list[ServerFrame] = []
-
-        async def send(frame: ServerFrame) -> None:
-            sent.append(frame)
-
         try:
             async with serve_agent(cfg, "alice_kb") as alice, serve_agent(cfg, "bob_kb") as bob:
                 api.replies = [
@@ -142,14 +137,7 @@ async def test_what_alice_asks_to_remember_reaches_her_prompts_and_never_bobs(
                     (alice, "Which coin holds my savings?"),
                     (bob, "Which coin holds my savings?"),
                 ):
-                    await harness.turn(
-                        user=agent.person.user,
-                        tier="free",
-                        channel="web",
-                        text=text,
-                        mcp_url=agent.url,
-                        send=send,
-                    )
+                    await run_turn(harness, agent, text)
                 assert "remember" in {t["name"] for t in api.requests[0]["tools"]}
                 alice_prompt, bob_prompt = api.requests[2]["system"], api.requests[3]["system"]
                 assert "Alice keeps her savings in Dogecoin." in alice_prompt
