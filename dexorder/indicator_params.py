@@ -55,13 +55,16 @@ def declared_params(source: str) -> dict[str, ParamValue] | None:
 
 
 def parse_params(text: str) -> dict[str, Scalar]:
-    """``params`` as sent (a JSON object of names to numbers, text, true/false or null)."""
+    """``params`` as sent (a JSON object of names to numbers, text, true/false or null),
+    at most :data:`MAX_PARAMS` of them."""
     try:
         given = msgspec.json.decode(text.encode(), type=dict[str, Scalar])
     except msgspec.DecodeError as exc:
         raise ParamError(
             f"params must be a JSON object of names to numbers, text or true/false: {exc}"
         ) from None
+    if len(given) > MAX_PARAMS:
+        raise ParamError(f"at most {MAX_PARAMS} parameters")
     return given
 
 

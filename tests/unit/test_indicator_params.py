@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from dexorder.indicator_params import ParamError, check_params, declared_params, parse_params
+from dexorder.indicator_params import (
+    MAX_PARAMS,
+    ParamError,
+    check_params,
+    declared_params,
+    parse_params,
+)
 
 RSI = '''"""RSI."""
 import talib
@@ -61,3 +67,12 @@ def test_given_params_are_checked_against_the_defaults() -> None:
     for text in ["[1]", '{"scale": 1e999}', '{"period": [9]}', "period=9", '{"period": {"a": 1}}']:
         with pytest.raises(ParamError, match="params must be a JSON object"):
             parse_params(text)
+
+
+def test_params_as_sent_are_a_json_object_of_at_most_max_params() -> None:
+    assert parse_params('{"period": 9, "source": "close"}') == {"period": 9, "source": "close"}
+    with pytest.raises(ParamError, match="JSON object"):
+        parse_params("[9]")
+    many = ", ".join(f'"p{i}": {i}' for i in range(MAX_PARAMS + 1))
+    with pytest.raises(ParamError, match=f"at most {MAX_PARAMS} parameters"):
+        parse_params("{" + many + "}")

@@ -57,7 +57,7 @@ from dexorder.contracts.workspace import (
     WatchlistBody,
     encode,
 )
-from dexorder.indicator_params import MAX_PARAMS, ParamError, parse_params
+from dexorder.indicator_params import ParamError, parse_params
 from dexorder.markets import InvalidTicker, InvalidTimeframe, Ticker, Timeframe
 from dexorder.times import iso, parse_when
 from gateway.api.common import answers_refusals, caller, gateway_of, typed_body
@@ -330,8 +330,6 @@ def _params(text: str | None) -> JsonObject:
         raise Refused(400, f"params is longer than {MAX_PARAMS_TEXT} characters")
     try:
         given = parse_params(text)
-        if len(given) > MAX_PARAMS:
-            raise ParamError(f"at most {MAX_PARAMS} parameters")
     except ParamError as exc:
         raise Refused(400, str(exc)) from None
     return dict(given)
